@@ -1,0 +1,32 @@
+// K-quant formats (QK_K = 256 elements per super-block): Q4_K, Q5_K, Q6_K, and
+// the Q8_K activation format they are dotted with. Block layouts are bit-exact
+// with GGML's ggml-common.h. The generic entry points in kvtier/kernels.h route
+// K-quant types here.
+#pragma once
+
+#include <cstdint>
+
+namespace kvtier::kernels::kquant {
+
+constexpr int64_t kSuperBlock = 256;  // QK_K
+
+// Scalar references (the definition of each format).
+void dequantize_q4_K_reference(const void* src, float* dst, int64_t n);
+void dequantize_q5_K_reference(const void* src, float* dst, int64_t n);
+void dequantize_q6_K_reference(const void* src, float* dst, int64_t n);
+void quantize_q8_K_reference(const float* x, void* dst, int64_t n);
+float vec_dot_q4_K_q8_K_reference(int64_t n, const void* w, const void* a);
+float vec_dot_q5_K_q8_K_reference(int64_t n, const void* w, const void* a);
+float vec_dot_q6_K_q8_K_reference(int64_t n, const void* w, const void* a);
+
+// Runtime-dispatched SIMD versions (same results as the references up to
+// float summation order).
+void dequantize_q4_K(const void* src, float* dst, int64_t n);
+void dequantize_q5_K(const void* src, float* dst, int64_t n);
+void dequantize_q6_K(const void* src, float* dst, int64_t n);
+void quantize_q8_K(const float* x, void* dst, int64_t n);
+float vec_dot_q4_K_q8_K(int64_t n, const void* w, const void* a);
+float vec_dot_q5_K_q8_K(int64_t n, const void* w, const void* a);
+float vec_dot_q6_K_q8_K(int64_t n, const void* w, const void* a);
+
+}  // namespace kvtier::kernels::kquant
