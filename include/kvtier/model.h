@@ -1,0 +1,120 @@
+// Llama-family transformer models loaded from GGUF: architectures `llama`
+// (Llama 2/3.x, Mistral-style, SmolLM2) and `qwen2`.
+//
+// The model owns only weights (memory-mapped). The KV cache is passed in to
+// every forward call, so one model can serve many sequences and the cache
+// implementation can change without touching the forward pass.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvtier/gguf.h"
+#include "kvtier/kernels.h"
+#include "kvtier/kv_cache.h"
+#include "kvtier/status.h"
+#include "kvtier/thread_pool.h"
+
+namespace kvtier {
+
+enum class RopeMode { kNormal, kNeox };  // adjacent pairs (llama) / split halves (qwen2)
+
+struct ModelConfig {
+  std::string architecture;  // "llama" or "qwen2"
+  std::string name;          // general.name, if any
+  int n_vocab = 0;
+  int n_embd = 0;
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int n_ff = 0;
+  int n_ctx_train = 0;
+  float rms_eps = 1e-5f;
+  RopeMode rope_mode = RopeMode::kNormal;
+  int rope_dims = 0;           // rotated dims per head (usually head_dim)
+  float rope_freq_base = 10000.0f;
+  float rope_freq_scale = 1.0f;  // 1 / linear scaling factor
+  bool has_rope_freq_factors = false;  // Llama-3.1 style per-dimension factors (rope_freqs.weight)
+  bool tied_embeddings = false;
+  bool has_qkv_bias = false;
+
+  // Reads and validates {arch}.* keys; errors name the key.
+  static Result<ModelConfig> from_gguf(const gguf::File& file);
+  KvGeometry kv_geometry(int max_tokens) const { return {n_layers, n_kv_heads, head_dim, max_tokens}; }
+};
+
+// Weights of one transformer block. 1-D tensors are f32 [n_embd] (or [dim] for biases).
+struct LayerWeights {
+  const float* attn_norm = nullptr;  // [n_embd]
+  kernels::WeightMatrix wq, wk, wv;  // [n_heads*head_dim | n_kv*head_dim, n_embd]
+  const float* bq = nullptr;         // qwen2 biases, [rows] or null
+  const float* bk = nullptr;
+  const float* bv = nullptr;
+  kernels::WeightMatrix wo;          // [n_embd, n_heads*head_dim]
+  const float* ffn_norm = nullptr;   // [n_embd]
+  kernels::WeightMatrix w_gate, w_up;  // [n_ff, n_embd]
+  kernels::WeightMatrix w_down;        // [n_embd, n_ff]
+};
+
+// Progress of a long operation: done and total units (bytes, tokens, ...).
+using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+
+class Model {
+ public:
+  // Maps the file, validates config and every tensor's type and shape, and
+  // touches the weights once (reported through `progress`) so the first
+  // forward pass does not pay for page faults.
+  static Result<std::unique_ptr<Model>> load(const std::string& path, const ProgressFn& progress = {});
+
+  const ModelConfig& config() const { return config_; }
+  const gguf::File& file() const { return *file_; }
+  uint64_t weight_bytes() const { return weight_bytes_; }
+
+  // Evaluates tokens at positions [pos, pos + n) (the cache must hold exactly
+  // `pos` positions), appending their keys and values to the cache. Logits of
+  // batch rows [logits_from, n) are written to `logits`: [n - logits_from, n_vocab].
+  // Long batches are processed in micro-batches of at most max_batch tokens.
+  Status forward(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool, int logits_from,
+                 float* logits, const ProgressFn& progress = {});
+
+ private:
+  Model() = default;
+  Status bind_weights();
+  void forward_batch(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool, int logits_from,
+                     float* logits);
+  void ensure_scratch(int n);
+
+  std::unique_ptr<gguf::File> file_;
+  ModelConfig config_;
+  kernels::WeightMatrix token_embd_;  // [n_vocab, n_embd]
+  kernels::WeightMatrix output_;      // [n_vocab, n_embd] (== token_embd_ when tied)
+  const float* output_norm_ = nullptr;
+  std::vector<LayerWeights> layers_;
+  std::vector<float> rope_freq_factors_;  // [rope_dims / 2] or empty
+  std::vector<std::vector<float>> converted_;  // 1-D tensors stored as F16/BF16 in the file, as f32
+  uint64_t weight_bytes_ = 0;
+
+  // Scratch for one micro-batch of up to scratch_tokens_ tokens.
+  int scratch_tokens_ = 0;
+  std::vector<float> x_;      // [n, n_embd] residual stream
+  std::vector<float> xn_;     // [n, n_embd] normalised input of a sub-block
+  std::vector<float> q_;      // [n, n_heads*head_dim]
+  std::vector<float> k_;      // [n, n_kv*head_dim]
+  std::vector<float> v_;      // [n, n_kv*head_dim]
+  std::vector<float> attn_;   // [n, n_heads*head_dim]
+  std::vector<float> gate_;   // [n, n_ff]
+  std::vector<float> up_;     // [n, n_ff]
+  std::vector<float> proj_;   // [n, n_embd] output of wo / w_down before the residual add
+};
+
+// Largest number of tokens one forward micro-batch processes.
+constexpr int kMaxBatch = 512;
+
+// Creates the plain contiguous KV cache (f16 by default) for a model.
+std::unique_ptr<KvCache> make_contiguous_kv_cache(const ModelConfig& config, int max_tokens, bool f16 = true);
+
+}  // namespace kvtier

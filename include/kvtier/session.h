@@ -1,0 +1,52 @@
+// A sequence being generated: a model, its KV cache, and the logits of the
+// last evaluated token. Plus the llama.cpp perplexity protocol on top of it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "kvtier/kv_cache.h"
+#include "kvtier/model.h"
+#include "kvtier/status.h"
+#include "kvtier/thread_pool.h"
+
+namespace kvtier {
+
+class Session {
+ public:
+  Session(Model& model, std::unique_ptr<KvCache> cache, ThreadPool& pool);
+
+  // Evaluates tokens after those already in the cache; afterwards
+  // last_logits() holds the distribution for the next token.
+  Status append(const std::vector<int32_t>& tokens, const ProgressFn& progress = {});
+  const std::vector<float>& last_logits() const { return last_logits_; }  // [n_vocab]
+  int n_past() const { return cache_->n_tokens(); }
+  KvCache& cache() { return *cache_; }
+  Model& model() { return model_; }
+
+ private:
+  Model& model_;
+  std::unique_ptr<KvCache> cache_;
+  ThreadPool& pool_;
+  std::vector<float> last_logits_;
+};
+
+struct PerplexityResult {
+  double ppl = 0;
+  double ppl_error = 0;                  // llama.cpp's +/- estimate
+  std::vector<double> running_ppl;       // after each chunk
+  int64_t scored_tokens = 0;
+};
+
+// llama.cpp's protocol: chunks of n_ctx tokens, first token of each replaced by
+// BOS, evaluated from an empty cache, scoring positions [n_ctx/2, n_ctx - 1).
+// `tokens` is the whole text tokenized with BOS. n_chunks <= 0 means all.
+// make_cache builds a fresh cache for each chunk. on_chunk(i, running_ppl) reports progress.
+Result<PerplexityResult> compute_perplexity(
+    Model& model, const std::vector<int32_t>& tokens, int n_ctx, int n_chunks, int32_t bos, ThreadPool& pool,
+    const std::function<std::unique_ptr<KvCache>()>& make_cache,
+    const std::function<void(int chunk, int n_chunks, double running_ppl)>& on_chunk = {});
+
+}  // namespace kvtier

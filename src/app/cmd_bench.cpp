@@ -1,0 +1,100 @@
+// kvtier bench: prefill and decode throughput measured the way llama-bench does
+// (pp: one batch of N random tokens into an empty cache; tg: N single-token
+// steps from an empty cache), averaged over repetitions after a warm-up run.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "app/commands.h"
+#include "app/loading.h"
+#include "kvtier/model.h"
+
+namespace kvtier::app {
+
+namespace {
+struct BenchOptions {
+  std::string model_path;
+  int n_prompt = 512;
+  int n_gen = 128;
+  int repetitions = 3;
+  int threads = 0;
+};
+
+struct Stats {
+  double mean = 0, stddev = 0;
+};
+
+Stats summarize(const std::vector<double>& values) {
+  Stats s;
+  for (double v : values) s.mean += v;
+  s.mean /= values.size();
+  for (double v : values) s.stddev += (v - s.mean) * (v - s.mean);
+  s.stddev = values.size() > 1 ? std::sqrt(s.stddev / (values.size() - 1)) : 0;
+  return s;
+}
+
+int run(const BenchOptions& o) {
+  auto model_or = Model::load(o.model_path);
+  if (!model_or.ok()) return fail(model_or.error());
+  Model& model = **model_or;
+  const ModelConfig& c = model.config();
+  ThreadPool pool(o.threads);
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> token(0, c.n_vocab - 1);
+  std::vector<float> logits(c.n_vocab);  // [n_vocab]: only the last row is computed, as llama-bench does
+  const int n_ctx = std::max(o.n_prompt, o.n_gen);
+
+  auto time_prefill = [&]() -> double {
+    std::vector<int32_t> tokens(o.n_prompt);
+    for (auto& t : tokens) t = token(rng);
+    auto cache = make_contiguous_kv_cache(c, n_ctx);
+    const auto start = std::chrono::steady_clock::now();
+    Status s = model.forward(tokens.data(), o.n_prompt, 0, *cache, pool, o.n_prompt - 1, logits.data());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return s.ok() ? o.n_prompt / seconds : -1;
+  };
+  auto time_decode = [&]() -> double {
+    auto cache = make_contiguous_kv_cache(c, n_ctx);
+    int32_t next = token(rng);
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < o.n_gen; ++i) {
+      if (!model.forward(&next, 1, i, *cache, pool, 0, logits.data()).ok()) return -1;
+      next = static_cast<int32_t>((next + 1 + i) % c.n_vocab);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return o.n_gen / seconds;
+  };
+
+  std::fprintf(stderr, "model %s: %s, weights %.1f MiB, %d threads, %d repetitions\n", o.model_path.c_str(),
+               c.architecture.c_str(), model.weight_bytes() / 1048576.0, pool.size(), o.repetitions);
+  for (int kind = 0; kind < 2; ++kind) {
+    const int n = kind == 0 ? o.n_prompt : o.n_gen;
+    if (n <= 0) continue;
+    auto measure = kind == 0 ? std::function<double()>(time_prefill) : std::function<double()>(time_decode);
+    if (measure() < 0) return fail("forward pass failed");  // warm-up
+    std::vector<double> rates;
+    for (int r = 0; r < o.repetitions; ++r) rates.push_back(measure());
+    const Stats s = summarize(rates);
+    std::printf("%s%d: %.2f +/- %.2f tok/s\n", kind == 0 ? "pp" : "tg", n, s.mean, s.stddev);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+}  // namespace
+
+Command add_bench_command(CLI::App& app) {
+  auto o = std::make_shared<BenchOptions>();
+  app.add_option("-m,--model", o->model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
+  app.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for the prefill test (default 512; 0 skips)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("-n,--n-gen", o->n_gen, "tokens for the decode test (default 128; 0 skips)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("-r,--repetitions", o->repetitions, "repetitions (default 3)")->check(CLI::PositiveNumber);
+  add_threads_option(app, o->threads);
+  return [o] { return run(*o); };
+}
+
+}  // namespace kvtier::app

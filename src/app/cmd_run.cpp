@@ -1,0 +1,115 @@
+// kvtier run: stream a continuation of a prompt to stdout (logs go to stderr).
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "app/commands.h"
+#include "app/loading.h"
+#include "app/progress.h"
+#include "kvtier/sampling.h"
+#include "kvtier/session.h"
+
+namespace kvtier::app {
+
+namespace {
+struct RunOptions {
+  std::string model_path;
+  std::string prompt;
+  int n_predict = 128;
+  int n_ctx = 0;
+  int threads = 0;
+  bool ignore_eos = false;
+  bool verbose = false;
+  SamplingParams sampling;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+int run(const RunOptions& o) {
+  auto loaded = load_model_and_tokenizer(o.model_path);
+  if (!loaded.ok()) return fail(loaded.error());
+  Model& model = *loaded->model;
+  const Tokenizer& tokenizer = *loaded->tokenizer;
+  const ModelConfig& c = model.config();
+
+  std::vector<int32_t> prompt = tokenizer.encode(o.prompt, tokenizer.add_bos_default(), true);
+  if (prompt.empty()) return fail("the prompt is empty (and the model adds no BOS token)");
+  const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, 4096);
+  if (static_cast<int>(prompt.size()) + o.n_predict > n_ctx) {
+    return fail("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " + std::to_string(o.n_predict) +
+                " exceeds the context size " + std::to_string(n_ctx) + " (raise -c)");
+  }
+  ThreadPool pool(o.threads);
+  Session session(model, make_contiguous_kv_cache(c, n_ctx), pool);
+  if (o.verbose) {
+    std::fprintf(stderr, "model: %s, %s, %d layers, %d/%d heads, weights %.1f MiB; %d threads\n",
+                 c.name.c_str(), c.architecture.c_str(), c.n_layers, c.n_heads, c.n_kv_heads,
+                 model.weight_bytes() / 1048576.0, pool.size());
+    std::fprintf(stderr, "%s\n", session.cache().describe().c_str());
+  }
+
+  Sampler sampler(o.sampling);
+  for (int32_t t : prompt) sampler.accept(t);
+  const auto prefill_start = std::chrono::steady_clock::now();
+  {
+    ProgressBar bar("prompt");
+    auto progress = [&](uint64_t done, uint64_t total) { bar.update(done, total); };
+    if (Status s = session.append(prompt, prompt.size() > 256 ? ProgressFn(progress) : ProgressFn()); !s.ok()) {
+      return fail(s.message());
+    }
+  }
+  const double prefill_seconds = seconds_since(prefill_start);
+
+  StreamingDetokenizer detok(tokenizer);
+  const auto decode_start = std::chrono::steady_clock::now();
+  int generated = 0;
+  for (; generated < o.n_predict; ++generated) {
+    const int32_t next = sampler.sample(session.last_logits().data(), c.n_vocab);
+    if (!o.ignore_eos && tokenizer.is_end_of_generation(next)) break;
+    const std::string text = detok.push(next);
+    if (!text.empty()) {
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    }
+    if (generated + 1 == o.n_predict) {
+      ++generated;
+      break;  // the last token needs no forward pass
+    }
+    if (Status s = session.append({next}); !s.ok()) return fail(s.message());
+  }
+  const std::string rest = detok.flush();
+  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  const double decode_seconds = seconds_since(decode_start);
+  std::fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tok/s); generated: %d tokens in %.3f s (%.1f tok/s)\n",
+               prompt.size(), prefill_seconds, prompt.size() / prefill_seconds, generated, decode_seconds,
+               generated > 0 ? generated / decode_seconds : 0.0);
+  if (o.verbose) std::fprintf(stderr, "%s\n", session.cache().describe().c_str());
+  return 0;
+}
+}  // namespace
+
+Command add_run_command(CLI::App& app) {
+  auto o = std::make_shared<RunOptions>();
+  app.add_option("-m,--model", o->model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
+  app.add_option("-p,--prompt", o->prompt, "prompt text")->required();
+  app.add_option("-n,--n-predict", o->n_predict, "tokens to generate (default 128)")->check(CLI::PositiveNumber);
+  app.add_option("-c,--ctx-size", o->n_ctx, "context size in tokens (default: min(trained, 4096))")
+      ->check(CLI::NonNegativeNumber);
+  add_threads_option(app, o->threads);
+  app.add_option("--temp", o->sampling.temperature, "temperature; 0 = greedy (default 0.8)");
+  app.add_option("--seed", o->sampling.seed, "random seed");
+  app.add_option("--top-k", o->sampling.top_k, "top-k (0 = off, default 40)");
+  app.add_option("--top-p", o->sampling.top_p, "top-p (1 = off, default 0.95)");
+  app.add_option("--min-p", o->sampling.min_p, "min-p (0 = off, default 0.05)");
+  app.add_option("--repeat-penalty", o->sampling.repeat_penalty, "repetition penalty (1 = off)");
+  app.add_option("--repeat-last-n", o->sampling.repeat_last_n, "tokens the penalty looks back over (64)");
+  app.add_flag("--ignore-eos", o->ignore_eos, "keep generating after an end-of-generation token");
+  app.add_flag("-v,--verbose", o->verbose, "print model and cache details to stderr");
+  return [o] { return run(*o); };
+}
+
+}  // namespace kvtier::app

@@ -1,0 +1,170 @@
+// The transformer forward pass (llama / qwen2), batched over tokens.
+//
+// One micro-batch of n tokens at positions [pos, pos + n):
+//   x = embed(tokens)                                        x: [n, n_embd]
+//   per layer:  xn = rmsnorm(x) * attn_norm
+//               q, k, v = xn Wq^T (+bq), xn Wk^T (+bk), xn Wv^T (+bv), RoPE on q and k
+//               cache.store(k, v);  attn = cache.attend(q)   (causal, GQA)
+//               x += attn Wo^T
+//               xn = rmsnorm(x) * ffn_norm
+//               x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T
+//   logits = (rmsnorm(x) * output_norm) Woutput^T            for the rows asked for
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+
+#include "kvtier/model.h"
+
+namespace kvtier {
+
+namespace {
+
+// out = x / sqrt(mean(x^2) + eps) * weight, for each of n rows of width d.
+// The sum of squares is taken in double, as GGML does.
+void rms_norm(const float* x, const float* weight, int n, int d, float eps, float* out) {
+  for (int t = 0; t < n; ++t) {
+    const float* row = x + static_cast<size_t>(t) * d;
+    float* dst = out + static_cast<size_t>(t) * d;
+    double sum = 0;
+    for (int i = 0; i < d; ++i) sum += static_cast<double>(row[i] * row[i]);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(sum / d) + eps);
+    for (int i = 0; i < d; ++i) dst[i] = row[i] * scale * weight[i];
+  }
+}
+
+void add_bias(float* rows, const float* bias, int n, int d) {
+  if (!bias) return;
+  for (int t = 0; t < n; ++t) {
+    for (int i = 0; i < d; ++i) rows[static_cast<size_t>(t) * d + i] += bias[i];
+  }
+}
+
+// Rotary position embedding, computed as GGML does (theta multiplied by
+// theta_scale pair after pair, in float) so results match llama.cpp closely.
+// cos_sin: scratch of rope_dims floats.
+void apply_rope(const ModelConfig& c, const std::vector<float>& freq_factors, float* rows, int n_heads, int n,
+                int pos, std::vector<float>& cos_sin) {
+  const int dims = c.rope_dims;
+  const float theta_scale = std::pow(c.rope_freq_base, -2.0f / static_cast<float>(dims));
+  cos_sin.resize(dims);
+  for (int t = 0; t < n; ++t) {
+    float theta = static_cast<float>(pos + t);
+    for (int i = 0; i < dims; i += 2) {
+      const float factor = freq_factors.empty() ? 1.0f : freq_factors[i / 2];
+      const float angle = c.rope_freq_scale * (theta / factor);
+      cos_sin[i] = std::cos(angle);
+      cos_sin[i + 1] = std::sin(angle);
+      theta *= theta_scale;
+    }
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = rows + (static_cast<size_t>(t) * n_heads + h) * c.head_dim;
+      for (int i = 0; i < dims; i += 2) {
+        // Normal mode rotates adjacent pairs; NeoX rotates element j with j + dims/2.
+        const int a = c.rope_mode == RopeMode::kNormal ? i : i / 2;
+        const int b = c.rope_mode == RopeMode::kNormal ? i + 1 : i / 2 + dims / 2;
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * cos_sin[i] - x1 * cos_sin[i + 1];
+        v[b] = x0 * cos_sin[i + 1] + x1 * cos_sin[i];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void Model::ensure_scratch(int n) {
+  if (n <= scratch_tokens_) return;
+  const ModelConfig& c = config_;
+  const size_t tokens = static_cast<size_t>(n);
+  const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
+  const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  x_.resize(tokens * c.n_embd);
+  xn_.resize(tokens * c.n_embd);
+  q_.resize(tokens * q_dim);
+  k_.resize(tokens * kv_dim);
+  v_.resize(tokens * kv_dim);
+  attn_.resize(tokens * q_dim);
+  gate_.resize(tokens * c.n_ff);
+  up_.resize(tokens * c.n_ff);
+  proj_.resize(tokens * c.n_embd);
+  scratch_tokens_ = n;
+}
+
+Status Model::forward(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool, int logits_from,
+                      float* logits, const ProgressFn& progress) {
+  const ModelConfig& c = config_;
+  if (n <= 0) return Status::error("forward: empty batch");
+  if (pos != cache.n_tokens()) {
+    return Status::error("forward: position " + std::to_string(pos) + " does not follow the cache's " +
+                         std::to_string(cache.n_tokens()) + " tokens");
+  }
+  if (pos + n > cache.geometry().max_tokens) {
+    return Status::error("context is full: " + std::to_string(pos + n) + " tokens exceed the context size " +
+                         std::to_string(cache.geometry().max_tokens) + " (raise -c)");
+  }
+  for (int i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
+      return Status::error("token id " + std::to_string(tokens[i]) + " is outside the vocabulary");
+    }
+  }
+  logits_from = std::clamp(logits_from, 0, n);
+  for (int start = 0; start < n; start += kMaxBatch) {
+    const int count = std::min(kMaxBatch, n - start);
+    // Logits rows of this micro-batch: [max(logits_from - start, 0), count).
+    const int local_from = std::clamp(logits_from - start, 0, count);
+    float* local_logits = logits ? logits + static_cast<size_t>(std::max(0, start - logits_from)) * c.n_vocab
+                                 : nullptr;
+    forward_batch(tokens + start, count, pos + start, cache, pool, local_from, local_logits);
+    if (progress) progress(start + count, n);
+  }
+  return {};
+}
+
+void Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool,
+                          int logits_from, float* logits) {
+  const ModelConfig& c = config_;
+  ensure_scratch(n);
+  const int d = c.n_embd;
+  const int q_dim = c.n_heads * c.head_dim;
+  const int kv_dim = c.n_kv_heads * c.head_dim;
+  const float attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  std::vector<float> cos_sin;
+
+  for (int t = 0; t < n; ++t) kernels::get_row(token_embd_, tokens[t], x_.data() + static_cast<size_t>(t) * d);
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = layers_[l];
+    rms_norm(x_.data(), w.attn_norm, n, d, c.rms_eps, xn_.data());
+    kernels::matmul(w.wq, xn_.data(), n, q_.data(), pool);
+    kernels::matmul(w.wk, xn_.data(), n, k_.data(), pool);
+    kernels::matmul(w.wv, xn_.data(), n, v_.data(), pool);
+    add_bias(q_.data(), w.bq, n, q_dim);
+    add_bias(k_.data(), w.bk, n, kv_dim);
+    add_bias(v_.data(), w.bv, n, kv_dim);
+    apply_rope(c, rope_freq_factors_, q_.data(), c.n_heads, n, pos, cos_sin);
+    apply_rope(c, rope_freq_factors_, k_.data(), c.n_kv_heads, n, pos, cos_sin);
+    cache.store(l, pos, n, k_.data(), v_.data());
+    cache.attend(l, pos, n, c.n_heads, q_.data(), attn_.data(), attn_scale, pool);
+    kernels::matmul(w.wo, attn_.data(), n, proj_.data(), pool);
+    for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += proj_[i];
+
+    rms_norm(x_.data(), w.ffn_norm, n, d, c.rms_eps, xn_.data());
+    kernels::matmul(w.w_gate, xn_.data(), n, gate_.data(), pool);
+    kernels::matmul(w.w_up, xn_.data(), n, up_.data(), pool);
+    const size_t ff_elems = static_cast<size_t>(n) * c.n_ff;
+    for (size_t i = 0; i < ff_elems; ++i) {
+      const float g = gate_[i];
+      gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];  // SwiGLU
+    }
+    kernels::matmul(w.w_down, gate_.data(), n, proj_.data(), pool);
+    for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += proj_[i];
+  }
+
+  if (logits && logits_from < n) {
+    const int rows = n - logits_from;
+    rms_norm(x_.data() + static_cast<size_t>(logits_from) * d, output_norm_, rows, d, c.rms_eps, xn_.data());
+    kernels::matmul(output_, xn_.data(), rows, logits, pool);
+  }
+}
+
+}  // namespace kvtier
