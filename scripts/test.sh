@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it:
+#   1. ASan+UBSan build of the library and its tests (build-asan/), ctest on it
+#   2. a short libFuzzer run of the GGUF reader
+#   3. the kernels cross-compiled for aarch64 and tested under qemu (NEON, as on Apple cores)
+#   4. the Release build (build/) and the full ctest suite, whose summary closes the output
+# Environment: KVTIER_FUZZ_SECONDS (default 60), KVTIER_SKIP_ARM64=1 to skip step 3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+scripts/install_deps.sh --test
+
+echo "== [1/4] sanitizers (ASan+UBSan) =="
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVTIER_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+# The long reference runs (perplexity over 7 models) run in the Release build only.
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+   ctest -j"$jobs" --output-on-failure -E 'Perplexity')
+
+echo "== [2/4] fuzz smoke run of the GGUF reader =="
+scripts/fuzz_smoke.sh "${KVTIER_FUZZ_SECONDS:-60}"
+
+echo "== [3/4] aarch64 (NEON) kernels under qemu =="
+if [[ "${KVTIER_SKIP_ARM64:-0}" == 1 ]]; then echo "skipped (KVTIER_SKIP_ARM64=1)"; else scripts/test_arm64.sh; fi
+
+echo "== [4/4] Release build and the full suite =="
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+cd build && ctest -j"$jobs" --output-on-failure
