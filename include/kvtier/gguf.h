@@ -115,6 +115,7 @@ class File {
   uint64_t data_offset_ = 0;
   std::vector<std::pair<std::string, Value>> kv_;
   std::vector<TensorInfo> tensors_;
+  uint64_t header_hash_ = 0;  // computed once in parse()
 };
 
 }  // namespace kvtier::gguf
