@@ -498,17 +498,21 @@ uint64_t File::header_hash() const { return header_hash_; }
 
 namespace {
 
-Status missing(std::string_view key) {
-  return Status::error("GGUF metadata key '" + std::string(key) + "' is missing");
+// "GGUF file 'model.gguf': metadata key 'k'" -- the start of every accessor error.
+std::string key_field(const File& file, std::string_view key) {
+  std::string out = file.path().empty() ? "GGUF (in memory): " : "GGUF file '" + file.path() + "': ";
+  return out + "metadata key '" + std::string(key) + "'";
 }
 
-Status wrong_type(std::string_view key, const Value& v, const char* wanted) {
+Status missing(const File& file, std::string_view key) { return Status::error(key_field(file, key) + " is missing"); }
+
+Status wrong_type(const File& file, std::string_view key, const Value& v, const char* wanted) {
   std::string got = v.type == ValueType::ARRAY ? std::string("array of ") + value_type_name(v.array_type)
                                                : value_type_name(v.type);
-  return Status::error("GGUF metadata key '" + std::string(key) + "' is " + got + ", expected " + wanted);
+  return Status::error(key_field(file, key) + " is " + got + ", expected " + wanted);
 }
 
-// Integer value as (negative?, magnitude) so any integer type can be range-checked.
+// Any integer type as uint64_t, so that range checks are uniform; false for non-integers and negatives.
 bool as_unsigned(const Value& v, uint64_t& out) {
   if (!is_integer(v.type)) return false;
   if (is_signed(v.type)) {
@@ -520,9 +524,9 @@ bool as_unsigned(const Value& v, uint64_t& out) {
   return true;
 }
 
-Status check_count(std::string_view key, const Value& v, std::optional<uint64_t> expected) {
+Status check_count(const File& file, std::string_view key, const Value& v, std::optional<uint64_t> expected) {
   if (expected && v.array_count != *expected) {
-    return Status::error("GGUF metadata key '" + std::string(key) + "' has " + std::to_string(v.array_count) +
+    return Status::error(key_field(file, key) + " has " + std::to_string(v.array_count) +
                          " entries, expected " + std::to_string(*expected));
   }
   return Status();
@@ -532,20 +536,20 @@ Status check_count(std::string_view key, const Value& v, std::optional<uint64_t>
 
 Result<std::string> File::get_string(std::string_view key) const {
   const Value* v = find(key);
-  if (!v) return missing(key);
-  if (v->type != ValueType::STRING) return wrong_type(key, *v, "STRING");
+  if (!v) return missing(*this, key);
+  if (v->type != ValueType::STRING) return wrong_type(*this, key, *v, "STRING");
   return std::string(v->str);
 }
 
 Result<uint64_t> File::get_u64(std::string_view key) const {
   const Value* v = find(key);
-  if (!v) return missing(key);
+  if (!v) return missing(*this, key);
   uint64_t out = 0;
   if (!as_unsigned(*v, out)) {
     if (is_integer(v->type)) {
-      return Status::error("GGUF metadata key '" + std::string(key) + "' is negative (" + std::to_string(v->i) + ")");
+      return Status::error(key_field(*this, key) + " is negative (" + std::to_string(v->i) + ")");
     }
-    return wrong_type(key, *v, "an unsigned integer");
+    return wrong_type(*this, key, *v, "an unsigned integer");
   }
   return out;
 }
@@ -554,7 +558,7 @@ Result<uint32_t> File::get_u32(std::string_view key) const {
   auto wide = get_u64(key);
   if (!wide.ok()) return wide.status();
   if (*wide > std::numeric_limits<uint32_t>::max()) {
-    return Status::error("GGUF metadata key '" + std::string(key) + "' value " + std::to_string(*wide) +
+    return Status::error(key_field(*this, key) + " value " + std::to_string(*wide) +
                          " does not fit in 32 bits");
   }
   return static_cast<uint32_t>(*wide);
@@ -562,35 +566,35 @@ Result<uint32_t> File::get_u32(std::string_view key) const {
 
 Result<float> File::get_f32(std::string_view key) const {
   const Value* v = find(key);
-  if (!v) return missing(key);
+  if (!v) return missing(*this, key);
   if (v->type == ValueType::FLOAT32 || v->type == ValueType::FLOAT64) return static_cast<float>(v->f);
   if (is_integer(v->type)) return is_signed(v->type) ? static_cast<float>(v->i) : static_cast<float>(v->u);
-  return wrong_type(key, *v, "FLOAT32");
+  return wrong_type(*this, key, *v, "FLOAT32");
 }
 
 Result<bool> File::get_bool(std::string_view key) const {
   const Value* v = find(key);
-  if (!v) return missing(key);
-  if (v->type != ValueType::BOOL) return wrong_type(key, *v, "BOOL");
+  if (!v) return missing(*this, key);
+  if (v->type != ValueType::BOOL) return wrong_type(*this, key, *v, "BOOL");
   return v->b;
 }
 
 Result<std::vector<std::string_view>> File::get_string_array(std::string_view key,
                                                              std::optional<uint64_t> expected_count) const {
   const Value* v = find(key);
-  if (!v) return missing(key);
-  if (v->type != ValueType::ARRAY || v->array_type != ValueType::STRING) return wrong_type(key, *v, "array of STRING");
-  if (Status s = check_count(key, *v, expected_count); !s.ok()) return s;
+  if (!v) return missing(*this, key);
+  if (v->type != ValueType::ARRAY || v->array_type != ValueType::STRING) return wrong_type(*this, key, *v, "array of STRING");
+  if (Status s = check_count(*this, key, *v, expected_count); !s.ok()) return s;
   return v->array_strings;
 }
 
 Result<std::vector<float>> File::get_f32_array(std::string_view key, std::optional<uint64_t> expected_count) const {
   const Value* v = find(key);
-  if (!v) return missing(key);
+  if (!v) return missing(*this, key);
   if (v->type != ValueType::ARRAY || v->array_type != ValueType::FLOAT32) {
-    return wrong_type(key, *v, "array of FLOAT32");
+    return wrong_type(*this, key, *v, "array of FLOAT32");
   }
-  if (Status s = check_count(key, *v, expected_count); !s.ok()) return s;
+  if (Status s = check_count(*this, key, *v, expected_count); !s.ok()) return s;
   std::vector<float> out(static_cast<size_t>(v->array_count));  // [array_count]
   if (!out.empty()) std::memcpy(out.data(), v->array_data, out.size() * sizeof(float));
   return out;
@@ -599,17 +603,17 @@ Result<std::vector<float>> File::get_f32_array(std::string_view key, std::option
 Result<std::vector<int32_t>> File::get_i32_array(std::string_view key,
                                                  std::optional<uint64_t> expected_count) const {
   const Value* v = find(key);
-  if (!v) return missing(key);
+  if (!v) return missing(*this, key);
   if (v->type != ValueType::ARRAY || (v->array_type != ValueType::INT32 && v->array_type != ValueType::UINT32)) {
-    return wrong_type(key, *v, "array of INT32");
+    return wrong_type(*this, key, *v, "array of INT32");
   }
-  if (Status s = check_count(key, *v, expected_count); !s.ok()) return s;
+  if (Status s = check_count(*this, key, *v, expected_count); !s.ok()) return s;
   std::vector<int32_t> out(static_cast<size_t>(v->array_count));  // [array_count]
   if (!out.empty()) std::memcpy(out.data(), v->array_data, out.size() * sizeof(int32_t));
   if (v->array_type == ValueType::UINT32) {
     for (size_t k = 0; k < out.size(); ++k) {
       if (out[k] < 0) {
-        return Status::error("GGUF metadata key '" + std::string(key) + "'[" + std::to_string(k) + "] value " +
+        return Status::error(key_field(*this, key) + "[" + std::to_string(k) + "] value " +
                              std::to_string(static_cast<uint32_t>(out[k])) + " does not fit in INT32");
       }
     }
