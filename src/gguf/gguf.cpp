@@ -108,16 +108,22 @@ class Cursor {
     return Status();
   }
 
-  Status read_string(const std::string& field, std::string_view& out) {
+  // Reads a string; `field` is only called (to build the name for the message) on error,
+  // so that vocabularies of 100k+ tokens do not build 100k+ field names.
+  template <class FieldName>
+  Status read_string(const FieldName& field, std::string_view& out) {
     const size_t start = pos_;
-    uint64_t length = 0;
-    if (Status s = read(field + " length", length); !s.ok()) return s;
-    if (length > remaining()) {
-      pos_ = start;
-      return error_at(field, start,
-                      "string length " + std::to_string(length) + " is larger than the " +
-                          std::to_string(remaining()) + " bytes left in the file");
+    if (remaining() < 8) {
+      return error_at(field() + " length", pos_,
+                      "needs 8 bytes but the file ends after " + std::to_string(remaining()) + " (file truncated?)");
     }
+    const uint64_t length = load<uint64_t>(here());
+    if (length > remaining() - 8) {
+      return error_at(field(), start,
+                      "string length " + std::to_string(length) + " is larger than the " +
+                          std::to_string(remaining() - 8) + " bytes left in the file");
+    }
+    pos_ += 8;
     out = std::string_view(reinterpret_cast<const char*>(here()), static_cast<size_t>(length));
     pos_ += static_cast<size_t>(length);
     return Status();
@@ -165,7 +171,7 @@ Status parse_value(Cursor& cur, uint32_t raw_type, const std::string& field, int
       return Status();
     }
     case ValueType::STRING:
-      return cur.read_string(field, out.str);
+      return cur.read_string([&] { return field; }, out.str);
     case ValueType::ARRAY: {
       if (depth >= kMaxArrayNesting) {
         return cur.error_at(field, at,
@@ -206,7 +212,8 @@ Status parse_value(Cursor& cur, uint32_t raw_type, const std::string& field, int
         out.array_strings.reserve(static_cast<size_t>(count));
         for (uint64_t k = 0; k < count; ++k) {
           std::string_view s;
-          if (Status st = cur.read_string(field + "[" + std::to_string(k) + "]", s); !st.ok()) return st;
+          auto element = [&] { return field + "[" + std::to_string(k) + "]"; };
+          if (Status st = cur.read_string(element, s); !st.ok()) return st;
           out.array_strings.push_back(s);
         }
         return Status();
@@ -358,7 +365,7 @@ Status File::parse() {
     const std::string index = "metadata[" + std::to_string(k) + "]";
     const size_t key_at = cur.pos();
     std::string_view key;
-    if (Status s = cur.read_string(index + " key", key); !s.ok()) return s;
+    if (Status s = cur.read_string([&] { return index + " key"; }, key); !s.ok()) return s;
     if (key.empty()) return cur.error_at(index + " key", key_at, "empty key");
     const std::string field = "metadata key " + quoted(key);
     if (!seen_keys.insert(key).second) return cur.error_at(field, key_at, "duplicate key");
@@ -393,7 +400,7 @@ Status File::parse() {
     const std::string index = "tensor[" + std::to_string(t) + "]";
     const size_t name_at = cur.pos();
     std::string_view name;
-    if (Status s = cur.read_string(index + " name", name); !s.ok()) return s;
+    if (Status s = cur.read_string([&] { return index + " name"; }, name); !s.ok()) return s;
     if (name.empty()) return cur.error_at(index + " name", name_at, "empty tensor name");
     const std::string field = index + " " + quoted(name);
     if (!seen_names.insert(name).second) return cur.error_at(field + " name", name_at, "duplicate tensor name");
