@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -482,6 +483,21 @@ Status File::parse() {
                                   " bytes; file truncated?)");
     }
     info.data = base_ + data_offset_ + info.offset;
+  }
+  // Tensors must not share bytes: overlapping data means a corrupt table, and
+  // writing into one tensor's buffer would silently change another.
+  std::vector<size_t> by_offset(tensors_.size());  // [n_tensors] indices sorted by data offset
+  for (size_t t = 0; t < by_offset.size(); ++t) by_offset[t] = t;
+  std::sort(by_offset.begin(), by_offset.end(),
+            [&](size_t a, size_t b) { return tensors_[a].offset < tensors_[b].offset; });
+  for (size_t k = 1; k < by_offset.size(); ++k) {
+    const TensorInfo& prev = tensors_[by_offset[k - 1]];
+    const TensorInfo& next = tensors_[by_offset[k]];
+    if (prev.offset + prev.n_bytes > next.offset) {
+      return cur.error("tensor[" + std::to_string(by_offset[k]) + "] " + quoted(next.name) + " offset",
+                       "data at " + std::to_string(next.offset) + " overlaps tensor " + quoted(prev.name) + " [" +
+                           std::to_string(prev.offset) + ", +" + std::to_string(prev.n_bytes) + ")");
+    }
   }
   header_hash_ = XXH64(base_, static_cast<size_t>(data_offset_), 0);
   return Status();

@@ -275,6 +275,18 @@ TEST(GgufValidation, MisalignedTensorOffset) {
   expect_error(b, {"tensor[1] 'wq' offset", "alignment 32"});
 }
 
+TEST(GgufValidation, OverlappingTensorData) {
+  Bytes b = base_bytes();
+  uint64_t wq_offset = 0;
+  std::memcpy(&wq_offset, b.data() + tensor_record(b, "wq").offset, 8);
+  poke<uint64_t>(b, tensor_record(b, "last").offset, wq_offset + 32);  // inside wq's 72 bytes
+  expect_error(b, {"tensor[2] 'last' offset", "overlaps tensor 'wq'"});
+  // Two zero-distance tensors: the same offset.
+  b = base_bytes();
+  poke<uint64_t>(b, tensor_record(b, "wq").offset, 0);
+  expect_error(b, {"offset", "overlaps"});
+}
+
 TEST(GgufValidation, DuplicateTensorNames) {
   GgufWriter w;
   ASSERT_TRUE(w.add_tensor_f32("wa", {1}, std::vector<float>{1}).ok());
