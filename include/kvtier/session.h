@@ -49,4 +49,23 @@ Result<PerplexityResult> compute_perplexity(
     const std::function<std::unique_ptr<KvCache>()>& make_cache,
     const std::function<void(int chunk, int n_chunks, double running_ppl)>& on_chunk = {});
 
+// KV-cache quality: each chunk is evaluated twice, with a reference cache (f16)
+// and the cache under test, and the next-token distributions are compared at
+// the scored positions (llama.cpp's --kl-divergence statistics).
+struct KvQualityResult {
+  double ppl_base = 0;
+  double ppl_test = 0;
+  double ppl_ratio = 0;      // ppl_test / ppl_base
+  double mean_kld = 0;       // mean KL(p_base || p_test) in nats
+  double kld_error = 0;      // standard error of the mean
+  double same_top1 = 0;      // fraction of positions with the same argmax
+  int64_t scored_tokens = 0;
+};
+
+Result<KvQualityResult> compare_kv_caches(
+    Model& model, const std::vector<int32_t>& tokens, int n_ctx, int n_chunks, int32_t bos, ThreadPool& pool,
+    const std::function<std::unique_ptr<KvCache>()>& make_base_cache,
+    const std::function<std::unique_ptr<KvCache>()>& make_test_cache,
+    const std::function<void(int chunk, int n_chunks, const KvQualityResult& running)>& on_chunk = {});
+
 }  // namespace kvtier

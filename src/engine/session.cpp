@@ -1,5 +1,6 @@
 #include "kvtier/session.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -59,6 +60,76 @@ Result<PerplexityResult> compute_perplexity(
   result.ppl_error = variance > 0 && count > 1 ? std::sqrt(variance / (count - 1)) * result.ppl : 0;
   result.scored_tokens = count;
   return result;
+}
+
+namespace {
+// log-softmax of one row of logits: out[v] = logits[v] - logsumexp(logits).
+void log_softmax(const float* logits, int n, std::vector<double>& out) {
+  out.resize(n);
+  float max_logit = logits[0];
+  for (int v = 1; v < n; ++v) max_logit = std::max(max_logit, logits[v]);
+  double sum = 0;
+  for (int v = 0; v < n; ++v) sum += std::exp(static_cast<double>(logits[v]) - max_logit);
+  const double log_sum = std::log(sum) + max_logit;
+  for (int v = 0; v < n; ++v) out[v] = logits[v] - log_sum;
+}
+}  // namespace
+
+Result<KvQualityResult> compare_kv_caches(
+    Model& model, const std::vector<int32_t>& tokens, int n_ctx, int n_chunks, int32_t bos, ThreadPool& pool,
+    const std::function<std::unique_ptr<KvCache>()>& make_base_cache,
+    const std::function<std::unique_ptr<KvCache>()>& make_test_cache,
+    const std::function<void(int, int, const KvQualityResult&)>& on_chunk) {
+  if (n_ctx < 4) return Status::error("kv quality: context size must be at least 4");
+  const int available = static_cast<int>(tokens.size() / n_ctx);
+  if (available < 1) return Status::error("kv quality: the text is shorter than one chunk");
+  const int chunks = n_chunks > 0 ? std::min(n_chunks, available) : available;
+  const int n_vocab = model.config().n_vocab;
+  const int first = n_ctx / 2;
+  const size_t rows = static_cast<size_t>(n_ctx - first);
+  std::vector<float> base_logits(rows * n_vocab), test_logits(rows * n_vocab);  // [rows, n_vocab] each
+  std::vector<double> log_p, log_q;
+  double nll_base = 0, nll_test = 0, kld = 0, kld2 = 0;
+  int64_t same = 0, count = 0;
+  KvQualityResult r;
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    std::vector<int32_t> batch(tokens.begin() + static_cast<size_t>(chunk) * n_ctx,
+                               tokens.begin() + static_cast<size_t>(chunk + 1) * n_ctx);
+    if (bos >= 0) batch[0] = bos;
+    auto base = make_base_cache();
+    if (Status s = model.forward(batch.data(), n_ctx, 0, *base, pool, first, base_logits.data()); !s.ok()) return s;
+    base.reset();
+    auto test = make_test_cache();
+    if (Status s = model.forward(batch.data(), n_ctx, 0, *test, pool, first, test_logits.data()); !s.ok()) return s;
+    for (int i = first; i < n_ctx - 1; ++i) {
+      const size_t row = static_cast<size_t>(i - first) * n_vocab;
+      log_softmax(base_logits.data() + row, n_vocab, log_p);
+      log_softmax(test_logits.data() + row, n_vocab, log_q);
+      double token_kld = 0;
+      int best_p = 0, best_q = 0;
+      for (int v = 0; v < n_vocab; ++v) {
+        token_kld += std::exp(log_p[v]) * (log_p[v] - log_q[v]);
+        if (log_p[v] > log_p[best_p]) best_p = v;
+        if (log_q[v] > log_q[best_q]) best_q = v;
+      }
+      kld += token_kld;
+      kld2 += token_kld * token_kld;
+      same += best_p == best_q;
+      nll_base -= log_p[batch[i + 1]];
+      nll_test -= log_q[batch[i + 1]];
+      ++count;
+    }
+    r.ppl_base = std::exp(nll_base / count);
+    r.ppl_test = std::exp(nll_test / count);
+    r.ppl_ratio = r.ppl_test / r.ppl_base;
+    r.mean_kld = kld / count;
+    const double variance = kld2 / count - r.mean_kld * r.mean_kld;
+    r.kld_error = variance > 0 && count > 1 ? std::sqrt(variance / (count - 1)) : 0;
+    r.same_top1 = static_cast<double>(same) / count;
+    r.scored_tokens = count;
+    if (on_chunk) on_chunk(chunk, chunks, r);
+  }
+  return r;
 }
 
 }  // namespace kvtier
