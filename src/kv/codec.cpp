@@ -1,0 +1,366 @@
+// Page format geometry and the scalar page codecs (the definition of the format).
+#include "kv/codec.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "kvtier/f16.h"
+
+namespace kvtier::kv {
+
+namespace {
+
+size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+// Nearest f16 at or below x (toward -inf), and at or above x.
+uint16_t f16_round_down(float x) {
+  const uint16_t h = f32_to_f16(x);
+  if (f16_to_f32(h) <= x) return h;
+  if (h == 0x0000) return 0x8001;
+  return (h & 0x8000) ? static_cast<uint16_t>(h + 1) : static_cast<uint16_t>(h - 1);
+}
+uint16_t f16_round_up(float x) {
+  const uint16_t h = f32_to_f16(x);
+  if (f16_to_f32(h) >= x) return h;
+  if (h == 0x8000) return 0x0001;
+  return (h & 0x8000) ? static_cast<uint16_t>(h - 1) : static_cast<uint16_t>(h + 1);
+}
+
+// The planes of a code width: {2, 1} for 3 bits, {bits} otherwise.
+int plane_count(int bits) { return bits == 3 ? 2 : 1; }
+int plane_width(int bits, int plane) { return bits == 3 ? (plane == 0 ? 2 : 1) : bits; }
+int plane_shift(int bits, int plane) { return bits == 3 && plane == 1 ? 2 : 0; }
+
+// Bytes per 8 codes for each width: the block-size contract of the layout.
+static_assert(8 * 8 / 8 == 8 && 8 * 4 / 8 == 4 && 8 * 2 / 8 == 2 && 8 * 1 / 8 == 1, "plane bytes per 8 codes");
+static_assert(8 * 2 / 8 + 8 * 1 / 8 == 3, "a 3-bit row stores 3 bytes per 8 codes");
+
+}  // namespace
+
+int precision_bits(Precision p) {
+  switch (p) {
+    case Precision::F16: return 16;
+    case Precision::Q8: return 8;
+    case Precision::Q4: return 4;
+    case Precision::Q3: return 3;
+    case Precision::Q2: return 2;
+  }
+  return 16;
+}
+
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::F16: return "f16";
+    case Precision::Q8: return "q8";
+    case Precision::Q4: return "q4";
+    case Precision::Q3: return "q3";
+    case Precision::Q2: return "q2";
+  }
+  return "?";
+}
+
+int default_group(int head_dim) { return head_dim % 32 == 0 ? 32 : head_dim; }
+
+bool make_page_format(Precision precision, KeyMode key_mode, int tokens, int n_kv_heads, int head_dim, int group,
+                      PageFormat* out, std::string* error) {
+  auto fail = [&](const std::string& message) {
+    if (error) *error = message;
+    return false;
+  };
+  if (n_kv_heads <= 0) return fail("n_kv_heads must be positive, got " + std::to_string(n_kv_heads));
+  if (head_dim <= 0 || head_dim % 8 != 0)
+    return fail("head_dim must be a positive multiple of 8, got " + std::to_string(head_dim));
+  if (tokens <= 0 || tokens > 4096) return fail("tokens per page must be in 1..4096, got " + std::to_string(tokens));
+  if (group == 0) group = default_group(head_dim);
+  if (group % 8 != 0 || head_dim % group != 0)
+    return fail("group " + std::to_string(group) + " must be a multiple of 8 dividing head_dim " +
+                std::to_string(head_dim));
+  PageFormat f;
+  f.precision = precision;
+  f.key_mode = key_mode;
+  f.tokens = tokens;
+  f.n_kv_heads = n_kv_heads;
+  f.head_dim = head_dim;
+  f.group = group;
+  f.n_groups = head_dim / group;
+  const size_t rows = static_cast<size_t>(tokens);
+  if (precision == Precision::F16) {
+    f.row_code_bytes = static_cast<size_t>(head_dim) * 2;
+    f.key_section_bytes = align_up(rows * f.row_code_bytes, kSectionAlign);
+    f.value_section_bytes = f.key_section_bytes;
+  } else {
+    f.row_code_bytes = packed_row_bytes(head_dim, precision_bits(precision));
+    const size_t per_token_params = rows * f.n_groups * sizeof(GroupParams);
+    f.value_params_bytes = per_token_params;
+    f.value_codes_offset = align_up(per_token_params, kSectionAlign);
+    f.value_section_bytes = align_up(f.value_codes_offset + rows * f.row_code_bytes, kSectionAlign);
+    f.key_params_bytes =
+        key_mode == KeyMode::PerChannel ? static_cast<size_t>(head_dim) * sizeof(GroupParams) : per_token_params;
+    f.key_codes_offset = align_up(f.key_params_bytes, kSectionAlign);
+    f.key_section_bytes = align_up(f.key_codes_offset + rows * f.row_code_bytes, kSectionAlign);
+  }
+  f.head_bytes = f.key_section_bytes + f.value_section_bytes;
+  f.page_bytes = f.head_bytes * static_cast<size_t>(n_kv_heads);
+  *out = f;
+  return true;
+}
+
+double PageFormat::key_bits_per_element() const {
+  return 8.0 * static_cast<double>(key_section_bytes) / (static_cast<double>(tokens) * head_dim);
+}
+double PageFormat::value_bits_per_element() const {
+  return 8.0 * static_cast<double>(value_section_bytes) / (static_cast<double>(tokens) * head_dim);
+}
+double PageFormat::bits_per_element() const {
+  return 8.0 * static_cast<double>(page_bytes) / (2.0 * tokens * n_kv_heads * head_dim);
+}
+std::string PageFormat::describe() const {
+  std::string s = precision_name(precision);
+  if (precision != Precision::F16) {
+    s += key_mode == KeyMode::PerChannel ? " (keys per-channel" : " (keys rotated per-token";
+    s += ", groups of " + std::to_string(group) + ")";
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, ": %zu bytes/page, %.3f bits/element", page_bytes, bits_per_element());
+  return s + buf;
+}
+
+size_t packed_row_bytes(int n, int bits) {
+  return bits == 3 ? static_cast<size_t>(n) / 4 + static_cast<size_t>(n) / 8 : static_cast<size_t>(n) * bits / 8;
+}
+
+void pack_code_row(const uint8_t* codes, int n, int bits, uint8_t* packed) {
+  assert(n % 8 == 0);
+  for (int plane = 0; plane < plane_count(bits); ++plane) {
+    const int w = plane_width(bits, plane);
+    const int shift = plane_shift(bits, plane);
+    const int per_byte = 8 / w;
+    const int stride = n / per_byte;  // bytes in this plane
+    const uint8_t mask = static_cast<uint8_t>((1u << w) - 1);
+    for (int i = 0; i < stride; ++i) {
+      uint8_t byte = 0;
+      for (int j = 0; j < per_byte; ++j) byte |= static_cast<uint8_t>(((codes[i + j * stride] >> shift) & mask) << (j * w));
+      packed[i] = byte;
+    }
+    packed += stride;
+  }
+}
+
+void unpack_code_row(const uint8_t* packed, int n, int bits, uint8_t* codes) {
+  assert(n % 8 == 0);
+  std::memset(codes, 0, static_cast<size_t>(n));
+  for (int plane = 0; plane < plane_count(bits); ++plane) {
+    const int w = plane_width(bits, plane);
+    const int shift = plane_shift(bits, plane);
+    const int per_byte = 8 / w;
+    const int stride = n / per_byte;
+    const uint8_t mask = static_cast<uint8_t>((1u << w) - 1);
+    for (int i = 0; i < stride; ++i) {
+      for (int j = 0; j < per_byte; ++j) codes[i + j * stride] |= static_cast<uint8_t>(((packed[i] >> (j * w)) & mask) << shift);
+    }
+    packed += stride;
+  }
+}
+
+GroupParams choose_group_params(const float* x, size_t n, size_t stride, int bits) {
+  float lo = INFINITY, hi = -INFINITY;
+  for (size_t i = 0; i < n; ++i) {
+    const float value = x[i * stride];
+    if (!std::isfinite(value)) continue;
+    lo = std::min(lo, value);
+    hi = std::max(hi, value);
+  }
+  if (!(lo <= hi)) lo = hi = 0.0f;  // no finite values
+  GroupParams p;
+  p.min = f16_round_down(lo);
+  const float levels = static_cast<float>((1u << bits) - 1);
+  const float needed = (hi - f16_to_f32(p.min)) / levels;
+  p.scale = f16_round_up(needed);
+  // The f16 parameters must still reach hi: step the scale up while they do not (rare, from rounding).
+  while (f16_to_f32(p.min) + levels * f16_to_f32(p.scale) < hi && p.scale < 0x7BFF) ++p.scale;
+  return p;
+}
+
+uint8_t quantize_value(float x, float scale, float min, int bits) {
+  if (!(scale > 0.0f)) return 0;
+  const float q = std::nearbyint((x - min) / scale);
+  const float top = static_cast<float>((1u << bits) - 1);
+  return static_cast<uint8_t>(std::clamp(q, 0.0f, top));  // NaN clamps to 0
+}
+
+namespace {
+
+// Encodes one per-token-group section: params [tokens][n_groups], codes [tokens][row_code_bytes].
+void encode_per_token(const PageFormat& f, const float* x, int head, int n_tokens, uint8_t* section,
+                      size_t codes_offset) {
+  const int bits = precision_bits(f.precision);
+  const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
+  auto* params = reinterpret_cast<GroupParams*>(section);
+  std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
+  for (int t = 0; t < n_tokens; ++t) {
+    const float* row = x + t * row_stride + static_cast<size_t>(head) * f.head_dim;
+    for (int g = 0; g < f.n_groups; ++g) {
+      const GroupParams p = choose_group_params(row + g * f.group, f.group, 1, bits);
+      params[t * f.n_groups + g] = p;
+      const float scale = f16_to_f32(p.scale), min = f16_to_f32(p.min);
+      for (int d = g * f.group; d < (g + 1) * f.group; ++d) codes[d] = quantize_value(row[d], scale, min, bits);
+    }
+    pack_code_row(codes.data(), f.head_dim, bits, section + codes_offset + t * f.row_code_bytes);
+  }
+}
+
+void encode_per_channel(const PageFormat& f, const float* x, int head, int n_tokens, uint8_t* section) {
+  const int bits = precision_bits(f.precision);
+  const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
+  const float* base = x + static_cast<size_t>(head) * f.head_dim;
+  auto* params = reinterpret_cast<GroupParams*>(section);
+  std::vector<float> scale(f.head_dim), min(f.head_dim);  // [head_dim]
+  for (int d = 0; d < f.head_dim; ++d) {
+    params[d] = choose_group_params(base + d, n_tokens, row_stride, bits);
+    scale[d] = f16_to_f32(params[d].scale);
+    min[d] = f16_to_f32(params[d].min);
+  }
+  std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
+  for (int t = 0; t < n_tokens; ++t) {
+    const float* row = base + t * row_stride;
+    for (int d = 0; d < f.head_dim; ++d) codes[d] = quantize_value(row[d], scale[d], min[d], bits);
+    pack_code_row(codes.data(), f.head_dim, bits, section + f.key_codes_offset + t * f.row_code_bytes);
+  }
+}
+
+void write_f16_section(const PageFormat& f, const float* x, int head, int first, int n, uint8_t* section) {
+  const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
+  auto* out = reinterpret_cast<uint16_t*>(section);  // [tokens][head_dim]
+  for (int t = 0; t < n; ++t) {
+    const float* row = x + t * row_stride + static_cast<size_t>(head) * f.head_dim;
+    uint16_t* dst = out + static_cast<size_t>(first + t) * f.head_dim;
+    for (int d = 0; d < f.head_dim; ++d) dst[d] = f32_to_f16(row[d]);
+  }
+}
+
+void decode_per_token(const PageFormat& f, const uint8_t* section, size_t codes_offset, int n_tokens, float* out) {
+  const int bits = precision_bits(f.precision);
+  const auto* params = reinterpret_cast<const GroupParams*>(section);
+  std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
+  for (int t = 0; t < n_tokens; ++t) {
+    unpack_code_row(section + codes_offset + t * f.row_code_bytes, f.head_dim, bits, codes.data());
+    for (int g = 0; g < f.n_groups; ++g) {
+      const float scale = f16_to_f32(params[t * f.n_groups + g].scale);
+      const float min = f16_to_f32(params[t * f.n_groups + g].min);
+      for (int d = g * f.group; d < (g + 1) * f.group; ++d) out[t * f.head_dim + d] = codes[d] * scale + min;
+    }
+  }
+}
+
+void decode_per_channel(const PageFormat& f, const uint8_t* section, int n_tokens, float* out) {
+  const int bits = precision_bits(f.precision);
+  const auto* params = reinterpret_cast<const GroupParams*>(section);
+  std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
+  for (int t = 0; t < n_tokens; ++t) {
+    unpack_code_row(section + f.key_codes_offset + t * f.row_code_bytes, f.head_dim, bits, codes.data());
+    for (int d = 0; d < f.head_dim; ++d) {
+      out[t * f.head_dim + d] = codes[d] * f16_to_f32(params[d].scale) + f16_to_f32(params[d].min);
+    }
+  }
+}
+
+}  // namespace
+
+void encode_page(const PageFormat& f, const float* k, const float* v, int n_tokens, uint8_t* page) {
+  assert(n_tokens >= 1 && n_tokens <= f.tokens);
+  std::memset(page, 0, f.page_bytes);
+  for (int h = 0; h < f.n_kv_heads; ++h) {
+    uint8_t* key = page + f.key_section(h);
+    uint8_t* value = page + f.value_section(h);
+    if (f.precision == Precision::F16) {
+      write_f16_section(f, k, h, 0, n_tokens, key);
+      write_f16_section(f, v, h, 0, n_tokens, value);
+      continue;
+    }
+    if (f.key_mode == KeyMode::PerChannel) {
+      encode_per_channel(f, k, h, n_tokens, key);
+    } else {
+      encode_per_token(f, k, h, n_tokens, key, f.key_codes_offset);
+    }
+    encode_per_token(f, v, h, n_tokens, value, f.value_codes_offset);
+  }
+}
+
+void write_f16_rows(const PageFormat& f, uint8_t* page, int first, int n, const float* k, const float* v) {
+  assert(f.precision == Precision::F16 && first >= 0 && first + n <= f.tokens);
+  for (int h = 0; h < f.n_kv_heads; ++h) {
+    write_f16_section(f, k, h, first, n, page + f.key_section(h));
+    write_f16_section(f, v, h, first, n, page + f.value_section(h));
+  }
+}
+
+// f16 sections: [tokens][head_dim] IEEE half, row t of the page at t * head_dim.
+// Quantized sections: see the layout in kv/page_format.h; element d of token t decodes to
+//   code(t, d) * scale + min, with (scale, min) = params[d] (per-channel keys) or
+//   params[t * n_groups + d / group] (per-token groups), codes unpacked as unpack_code_row describes.
+void decode_page_head(const PageFormat& f, const uint8_t* page, int head, int n_tokens, float* k, float* v) {
+  assert(n_tokens >= 0 && n_tokens <= f.tokens && head >= 0 && head < f.n_kv_heads);
+  const uint8_t* key = page + f.key_section(head);
+  const uint8_t* value = page + f.value_section(head);
+  if (f.precision == Precision::F16) {
+    const auto* kh = reinterpret_cast<const uint16_t*>(key);
+    const auto* vh = reinterpret_cast<const uint16_t*>(value);
+    for (size_t i = 0; i < static_cast<size_t>(n_tokens) * f.head_dim; ++i) {
+      k[i] = f16_to_f32(kh[i]);
+      v[i] = f16_to_f32(vh[i]);
+    }
+    return;
+  }
+  if (f.key_mode == KeyMode::PerChannel) {
+    decode_per_channel(f, key, n_tokens, k);
+  } else {
+    decode_per_token(f, key, f.key_codes_offset, n_tokens, k);
+  }
+  decode_per_token(f, value, f.value_codes_offset, n_tokens, v);
+}
+
+void decode_page(const PageFormat& f, const uint8_t* page, int n_tokens, float* k, float* v) {
+  std::vector<float> kh(static_cast<size_t>(n_tokens) * f.head_dim), vh(kh.size());  // [n_tokens, head_dim]
+  const size_t row = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
+  for (int h = 0; h < f.n_kv_heads; ++h) {
+    decode_page_head(f, page, h, n_tokens, kh.data(), vh.data());
+    for (int t = 0; t < n_tokens; ++t) {
+      std::memcpy(k + t * row + static_cast<size_t>(h) * f.head_dim, kh.data() + t * f.head_dim, f.head_dim * sizeof(float));
+      std::memcpy(v + t * row + static_cast<size_t>(h) * f.head_dim, vh.data() + t * f.head_dim, f.head_dim * sizeof(float));
+    }
+  }
+}
+
+int hadamard_block(int head_dim) {
+  int block = 1;
+  while (block < 256 && head_dim % (block * 2) == 0) block *= 2;
+  return block;
+}
+
+void hadamard_rotate(float* x, int head_dim) {
+  const int block = hadamard_block(head_dim);
+  const float norm = 1.0f / std::sqrt(static_cast<float>(block));
+  for (int base = 0; base < head_dim; base += block) {
+    float* b = x + base;
+    for (int len = 1; len < block; len *= 2) {
+      for (int i = 0; i < block; i += 2 * len) {
+        for (int j = i; j < i + len; ++j) {
+          const float a = b[j], c = b[j + len];
+          b[j] = a + c;
+          b[j + len] = a - c;
+        }
+      }
+    }
+    for (int i = 0; i < block; ++i) b[i] *= norm;
+  }
+}
+
+void rotate_heads(float* x, int64_t n_rows, int head_dim) {
+  for (int64_t r = 0; r < n_rows; ++r) hadamard_rotate(x + r * head_dim, head_dim);
+}
+
+}  // namespace kvtier::kv

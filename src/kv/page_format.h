@@ -1,0 +1,100 @@
+// The page format of the tiered KV cache: one layout in RAM and on disk.
+//
+// A page holds kTokensPerPage (P = 64) consecutive positions of ONE layer, all KV heads, keys and values,
+// at one precision. Why 64:
+//   - slabs: an f16 page of a 2-KV-head, head_dim-64 model is 64*2*64*2*2 = 32 KiB, so pages tile 64 KiB
+//     slabs exactly, and quantized pages are small enough that a slab wastes little;
+//   - codec groups: KIVI keys quantize each channel over the page's tokens, and 64 tokens is inside KIVI's
+//     32..128 group range while making the per-channel scale+min cost 32/64 = 0.5 bits/element;
+//   - attention tile: one decoded page-head of keys or values is 64 x head_dim f32 = 16 KiB at head_dim 64,
+//     which stays in L1/L2 while every query head of the GQA group reads it.
+//
+// Layout of a page (all offsets in bytes, sections padded to 32 bytes so SIMD loads stay aligned):
+//   page   = head[0] head[1] ... head[n_kv_heads-1]          each head_bytes long
+//   head   = key section (key_section_bytes) then value section (value_section_bytes)
+// f16 pages:   key section = [P][head_dim] IEEE half; value section the same.
+// quantized:   value section = params [P][n_groups] GroupParams, then codes [P][row_code_bytes]
+//              key section, KeyMode::PerChannel (KIVI) = params [head_dim] GroupParams (one per channel,
+//                over the page's tokens), then codes [P][row_code_bytes]
+//              key section, KeyMode::RotatedPerToken = like the value section (keys rotated by a
+//                per-head Hadamard transform before quantization; the query is rotated the same way).
+// The bit layout of a code row is documented above kv::unpack_code_row (kv/codec.h).
+// Rows of a partial page past its valid tokens are zero.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace kvtier::kv {
+
+inline constexpr int kTokensPerPage = 64;
+inline constexpr size_t kSectionAlign = 32;
+inline constexpr size_t kSlabAlign = 64 * 1024;
+
+enum class Precision : uint8_t { F16 = 0, Q8 = 1, Q4 = 2, Q3 = 3, Q2 = 4 };
+inline constexpr int kPrecisionCount = 5;
+
+enum class KeyMode : uint8_t {
+  PerChannel = 0,       // KIVI: scale+min per channel over the page's tokens
+  RotatedPerToken = 1,  // QuaRot-style: Hadamard-rotate each head, then per-token groups like values
+};
+
+// Bits of one code (16 for f16).
+int precision_bits(Precision p);
+const char* precision_name(Precision p);  // "f16", "q8", "q4", "q3", "q2"
+
+// Scale and minimum of one quantization group: x = code * scale + min.
+struct GroupParams {
+  uint16_t scale;  // IEEE half
+  uint16_t min;    // IEEE half
+};
+static_assert(sizeof(GroupParams) == 4, "GroupParams is two halves");
+
+struct PageFormat {
+  Precision precision = Precision::F16;
+  KeyMode key_mode = KeyMode::PerChannel;
+  int tokens = kTokensPerPage;  // capacity in positions (sink buffers use fewer)
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int group = 0;  // elements per per-token group along head_dim (values; rotated keys)
+
+  // Derived (filled by make_page_format).
+  int n_groups = 0;               // head_dim / group
+  size_t row_code_bytes = 0;      // packed codes of one token-head row
+  size_t key_params_bytes = 0;    // 0 for f16
+  size_t key_codes_offset = 0;    // within the key section
+  size_t key_section_bytes = 0;
+  size_t value_params_bytes = 0;  // 0 for f16
+  size_t value_codes_offset = 0;  // within the value section
+  size_t value_section_bytes = 0;
+  size_t head_bytes = 0;
+  size_t page_bytes = 0;
+
+  size_t key_section(int head) const { return static_cast<size_t>(head) * head_bytes; }
+  size_t value_section(int head) const { return key_section(head) + key_section_bytes; }
+
+  // Storage bits per cached element (K and V, codes + scales + mins + padding), exact.
+  double bits_per_element() const;
+  double key_bits_per_element() const;
+  double value_bits_per_element() const;
+  std::string describe() const;
+};
+
+// The default group: 32 elements when head_dim allows, else the whole head.
+int default_group(int head_dim);
+
+// Validates the geometry (head_dim % 8 == 0, group divides head_dim and is a multiple of 8, ...) and
+// computes the derived sizes. Returns false (and leaves `error` set) for an unsupported geometry.
+bool make_page_format(Precision precision, KeyMode key_mode, int tokens, int n_kv_heads, int head_dim, int group,
+                      PageFormat* out, std::string* error);
+
+// One page as the attention kernels see it: data, its format, and which positions it holds.
+struct PageRef {
+  const uint8_t* data = nullptr;
+  const PageFormat* format = nullptr;
+  int first_pos = 0;  // position of row 0
+  int n_tokens = 0;   // valid rows (the tail page of a sequence is partial)
+};
+
+}  // namespace kvtier::kv

@@ -1,0 +1,224 @@
+// Page codecs: bit packing, round-trip error bounds, exact bits accounting, the Hadamard rotation.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kv/codec.h"
+#include "kvtier/f16.h"
+
+namespace kvtier::kv {
+namespace {
+
+PageFormat make_format(Precision p, KeyMode m, int tokens, int heads, int head_dim, int group = 0) {
+  PageFormat f;
+  std::string error;
+  EXPECT_TRUE(make_page_format(p, m, tokens, heads, head_dim, group, &f, &error)) << error;
+  return f;
+}
+
+// [n, heads, head_dim] values with a few outlier channels, as real keys have.
+std::vector<float> random_rows(int n, int heads, int head_dim, uint32_t seed, float outlier = 8.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n) * heads * head_dim);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const int d = static_cast<int>(i % head_dim);
+    x[i] = normal(rng) + (d % 13 == 3 ? outlier : 0.0f);
+  }
+  return x;
+}
+
+TEST(PackCodes, RoundTripsEveryWidth) {
+  std::mt19937 rng(1);
+  for (int bits : {2, 3, 4, 8}) {
+    for (int n : {8, 24, 64, 128}) {
+      std::vector<uint8_t> codes(n), packed(packed_row_bytes(n, bits)), back(n);
+      for (auto& c : codes) c = static_cast<uint8_t>(rng() & ((1u << bits) - 1));
+      pack_code_row(codes.data(), n, bits, packed.data());
+      unpack_code_row(packed.data(), n, bits, back.data());
+      EXPECT_EQ(codes, back) << "bits " << bits << " n " << n;
+    }
+  }
+}
+
+TEST(PackCodes, StridedLayoutIsAsDocumented) {
+  // 4-bit: byte i = code[i] | code[i + n/2] << 4.
+  std::vector<uint8_t> codes(16);
+  for (int i = 0; i < 16; ++i) codes[i] = static_cast<uint8_t>(i);
+  std::vector<uint8_t> packed(8);
+  pack_code_row(codes.data(), 16, 4, packed.data());
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(packed[i], i | (i + 8) << 4);
+  // 3-bit: a 2-bit plane (n/4 bytes) then a 1-bit plane (n/8 bytes).
+  std::vector<uint8_t> c3(8, 0), p3(3);
+  c3[5] = 7;  // low2 = 3 in plane byte 5 % 2 = 1 at j = 2 (shift 4); high bit in byte 0 bit 5
+  pack_code_row(c3.data(), 8, 3, p3.data());
+  EXPECT_EQ(p3[0], 0);
+  EXPECT_EQ(p3[1], 3 << 4);
+  EXPECT_EQ(p3[2], 1 << 5);
+}
+
+TEST(PageFormatTest, RejectsUnsupportedGeometry) {
+  PageFormat f;
+  std::string error;
+  EXPECT_FALSE(make_page_format(Precision::Q4, KeyMode::PerChannel, 64, 2, 12, 0, &f, &error));
+  EXPECT_NE(error.find("head_dim"), std::string::npos) << error;
+  EXPECT_FALSE(make_page_format(Precision::Q4, KeyMode::PerChannel, 64, 0, 64, 0, &f, &error));
+  EXPECT_NE(error.find("n_kv_heads"), std::string::npos) << error;
+  EXPECT_FALSE(make_page_format(Precision::Q4, KeyMode::PerChannel, 64, 2, 64, 12, &f, &error));
+  EXPECT_NE(error.find("group"), std::string::npos) << error;
+}
+
+TEST(PageFormatTest, BitsAccountingIsExact) {
+  // tiny-llama-31m geometry: P = 64, 2 KV heads, head_dim 64, value groups of 32.
+  struct Case {
+    Precision p;
+    KeyMode m;
+    double key_bits, value_bits;
+  };
+  const Case cases[] = {
+      {Precision::F16, KeyMode::PerChannel, 16.0, 16.0},
+      {Precision::Q8, KeyMode::PerChannel, 8.5, 9.0},  // codes + 32 bits per 64-token channel group
+      {Precision::Q4, KeyMode::PerChannel, 4.5, 5.0},  // values: codes + 32 bits per 32-element group
+      {Precision::Q3, KeyMode::PerChannel, 3.5, 4.0},
+      {Precision::Q2, KeyMode::PerChannel, 2.5, 3.0},
+      {Precision::Q4, KeyMode::RotatedPerToken, 5.0, 5.0},
+      {Precision::Q2, KeyMode::RotatedPerToken, 3.0, 3.0},
+  };
+  for (const Case& c : cases) {
+    const PageFormat f = make_format(c.p, c.m, 64, 2, 64);
+    EXPECT_DOUBLE_EQ(f.key_bits_per_element(), c.key_bits) << f.describe();
+    EXPECT_DOUBLE_EQ(f.value_bits_per_element(), c.value_bits) << f.describe();
+    EXPECT_DOUBLE_EQ(f.bits_per_element(), (c.key_bits + c.value_bits) / 2) << f.describe();
+    EXPECT_EQ(f.page_bytes * 8, static_cast<size_t>((c.key_bits + c.value_bits) * 64 * 2 * 64)) << f.describe();
+  }
+  // Padding counts: head_dim 24 at q4 per-channel: params 96 B, codes at 96, 64 rows x 12 B = 768 -> 864 B.
+  const PageFormat odd = make_format(Precision::Q4, KeyMode::PerChannel, 64, 3, 24);
+  EXPECT_EQ(odd.key_section_bytes, 864u);
+  EXPECT_EQ(odd.value_section_bytes, 256u + 768u);  // 64 x 1 group x 4 B params, then codes
+  EXPECT_EQ(odd.page_bytes, 3u * (864u + 1024u));
+}
+
+// The largest error the codec may make on element (t, h, d): half a quantization step of the group
+// that holds it (range / levels, widened by f16 rounding of scale and min), or f16 rounding.
+float error_bound(const PageFormat& f, const std::vector<float>& x, int n_tokens, bool key, int t, int h, int d) {
+  const size_t row = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
+  auto at = [&](int tt, int dd) { return x[tt * row + static_cast<size_t>(h) * f.head_dim + dd]; };
+  const float value = at(t, d);
+  if (f.precision == Precision::F16) return std::abs(value) * 0x1p-11f + 1e-7f;
+  float lo = INFINITY, hi = -INFINITY;
+  if (key && f.key_mode == KeyMode::PerChannel) {
+    for (int tt = 0; tt < n_tokens; ++tt) lo = std::min(lo, at(tt, d)), hi = std::max(hi, at(tt, d));
+  } else {
+    const int g0 = d / f.group * f.group;
+    for (int dd = g0; dd < g0 + f.group; ++dd) lo = std::min(lo, at(t, dd)), hi = std::max(hi, at(t, dd));
+  }
+  const float levels = static_cast<float>((1 << precision_bits(f.precision)) - 1);
+  const float slack = (std::abs(lo) + std::abs(hi)) * 0x1p-10f;
+  return 0.5f * ((hi - lo) + slack) / levels * (1.0f + 0x1p-9f) + slack + 1e-6f;
+}
+
+TEST(PageCodec, RoundTripWithinBoundEveryCodecAndGeometry) {
+  struct Geometry {
+    int heads, head_dim, group;
+  };
+  const Geometry geometries[] = {{2, 64, 0}, {1, 64, 64}, {3, 40, 0}, {5, 24, 8}, {1, 128, 0}, {7, 8, 0}};
+  int checked = 0;
+  for (const Geometry& g : geometries) {
+    for (int n_tokens : {64, 1, 17, 63}) {
+      const auto k = random_rows(n_tokens, g.heads, g.head_dim, 11u + n_tokens);
+      const auto v = random_rows(n_tokens, g.heads, g.head_dim, 97u + n_tokens, 0.0f);
+      for (Precision p : {Precision::F16, Precision::Q8, Precision::Q4, Precision::Q3, Precision::Q2}) {
+        for (KeyMode m : {KeyMode::PerChannel, KeyMode::RotatedPerToken}) {
+          const PageFormat f = make_format(p, m, 64, g.heads, g.head_dim, g.group);
+          std::vector<uint8_t> page(f.page_bytes, 0xAB);
+          encode_page(f, k.data(), v.data(), n_tokens, page.data());
+          std::vector<float> k2(k.size()), v2(v.size());
+          decode_page(f, page.data(), n_tokens, k2.data(), v2.data());
+          for (int t = 0; t < n_tokens; ++t)
+            for (int h = 0; h < g.heads; ++h)
+              for (int d = 0; d < g.head_dim; ++d) {
+                const size_t i = (static_cast<size_t>(t) * g.heads + h) * g.head_dim + d;
+                ASSERT_LE(std::abs(k2[i] - k[i]), error_bound(f, k, n_tokens, true, t, h, d))
+                    << f.describe() << " key t=" << t << " h=" << h << " d=" << d;
+                ASSERT_LE(std::abs(v2[i] - v[i]), error_bound(f, v, n_tokens, false, t, h, d))
+                    << f.describe() << " value t=" << t << " h=" << h << " d=" << d;
+                ++checked;
+              }
+          // Rows past the tail decode to zero: the page is fully written, never garbage.
+          if (n_tokens < 64) {
+            std::vector<float> kf(static_cast<size_t>(64) * g.head_dim), vf(kf.size());
+            decode_page_head(f, page.data(), g.heads - 1, 64, kf.data(), vf.data());
+            if (p == Precision::F16) {
+              EXPECT_EQ(kf[static_cast<size_t>(63) * g.head_dim], 0.0f);
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 100000);
+}
+
+TEST(PageCodec, ConstantAndZeroGroupsAreExactEnough) {
+  const PageFormat f = make_format(Precision::Q2, KeyMode::PerChannel, 64, 1, 32);
+  std::vector<float> k(64 * 32, 0.0f), v(64 * 32, 1.5f);
+  std::vector<uint8_t> page(f.page_bytes);
+  encode_page(f, k.data(), v.data(), 64, page.data());
+  std::vector<float> k2(k.size()), v2(v.size());
+  decode_page(f, page.data(), 64, k2.data(), v2.data());
+  for (size_t i = 0; i < k.size(); ++i) {
+    EXPECT_EQ(k2[i], 0.0f);
+    EXPECT_EQ(v2[i], 1.5f);
+  }
+}
+
+TEST(PageCodec, MeanErrorFallsWithBits) {
+  // A check that can fail if a codec silently degrades: RMS error per precision must strictly fall.
+  const auto k = random_rows(64, 2, 64, 5);
+  const auto v = random_rows(64, 2, 64, 6, 0.0f);
+  for (KeyMode m : {KeyMode::PerChannel, KeyMode::RotatedPerToken}) {
+    double previous = INFINITY;
+    for (Precision p : {Precision::Q2, Precision::Q3, Precision::Q4, Precision::Q8, Precision::F16}) {
+      const PageFormat f = make_format(p, m, 64, 2, 64);
+      std::vector<uint8_t> page(f.page_bytes);
+      encode_page(f, k.data(), v.data(), 64, page.data());
+      std::vector<float> k2(k.size()), v2(v.size());
+      decode_page(f, page.data(), 64, k2.data(), v2.data());
+      double err = 0;
+      for (size_t i = 0; i < k.size(); ++i) err += (k2[i] - k[i]) * (k2[i] - k[i]) + (v2[i] - v[i]) * (v2[i] - v[i]);
+      err = std::sqrt(err / (2.0 * k.size()));
+      EXPECT_LT(err, previous) << f.describe();
+      previous = err;
+    }
+  }
+}
+
+TEST(Hadamard, OrthogonalAndSelfInverse) {
+  for (int head_dim : {8, 24, 40, 64, 96, 128}) {
+    std::mt19937 rng(head_dim);
+    std::normal_distribution<float> normal;
+    std::vector<float> a(head_dim), b(head_dim);
+    for (auto& x : a) x = normal(rng);
+    for (auto& x : b) x = normal(rng);
+    double dot = 0;
+    for (int d = 0; d < head_dim; ++d) dot += a[d] * b[d];
+    std::vector<float> ra = a, rb = b;
+    hadamard_rotate(ra.data(), head_dim);
+    hadamard_rotate(rb.data(), head_dim);
+    double rotated_dot = 0;
+    for (int d = 0; d < head_dim; ++d) rotated_dot += ra[d] * rb[d];
+    EXPECT_NEAR(rotated_dot, dot, 1e-4 * head_dim) << head_dim;
+    EXPECT_NE(ra, a);
+    hadamard_rotate(ra.data(), head_dim);
+    for (int d = 0; d < head_dim; ++d) EXPECT_NEAR(ra[d], a[d], 1e-5f);
+  }
+  EXPECT_EQ(hadamard_block(64), 64);
+  EXPECT_EQ(hadamard_block(40), 8);
+  EXPECT_EQ(hadamard_block(96), 32);
+}
+
+}  // namespace
+}  // namespace kvtier::kv
