@@ -1,0 +1,117 @@
+// Page pool: slabs, free lists, reference counts, byte accounting.
+#include "kv/page_pool.h"
+
+#include <cassert>
+#include <cstdlib>
+
+#include "kv/page_format.h"
+
+namespace kvtier::kv {
+
+void PagePool::SlabDeleter::operator()(uint8_t* p) const { std::free(p); }
+
+PagePool::PagePool(size_t max_bytes) : max_bytes_(max_bytes) {}
+PagePool::~PagePool() = default;
+
+int PagePool::add_size_class(size_t page_bytes, std::string name) {
+  assert(page_bytes > 0 && page_bytes % kSectionAlign == 0);
+  assert(classes_.size() < (1u << PageId::kClassBits));
+  SizeClass c;
+  c.name = std::move(name);
+  c.page_bytes = page_bytes;
+  c.slab_bytes = (page_bytes * kMinPagesPerSlab + kSlabAlign - 1) / kSlabAlign * kSlabAlign;
+  c.pages_per_slab = c.slab_bytes / page_bytes;
+  classes_.push_back(std::move(c));
+  return static_cast<int>(classes_.size()) - 1;
+}
+
+Result<PageId> PagePool::allocate(int size_class) {
+  assert(size_class >= 0 && size_class < size_classes());
+  SizeClass& c = classes_[size_class];
+  if (c.free_list.empty()) {
+    if (max_bytes_ != 0 && resident_ + c.slab_bytes > max_bytes_) {
+      return Status::error("KV page pool: class " + c.name + " needs a new " + std::to_string(c.slab_bytes) +
+                           "-byte slab but the pool holds " + std::to_string(resident_) + " of its " +
+                           std::to_string(max_bytes_) + "-byte cap");
+    }
+    const size_t next_index = c.slabs.size() * c.pages_per_slab;
+    if (next_index + c.pages_per_slab > (size_t{1} << PageId::kIndexBits)) {
+      return Status::error("KV page pool: class " + c.name + " ran out of page indices");
+    }
+    void* slab = std::aligned_alloc(kSlabAlign, c.slab_bytes);
+    if (slab == nullptr) {
+      return Status::error("KV page pool: out of memory allocating a " + std::to_string(c.slab_bytes) +
+                           "-byte slab for class " + c.name);
+    }
+    c.slabs.emplace_back(static_cast<uint8_t*>(slab));
+    resident_ += c.slab_bytes;
+    c.ref_counts.resize(next_index + c.pages_per_slab, 0);
+    // Push in reverse so that pages are handed out in address order.
+    for (size_t i = c.pages_per_slab; i-- > 0;) c.free_list.push_back(static_cast<uint32_t>(next_index + i));
+  }
+  const uint32_t index = c.free_list.back();
+  c.free_list.pop_back();
+  c.ref_counts[index] = 1;
+  ++c.live;
+  return PageId::make(size_class, index);
+}
+
+const PagePool::SizeClass& PagePool::cls(PageId id) const {
+  assert(id.valid() && id.size_class() < size_classes());
+  return classes_[id.size_class()];
+}
+
+void PagePool::retain(PageId id) {
+  SizeClass& c = classes_[id.size_class()];
+  assert(c.ref_counts[id.index()] > 0);
+  ++c.ref_counts[id.index()];
+}
+
+void PagePool::release(PageId id) {
+  SizeClass& c = classes_[id.size_class()];
+  assert(c.ref_counts[id.index()] > 0);
+  if (--c.ref_counts[id.index()] == 0) {
+    c.free_list.push_back(id.index());
+    --c.live;
+  }
+}
+
+uint32_t PagePool::ref_count(PageId id) const { return cls(id).ref_counts[id.index()]; }
+
+uint8_t* PagePool::data(PageId id) { return const_cast<uint8_t*>(static_cast<const PagePool*>(this)->data(id)); }
+
+const uint8_t* PagePool::data(PageId id) const {
+  const SizeClass& c = cls(id);
+  const size_t slab = id.index() / c.pages_per_slab;
+  const size_t slot = id.index() % c.pages_per_slab;
+  assert(slab < c.slabs.size());
+  return c.slabs[slab].get() + slot * c.page_bytes;
+}
+
+size_t PagePool::page_bytes(int size_class) const { return classes_[size_class].page_bytes; }
+
+SizeClassStats PagePool::stats(int size_class) const {
+  const SizeClass& c = classes_[size_class];
+  SizeClassStats s;
+  s.name = c.name;
+  s.page_bytes = c.page_bytes;
+  s.slab_bytes = c.slab_bytes;
+  s.pages_per_slab = c.pages_per_slab;
+  s.slabs = c.slabs.size();
+  s.live_pages = c.live;
+  s.free_pages = c.free_list.size();
+  s.resident_bytes = s.slabs * c.slab_bytes;
+  s.live_bytes = c.live * c.page_bytes;
+  s.slack_bytes = s.slabs * (c.slab_bytes - c.pages_per_slab * c.page_bytes);
+  return s;
+}
+
+size_t PagePool::resident_bytes() const { return resident_; }
+
+size_t PagePool::live_bytes() const {
+  size_t total = 0;
+  for (const SizeClass& c : classes_) total += c.live * c.page_bytes;
+  return total;
+}
+
+}  // namespace kvtier::kv

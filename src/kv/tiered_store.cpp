@@ -1,0 +1,285 @@
+// The tiered KV store: sinks, ladder pages in the pool, the hot f16 ring.
+#include "kv/tiered_store.h"
+
+#include <algorithm>
+#include <cassert>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "kv/codec.h"
+
+namespace kvtier::kv {
+
+namespace {
+constexpr size_t kRingAlign = 64;
+size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+}  // namespace
+
+TieredKvStore::TieredKvStore(const KvGeometry& geometry, const TieredKvOptions& options)
+    : geometry_(geometry), options_(options), pool_(options.max_pool_bytes), table_(geometry.n_layers) {}
+
+TieredKvStore::~TieredKvStore() {
+  for (Layer& l : layers_) {
+    std::free(l.sinks);
+    std::free(l.ring);
+  }
+}
+
+Result<std::unique_ptr<TieredKvStore>> TieredKvStore::create(const KvGeometry& g, const TieredKvOptions& options) {
+  if (g.n_layers <= 0 || g.n_kv_heads <= 0 || g.head_dim <= 0) {
+    return Status::error("KV store: bad geometry (" + std::to_string(g.n_layers) + " layers, " +
+                         std::to_string(g.n_kv_heads) + " KV heads, head_dim " + std::to_string(g.head_dim) + ")");
+  }
+  if (options.ladder.rungs.empty()) return Status::error("KV store: the ladder has no rungs (use parse_ladder)");
+  std::unique_ptr<TieredKvStore> store(new TieredKvStore(g, options));
+  TieredKvStore& s = *store;
+  s.n_sinks_ = options.ladder.n_sinks;
+  s.rungs_ = options.ladder;
+  if (s.rungs_.rungs.front().precision != Precision::F16) s.rungs_.rungs.insert(s.rungs_.rungs.begin(), Rung{Precision::F16, 0});
+  std::string error;
+  for (int p = 0; p < kPrecisionCount; ++p) {
+    if (!make_page_format(static_cast<Precision>(p), options.key_mode, kTokensPerPage, g.n_kv_heads, g.head_dim,
+                          options.group, &s.formats_[p], &error)) {
+      return Status::error("KV store: " + error);
+    }
+    s.size_class_[p] = s.pool_.add_size_class(s.formats_[p].page_bytes, precision_name(static_cast<Precision>(p)));
+  }
+  if (s.n_sinks_ > 0 && !make_page_format(Precision::F16, options.key_mode, s.n_sinks_, g.n_kv_heads, g.head_dim,
+                                          options.group, &s.sink_format_, &error)) {
+    return Status::error("KV store: sinks: " + error);
+  }
+  const int64_t hot = s.rungs_.rungs.front().tokens;
+  // The ring holds every page whose newest token is in the f16 rung, plus the partial tail page. An
+  // unbounded f16 rung (the f16 preset) keeps two pages hot and spills older f16 pages to the pool.
+  s.ring_pages_ = hot < 0 ? 2 : static_cast<int>((hot + kTokensPerPage - 1) / kTokensPerPage) + 1;
+  const size_t ring_bytes = align_up(s.ring_pages_ * s.format(Precision::F16).page_bytes, kRingAlign);
+  s.layers_.resize(g.n_layers);
+  for (Layer& l : s.layers_) {
+    l.ring = static_cast<uint8_t*>(std::aligned_alloc(kRingAlign, ring_bytes));
+    if (s.n_sinks_ > 0) l.sinks = static_cast<uint8_t*>(std::aligned_alloc(kRingAlign, align_up(s.sink_format_.page_bytes, kRingAlign)));
+    if (l.ring == nullptr || (s.n_sinks_ > 0 && l.sinks == nullptr)) return Status::error("KV store: out of memory for the hot ring");
+    std::memset(l.ring, 0, ring_bytes);
+    if (l.sinks) std::memset(l.sinks, 0, s.sink_format_.page_bytes);
+  }
+  const size_t page_elems = static_cast<size_t>(kTokensPerPage) * g.kv_dim();
+  s.scratch_k_.resize(page_elems);
+  s.scratch_v_.resize(page_elems);
+  return store;
+}
+
+uint8_t* TieredKvStore::ring_slot(int layer, int64_t page) const {
+  return layers_[layer].ring + static_cast<size_t>(page % ring_pages_) * format(Precision::F16).page_bytes;
+}
+
+Status TieredKvStore::reencode(int layer, const uint8_t* source, const PageFormat& source_format, int to_rung,
+                               PageId* out) {
+  const auto start = std::chrono::steady_clock::now();
+  const Precision target = rungs_.rungs[to_rung].precision;
+  Result<PageId> page = pool_.allocate(size_class_[static_cast<int>(target)]);
+  if (!page.ok()) return page.status();
+  uint8_t* dst = pool_.data(*page);
+  if (source_format.precision == target) {
+    std::memcpy(dst, source, source_format.page_bytes);
+  } else {
+    decode_page(source_format, source, kTokensPerPage, scratch_k_.data(), scratch_v_.data());
+    encode_page(format(target), scratch_k_.data(), scratch_v_.data(), kTokensPerPage, dst);
+  }
+  *out = *page;
+  ++reencoded_pages_;
+  reencode_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return Status();
+}
+
+Status TieredKvStore::evict_ring_front(int layer) {
+  Layer& l = layers_[layer];
+  assert(l.ring_count > 0);
+  const int64_t page = l.ring_first;
+  const int64_t last_pos = page_first_pos(page) + kTokensPerPage - 1;
+  assert(last_pos < l.n_tokens);
+  const int to_rung = target_rung(rungs_, last_pos, l.n_tokens);
+  PageId id;
+  if (Status s = reencode(layer, ring_slot(layer, page), format(Precision::F16), to_rung, &id); !s.ok()) return s;
+  table_.append(layer, id, to_rung);
+  ++l.ring_first;
+  --l.ring_count;
+  return Status();
+}
+
+Status TieredKvStore::append(int layer, int pos, int n, const float* k, const float* v) {
+  if (layer < 0 || layer >= geometry_.n_layers) return Status::error("KV store: layer " + std::to_string(layer) + " out of range");
+  Layer& l = layers_[layer];
+  if (pos != l.n_tokens || n < 0) {
+    return Status::error("KV store: layer " + std::to_string(layer) + " holds " + std::to_string(l.n_tokens) +
+                         " positions; cannot append " + std::to_string(n) + " at position " + std::to_string(pos) +
+                         " (appends must be contiguous; truncate first)");
+  }
+  if (geometry_.max_tokens > 0 && pos + n > geometry_.max_tokens) {
+    return Status::error("KV store: appending up to position " + std::to_string(pos + n) + " exceeds the capacity of " +
+                         std::to_string(geometry_.max_tokens));
+  }
+  const size_t row = static_cast<size_t>(geometry_.kv_dim());
+  std::vector<float> rotated;  // [n, n_kv_heads, head_dim] when keys are rotated
+  if (keys_rotated()) {
+    rotated.assign(k, k + static_cast<size_t>(n) * row);
+    rotate_heads(rotated.data(), static_cast<int64_t>(n) * geometry_.n_kv_heads, geometry_.head_dim);
+    k = rotated.data();
+  }
+  int done = 0;
+  while (done < n) {
+    const int p = pos + done;
+    int count;
+    if (p < n_sinks_) {
+      count = std::min(n - done, n_sinks_ - p);
+      write_f16_rows(sink_format_, l.sinks, p, count, k + done * row, v + done * row);
+    } else {
+      const int64_t page = (p - n_sinks_) / kTokensPerPage;
+      const int offset = static_cast<int>((p - n_sinks_) % kTokensPerPage);
+      if (offset == 0) {  // a new page enters the ring
+        if (l.ring_count == 0) l.ring_first = page;
+        assert(page == l.ring_first + l.ring_count);
+        if (l.ring_count == ring_pages_) {
+          if (Status s = evict_ring_front(layer); !s.ok()) return s;
+        }
+        ++l.ring_count;
+        std::memset(ring_slot(layer, page), 0, format(Precision::F16).page_bytes);
+      }
+      count = std::min(n - done, kTokensPerPage - offset);
+      write_f16_rows(format(Precision::F16), ring_slot(layer, page), offset, count, k + done * row, v + done * row);
+    }
+    done += count;
+    l.n_tokens += count;
+  }
+  return Status();
+}
+
+std::vector<PageMove> TieredKvStore::plan(int layer) const {
+  const Layer& l = layers_[layer];
+  std::vector<PageMove> moves = plan_moves(rungs_, table_.rungs(layer), n_sinks_, kTokensPerPage, l.n_tokens);
+  for (int64_t page = l.ring_first; page < l.ring_first + l.ring_count; ++page) {
+    const int64_t last_pos = page_first_pos(page) + kTokensPerPage - 1;
+    if (last_pos >= l.n_tokens) break;
+    const int target = target_rung(rungs_, last_pos, l.n_tokens);
+    if (target == 0) break;  // younger pages are younger still
+    moves.push_back({page, 0, target});
+  }
+  return moves;
+}
+
+Status TieredKvStore::apply(int layer, const std::vector<PageMove>& moves) {
+  Layer& l = layers_[layer];
+  for (const PageMove& m : moves) {
+    if (m.page < table_.n_pages(layer)) {
+      if (table_.rung(layer, m.page) != m.from_rung) continue;  // already moved
+      const PageId old = table_.page(layer, m.page);
+      PageId id;
+      const PageFormat& from = format(rungs_.rungs[m.from_rung].precision);
+      if (Status s = reencode(layer, pool_.data(old), from, m.to_rung, &id); !s.ok()) return s;
+      table_.replace(layer, m.page, id, m.to_rung);
+      pool_.release(old);
+    } else if (m.page == l.ring_first && l.ring_count > 0 &&
+               page_first_pos(m.page) + kTokensPerPage <= l.n_tokens) {
+      if (Status s = evict_ring_front(layer); !s.ok()) return s;
+    } else {
+      return Status::error("KV store: stale page move for page " + std::to_string(m.page) + " of layer " +
+                           std::to_string(layer) + " (plan again)");
+    }
+  }
+  return Status();
+}
+
+void TieredKvStore::truncate(int n_tokens) {
+  const PageFormat& f16 = format(Precision::F16);
+  for (int layer = 0; layer < geometry_.n_layers; ++layer) {
+    Layer& l = layers_[layer];
+    if (n_tokens >= l.n_tokens) continue;
+    n_tokens = std::max(n_tokens, 0);
+    if (n_tokens <= n_sinks_) {
+      for (PageId id : table_.truncate(layer, 0)) pool_.release(id);
+      l.ring_first = 0;
+      l.ring_count = 0;
+      l.n_tokens = n_tokens;
+      continue;
+    }
+    const int64_t last_page = (n_tokens - n_sinks_ - 1) / kTokensPerPage;  // holds the last kept position
+    const int keep_rows = static_cast<int>(n_tokens - page_first_pos(last_page));
+    if (last_page < table_.n_pages(layer)) {
+      // The cut falls in a pool page: its kept rows come back into the ring as f16.
+      const PageId id = table_.page(layer, last_page);
+      decode_page(format(rungs_.rungs[table_.rung(layer, last_page)].precision), pool_.data(id), keep_rows,
+                  scratch_k_.data(), scratch_v_.data());
+      for (PageId old : table_.truncate(layer, last_page)) pool_.release(old);
+      l.ring_first = last_page;
+      l.ring_count = 1;
+      std::memset(ring_slot(layer, last_page), 0, f16.page_bytes);
+      write_f16_rows(f16, ring_slot(layer, last_page), 0, keep_rows, scratch_k_.data(), scratch_v_.data());
+    } else {
+      l.ring_count = last_page - l.ring_first + 1;
+    }
+    l.n_tokens = n_tokens;
+  }
+}
+
+void TieredKvStore::gather_pages(int layer, std::vector<PageRef>& out) const {
+  const Layer& l = layers_[layer];
+  out.clear();
+  if (l.n_tokens == 0) return;
+  if (n_sinks_ > 0) out.push_back({l.sinks, &sink_format_, 0, std::min(l.n_tokens, n_sinks_)});
+  const std::span<const PageId> pages = table_.pages(layer);
+  for (size_t i = 0; i < pages.size(); ++i) {
+    const Precision p = rungs_.rungs[table_.rung(layer, static_cast<int64_t>(i))].precision;
+    out.push_back({pool_.data(pages[i]), &format(p), static_cast<int>(page_first_pos(i)), kTokensPerPage});
+  }
+  for (int64_t page = l.ring_first; page < l.ring_first + l.ring_count; ++page) {
+    const int first = static_cast<int>(page_first_pos(page));
+    out.push_back({ring_slot(layer, page), &format(Precision::F16), first, std::min(kTokensPerPage, l.n_tokens - first)});
+  }
+}
+
+KvMemoryReport TieredKvStore::memory() const {
+  KvMemoryReport r;
+  const size_t f16_page = format(Precision::F16).page_bytes;
+  r.ring_bytes_per_layer = align_up(ring_pages_ * f16_page, kRingAlign);
+  r.ring_bytes = r.ring_bytes_per_layer * layers_.size();
+  r.sink_bytes = n_sinks_ > 0 ? align_up(sink_format_.page_bytes, kRingAlign) * layers_.size() : 0;
+  size_t held = 0;
+  for (int p = 0; p < kPrecisionCount; ++p) {
+    const SizeClassStats s = pool_.stats(size_class_[p]);
+    r.page_count[p] = s.live_pages;
+    r.page_bytes[p] = s.live_bytes;
+    held += s.live_bytes;
+  }
+  r.pool_resident_bytes = pool_.resident_bytes();
+  r.pool_free_bytes = r.pool_resident_bytes - pool_.live_bytes();
+  r.total_bytes = r.sink_bytes + r.ring_bytes + r.pool_resident_bytes;
+  int64_t elements = 0;
+  for (const Layer& l : layers_) {
+    r.n_tokens = std::max<int64_t>(r.n_tokens, l.n_tokens);
+    if (l.n_tokens > 0 && n_sinks_ > 0) held += sink_format_.page_bytes;
+    held += static_cast<size_t>(l.ring_count) * f16_page;
+    elements += static_cast<int64_t>(l.n_tokens) * geometry_.kv_dim() * 2;
+  }
+  r.bits_per_element = elements > 0 ? 8.0 * static_cast<double>(held) / static_cast<double>(elements) : 0.0;
+  return r;
+}
+
+std::string KvMemoryReport::describe() const {
+  char buf[160];
+  std::string s;
+  std::snprintf(buf, sizeof buf, "KV %lld tokens, %.2f MiB resident (ring %.2f MiB = %.1f KiB/layer, sinks %.1f KiB",
+                static_cast<long long>(n_tokens), total_bytes / 1048576.0, ring_bytes / 1048576.0,
+                ring_bytes_per_layer / 1024.0, sink_bytes / 1024.0);
+  s += buf;
+  for (int p = 0; p < kPrecisionCount; ++p) {
+    if (page_count[p] == 0) continue;
+    std::snprintf(buf, sizeof buf, ", %s %zu pages %.2f MiB", precision_name(static_cast<Precision>(p)), page_count[p],
+                  page_bytes[p] / 1048576.0);
+    s += buf;
+  }
+  std::snprintf(buf, sizeof buf, ", pool free+slack %.2f MiB), %.3f bits/element", pool_free_bytes / 1048576.0,
+                bits_per_element);
+  return s + buf;
+}
+
+}  // namespace kvtier::kv

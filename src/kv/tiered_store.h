@@ -1,0 +1,121 @@
+// The tiered, paged, quantized KV store of one sequence: sinks + pool pages on a precision ladder + a hot
+// f16 ring per layer. This is the storage behind the paged KvCache; attention runs over the PageRef list
+// that gather_pages() returns (kernels/paged_attention.h).
+//
+// Positions of a layer:
+//   [0, n_sinks)                      sink buffer, f16, never re-encoded
+//   [n_sinks, n_sinks + ring_first*P) pool pages, block table order, each at its ladder rung's precision
+//   the rest                          the hot ring: ring_pages f16 pages, one contiguous buffer per layer,
+//                                     the last one partial; sized to the ladder's f16 rung (+1 page for the
+//                                     tail) so that the newest tokens are read from cache-resident memory.
+// Keys of a RotatedPerToken store are kept rotated everywhere (ring and sinks included); rotate queries
+// with kv::rotate_heads (the attention entry does it when PagedKv::keys_rotated is set).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kv/block_table.h"
+#include "kv/ladder.h"
+#include "kv/page_format.h"
+#include "kv/page_pool.h"
+#include "kvtier/kv_cache.h"
+#include "kvtier/status.h"
+
+namespace kvtier::kv {
+
+struct TieredKvOptions {
+  LadderSpec ladder;                       // from parse_ladder
+  KeyMode key_mode = KeyMode::PerChannel;  // how quantized keys are grouped
+  int group = 0;                           // per-token group size (0: default_group(head_dim))
+  size_t max_pool_bytes = 0;               // cap on the page pool (0: none)
+};
+
+// Every byte the store holds, by tier and precision.
+struct KvMemoryReport {
+  size_t sink_bytes = 0;                           // all layers
+  size_t ring_bytes = 0;                           // all layers (the hot tier)
+  size_t ring_bytes_per_layer = 0;
+  std::array<size_t, kPrecisionCount> page_count{};  // live pool pages by precision
+  std::array<size_t, kPrecisionCount> page_bytes{};  // their bytes
+  size_t pool_resident_bytes = 0;                  // slabs, including free pages and slack
+  size_t pool_free_bytes = 0;                      // free pages + slab slack
+  size_t total_bytes = 0;                          // sinks + rings + pool slabs
+  int64_t n_tokens = 0;
+  // Bits per cached element of the data actually held (sinks + live pages + the ring rows in use),
+  // counting scales, mins and padding; free pool space is excluded.
+  double bits_per_element = 0;
+  std::string describe() const;
+};
+
+class TieredKvStore {
+ public:
+  static Result<std::unique_ptr<TieredKvStore>> create(const KvGeometry& geometry, const TieredKvOptions& options);
+  ~TieredKvStore();
+
+  const KvGeometry& geometry() const { return geometry_; }
+  const LadderSpec& ladder() const { return options_.ladder; }
+  KeyMode key_mode() const { return options_.key_mode; }
+  bool keys_rotated() const { return options_.key_mode == KeyMode::RotatedPerToken; }
+  int n_tokens(int layer) const { return layers_[layer].n_tokens; }
+  const PageFormat& format(Precision p) const { return formats_[static_cast<int>(p)]; }
+
+  // Appends positions [pos, pos + n) of one layer; pos must equal n_tokens(layer).
+  //   k, v: [n, n_kv_heads, head_dim] f32 (keys RoPE-rotated, not Hadamard-rotated: the store does that).
+  // Ring pages pushed out by the append are encoded to their rung at once; everything else that has
+  // aged waits for rebalance().
+  Status append(int layer, int pos, int n, const float* k, const float* v);
+
+  // Drops positions >= n_tokens in every layer. Cutting into a quantized page decodes its kept rows
+  // back into the ring as f16 (they are as exact as the page was).
+  void truncate(int n_tokens);
+
+  // Page moves the ladder asks for in one layer (pool pages and full ring pages), and applying them.
+  // Ring pages are listed with from_rung 0 (the f16 rung). Applying re-encodes each page to its target
+  // precision (decode to f32, encode), swaps it into the block table and frees the old one.
+  std::vector<PageMove> plan(int layer) const;
+  Status apply(int layer, const std::vector<PageMove>& moves);
+  Status rebalance(int layer) { return apply(layer, plan(layer)); }
+
+  // The layer's pages in position order (sinks, pool pages, ring pages; the last one partial).
+  void gather_pages(int layer, std::vector<PageRef>& out) const;
+
+  KvMemoryReport memory() const;
+  int64_t reencoded_pages() const { return reencoded_pages_; }
+  double reencode_seconds() const { return reencode_seconds_; }
+  const PagePool& pool() const { return pool_; }
+
+ private:
+  struct Layer {
+    uint8_t* sinks = nullptr;  // [1 page of sink_format_]
+    uint8_t* ring = nullptr;   // [ring_pages_][ring page bytes], 64-byte aligned
+    int64_t ring_first = 0;    // logical page number of the oldest ring page
+    int64_t ring_count = 0;    // pages in the ring (the last may be partial)
+    int n_tokens = 0;
+  };
+  TieredKvStore(const KvGeometry& geometry, const TieredKvOptions& options);
+  uint8_t* ring_slot(int layer, int64_t page) const;
+  int64_t page_first_pos(int64_t page) const { return n_sinks_ + page * kTokensPerPage; }
+  Status evict_ring_front(int layer);
+  Status reencode(int layer, const uint8_t* source, const PageFormat& source_format, int to_rung, PageId* out);
+
+  KvGeometry geometry_;
+  TieredKvOptions options_;
+  LadderSpec rungs_;  // the ladder with an f16 hot rung first (f16:0 when the spec starts quantized)
+  int n_sinks_ = 0;
+  int ring_pages_ = 0;
+  std::array<PageFormat, kPrecisionCount> formats_{};
+  std::array<int, kPrecisionCount> size_class_{};
+  PageFormat sink_format_;
+  PagePool pool_;
+  BlockTable table_;
+  std::vector<Layer> layers_;
+  std::vector<float> scratch_k_, scratch_v_;  // [P, n_kv_heads, head_dim] re-encode / rotation buffers
+  int64_t reencoded_pages_ = 0;
+  double reencode_seconds_ = 0;
+};
+
+}  // namespace kvtier::kv
