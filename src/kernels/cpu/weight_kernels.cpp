@@ -1,0 +1,556 @@
+// SIMD weight kernels (Highway, runtime dispatch): dequantization, activation
+// quantization and matrix micro-tiles for F32, F16, BF16, Q4_0, Q4_1, Q5_0,
+// Q5_1 and Q8_0.
+//
+// A micro-tile computes RM weight rows x RN tokens in one pass over the shared
+// dimension, so each weight block is decoded once per RN tokens and each
+// activation block loaded once per RM rows (the idea of llamafile's tinyBLAS).
+// Decode (one token) uses the same tiles with RN = 1.
+//
+// Highway 1.0.3 has no int8 dot product, so the int8 block dot uses target
+// intrinsics where they exist (x86 AVX2/AVX-512: maddubs + madd; Arm NEON:
+// vmull_s8 + vpadalq_s16, or vdotq_s32 when compiled with dotprod) and portable
+// Highway code elsewhere.
+#include <cassert>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/weight_blocks.h"
+#include "kvtier/f16.h"
+
+// SVE targets are left out: the micro-tiles keep arrays of vectors, which
+// sizeless SVE types cannot form, and the Arm targets kvtier checks (Apple-like
+// cores, cortex-a76 under qemu) are NEON-only.
+#ifndef HWY_DISABLED_TARGETS
+#define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
+#endif
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/weight_kernels.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace kvtier::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+#undef KVTIER_INT8_X86
+#undef KVTIER_INT8_NEON
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define KVTIER_INT8_X86 1
+#elif HWY_TARGET == HWY_NEON
+#define KVTIER_INT8_NEON 1
+#endif
+
+// ---------------------------------------------------------------------------
+// Half-precision scalars (block scales): hardware conversion where it exists.
+HWY_INLINE float HalfToFloat(uint16_t h) {
+#if defined(KVTIER_INT8_X86)
+  return _cvtsh_ss(h);
+#elif defined(KVTIER_INT8_NEON)
+  return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
+#else
+  return f16_to_f32(h);
+#endif
+}
+
+// ---------------------------------------------------------------------------
+// Int8 block primitives. An Int8Block holds the 32 codes of one block,
+// element i in lane/byte i. Partial is the (float) result of one block dot
+// product, still spread over lanes; Acc accumulates scaled partials.
+#if defined(KVTIER_INT8_X86)
+
+struct Int8Block {
+  __m256i v;
+};
+using Acc = __m256;
+
+HWY_INLINE Acc AccZero() { return _mm256_setzero_ps(); }
+HWY_INLINE float AccSum(Acc acc) {
+  const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  const __m128 sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
+  return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_movehdup_ps(sum2)));
+}
+HWY_INLINE Int8Block LoadInt8(const int8_t* p) {
+  return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))};
+}
+HWY_INLINE void StoreInt8(Int8Block b, int8_t* out) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), b.v); }
+// Low nibbles -> bytes 0..15, high nibbles -> bytes 16..31 (values 0..15).
+HWY_INLINE Int8Block DecodeNibbles(const uint8_t* qs) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+  return {_mm256_and_si256(both, _mm256_set1_epi8(0x0F))};
+}
+// ORs 0x10 into byte i where bit i of the little-endian u32 qh is set.
+HWY_INLINE Int8Block AddHighBits(Int8Block b, const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  // Byte i of `spread` is byte i/8 of qh; then test bit i%8 of it.
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(bits)),
+      _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL, 0x0101010101010101LL, 0));
+  const __m256i bit_of_byte = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+  const __m256i is_set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_of_byte), bit_of_byte);
+  return {_mm256_or_si256(b.v, _mm256_and_si256(is_set, _mm256_set1_epi8(0x10)))};
+}
+HWY_INLINE Int8Block SubConst(Int8Block b, int8_t c) { return {_mm256_sub_epi8(b.v, _mm256_set1_epi8(c))}; }
+HWY_INLINE __m256 PairSumsToFloat(__m256i products16) {
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(products16, _mm256_set1_epi16(1)));
+}
+// Signed codes x signed activations: maddubs needs one unsigned operand, so
+// move the sign of w onto a (|w| * sign(w) a). |w| <= 128, |a| <= 127: no overflow.
+HWY_INLINE __m256 DotSigned(Int8Block w, Int8Block a) {
+  const __m256i abs_w = _mm256_sign_epi8(w.v, w.v);
+  const __m256i signed_a = _mm256_sign_epi8(a.v, w.v);
+  return PairSumsToFloat(_mm256_maddubs_epi16(abs_w, signed_a));
+}
+// Unsigned codes (0..31) x signed activations.
+HWY_INLINE __m256 DotUnsigned(Int8Block w, Int8Block a) {
+  return PairSumsToFloat(_mm256_maddubs_epi16(w.v, a.v));
+}
+HWY_INLINE Acc MulAddScale(float scale, __m256 partial, Acc acc) {
+  return _mm256_fmadd_ps(_mm256_set1_ps(scale), partial, acc);
+}
+
+#elif defined(KVTIER_INT8_NEON)
+
+struct Int8Block {
+  int8x16_t lo, hi;  // elements 0..15, 16..31
+};
+using Acc = float32x4_t;
+
+HWY_INLINE Acc AccZero() { return vdupq_n_f32(0.0f); }
+HWY_INLINE float AccSum(Acc acc) { return vaddvq_f32(acc); }
+HWY_INLINE Int8Block LoadInt8(const int8_t* p) { return {vld1q_s8(p), vld1q_s8(p + 16)}; }
+HWY_INLINE void StoreInt8(Int8Block b, int8_t* out) {
+  vst1q_s8(out, b.lo);
+  vst1q_s8(out + 16, b.hi);
+}
+HWY_INLINE Int8Block DecodeNibbles(const uint8_t* qs) {
+  const uint8x16_t packed = vld1q_u8(qs);
+  return {vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F))), vreinterpretq_s8_u8(vshrq_n_u8(packed, 4))};
+}
+HWY_INLINE Int8Block AddHighBits(Int8Block b, const uint8_t* qh) {
+  static const uint8_t kBitOfByte[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  const uint8x16_t bit_of_byte = vld1q_u8(kBitOfByte);
+  const uint8x16_t spread_lo = vcombine_u8(vdup_n_u8(qh[0]), vdup_n_u8(qh[1]));
+  const uint8x16_t spread_hi = vcombine_u8(vdup_n_u8(qh[2]), vdup_n_u8(qh[3]));
+  const uint8x16_t high = vdupq_n_u8(0x10);
+  const uint8x16_t lo = vandq_u8(vtstq_u8(spread_lo, bit_of_byte), high);
+  const uint8x16_t hi = vandq_u8(vtstq_u8(spread_hi, bit_of_byte), high);
+  return {vorrq_s8(b.lo, vreinterpretq_s8_u8(lo)), vorrq_s8(b.hi, vreinterpretq_s8_u8(hi))};
+}
+HWY_INLINE Int8Block SubConst(Int8Block b, int8_t c) {
+  return {vsubq_s8(b.lo, vdupq_n_s8(c)), vsubq_s8(b.hi, vdupq_n_s8(c))};
+}
+HWY_INLINE float32x4_t DotSigned(Int8Block w, Int8Block a) {
+#if defined(__ARM_FEATURE_DOTPROD)
+  int32x4_t sum = vdotq_s32(vdupq_n_s32(0), w.lo, a.lo);
+  sum = vdotq_s32(sum, w.hi, a.hi);
+#else
+  int32x4_t sum = vpaddlq_s16(vmull_s8(vget_low_s8(w.lo), vget_low_s8(a.lo)));
+  sum = vpadalq_s16(sum, vmull_s8(vget_high_s8(w.lo), vget_high_s8(a.lo)));
+  sum = vpadalq_s16(sum, vmull_s8(vget_low_s8(w.hi), vget_low_s8(a.hi)));
+  sum = vpadalq_s16(sum, vmull_s8(vget_high_s8(w.hi), vget_high_s8(a.hi)));
+#endif
+  return vcvtq_f32_s32(sum);
+}
+HWY_INLINE float32x4_t DotUnsigned(Int8Block w, Int8Block a) { return DotSigned(w, a); }  // codes <= 31 fit int8
+HWY_INLINE Acc MulAddScale(float scale, float32x4_t partial, Acc acc) { return vfmaq_n_f32(acc, partial, scale); }
+
+#else  // portable Highway
+
+struct Int8Block {
+  int8_t v[32];
+};
+using AccTag = hn::CappedTag<float, 8>;
+using Acc = hn::Vec<AccTag>;
+using I32Tag = hn::RebindToSigned<AccTag>;
+using I8Tag = hn::Rebind<int8_t, AccTag>;
+
+HWY_INLINE Acc AccZero() { return hn::Zero(AccTag()); }
+HWY_INLINE float AccSum(Acc acc) { return hn::GetLane(hn::SumOfLanes(AccTag(), acc)); }
+HWY_INLINE Int8Block LoadInt8(const int8_t* p) {
+  Int8Block b;
+  std::memcpy(b.v, p, 32);
+  return b;
+}
+HWY_INLINE void StoreInt8(const Int8Block& b, int8_t* out) { std::memcpy(out, b.v, 32); }
+HWY_INLINE Int8Block DecodeNibbles(const uint8_t* qs) {
+  Int8Block b;
+  for (int i = 0; i < 16; ++i) {
+    b.v[i] = static_cast<int8_t>(qs[i] & 0x0F);
+    b.v[i + 16] = static_cast<int8_t>(qs[i] >> 4);
+  }
+  return b;
+}
+HWY_INLINE Int8Block AddHighBits(Int8Block b, const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  for (int i = 0; i < 32; ++i) b.v[i] = static_cast<int8_t>(b.v[i] | (((bits >> i) & 1u) << 4));
+  return b;
+}
+HWY_INLINE Int8Block SubConst(Int8Block b, int8_t c) {
+  for (int i = 0; i < 32; ++i) b.v[i] = static_cast<int8_t>(b.v[i] - c);
+  return b;
+}
+HWY_INLINE Acc DotSigned(const Int8Block& w, const Int8Block& a) {
+  const I32Tag di;
+  const I8Tag d8;
+  auto sum = hn::Zero(di);
+  for (size_t i = 0; i < 32; i += hn::Lanes(di)) {
+    sum = hn::Add(sum, hn::Mul(hn::PromoteTo(di, hn::LoadU(d8, w.v + i)), hn::PromoteTo(di, hn::LoadU(d8, a.v + i))));
+  }
+  return hn::ConvertTo(AccTag(), sum);
+}
+HWY_INLINE Acc DotUnsigned(const Int8Block& w, const Int8Block& a) { return DotSigned(w, a); }
+HWY_INLINE Acc MulAddScale(float scale, Acc partial, Acc acc) {
+  return hn::MulAdd(hn::Set(AccTag(), scale), partial, acc);
+}
+
+#endif
+
+// ---------------------------------------------------------------------------
+// Formats: how a block's codes are decoded and which activation block it meets.
+// Codes() returns the integer multiplying d (offset included for Q4_0/Q5_0).
+struct FormatQ4_0 {
+  using Block = BlockQ4_0;
+  using ActBlock = BlockQ8_0;
+  static constexpr bool kHasMin = false;
+  static constexpr bool kSignedCodes = true;
+  static HWY_INLINE Int8Block Codes(const Block& b) { return SubConst(DecodeNibbles(b.qs), 8); }
+};
+struct FormatQ4_1 {
+  using Block = BlockQ4_1;
+  using ActBlock = BlockQ8_1;
+  static constexpr bool kHasMin = true;
+  static constexpr bool kSignedCodes = false;
+  static HWY_INLINE Int8Block Codes(const Block& b) { return DecodeNibbles(b.qs); }
+};
+struct FormatQ5_0 {
+  using Block = BlockQ5_0;
+  using ActBlock = BlockQ8_0;
+  static constexpr bool kHasMin = false;
+  static constexpr bool kSignedCodes = true;
+  static HWY_INLINE Int8Block Codes(const Block& b) { return SubConst(AddHighBits(DecodeNibbles(b.qs), b.qh), 16); }
+};
+struct FormatQ5_1 {
+  using Block = BlockQ5_1;
+  using ActBlock = BlockQ8_1;
+  static constexpr bool kHasMin = true;
+  static constexpr bool kSignedCodes = false;
+  static HWY_INLINE Int8Block Codes(const Block& b) { return AddHighBits(DecodeNibbles(b.qs), b.qh); }
+};
+struct FormatQ8_0 {
+  using Block = BlockQ8_0;
+  using ActBlock = BlockQ8_0;
+  static constexpr bool kHasMin = false;
+  static constexpr bool kSignedCodes = true;
+  static HWY_INLINE Int8Block Codes(const Block& b) { return LoadInt8(b.qs); }
+};
+
+template <class Block>
+HWY_INLINE float BlockMin(const Block& b) {
+  if constexpr (requires { b.m; }) {
+    return HalfToFloat(b.m);
+  } else {
+    return 0.0f;
+  }
+}
+template <class ActBlock>
+HWY_INLINE float ActSum(const ActBlock& a) {
+  if constexpr (requires { a.s; }) {
+    return HalfToFloat(a.s);
+  } else {
+    return 0.0f;
+  }
+}
+
+// Tokens per micro-tile: AVX-512 has 32 vector registers, the others 16.
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+constexpr int kTileTokens = 4;
+#else
+constexpr int kTileTokens = 3;
+#endif
+constexpr int kTileRows = 4;
+
+// RM weight rows x RN tokens over n_blocks blocks of 32.
+//   w: RM rows, w_stride bytes apart;  a: RN activation rows, a_stride bytes apart
+//   y: y[t * y_stride + r]
+template <class F, int RM, int RN>
+HWY_NOINLINE void QuantTile(int64_t n_blocks, const uint8_t* HWY_RESTRICT w, size_t w_stride,
+                            const uint8_t* HWY_RESTRICT a, size_t a_stride, float* HWY_RESTRICT y, size_t y_stride) {
+  using Block = typename F::Block;
+  using ActBlock = typename F::ActBlock;
+  Acc acc[RM][RN];
+  float min_terms[RM][RN] = {};
+  for (int r = 0; r < RM; ++r) {
+    for (int t = 0; t < RN; ++t) acc[r][t] = AccZero();
+  }
+  for (int64_t k = 0; k < n_blocks; ++k) {
+    Int8Block act[RN];
+    float act_scale[RN];
+    float act_sum[RN];
+    for (int t = 0; t < RN; ++t) {
+      const ActBlock& ab = reinterpret_cast<const ActBlock*>(a + t * a_stride)[k];
+      act[t] = LoadInt8(ab.qs);
+      act_scale[t] = HalfToFloat(ab.d);
+      if constexpr (F::kHasMin) act_sum[t] = ActSum(ab);
+    }
+    for (int r = 0; r < RM; ++r) {
+      const Block& wb = reinterpret_cast<const Block*>(w + r * w_stride)[k];
+      const Int8Block codes = F::Codes(wb);
+      const float w_scale = HalfToFloat(wb.d);
+      for (int t = 0; t < RN; ++t) {
+        const auto partial = F::kSignedCodes ? DotSigned(codes, act[t]) : DotUnsigned(codes, act[t]);
+        acc[r][t] = MulAddScale(w_scale * act_scale[t], partial, acc[r][t]);
+      }
+      if constexpr (F::kHasMin) {
+        const float w_min = BlockMin(wb);
+        for (int t = 0; t < RN; ++t) min_terms[r][t] += w_min * act_sum[t];
+      }
+    }
+  }
+  for (int r = 0; r < RM; ++r) {
+    for (int t = 0; t < RN; ++t) y[t * y_stride + r] = AccSum(acc[r][t]) + min_terms[r][t];
+  }
+}
+
+// Float formats: weights and activations both in WeightT (float, f16, bf16).
+struct KindF32 {};
+struct KindF16 {};
+struct KindBF16 {};
+
+template <class Kind, class DF>
+HWY_INLINE hn::Vec<DF> LoadAsFloat(DF df, const uint8_t* row, int64_t i) {
+  if constexpr (std::is_same_v<Kind, KindF32>) {
+    return hn::LoadU(df, reinterpret_cast<const float*>(row) + i);
+  } else if constexpr (std::is_same_v<Kind, KindF16>) {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    return hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(row) + i));
+  } else {
+    const hn::RebindToUnsigned<DF> du32;
+    const hn::Rebind<uint16_t, DF> du16;
+    const auto bits = hn::PromoteTo(du32, hn::LoadU(du16, reinterpret_cast<const uint16_t*>(row) + i));
+    return hn::BitCast(df, hn::ShiftLeft<16>(bits));
+  }
+}
+template <class Kind>
+HWY_INLINE float ScalarAsFloat(const uint8_t* row, int64_t i) {
+  if constexpr (std::is_same_v<Kind, KindF32>) {
+    return reinterpret_cast<const float*>(row)[i];
+  } else if constexpr (std::is_same_v<Kind, KindF16>) {
+    return f16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
+  } else {
+    return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
+  }
+}
+
+template <class Kind, int RM, int RN>
+HWY_NOINLINE void FloatTile(int64_t n, const uint8_t* HWY_RESTRICT w, size_t w_stride, const uint8_t* HWY_RESTRICT a,
+                            size_t a_stride, float* HWY_RESTRICT y, size_t y_stride) {
+  const hn::ScalableTag<float> df;
+  using V = hn::Vec<decltype(df)>;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  V acc[RM][RN];
+  for (int r = 0; r < RM; ++r) {
+    for (int t = 0; t < RN; ++t) acc[r][t] = hn::Zero(df);
+  }
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    V act[RN];
+    for (int t = 0; t < RN; ++t) act[t] = LoadAsFloat<Kind>(df, a + t * a_stride, i);
+    for (int r = 0; r < RM; ++r) {
+      const V wv = LoadAsFloat<Kind>(df, w + r * w_stride, i);
+      for (int t = 0; t < RN; ++t) acc[r][t] = hn::MulAdd(wv, act[t], acc[r][t]);
+    }
+  }
+  for (int r = 0; r < RM; ++r) {
+    for (int t = 0; t < RN; ++t) {
+      float sum = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+      for (int64_t j = i; j < n; ++j) {
+        sum += ScalarAsFloat<Kind>(w + r * w_stride, j) * ScalarAsFloat<Kind>(a + t * a_stride, j);
+      }
+      y[t * y_stride + r] = sum;
+    }
+  }
+}
+
+template <class F>
+struct QuantOp {
+  template <int RM, int RN>
+  static HWY_INLINE void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* a, size_t as, float* y,
+                              size_t ys) {
+    QuantTile<F, RM, RN>(n / 32, w, ws, a, as, y, ys);
+  }
+};
+template <class Kind>
+struct FloatOp {
+  template <int RM, int RN>
+  static HWY_INLINE void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* a, size_t as, float* y,
+                              size_t ys) {
+    FloatTile<Kind, RM, RN>(n, w, ws, a, as, y, ys);
+  }
+};
+
+// RM rows against all tokens, kTileTokens at a time.
+template <class Op, int RM>
+HWY_INLINE void RowGroup(int64_t n, const uint8_t* w, size_t ws, const uint8_t* a, size_t as, int64_t tokens,
+                         float* y, size_t ys) {
+  int64_t t = 0;
+  for (; t + kTileTokens <= tokens; t += kTileTokens) {
+    Op::template Tile<RM, kTileTokens>(n, w, ws, a + t * as, as, y + t * ys, ys);
+  }
+  const int64_t left = tokens - t;
+  const uint8_t* a_left = a + t * as;
+  float* y_left = y + t * ys;
+  if (left == 1) Op::template Tile<RM, 1>(n, w, ws, a_left, as, y_left, ys);
+  if (left == 2) Op::template Tile<RM, 2>(n, w, ws, a_left, as, y_left, ys);
+  if constexpr (kTileTokens > 3) {
+    if (left == 3) Op::template Tile<RM, 3>(n, w, ws, a_left, as, y_left, ys);
+  }
+}
+
+template <class Op>
+void TileAll(int64_t n, const uint8_t* w, size_t ws, int64_t rows, const uint8_t* a, size_t as, int64_t tokens,
+             float* y, size_t ys) {
+  int64_t r = 0;
+  for (; r + kTileRows <= rows; r += kTileRows) RowGroup<Op, kTileRows>(n, w + r * ws, ws, a, as, tokens, y + r, ys);
+  const int64_t left = rows - r;
+  const uint8_t* w_left = w + r * ws;
+  if (left == 1) RowGroup<Op, 1>(n, w_left, ws, a, as, tokens, y + r, ys);
+  if (left == 2) RowGroup<Op, 2>(n, w_left, ws, a, as, tokens, y + r, ys);
+  if (left == 3) RowGroup<Op, 3>(n, w_left, ws, a, as, tokens, y + r, ys);
+}
+
+// ---------------------------------------------------------------------------
+// Dequantization: codes -> f32, times d, plus m. Not on the matmul path (used
+// for embeddings), so it keeps the block decode above and converts portably.
+template <class F>
+void DequantizeQuant(const void* src, float* dst, int64_t n) {
+  const hn::CappedTag<float, 8> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<int8_t, decltype(df)> d8;
+  const auto* blocks = static_cast<const typename F::Block*>(src);
+  HWY_ALIGN int8_t codes[32];
+  for (int64_t k = 0; k < n / 32; ++k) {
+    StoreInt8(F::Codes(blocks[k]), codes);
+    const auto d = hn::Set(df, HalfToFloat(blocks[k].d));
+    const auto m = hn::Set(df, BlockMin(blocks[k]));
+    for (size_t i = 0; i < 32; i += hn::Lanes(df)) {
+      const auto values = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, codes + i)));
+      // Mul then Add (not fused), to round exactly as the reference.
+      hn::StoreU(hn::Add(hn::Mul(values, d), m), df, dst + k * 32 + i);
+    }
+  }
+}
+
+template <class Kind>
+void DequantizeFloat(const void* src, float* dst, int64_t n) {
+  const hn::ScalableTag<float> df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const auto* bytes = static_cast<const uint8_t*>(src);
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) hn::StoreU(LoadAsFloat<Kind>(df, bytes, i), df, dst + i);
+  for (; i < n; ++i) dst[i] = ScalarAsFloat<Kind>(bytes, i);
+}
+
+// ---------------------------------------------------------------------------
+// Activation quantization (GGML's quantize_row_q8_0_ref / q8_1_ref rounding:
+// d = amax / 127, q = roundf(x * (1 / d)), ties away from zero).
+template <class DF>
+HWY_INLINE hn::Vec<DF> RoundHalfAwayFromZero(DF df, hn::Vec<DF> v) {
+  const auto truncated = hn::Trunc(v);
+  const auto fraction = hn::Sub(v, truncated);  // exact
+  const auto step = hn::CopySign(hn::Set(df, 1.0f), v);
+  return hn::IfThenElse(hn::Ge(hn::Abs(fraction), hn::Set(df, 0.5f)), hn::Add(truncated, step), truncated);
+}
+
+template <class ActBlock>
+void QuantizeQ8(const float* x, void* dst, int64_t n) {
+  const hn::CappedTag<float, 8> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<int8_t, decltype(df)> d8;
+  const size_t lanes = hn::Lanes(df);
+  auto* blocks = static_cast<ActBlock*>(dst);
+  for (int64_t k = 0; k < n / 32; ++k) {
+    const float* xb = x + k * 32;
+    auto amax_v = hn::Zero(df);
+    for (size_t i = 0; i < 32; i += lanes) amax_v = hn::Max(amax_v, hn::Abs(hn::LoadU(df, xb + i)));
+    const float amax = hn::GetLane(hn::MaxOfLanes(df, amax_v));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    blocks[k].d = f32_to_f16(d);
+    auto sum = hn::Zero(di);
+    for (size_t i = 0; i < 32; i += lanes) {
+      const auto q = hn::ConvertTo(di, RoundHalfAwayFromZero(df, hn::Mul(hn::LoadU(df, xb + i), hn::Set(df, id))));
+      sum = hn::Add(sum, q);
+      hn::StoreU(hn::DemoteTo(d8, q), d8, blocks[k].qs + i);
+    }
+    if constexpr (std::is_same_v<ActBlock, BlockQ8_1>) {
+      blocks[k].s = f32_to_f16(static_cast<float>(hn::GetLane(hn::SumOfLanes(di, sum))) * d);
+    }
+  }
+}
+
+// F16/BF16 activations: the scalar conversions are exact (RNE, subnormals,
+// NaN) on every target and cost O(cols) per token, nothing next to the matmul.
+void QuantizeF16(const float* x, void* dst, int64_t n) {
+  auto* out = static_cast<uint16_t*>(dst);
+  for (int64_t i = 0; i < n; ++i) out[i] = f32_to_f16(x[i]);
+}
+void QuantizeBF16(const float* x, void* dst, int64_t n) {
+  auto* out = static_cast<uint16_t*>(dst);
+  for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(x[i]);
+}
+void QuantizeF32(const float* x, void* dst, int64_t n) { std::memcpy(dst, x, static_cast<size_t>(n) * sizeof(float)); }
+
+// ---------------------------------------------------------------------------
+const simd::TargetKernels* GetTargetKernels() {
+  static const simd::TargetKernels table = [] {
+    simd::TargetKernels t{};
+    t.target_name = hwy::TargetName(HWY_TARGET);
+    auto at = [](GgmlType type) { return static_cast<uint32_t>(type); };
+    t.tile[at(GgmlType::F32)] = &TileAll<FloatOp<KindF32>>;
+    t.tile[at(GgmlType::F16)] = &TileAll<FloatOp<KindF16>>;
+    t.tile[at(GgmlType::BF16)] = &TileAll<FloatOp<KindBF16>>;
+    t.tile[at(GgmlType::Q4_0)] = &TileAll<QuantOp<FormatQ4_0>>;
+    t.tile[at(GgmlType::Q4_1)] = &TileAll<QuantOp<FormatQ4_1>>;
+    t.tile[at(GgmlType::Q5_0)] = &TileAll<QuantOp<FormatQ5_0>>;
+    t.tile[at(GgmlType::Q5_1)] = &TileAll<QuantOp<FormatQ5_1>>;
+    t.tile[at(GgmlType::Q8_0)] = &TileAll<QuantOp<FormatQ8_0>>;
+    t.dequantize[at(GgmlType::F32)] = &DequantizeFloat<KindF32>;
+    t.dequantize[at(GgmlType::F16)] = &DequantizeFloat<KindF16>;
+    t.dequantize[at(GgmlType::BF16)] = &DequantizeFloat<KindBF16>;
+    t.dequantize[at(GgmlType::Q4_0)] = &DequantizeQuant<FormatQ4_0>;
+    t.dequantize[at(GgmlType::Q4_1)] = &DequantizeQuant<FormatQ4_1>;
+    t.dequantize[at(GgmlType::Q5_0)] = &DequantizeQuant<FormatQ5_0>;
+    t.dequantize[at(GgmlType::Q5_1)] = &DequantizeQuant<FormatQ5_1>;
+    t.dequantize[at(GgmlType::Q8_0)] = &DequantizeQuant<FormatQ8_0>;
+    t.quantize[at(GgmlType::F32)] = &QuantizeF32;
+    t.quantize[at(GgmlType::F16)] = &QuantizeF16;
+    t.quantize[at(GgmlType::BF16)] = &QuantizeBF16;
+    t.quantize[at(GgmlType::Q8_0)] = &QuantizeQ8<BlockQ8_0>;
+    t.quantize[at(GgmlType::Q8_1)] = &QuantizeQ8<BlockQ8_1>;
+    t.tile_rows = kTileRows;
+    t.tile_tokens = kTileTokens;
+    return t;
+  }();
+  return &table;
+}
+
+}  // namespace kvtier::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace kvtier::kernels::simd {
+
+HWY_EXPORT(GetTargetKernels);
+
+const TargetKernels& best_kernels() { return *HWY_DYNAMIC_DISPATCH(GetTargetKernels)(); }
+
+std::vector<int64_t> compiled_targets() { return hwy::SupportedAndGeneratedTargets(); }
+
+}  // namespace kvtier::kernels::simd
+#endif  // HWY_ONCE
