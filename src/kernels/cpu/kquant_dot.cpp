@@ -1,0 +1,294 @@
+// SIMD (Highway, runtime-dispatched) dot products of Q4_K / Q5_K / Q6_K weight
+// rows with Q8_K activation rows: the decode hot loop of Q4_K_M models.
+//
+// Each target computes the same exact integer sums as the references in
+// ref/kquant_reference.cpp (per sub-block quant x quant sums times the integer
+// sub-block scale, mins / the Q6_K offset folded in through Q8_K's bsums);
+// only the float accumulation across super-blocks differs in order.
+//
+// Highway 1.0.3 has no u8 x i8 dot product, so:
+//  - x86 AVX2 / AVX3 targets use the AVX2 pair-multiply intrinsics directly
+//    (maddubs: u8 x i8 -> i16 pairs, madd: i16 x i16 -> i32 pairs);
+//  - every other target (SSE4, SSSE3, EMU128, NEON, SVE, ...) uses portable
+//    Highway code that widens to i16 and uses ReorderWidenMulAccumulate.
+#include <cassert>
+#include <cstring>
+
+#include "kernels/cpu/kquant_blocks.h"
+#include "kernels/kquant_ops.h"
+#include "kvtier/f16.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/kquant_dot.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace kvtier::kernels::kquant::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// ---------------------------------------------------------------------------
+// Portable Highway version (all targets).
+
+// At most 16 i16 lanes, so a lane count always divides the 16/32-element sub-blocks.
+using D16 = hn::CappedTag<int16_t, 16>;
+
+// sum_{l < len} weight_q[l] * act[l] where weight_q are bytes transformed by
+// `decode` (a lambda on a vector of i16 holding one byte each) - exact in i32.
+template <class Decode>
+HWY_INLINE int32_t DotBytesI8(const uint8_t* weight_bytes, const int8_t* act, size_t len, const Decode& decode) {
+  const D16 d16;
+  const hn::Repartition<int32_t, D16> d32;
+  const hn::Rebind<uint8_t, D16> du8;
+  const hn::Rebind<int8_t, D16> di8;
+  auto sum0 = hn::Zero(d32), sum1 = hn::Zero(d32);
+  for (size_t o = 0; o < len; o += hn::Lanes(d16)) {
+    const auto w = decode(hn::PromoteTo(d16, hn::LoadU(du8, weight_bytes + o)), o);
+    const auto x = hn::PromoteTo(d16, hn::LoadU(di8, act + o));
+    sum0 = hn::ReorderWidenMulAccumulate(d32, w, x, sum0, sum1);
+  }
+  return hn::GetLane(hn::SumOfLanes(d32, hn::Add(sum0, sum1)));
+}
+
+// Q4_K and Q5_K share everything but the fifth bit (kHasHighBit: Q5_K's qh).
+template <class Block, bool kHasHighBit>
+HWY_INLINE float DotQ45KPortable(int64_t n, const void* w, const void* a) {
+  const D16 d16;
+  const hn::Rebind<uint8_t, D16> du8;
+  const auto* wb = static_cast<const Block*>(w);     // [n / 256]
+  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+  float sum = 0;
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    const ScalesMins sm = unpack_scales_mins(wb[i].scales);
+    int32_t scaled = 0, mins = 0;
+    for (int j = 0; j < 8; ++j) {
+      const int shift = 4 * (j % 2);  // sub-block 2c: low nibbles of chunk c, 2c+1: high nibbles
+      const auto decode = [&](auto bytes, size_t o) {
+        auto q = hn::And(hn::ShiftRightSame(bytes, shift), hn::Set(d16, 0x0F));
+        if constexpr (kHasHighBit) {
+          const auto hbits = hn::PromoteTo(d16, hn::LoadU(du8, wb[i].qh + o));
+          q = hn::Or(q, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(hbits, j), hn::Set(d16, 1))));
+        }
+        return q;
+      };
+      scaled += sm.scale[j] * DotBytesI8(wb[i].qs + 32 * (j / 2), ab[i].qs + 32 * j, 32, decode);
+      mins += sm.min[j] * (ab[i].bsums[2 * j] + ab[i].bsums[2 * j + 1]);
+    }
+    const float d = f16_to_f32(wb[i].d) * ab[i].d, dmin = f16_to_f32(wb[i].dmin) * ab[i].d;
+    sum += d * static_cast<float>(scaled) - dmin * static_cast<float>(mins);
+  }
+  return sum;
+}
+
+float DotQ4KPortable(int64_t n, const void* w, const void* a) { return DotQ45KPortable<BlockQ4K, false>(n, w, a); }
+float DotQ5KPortable(int64_t n, const void* w, const void* a) { return DotQ45KPortable<BlockQ5K, true>(n, w, a); }
+
+float DotQ6KPortable(int64_t n, const void* w, const void* a) {
+  const D16 d16;
+  const hn::Rebind<uint8_t, D16> du8;
+  const auto* wb = static_cast<const BlockQ6K*>(w);  // [n / 256]
+  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+  float sum = 0;
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    int32_t scaled = 0;  // sum_j scale_j * sum_l q * a   (q in 0..63, before the -32 offset)
+    int32_t offset = 0;  // sum_j scale_j * sum_l a       (times 32 below)
+    for (int j = 0; j < 16; ++j) {
+      const int half = j / 8, quarter = (j % 8) / 2, sixteenth = j % 2;
+      const uint8_t* low_src = wb[i].ql + 64 * half + 32 * (quarter & 1) + 16 * sixteenth;
+      const uint8_t* qh = wb[i].qh + 32 * half + 16 * sixteenth;
+      const int low_shift = quarter < 2 ? 0 : 4;
+      const auto decode = [&](auto bytes, size_t o) {
+        const auto low = hn::And(hn::ShiftRightSame(bytes, low_shift), hn::Set(d16, 0x0F));
+        const auto hbits = hn::PromoteTo(d16, hn::LoadU(du8, qh + o));
+        return hn::Or(low, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(hbits, 2 * quarter), hn::Set(d16, 3))));
+      };
+      scaled += wb[i].scales[j] * DotBytesI8(low_src, ab[i].qs + 16 * j, 16, decode);
+      offset += wb[i].scales[j] * ab[i].bsums[j];
+    }
+    sum += f16_to_f32(wb[i].d) * ab[i].d * static_cast<float>(scaled - 32 * offset);
+  }
+  return sum;
+}
+
+// ---------------------------------------------------------------------------
+// x86 AVX2 version (also used by the AVX-512 targets, whose attributes include AVX2).
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define KVTIER_KQUANT_HAVE_AVX2 1
+
+HWY_INLINE float HorizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// pshufb control that broadcasts i16 lane `lo` of each 128-bit half into the
+// low half and i16 lane `hi` into the high half.
+HWY_INLINE __m256i BroadcastI16Control(int lo, int hi) {
+  const auto control = [](int lane) { return static_cast<short>(((2 * lane + 1) << 8) | (2 * lane)); };
+  return _mm256_setr_m128i(_mm_set1_epi16(control(lo)), _mm_set1_epi16(control(hi)));
+}
+
+// Shared by Q4_K and Q5_K: folds the mins (dmin * sum_j min_j * sum_{l in j} a)
+// into acc_min and returns the 8 scales as i16, repeated in both 128-bit halves.
+HWY_INLINE __m256i ScalesAndMinsAvx2(const uint8_t* packed_scales, const BlockQ8K& act, float dmin, __m256& acc_min) {
+  const ScalesMins sm = unpack_scales_mins(packed_scales);
+  const __m128i mins8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm.min));
+  // [m0 m0 m1 m1 ... m7 m7] as i16: each min covers two 16-element bsums.
+  const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins8, mins8));
+  const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums));
+  const __m256i min_products = _mm256_madd_epi16(bsums, mins16);  // 8 x i32
+  acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(min_products), acc_min);
+  const __m128i scales8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm.scale));
+  return _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales8));
+}
+
+float DotQ4KAvx2(int64_t n, const void* w, const void* a) {
+  const auto* wb = static_cast<const BlockQ4K*>(w);  // [n / 256]
+  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    const float d_act = ab[i].d;
+    const __m256i scales16 = ScalesAndMinsAvx2(wb[i].scales, ab[i], f16_to_f32(wb[i].dmin) * d_act, acc_min);
+    __m256i sum = _mm256_setzero_si256();  // 8 x i32
+    for (int chunk = 0; chunk < 4; ++chunk) {  // 64 elements: sub-blocks 2*chunk (low nibbles), 2*chunk+1 (high)
+      const __m256i q4 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qs + 32 * chunk));
+      const __m256i lo = _mm256_and_si256(q4, low4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low4);
+      const auto* act = reinterpret_cast<const __m256i*>(ab[i].qs + 64 * chunk);
+      const __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(act));  // 16 x i16 pair sums
+      const __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(act + 1));
+      const __m256i s_lo = _mm256_shuffle_epi8(scales16, BroadcastI16Control(2 * chunk, 2 * chunk));
+      const __m256i s_hi = _mm256_shuffle_epi8(scales16, BroadcastI16Control(2 * chunk + 1, 2 * chunk + 1));
+      sum = _mm256_add_epi32(sum, _mm256_add_epi32(_mm256_madd_epi16(p_lo, s_lo), _mm256_madd_epi16(p_hi, s_hi)));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(wb[i].d) * d_act), _mm256_cvtepi32_ps(sum), acc);
+  }
+  return HorizontalSum(acc) - HorizontalSum(acc_min);
+}
+
+float DotQ5KAvx2(int64_t n, const void* w, const void* a) {
+  const auto* wb = static_cast<const BlockQ5K*>(w);  // [n / 256]
+  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i one = _mm256_set1_epi8(1);
+  __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    const float d_act = ab[i].d;
+    const __m256i scales16 = ScalesAndMinsAvx2(wb[i].scales, ab[i], f16_to_f32(wb[i].dmin) * d_act, acc_min);
+    // Bit j of qh[l] is bit 4 of element 32 j + l; shifted right by 2 per chunk.
+    __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qh));
+    __m256i sum = _mm256_setzero_si256();
+    for (int chunk = 0; chunk < 4; ++chunk) {
+      const __m256i q4 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qs + 32 * chunk));
+      const __m256i lo = _mm256_or_si256(_mm256_and_si256(q4, low4),
+                                         _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+      const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), low4),
+                                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+      qh = _mm256_srli_epi16(qh, 2);
+      const auto* act = reinterpret_cast<const __m256i*>(ab[i].qs + 64 * chunk);
+      const __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(act));
+      const __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(act + 1));
+      const __m256i s_lo = _mm256_shuffle_epi8(scales16, BroadcastI16Control(2 * chunk, 2 * chunk));
+      const __m256i s_hi = _mm256_shuffle_epi8(scales16, BroadcastI16Control(2 * chunk + 1, 2 * chunk + 1));
+      sum = _mm256_add_epi32(sum, _mm256_add_epi32(_mm256_madd_epi16(p_lo, s_lo), _mm256_madd_epi16(p_hi, s_hi)));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(wb[i].d) * d_act), _mm256_cvtepi32_ps(sum), acc);
+  }
+  return HorizontalSum(acc) - HorizontalSum(acc_min);
+}
+
+float DotQ6KAvx2(int64_t n, const void* w, const void* a) {
+  const auto* wb = static_cast<const BlockQ6K*>(w);  // [n / 256]
+  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i bits45 = _mm256_set1_epi8(0x30);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    // The -32 offset: 32 * sum_j scale_j * bsum_j, from the 16 scales and 16 bsums at once.
+    const __m256i all_scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[i].scales)));
+    const __m256i offset = _mm256_madd_epi16(
+        all_scales, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[i].bsums)));  // 8 x i32
+    __m256i sum = _mm256_setzero_si256();
+    for (int half = 0; half < 2; ++half) {
+      const __m256i scales16 = _mm256_broadcastsi128_si256(
+          _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb[i].scales + 8 * half))));
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].ql + 64 * half));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].ql + 64 * half + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qh + 32 * half));
+      // Quarter k of the half: 32 elements, 6-bit quants (0..63) with qh bits 2k, 2k+1 as bits 4-5.
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(ql0, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45)),
+          _mm256_or_si256(_mm256_and_si256(ql1, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), _mm256_and_si256(qh, bits45)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                          _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45)),
+      };
+      const auto* act = reinterpret_cast<const __m256i*>(ab[i].qs + 128 * half);
+      for (int k = 0; k < 4; ++k) {
+        const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256(act + k));  // 16 x i16
+        // Low 128 bits are elements 0..15 of the quarter (scale 2k), high 128 bits 16..31 (scale 2k+1).
+        const __m256i s = _mm256_shuffle_epi8(scales16, BroadcastI16Control(2 * k, 2 * k + 1));
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, s));
+      }
+    }
+    sum = _mm256_sub_epi32(sum, _mm256_slli_epi32(offset, 5));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(wb[i].d) * ab[i].d), _mm256_cvtepi32_ps(sum), acc);
+  }
+  return HorizontalSum(acc);
+}
+#endif  // AVX2
+
+// ---------------------------------------------------------------------------
+// Entry points of this target.
+
+float VecDotQ4K(int64_t n, const void* w, const void* a) {
+#ifdef KVTIER_KQUANT_HAVE_AVX2
+  return DotQ4KAvx2(n, w, a);
+#else
+  return DotQ4KPortable(n, w, a);
+#endif
+}
+
+float VecDotQ5K(int64_t n, const void* w, const void* a) {
+#ifdef KVTIER_KQUANT_HAVE_AVX2
+  return DotQ5KAvx2(n, w, a);
+#else
+  return DotQ5KPortable(n, w, a);
+#endif
+}
+
+float VecDotQ6K(int64_t n, const void* w, const void* a) {
+#ifdef KVTIER_KQUANT_HAVE_AVX2
+  return DotQ6KAvx2(n, w, a);
+#else
+  return DotQ6KPortable(n, w, a);
+#endif
+}
+
+#undef KVTIER_KQUANT_HAVE_AVX2
+
+}  // namespace kvtier::kernels::kquant::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace kvtier::kernels::kquant {
+HWY_EXPORT(VecDotQ4K);
+HWY_EXPORT(VecDotQ5K);
+HWY_EXPORT(VecDotQ6K);
+
+float vec_dot_q4_K_q8_K(int64_t n, const void* w, const void* a) {
+  assert(n % kSuperBlock == 0);
+  return HWY_DYNAMIC_DISPATCH(VecDotQ4K)(n, w, a);
+}
+float vec_dot_q5_K_q8_K(int64_t n, const void* w, const void* a) {
+  assert(n % kSuperBlock == 0);
+  return HWY_DYNAMIC_DISPATCH(VecDotQ5K)(n, w, a);
+}
+float vec_dot_q6_K_q8_K(int64_t n, const void* w, const void* a) {
+  assert(n % kSuperBlock == 0);
+  return HWY_DYNAMIC_DISPATCH(VecDotQ6K)(n, w, a);
+}
+}  // namespace kvtier::kernels::kquant
+#endif
