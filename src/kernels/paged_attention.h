@@ -1,0 +1,42 @@
+// Attention over a paged, mixed-precision KV cache (kv/page_format.h), dequantizing inside the kernel.
+//
+// The cache hands the kernel a position-ordered list of pages (kv::PageRef: data, format, first position,
+// valid rows); pages may differ in precision (sinks and the hot ring f16, older pages 8/4/3/2-bit). The
+// whole cache is never materialised in f32: each work item decodes one page-head of K and V into an
+// L1-sized tile, once for all query heads of its GQA group, and folds it into an online softmax
+// (flash-decoding). Work is split across threads by KV head, by query block (prefill) and by page range
+// (decode); partial results are merged with their softmax statistics.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "kv/page_format.h"
+#include "kvtier/thread_pool.h"
+
+namespace kvtier::kernels {
+
+struct PagedKv {
+  std::span<const kv::PageRef> pages;  // position order, contiguous, starting at position 0
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  bool keys_rotated = false;  // keys are Hadamard-rotated (KeyMode::RotatedPerToken): queries are rotated too
+};
+
+// Causal attention of n_q query tokens at positions [pos, pos + n_q): query i attends to cached
+// positions [0, pos + i], which the pages must hold. Query head h reads KV head h / (n_heads / n_kv_heads).
+//   q: [n_q, n_heads, head_dim] f32 (not rotated; the kernel rotates when keys_rotated)
+//   out: [n_q, n_heads, head_dim] f32;  scale multiplies q.k before the softmax.
+void paged_attention_reference(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale,
+                               float* out);
+void paged_attention(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale, float* out,
+                     ThreadPool& pool);
+
+// The SIMD page-head decoder the kernel uses (dispatched), exposed so that tests can check it against
+// kv::decode_page_head on every target.  k, v: [n_tokens, head_dim] f32.
+void decode_page_head_simd(const kv::PageFormat& format, const uint8_t* page, int head, int n_tokens, float* k, float* v);
+
+// Name of the Highway target the dispatched kernels run on now (for tests and benchmark labels).
+const char* paged_attention_target();
+
+}  // namespace kvtier::kernels
