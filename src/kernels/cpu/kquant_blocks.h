@@ -58,24 +58,40 @@ static_assert(sizeof(BlockQ8K) == 292, "block_q8_K is 4 + 256 + 16*2 bytes");
 //   b 0..3  : bits 0-5 = scale[j=b],   bits 6-7 = bits 4-5 of scale[b+4]
 //   b 4..7  : bits 0-5 = min[j=b-4],   bits 6-7 = bits 4-5 of min[b]
 //   b 8..11 : bits 0-3 = bits 0-3 of scale[b-4], bits 4-7 = bits 0-3 of min[b-4]
-// Done on three little-endian 32-bit words, four sub-blocks at a time.
+// Decoded on three little-endian 32-bit words, four sub-blocks at a time; the
+// result stays in four words (byte k of a word = sub-block k of its group) so
+// SIMD code can move it into a vector register without a trip through memory.
+struct ScaleMinWords {
+  uint32_t scale_lo;  // scales of sub-blocks 0..3, one per byte
+  uint32_t scale_hi;  // scales of sub-blocks 4..7
+  uint32_t min_lo;    // mins of sub-blocks 0..3
+  uint32_t min_hi;    // mins of sub-blocks 4..7
+};
+inline ScaleMinWords unpack_scale_min_words(const uint8_t* packed) {
+  uint32_t w0, w1, w2;  // three scalars (not an array) so they stay in registers
+  std::memcpy(&w0, packed, 4);
+  std::memcpy(&w1, packed + 4, 4);
+  std::memcpy(&w2, packed + 8, 4);
+  constexpr uint32_t kLow6 = 0x3F3F3F3Fu, kLow4 = 0x0F0F0F0Fu, kLow2 = 0x03030303u;
+  return ScaleMinWords{
+      .scale_lo = w0 & kLow6,
+      .scale_hi = (w2 & kLow4) | (((w0 >> 6) & kLow2) << 4),
+      .min_lo = w1 & kLow6,
+      .min_hi = ((w2 >> 4) & kLow4) | (((w1 >> 6) & kLow2) << 4),
+  };
+}
+
 struct ScalesMins {
   uint8_t scale[kSubBlocksQ4K];
   uint8_t min[kSubBlocksQ4K];
 };
 inline ScalesMins unpack_scales_mins(const uint8_t* packed) {
-  uint32_t w[3];
-  std::memcpy(w, packed, sizeof(w));
-  constexpr uint32_t kLow6 = 0x3F3F3F3Fu, kLow4 = 0x0F0F0F0Fu, kLow2 = 0x03030303u;
-  const uint32_t scale_lo = w[0] & kLow6;
-  const uint32_t min_lo = w[1] & kLow6;
-  const uint32_t scale_hi = (w[2] & kLow4) | (((w[0] >> 6) & kLow2) << 4);
-  const uint32_t min_hi = ((w[2] >> 4) & kLow4) | (((w[1] >> 6) & kLow2) << 4);
+  const ScaleMinWords words = unpack_scale_min_words(packed);
   ScalesMins out;
-  std::memcpy(out.scale, &scale_lo, 4);
-  std::memcpy(out.scale + 4, &scale_hi, 4);
-  std::memcpy(out.min, &min_lo, 4);
-  std::memcpy(out.min + 4, &min_hi, 4);
+  std::memcpy(out.scale, &words.scale_lo, 4);
+  std::memcpy(out.scale + 4, &words.scale_hi, 4);
+  std::memcpy(out.min, &words.min_lo, 4);
+  std::memcpy(out.min + 4, &words.min_hi, 4);
   return out;
 }
 

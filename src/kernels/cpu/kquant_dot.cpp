@@ -122,24 +122,46 @@ HWY_INLINE float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// pshufb control that broadcasts i16 lane `lo` of each 128-bit half into the
-// low half and i16 lane `hi` into the high half.
-HWY_INLINE __m256i BroadcastI16Control(int lo, int hi) {
-  const auto control = [](int lane) { return static_cast<short>(((2 * lane + 1) << 8) | (2 * lane)); };
-  return _mm256_setr_m128i(_mm_set1_epi16(control(lo)), _mm_set1_epi16(control(hi)));
+// pshufb controls, read from memory (a load folded into the shuffle beats
+// rebuilding eight constants in registers each block). Row k broadcasts i16
+// lane `lo` of each 128-bit half into the low half and lane `hi` into the high half.
+struct ShuffleTable {
+  alignas(32) uint8_t control[8][32];
+};
+constexpr ShuffleTable MakeBroadcastTable(bool pairs) {
+  ShuffleTable t{};
+  for (int k = 0; k < 8; ++k) {
+    // Q4_K/Q5_K: one scale per 32 elements (lane k in both halves).
+    // Q6_K (pairs, k < 4): one scale per 16 elements (lane 2k low, 2k+1 high).
+    const int lo = pairs ? 2 * k : k, hi = pairs ? 2 * k + 1 : k;
+    for (int b = 0; b < 32; ++b) {
+      const int lane = b < 16 ? lo : hi;
+      t.control[k][b] = static_cast<uint8_t>(2 * lane + (b & 1));
+    }
+  }
+  return t;
 }
+constexpr ShuffleTable kBroadcastLane = MakeBroadcastTable(false);
+constexpr ShuffleTable kBroadcastLanePair = MakeBroadcastTable(true);
+
+HWY_INLINE __m256i ShuffleControl(const ShuffleTable& table, int k) {
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(table.control[k]));
+}
+
+// f16 -> f32 with the F16C instruction (part of Highway's AVX2 target).
+HWY_INLINE float HalfToFloat(uint16_t h) { return _cvtsh_ss(h); }
 
 // Shared by Q4_K and Q5_K: folds the mins (dmin * sum_j min_j * sum_{l in j} a)
 // into acc_min and returns the 8 scales as i16, repeated in both 128-bit halves.
 HWY_INLINE __m256i ScalesAndMinsAvx2(const uint8_t* packed_scales, const BlockQ8K& act, float dmin, __m256& acc_min) {
-  const ScalesMins sm = unpack_scales_mins(packed_scales);
-  const __m128i mins8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm.min));
+  const ScaleMinWords words = unpack_scale_min_words(packed_scales);
   // [m0 m0 m1 m1 ... m7 m7] as i16: each min covers two 16-element bsums.
+  const __m128i mins8 = _mm_set_epi32(0, 0, static_cast<int>(words.min_hi), static_cast<int>(words.min_lo));
   const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins8, mins8));
   const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums));
   const __m256i min_products = _mm256_madd_epi16(bsums, mins16);  // 8 x i32
   acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(min_products), acc_min);
-  const __m128i scales8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm.scale));
+  const __m128i scales8 = _mm_set_epi32(0, 0, static_cast<int>(words.scale_hi), static_cast<int>(words.scale_lo));
   return _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales8));
 }
 
@@ -150,7 +172,7 @@ float DotQ4KAvx2(int64_t n, const void* w, const void* a) {
   __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kSuperBlock; ++i) {
     const float d_act = ab[i].d;
-    const __m256i scales16 = ScalesAndMinsAvx2(wb[i].scales, ab[i], f16_to_f32(wb[i].dmin) * d_act, acc_min);
+    const __m256i scales16 = ScalesAndMinsAvx2(wb[i].scales, ab[i], HalfToFloat(wb[i].dmin) * d_act, acc_min);
     __m256i sum = _mm256_setzero_si256();  // 8 x i32
     for (int chunk = 0; chunk < 4; ++chunk) {  // 64 elements: sub-blocks 2*chunk (low nibbles), 2*chunk+1 (high)
       const __m256i q4 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qs + 32 * chunk));
@@ -159,11 +181,11 @@ float DotQ4KAvx2(int64_t n, const void* w, const void* a) {
       const auto* act = reinterpret_cast<const __m256i*>(ab[i].qs + 64 * chunk);
       const __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(act));  // 16 x i16 pair sums
       const __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(act + 1));
-      const __m256i s_lo = _mm256_shuffle_epi8(scales16, BroadcastI16Control(2 * chunk, 2 * chunk));
-      const __m256i s_hi = _mm256_shuffle_epi8(scales16, BroadcastI16Control(2 * chunk + 1, 2 * chunk + 1));
+      const __m256i s_lo = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLane, 2 * chunk));
+      const __m256i s_hi = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLane, 2 * chunk + 1));
       sum = _mm256_add_epi32(sum, _mm256_add_epi32(_mm256_madd_epi16(p_lo, s_lo), _mm256_madd_epi16(p_hi, s_hi)));
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(wb[i].d) * d_act), _mm256_cvtepi32_ps(sum), acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(HalfToFloat(wb[i].d) * d_act), _mm256_cvtepi32_ps(sum), acc);
   }
   return HorizontalSum(acc) - HorizontalSum(acc_min);
 }
@@ -176,7 +198,7 @@ float DotQ5KAvx2(int64_t n, const void* w, const void* a) {
   __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kSuperBlock; ++i) {
     const float d_act = ab[i].d;
-    const __m256i scales16 = ScalesAndMinsAvx2(wb[i].scales, ab[i], f16_to_f32(wb[i].dmin) * d_act, acc_min);
+    const __m256i scales16 = ScalesAndMinsAvx2(wb[i].scales, ab[i], HalfToFloat(wb[i].dmin) * d_act, acc_min);
     // Bit j of qh[l] is bit 4 of element 32 j + l; shifted right by 2 per chunk.
     __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qh));
     __m256i sum = _mm256_setzero_si256();
@@ -190,11 +212,11 @@ float DotQ5KAvx2(int64_t n, const void* w, const void* a) {
       const auto* act = reinterpret_cast<const __m256i*>(ab[i].qs + 64 * chunk);
       const __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(act));
       const __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(act + 1));
-      const __m256i s_lo = _mm256_shuffle_epi8(scales16, BroadcastI16Control(2 * chunk, 2 * chunk));
-      const __m256i s_hi = _mm256_shuffle_epi8(scales16, BroadcastI16Control(2 * chunk + 1, 2 * chunk + 1));
+      const __m256i s_lo = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLane, 2 * chunk));
+      const __m256i s_hi = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLane, 2 * chunk + 1));
       sum = _mm256_add_epi32(sum, _mm256_add_epi32(_mm256_madd_epi16(p_lo, s_lo), _mm256_madd_epi16(p_hi, s_hi)));
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(wb[i].d) * d_act), _mm256_cvtepi32_ps(sum), acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(HalfToFloat(wb[i].d) * d_act), _mm256_cvtepi32_ps(sum), acc);
   }
   return HorizontalSum(acc) - HorizontalSum(acc_min);
 }
@@ -229,12 +251,12 @@ float DotQ6KAvx2(int64_t n, const void* w, const void* a) {
       for (int k = 0; k < 4; ++k) {
         const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256(act + k));  // 16 x i16
         // Low 128 bits are elements 0..15 of the quarter (scale 2k), high 128 bits 16..31 (scale 2k+1).
-        const __m256i s = _mm256_shuffle_epi8(scales16, BroadcastI16Control(2 * k, 2 * k + 1));
+        const __m256i s = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLanePair, k));
         sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, s));
       }
     }
     sum = _mm256_sub_epi32(sum, _mm256_slli_epi32(offset, 5));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(wb[i].d) * ab[i].d), _mm256_cvtepi32_ps(sum), acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(HalfToFloat(wb[i].d) * ab[i].d), _mm256_cvtepi32_ps(sum), acc);
   }
   return HorizontalSum(acc);
 }
