@@ -25,6 +25,12 @@ class SpmTokenizer final : public VocabTokenizer {
     for (int b = 0; b < 256; ++b) byte_token_[b] = find_byte_token(static_cast<uint8_t>(b));
     pieces_.resize(vocab_.n_vocab());
     for (int32_t id = 0; id < vocab_.n_vocab(); ++id) pieces_[id] = render(id);
+    // A merge always yields a text of two or more symbols (split as encode splits).
+    for (const std::string& token : vocab_.texts) {
+      const size_t first = std::min(utf8_sequence_length(token[0]), token.size());
+      if (first == token.size()) continue;
+      for (char c : token) joinable_[static_cast<uint8_t>(c)] = true;
+    }
   }
 
  protected:
@@ -32,10 +38,20 @@ class SpmTokenizer final : public VocabTokenizer {
                        std::vector<int32_t>& out) const override;
 
  private:
+  struct Symbol {
+    uint32_t offset;  // into the escaped text
+    uint32_t length;  // 0 once merged into the symbol on its left
+    int32_t prev;
+    int32_t next;
+  };
   int32_t find_byte_token(uint8_t b) const;
   std::string render(int32_t id) const;
+  // Merges symbols[begin, end) and appends their tokens.
+  void merge_run(std::string_view text, std::vector<Symbol>& symbols, int32_t begin, int32_t end,
+                 std::vector<int32_t>& out) const;
 
-  int32_t byte_token_[256];  // token of each byte for byte fallback; -1 if none
+  int32_t byte_token_[256];          // token of each byte for byte fallback; -1 if none
+  bool joinable_[256] = {};          // byte occurs in a token of two or more characters
 };
 
 int32_t SpmTokenizer::find_byte_token(uint8_t b) const {
@@ -92,20 +108,37 @@ void SpmTokenizer::encode_fragment(std::string_view fragment, bool after_special
   }
   if (text.empty()) return;
 
-  struct Symbol {
-    uint32_t offset;  // into text
-    uint32_t length;  // 0 once merged into the symbol on its left
-    int32_t prev;
-    int32_t next;
-  };
-  std::vector<Symbol> symbols;  // [characters of text] linked list
+  // One symbol per character, split by lead byte as llama.cpp does (a broken
+  // sequence may swallow the bytes after it).
+  std::vector<Symbol> symbols;  // [characters of text]
   symbols.reserve(text.size());
   for (size_t offset = 0; offset < text.size();) {
     const size_t length = std::min(utf8_sequence_length(text[offset]), text.size() - offset);
-    const auto index = static_cast<int32_t>(symbols.size());
-    symbols.push_back(Symbol{static_cast<uint32_t>(offset), static_cast<uint32_t>(length), index - 1,
-                             offset + length < text.size() ? index + 1 : -1});
+    symbols.push_back(Symbol{static_cast<uint32_t>(offset), static_cast<uint32_t>(length), -1, -1});
     offset += length;
+  }
+
+  // A character that no multi-character token contains can never merge, so the
+  // runs between such characters are independent: merging them one at a time
+  // gives the same result as one queue over the whole text, with a queue that
+  // stays small (whole files are often one fragment).
+  const auto n = static_cast<int32_t>(symbols.size());
+  int32_t run_begin = 0;
+  for (int32_t i = 0; i <= n; ++i) {
+    const bool isolated = i < n && symbols[i].length == 1 && !joinable_[static_cast<uint8_t>(text[symbols[i].offset])];
+    if (i < n && !isolated) continue;
+    merge_run(text, symbols, run_begin, i, out);
+    if (i < n) merge_run(text, symbols, i, i + 1, out);
+    run_begin = i + 1;
+  }
+}
+
+void SpmTokenizer::merge_run(std::string_view text, std::vector<Symbol>& symbols, int32_t begin, int32_t end,
+                             std::vector<int32_t>& out) const {
+  if (begin >= end) return;
+  for (int32_t i = begin; i < end; ++i) {
+    symbols[i].prev = i - 1 >= begin ? i - 1 : -1;
+    symbols[i].next = i + 1 < end ? i + 1 : -1;
   }
 
   struct Candidate {
@@ -122,11 +155,11 @@ void SpmTokenizer::encode_fragment(std::string_view fragment, bool after_special
   auto consider = [&](int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     const uint32_t length = symbols[left].length + symbols[right].length;
-    const int32_t id = vocab_.find(std::string_view(text).substr(symbols[left].offset, length));
+    const int32_t id = vocab_.find(text.substr(symbols[left].offset, length));
     if (id < 0) return;
     queue.push(Candidate{vocab_.scores[id], left, right, length});
   };
-  for (int32_t i = 1; i < static_cast<int32_t>(symbols.size()); ++i) consider(i - 1, i);
+  for (int32_t i = begin + 1; i < end; ++i) consider(i - 1, i);
 
   while (!queue.empty()) {
     const Candidate c = queue.top();
@@ -143,8 +176,8 @@ void SpmTokenizer::encode_fragment(std::string_view fragment, bool after_special
     consider(c.left, left.next);
   }
 
-  for (int32_t i = 0; i != -1; i = symbols[i].next) {
-    const std::string_view piece = std::string_view(text).substr(symbols[i].offset, symbols[i].length);
+  for (int32_t i = begin; i != -1; i = symbols[i].next) {
+    const std::string_view piece = text.substr(symbols[i].offset, symbols[i].length);
     if (int32_t id = vocab_.find(piece); id >= 0) {
       out.push_back(id);
       continue;

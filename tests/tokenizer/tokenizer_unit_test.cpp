@@ -348,6 +348,18 @@ TEST(SpmTokenizer, SpacePrefixAfterSpecialTokens) {
   EXPECT_EQ(t->encode("hi</s>hi", false, false).size(), 6u);  // </s> is plain text here
 }
 
+TEST(SpmTokenizer, NewlinesMergeOnlyWhenATokenHasThem) {
+  Built h;
+  auto with = build_ok(spm_image({{"\u2581", -1}, {"\n", -1}, {"\n\n", -0.5f}, {"a", -1}}), h);
+  ASSERT_TRUE(with);
+  const int32_t space = kFirstPiece, nl = kFirstPiece + 1, nlnl = kFirstPiece + 2, a = kFirstPiece + 3;
+  EXPECT_EQ(with->encode("\n\na\n", false, false), (std::vector<int32_t>{space, nlnl, a, nl}));
+  Built h2;
+  auto without = build_ok(spm_image({{"\u2581", -1}, {"\n", -1}, {"a", -1}}), h2);
+  ASSERT_TRUE(without);
+  EXPECT_EQ(without->encode("\n\na\n", false, false), (std::vector<int32_t>{space, nl, nl, kFirstPiece + 2, nl}));
+}
+
 // --- streaming detokenizer ------------------------------------------------------
 
 TEST(StreamingDetokenizer, HoldsBackSplitMultiByteCharacters) {
