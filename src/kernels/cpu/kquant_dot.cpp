@@ -263,33 +263,154 @@ float DotQ6KAvx2(int64_t n, const void* w, const void* a) {
 #endif  // AVX2
 
 // ---------------------------------------------------------------------------
+// Arm NEON version: i8 x i8 dot products, with SDOT where the compiler targets it.
+#if HWY_TARGET == HWY_NEON
+#define KVTIER_KQUANT_HAVE_NEON 1
+
+// acc + products of a and b summed in groups of four (i8 x i8 -> i32 lanes).
+HWY_INLINE int32x4_t DotI8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+  return vdotq_s32(acc, a, b);
+#else
+  // Products fit in i16: K-quant weight quants are at most 63 in magnitude.
+  acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+  return vpadalq_s16(acc, vmull_high_s8(a, b));
+#endif
+}
+
+HWY_INLINE float HalfToFloatNeon(uint16_t h) {
+  return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
+}
+
+// Q4_K / Q5_K: sum_j min_j * (bsums[2j] + bsums[2j+1]).
+HWY_INLINE int32_t MinsTimesSumsNeon(const ScaleMinWords& words, const int16_t* bsums) {
+  const int16x8_t sub_block_sums = vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums + 8));  // [8]
+  const uint8x8_t mins8 = vcreate_u8(static_cast<uint64_t>(words.min_lo) | (static_cast<uint64_t>(words.min_hi) << 32));
+  const int16x8_t mins = vreinterpretq_s16_u16(vmovl_u8(mins8));
+  const int32x4_t products = vmlal_high_s16(vmull_s16(vget_low_s16(sub_block_sums), vget_low_s16(mins)),
+                                            sub_block_sums, mins);
+  return vaddvq_s32(products);
+}
+
+// Q4_K and Q5_K (kHasHighBit: Q5_K's fifth bit from qh).
+template <class Block, bool kHasHighBit>
+HWY_INLINE float DotQ45KNeon(int64_t n, const void* w, const void* a) {
+  const auto* wb = static_cast<const Block*>(w);     // [n / 256]
+  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+  const uint8x16_t low4 = vdupq_n_u8(0x0F);
+  const uint8x16_t bit4 = vdupq_n_u8(0x10);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    const ScaleMinWords words = unpack_scale_min_words(wb[i].scales);
+    const int32_t mins = MinsTimesSumsNeon(words, ab[i].bsums);
+    uint8_t scale[8];
+    std::memcpy(scale, &words.scale_lo, 4);
+    std::memcpy(scale + 4, &words.scale_hi, 4);
+    uint8x16_t qh[2] = {vdupq_n_u8(0), vdupq_n_u8(0)};  // bit 2c / 2c+1: fifth bit of chunk c low / high
+    if constexpr (kHasHighBit) {
+      qh[0] = vld1q_u8(wb[i].qh);
+      qh[1] = vld1q_u8(wb[i].qh + 16);
+    }
+    int32x4_t scaled = vdupq_n_s32(0);
+    for (int chunk = 0; chunk < 4; ++chunk) {
+      const uint8_t* qs = wb[i].qs + 32 * chunk;  // [32]: 64 elements
+      const int8_t* act = ab[i].qs + 64 * chunk;  // [64]
+      int32x4_t lo = vdupq_n_s32(0), hi = vdupq_n_s32(0);
+      for (int r = 0; r < 2; ++r) {
+        const uint8x16_t bytes = vld1q_u8(qs + 16 * r);
+        uint8x16_t q_lo = vandq_u8(bytes, low4), q_hi = vshrq_n_u8(bytes, 4);
+        if constexpr (kHasHighBit) {
+          q_lo = vorrq_u8(q_lo, vandq_u8(vshlq_n_u8(qh[r], 4), bit4));  // bit 0 -> bit 4
+          q_hi = vorrq_u8(q_hi, vandq_u8(vshlq_n_u8(qh[r], 3), bit4));  // bit 1 -> bit 4
+          qh[r] = vshrq_n_u8(qh[r], 2);
+        }
+        lo = DotI8x16(lo, vreinterpretq_s8_u8(q_lo), vld1q_s8(act + 16 * r));
+        hi = DotI8x16(hi, vreinterpretq_s8_u8(q_hi), vld1q_s8(act + 32 + 16 * r));
+      }
+      scaled = vmlaq_n_s32(scaled, lo, scale[2 * chunk]);
+      scaled = vmlaq_n_s32(scaled, hi, scale[2 * chunk + 1]);
+    }
+    const float d = HalfToFloatNeon(wb[i].d) * ab[i].d, dmin = HalfToFloatNeon(wb[i].dmin) * ab[i].d;
+    sum += d * static_cast<float>(vaddvq_s32(scaled)) - dmin * static_cast<float>(mins);
+  }
+  return sum;
+}
+
+float DotQ4KNeon(int64_t n, const void* w, const void* a) { return DotQ45KNeon<BlockQ4K, false>(n, w, a); }
+float DotQ5KNeon(int64_t n, const void* w, const void* a) { return DotQ45KNeon<BlockQ5K, true>(n, w, a); }
+
+float DotQ6KNeon(int64_t n, const void* w, const void* a) {
+  const auto* wb = static_cast<const BlockQ6K*>(w);  // [n / 256]
+  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+  const uint8x16_t low4 = vdupq_n_u8(0x0F);
+  const uint8x16_t bits45 = vdupq_n_u8(0x30);
+  const int8x16_t offset = vdupq_n_s8(32);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    int32x4_t scaled = vdupq_n_s32(0);
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t* ql = wb[i].ql + 64 * half;        // [64]
+      const uint8_t* qh_src = wb[i].qh + 32 * half;    // [32]
+      const int8_t* act = ab[i].qs + 128 * half;       // [128]
+      const int8_t* scales = wb[i].scales + 8 * half;  // [8]: one per 16 elements
+      for (int r = 0; r < 2; ++r) {  // elements 16r .. 16r+15 of each 32-element quarter
+        const uint8x16_t ql_a = vld1q_u8(ql + 16 * r), ql_b = vld1q_u8(ql + 32 + 16 * r);
+        const uint8x16_t qh = vld1q_u8(qh_src + 16 * r);
+        // Quarter k: bits 2k, 2k+1 of qh become bits 4-5 of the quant.
+        const uint8x16_t q[4] = {
+            vorrq_u8(vandq_u8(ql_a, low4), vandq_u8(vshlq_n_u8(qh, 4), bits45)),
+            vorrq_u8(vandq_u8(ql_b, low4), vandq_u8(vshlq_n_u8(qh, 2), bits45)),
+            vorrq_u8(vshrq_n_u8(ql_a, 4), vandq_u8(qh, bits45)),
+            vorrq_u8(vshrq_n_u8(ql_b, 4), vandq_u8(vshrq_n_u8(qh, 2), bits45)),
+        };
+        for (int k = 0; k < 4; ++k) {
+          const int8x16_t centered = vsubq_s8(vreinterpretq_s8_u8(q[k]), offset);
+          const int32x4_t dot = DotI8x16(vdupq_n_s32(0), centered, vld1q_s8(act + 32 * k + 16 * r));
+          scaled = vmlaq_n_s32(scaled, dot, scales[2 * k + r]);
+        }
+      }
+    }
+    sum += HalfToFloatNeon(wb[i].d) * ab[i].d * static_cast<float>(vaddvq_s32(scaled));
+  }
+  return sum;
+}
+#endif  // NEON
+
+// ---------------------------------------------------------------------------
 // Entry points of this target.
 
 float VecDotQ4K(int64_t n, const void* w, const void* a) {
-#ifdef KVTIER_KQUANT_HAVE_AVX2
+#if defined(KVTIER_KQUANT_HAVE_AVX2)
   return DotQ4KAvx2(n, w, a);
+#elif defined(KVTIER_KQUANT_HAVE_NEON)
+  return DotQ4KNeon(n, w, a);
 #else
   return DotQ4KPortable(n, w, a);
 #endif
 }
 
 float VecDotQ5K(int64_t n, const void* w, const void* a) {
-#ifdef KVTIER_KQUANT_HAVE_AVX2
+#if defined(KVTIER_KQUANT_HAVE_AVX2)
   return DotQ5KAvx2(n, w, a);
+#elif defined(KVTIER_KQUANT_HAVE_NEON)
+  return DotQ5KNeon(n, w, a);
 #else
   return DotQ5KPortable(n, w, a);
 #endif
 }
 
 float VecDotQ6K(int64_t n, const void* w, const void* a) {
-#ifdef KVTIER_KQUANT_HAVE_AVX2
+#if defined(KVTIER_KQUANT_HAVE_AVX2)
   return DotQ6KAvx2(n, w, a);
+#elif defined(KVTIER_KQUANT_HAVE_NEON)
+  return DotQ6KNeon(n, w, a);
 #else
   return DotQ6KPortable(n, w, a);
 #endif
 }
 
 #undef KVTIER_KQUANT_HAVE_AVX2
+#undef KVTIER_KQUANT_HAVE_NEON
 
 }  // namespace kvtier::kernels::kquant::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
