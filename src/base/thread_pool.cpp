@@ -24,7 +24,8 @@ int ThreadPool::hardware_threads() {
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads <= 0 ? hardware_threads() : n_threads) {
-  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  next_slot_.store(n_threads_);  // no job yet: every slot taken
+  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -37,7 +38,19 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::worker_loop(int index) {
+void ThreadPool::run_slots() {
+  // A slot is claimed before job_ is read: the caller of the current job is
+  // still waiting for that slot, so job_ is valid. A late worker whose claim
+  // comes after the job finished gets a slot >= n_threads_ and does nothing;
+  // one whose claim lands in the next job runs a slot of that job, rightly.
+  for (int slot = next_slot_.fetch_add(1, std::memory_order_acq_rel); slot < n_threads_;
+       slot = next_slot_.fetch_add(1, std::memory_order_acq_rel)) {
+    (*job_)(slot, n_threads_);
+    slots_done_.fetch_add(1, std::memory_order_acq_rel);
+  }
+}
+
+void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
     int spins = 0;
@@ -52,8 +65,7 @@ void ThreadPool::worker_loop(int index) {
     }
     seen = gen;
     if (stop_.load()) return;
-    (*job_)(index, n_threads_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    run_slots();
   }
 }
 
@@ -63,16 +75,16 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
     return;
   }
   job_ = &fn;
-  pending_.store(n_threads_ - 1, std::memory_order_release);
+  slots_done_.store(0, std::memory_order_relaxed);
+  next_slot_.store(0, std::memory_order_release);  // publishes job_ to claimers
   {
     // Taking the lock orders the publish against a worker that is about to sleep.
     std::lock_guard<std::mutex> lock(mutex_);
     generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   wake_.notify_all();
-  fn(0, n_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) KVTIER_CPU_RELAX();
-  job_ = nullptr;
+  run_slots();
+  while (slots_done_.load(std::memory_order_acquire) != n_threads_) KVTIER_CPU_RELAX();
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {

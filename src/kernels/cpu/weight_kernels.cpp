@@ -26,6 +26,11 @@
 #define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
 #endif
 
+// AVX3_DL (Ice Lake, Zen 4 and later) brings AVX512-VNNI, the int8 dot product.
+#ifndef HWY_WANT_AVX3_DL
+#define HWY_WANT_AVX3_DL
+#endif
+
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/weight_kernels.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -36,9 +41,17 @@ namespace kvtier::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 #undef KVTIER_INT8_X86
+#undef KVTIER_INT8_VNNI
 #undef KVTIER_INT8_NEON
 #if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
 #define KVTIER_INT8_X86 1
+#if HWY_TARGET == HWY_AVX3_DL
+// Highway's AVX3_DL target requires AVX512-VNNI at runtime but does not name it
+// in its compiler target string (1.0.3), so this target's code adds it.
+#define KVTIER_INT8_VNNI 1
+#pragma GCC push_options
+#pragma GCC target("avx512vnni")
+#endif
 #elif HWY_TARGET == HWY_NEON
 #define KVTIER_INT8_NEON 1
 #endif
@@ -56,19 +69,22 @@ HWY_INLINE float HalfToFloat(uint16_t h) {
 }
 
 // ---------------------------------------------------------------------------
-// Int8 block primitives. An Int8Block holds the 32 codes of one block,
-// element i in lane/byte i. Partial is the (float) result of one block dot
-// product, still spread over lanes; Acc accumulates scaled partials.
+// Int8 block primitives. An Int8Block holds the 32 codes of one block, element
+// i in byte i. FVec is a float vector: a block dot product leaves its partial
+// sums spread over its lanes, and accumulators stay in that form until the end.
 #if defined(KVTIER_INT8_X86)
 
 struct Int8Block {
   __m256i v;
 };
-using Acc = __m256;
+using FVec = __m256;
 
-HWY_INLINE Acc AccZero() { return _mm256_setzero_ps(); }
-HWY_INLINE float AccSum(Acc acc) {
-  const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+HWY_INLINE FVec Zero() { return _mm256_setzero_ps(); }
+HWY_INLINE FVec Broadcast(float f) { return _mm256_set1_ps(f); }
+HWY_INLINE FVec Mul(FVec a, FVec b) { return _mm256_mul_ps(a, b); }
+HWY_INLINE FVec MulAdd(FVec a, FVec b, FVec c) { return _mm256_fmadd_ps(a, b, c); }
+HWY_INLINE float Sum(FVec v) {
+  const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
   return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_movehdup_ps(sum2)));
 }
@@ -95,33 +111,21 @@ HWY_INLINE Int8Block AddHighBits(Int8Block b, const uint8_t* qh) {
   return {_mm256_or_si256(b.v, _mm256_and_si256(is_set, _mm256_set1_epi8(0x10)))};
 }
 HWY_INLINE Int8Block SubConst(Int8Block b, int8_t c) { return {_mm256_sub_epi8(b.v, _mm256_set1_epi8(c))}; }
-HWY_INLINE __m256 PairSumsToFloat(__m256i products16) {
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(products16, _mm256_set1_epi16(1)));
-}
-// Signed codes x signed activations: maddubs needs one unsigned operand, so
-// move the sign of w onto a (|w| * sign(w) a). |w| <= 128, |a| <= 127: no overflow.
-HWY_INLINE __m256 DotSigned(Int8Block w, Int8Block a) {
-  const __m256i abs_w = _mm256_sign_epi8(w.v, w.v);
-  const __m256i signed_a = _mm256_sign_epi8(a.v, w.v);
-  return PairSumsToFloat(_mm256_maddubs_epi16(abs_w, signed_a));
-}
-// Unsigned codes (0..31) x signed activations.
-HWY_INLINE __m256 DotUnsigned(Int8Block w, Int8Block a) {
-  return PairSumsToFloat(_mm256_maddubs_epi16(w.v, a.v));
-}
-HWY_INLINE Acc MulAddScale(float scale, __m256 partial, Acc acc) {
-  return _mm256_fmadd_ps(_mm256_set1_ps(scale), partial, acc);
-}
+// int8 q -> uint8 q + 128.
+HWY_INLINE Int8Block FlipSign(Int8Block b) { return {_mm256_xor_si256(b.v, _mm256_set1_epi8(-128))}; }
 
 #elif defined(KVTIER_INT8_NEON)
 
 struct Int8Block {
   int8x16_t lo, hi;  // elements 0..15, 16..31
 };
-using Acc = float32x4_t;
+using FVec = float32x4_t;
 
-HWY_INLINE Acc AccZero() { return vdupq_n_f32(0.0f); }
-HWY_INLINE float AccSum(Acc acc) { return vaddvq_f32(acc); }
+HWY_INLINE FVec Zero() { return vdupq_n_f32(0.0f); }
+HWY_INLINE FVec Broadcast(float f) { return vdupq_n_f32(f); }
+HWY_INLINE FVec Mul(FVec a, FVec b) { return vmulq_f32(a, b); }
+HWY_INLINE FVec MulAdd(FVec a, FVec b, FVec c) { return vfmaq_f32(c, a, b); }
+HWY_INLINE float Sum(FVec v) { return vaddvq_f32(v); }
 HWY_INLINE Int8Block LoadInt8(const int8_t* p) { return {vld1q_s8(p), vld1q_s8(p + 16)}; }
 HWY_INLINE void StoreInt8(Int8Block b, int8_t* out) {
   vst1q_s8(out, b.lo);
@@ -144,33 +148,23 @@ HWY_INLINE Int8Block AddHighBits(Int8Block b, const uint8_t* qh) {
 HWY_INLINE Int8Block SubConst(Int8Block b, int8_t c) {
   return {vsubq_s8(b.lo, vdupq_n_s8(c)), vsubq_s8(b.hi, vdupq_n_s8(c))};
 }
-HWY_INLINE float32x4_t DotSigned(Int8Block w, Int8Block a) {
-#if defined(__ARM_FEATURE_DOTPROD)
-  int32x4_t sum = vdotq_s32(vdupq_n_s32(0), w.lo, a.lo);
-  sum = vdotq_s32(sum, w.hi, a.hi);
-#else
-  int32x4_t sum = vpaddlq_s16(vmull_s8(vget_low_s8(w.lo), vget_low_s8(a.lo)));
-  sum = vpadalq_s16(sum, vmull_s8(vget_high_s8(w.lo), vget_high_s8(a.lo)));
-  sum = vpadalq_s16(sum, vmull_s8(vget_low_s8(w.hi), vget_low_s8(a.hi)));
-  sum = vpadalq_s16(sum, vmull_s8(vget_high_s8(w.hi), vget_high_s8(a.hi)));
-#endif
-  return vcvtq_f32_s32(sum);
+HWY_INLINE Int8Block FlipSign(Int8Block b) {
+  return {veorq_s8(b.lo, vdupq_n_s8(-128)), veorq_s8(b.hi, vdupq_n_s8(-128))};
 }
-HWY_INLINE float32x4_t DotUnsigned(Int8Block w, Int8Block a) { return DotSigned(w, a); }  // codes <= 31 fit int8
-HWY_INLINE Acc MulAddScale(float scale, float32x4_t partial, Acc acc) { return vfmaq_n_f32(acc, partial, scale); }
 
 #else  // portable Highway
 
 struct Int8Block {
   int8_t v[32];
 };
-using AccTag = hn::CappedTag<float, 8>;
-using Acc = hn::Vec<AccTag>;
-using I32Tag = hn::RebindToSigned<AccTag>;
-using I8Tag = hn::Rebind<int8_t, AccTag>;
+using FTag = hn::CappedTag<float, 8>;
+using FVec = hn::Vec<FTag>;
 
-HWY_INLINE Acc AccZero() { return hn::Zero(AccTag()); }
-HWY_INLINE float AccSum(Acc acc) { return hn::GetLane(hn::SumOfLanes(AccTag(), acc)); }
+HWY_INLINE FVec Zero() { return hn::Zero(FTag()); }
+HWY_INLINE FVec Broadcast(float f) { return hn::Set(FTag(), f); }
+HWY_INLINE FVec Mul(FVec a, FVec b) { return hn::Mul(a, b); }
+HWY_INLINE FVec MulAdd(FVec a, FVec b, FVec c) { return hn::MulAdd(a, b, c); }
+HWY_INLINE float Sum(FVec v) { return hn::GetLane(hn::SumOfLanes(FTag(), v)); }
 HWY_INLINE Int8Block LoadInt8(const int8_t* p) {
   Int8Block b;
   std::memcpy(b.v, p, 32);
@@ -195,60 +189,55 @@ HWY_INLINE Int8Block SubConst(Int8Block b, int8_t c) {
   for (int i = 0; i < 32; ++i) b.v[i] = static_cast<int8_t>(b.v[i] - c);
   return b;
 }
-HWY_INLINE Acc DotSigned(const Int8Block& w, const Int8Block& a) {
-  const I32Tag di;
-  const I8Tag d8;
-  auto sum = hn::Zero(di);
-  for (size_t i = 0; i < 32; i += hn::Lanes(di)) {
-    sum = hn::Add(sum, hn::Mul(hn::PromoteTo(di, hn::LoadU(d8, w.v + i)), hn::PromoteTo(di, hn::LoadU(d8, a.v + i))));
-  }
-  return hn::ConvertTo(AccTag(), sum);
-}
-HWY_INLINE Acc DotUnsigned(const Int8Block& w, const Int8Block& a) { return DotSigned(w, a); }
-HWY_INLINE Acc MulAddScale(float scale, Acc partial, Acc acc) {
-  return hn::MulAdd(hn::Set(AccTag(), scale), partial, acc);
+HWY_INLINE Int8Block FlipSign(Int8Block b) {
+  for (int i = 0; i < 32; ++i) b.v[i] = static_cast<int8_t>(b.v[i] ^ 0x80);
+  return b;
 }
 
 #endif
 
 // ---------------------------------------------------------------------------
-// Formats: how a block's codes are decoded and which activation block it meets.
-// Codes() returns the integer multiplying d (offset included for Q4_0/Q5_0).
+// Formats. SignedCodes() is the integer multiplying d (offset included for
+// Q4_0/Q5_0); UnsignedCodes() is SignedCodes() + kOffset in 0..255 (uint8),
+// the operand unsigned x signed int8 instructions want.
 struct FormatQ4_0 {
   using Block = BlockQ4_0;
   using ActBlock = BlockQ8_0;
-  static constexpr bool kHasMin = false;
-  static constexpr bool kSignedCodes = true;
-  static HWY_INLINE Int8Block Codes(const Block& b) { return SubConst(DecodeNibbles(b.qs), 8); }
+  static constexpr int kOffset = 8;
+  static HWY_INLINE Int8Block UnsignedCodes(const Block& b) { return DecodeNibbles(b.qs); }
+  static HWY_INLINE Int8Block SignedCodes(const Block& b) { return SubConst(DecodeNibbles(b.qs), 8); }
 };
 struct FormatQ4_1 {
   using Block = BlockQ4_1;
   using ActBlock = BlockQ8_1;
-  static constexpr bool kHasMin = true;
-  static constexpr bool kSignedCodes = false;
-  static HWY_INLINE Int8Block Codes(const Block& b) { return DecodeNibbles(b.qs); }
+  static constexpr int kOffset = 0;
+  static HWY_INLINE Int8Block UnsignedCodes(const Block& b) { return DecodeNibbles(b.qs); }
+  static HWY_INLINE Int8Block SignedCodes(const Block& b) { return DecodeNibbles(b.qs); }
 };
 struct FormatQ5_0 {
   using Block = BlockQ5_0;
   using ActBlock = BlockQ8_0;
-  static constexpr bool kHasMin = false;
-  static constexpr bool kSignedCodes = true;
-  static HWY_INLINE Int8Block Codes(const Block& b) { return SubConst(AddHighBits(DecodeNibbles(b.qs), b.qh), 16); }
+  static constexpr int kOffset = 16;
+  static HWY_INLINE Int8Block UnsignedCodes(const Block& b) { return AddHighBits(DecodeNibbles(b.qs), b.qh); }
+  static HWY_INLINE Int8Block SignedCodes(const Block& b) { return SubConst(UnsignedCodes(b), 16); }
 };
 struct FormatQ5_1 {
   using Block = BlockQ5_1;
   using ActBlock = BlockQ8_1;
-  static constexpr bool kHasMin = true;
-  static constexpr bool kSignedCodes = false;
-  static HWY_INLINE Int8Block Codes(const Block& b) { return AddHighBits(DecodeNibbles(b.qs), b.qh); }
+  static constexpr int kOffset = 0;
+  static HWY_INLINE Int8Block UnsignedCodes(const Block& b) { return AddHighBits(DecodeNibbles(b.qs), b.qh); }
+  static HWY_INLINE Int8Block SignedCodes(const Block& b) { return UnsignedCodes(b); }
 };
 struct FormatQ8_0 {
   using Block = BlockQ8_0;
   using ActBlock = BlockQ8_0;
-  static constexpr bool kHasMin = false;
-  static constexpr bool kSignedCodes = true;
-  static HWY_INLINE Int8Block Codes(const Block& b) { return LoadInt8(b.qs); }
+  static constexpr int kOffset = 128;
+  static HWY_INLINE Int8Block UnsignedCodes(const Block& b) { return FlipSign(LoadInt8(b.qs)); }
+  static HWY_INLINE Int8Block SignedCodes(const Block& b) { return LoadInt8(b.qs); }
 };
+
+template <class F>
+constexpr bool kHasMin = std::is_same_v<typename F::ActBlock, BlockQ8_1>;
 
 template <class Block>
 HWY_INLINE float BlockMin(const Block& b) {
@@ -258,13 +247,113 @@ HWY_INLINE float BlockMin(const Block& b) {
     return 0.0f;
   }
 }
-template <class ActBlock>
-HWY_INLINE float ActSum(const ActBlock& a) {
-  if constexpr (requires { a.s; }) {
-    return HalfToFloat(a.s);
+
+// ---------------------------------------------------------------------------
+// Block dot engines: what is prepared once per weight block (WeightPrep) and
+// once per activation block (ActPrep), and the product of one pair, returned
+// as float lanes that sum to the exact integer dot product.
+//
+// AVX-512 VNNI (AVX3_DL): vpdpbusd multiplies uint8 x int8 and adds 4 products
+// into int32 lanes. Weights go in as UnsignedCodes = codes + offset; the
+// accumulator starts at -offset * (partial sums of the activations), prepared
+// once per activation block, so the result is exactly sum(codes * a).
+// AVX2 / AVX-512 without VNNI: maddubs (uint8 x int8 -> int16 pairs) + madd.
+// Signed codes move their sign onto the activation (|w| * sign(w) a), which
+// cannot overflow int16 (|w| <= 128, |a| <= 127); unsigned codes (<= 31) go in
+// directly.
+// NEON and portable: widening int8 multiplies of signed codes.
+struct ActPrep {
+  Int8Block q;
+  FVec scale;
+  float sum;  // s of a Q8_1 block: d * sum(q)
+#if defined(KVTIER_INT8_VNNI)
+  __m256i bias;
+#endif
+};
+
+template <class F>
+HWY_INLINE ActPrep PrepareAct(const typename F::ActBlock& ab) {
+  ActPrep p;
+  p.q = LoadInt8(ab.qs);
+  p.scale = Broadcast(HalfToFloat(ab.d));
+  if constexpr (kHasMin<F>) {
+    p.sum = HalfToFloat(ab.s);
   } else {
-    return 0.0f;
+    p.sum = 0.0f;
   }
+#if defined(KVTIER_INT8_VNNI)
+  if constexpr (F::kOffset != 0) {
+    const __m256i offset_sums =
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(static_cast<char>(F::kOffset)), p.q.v);
+    p.bias = _mm256_sub_epi32(_mm256_setzero_si256(), offset_sums);
+  } else {
+    p.bias = _mm256_setzero_si256();
+  }
+#endif
+  return p;
+}
+
+struct WeightPrep {
+  Int8Block codes;  // VNNI: unsigned codes; x86: signed (or unsigned when offset 0); else signed
+#if defined(KVTIER_INT8_X86) && !defined(KVTIER_INT8_VNNI)
+  __m256i magnitude;  // |signed codes| for the sign trick
+#endif
+  FVec scale;
+  float min;
+};
+
+template <class F>
+HWY_INLINE WeightPrep PrepareWeight(const typename F::Block& wb) {
+  WeightPrep p;
+#if defined(KVTIER_INT8_VNNI)
+  p.codes = F::UnsignedCodes(wb);
+#elif defined(KVTIER_INT8_X86)
+  if constexpr (F::kOffset == 0) {
+    p.codes = F::UnsignedCodes(wb);
+  } else {
+    p.codes = F::SignedCodes(wb);
+    p.magnitude = _mm256_sign_epi8(p.codes.v, p.codes.v);
+  }
+#else
+  p.codes = F::SignedCodes(wb);
+#endif
+  p.scale = Broadcast(HalfToFloat(wb.d));
+  p.min = BlockMin(wb);
+  return p;
+}
+
+template <class F>
+HWY_INLINE FVec BlockDot(const WeightPrep& w, const ActPrep& a) {
+#if defined(KVTIER_INT8_VNNI)
+  return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(a.bias, w.codes.v, a.q.v));
+#elif defined(KVTIER_INT8_X86)
+  __m256i pairs;
+  if constexpr (F::kOffset == 0) {
+    pairs = _mm256_maddubs_epi16(w.codes.v, a.q.v);
+  } else {
+    pairs = _mm256_maddubs_epi16(w.magnitude, _mm256_sign_epi8(a.q.v, w.codes.v));
+  }
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+#elif defined(KVTIER_INT8_NEON)
+#if defined(__ARM_FEATURE_DOTPROD)
+  int32x4_t sum = vdotq_s32(vdupq_n_s32(0), w.codes.lo, a.q.lo);
+  sum = vdotq_s32(sum, w.codes.hi, a.q.hi);
+#else
+  int32x4_t sum = vpaddlq_s16(vmull_s8(vget_low_s8(w.codes.lo), vget_low_s8(a.q.lo)));
+  sum = vpadalq_s16(sum, vmull_s8(vget_high_s8(w.codes.lo), vget_high_s8(a.q.lo)));
+  sum = vpadalq_s16(sum, vmull_s8(vget_low_s8(w.codes.hi), vget_low_s8(a.q.hi)));
+  sum = vpadalq_s16(sum, vmull_s8(vget_high_s8(w.codes.hi), vget_high_s8(a.q.hi)));
+#endif
+  return vcvtq_f32_s32(sum);
+#else
+  const hn::RebindToSigned<FTag> di;
+  const hn::Rebind<int8_t, FTag> d8;
+  auto sum = hn::Zero(di);
+  for (size_t i = 0; i < 32; i += hn::Lanes(di)) {
+    sum = hn::Add(sum, hn::Mul(hn::PromoteTo(di, hn::LoadU(d8, w.codes.v + i)), hn::PromoteTo(di, hn::LoadU(d8, a.q.v + i))));
+  }
+  return hn::ConvertTo(FTag(), sum);
+#endif
 }
 
 // Tokens per micro-tile: AVX-512 has 32 vector registers, the others 16.
@@ -283,37 +372,24 @@ HWY_NOINLINE void QuantTile(int64_t n_blocks, const uint8_t* HWY_RESTRICT w, siz
                             const uint8_t* HWY_RESTRICT a, size_t a_stride, float* HWY_RESTRICT y, size_t y_stride) {
   using Block = typename F::Block;
   using ActBlock = typename F::ActBlock;
-  Acc acc[RM][RN];
+  FVec acc[RM][RN];
   float min_terms[RM][RN] = {};
   for (int r = 0; r < RM; ++r) {
-    for (int t = 0; t < RN; ++t) acc[r][t] = AccZero();
+    for (int t = 0; t < RN; ++t) acc[r][t] = Zero();
   }
   for (int64_t k = 0; k < n_blocks; ++k) {
-    Int8Block act[RN];
-    float act_scale[RN];
-    float act_sum[RN];
-    for (int t = 0; t < RN; ++t) {
-      const ActBlock& ab = reinterpret_cast<const ActBlock*>(a + t * a_stride)[k];
-      act[t] = LoadInt8(ab.qs);
-      act_scale[t] = HalfToFloat(ab.d);
-      if constexpr (F::kHasMin) act_sum[t] = ActSum(ab);
-    }
+    ActPrep act[RN];
+    for (int t = 0; t < RN; ++t) act[t] = PrepareAct<F>(reinterpret_cast<const ActBlock*>(a + t * a_stride)[k]);
     for (int r = 0; r < RM; ++r) {
-      const Block& wb = reinterpret_cast<const Block*>(w + r * w_stride)[k];
-      const Int8Block codes = F::Codes(wb);
-      const float w_scale = HalfToFloat(wb.d);
-      for (int t = 0; t < RN; ++t) {
-        const auto partial = F::kSignedCodes ? DotSigned(codes, act[t]) : DotUnsigned(codes, act[t]);
-        acc[r][t] = MulAddScale(w_scale * act_scale[t], partial, acc[r][t]);
-      }
-      if constexpr (F::kHasMin) {
-        const float w_min = BlockMin(wb);
-        for (int t = 0; t < RN; ++t) min_terms[r][t] += w_min * act_sum[t];
+      const WeightPrep wp = PrepareWeight<F>(reinterpret_cast<const Block*>(w + r * w_stride)[k]);
+      for (int t = 0; t < RN; ++t) acc[r][t] = MulAdd(wp.scale, Mul(BlockDot<F>(wp, act[t]), act[t].scale), acc[r][t]);
+      if constexpr (kHasMin<F>) {
+        for (int t = 0; t < RN; ++t) min_terms[r][t] += wp.min * act[t].sum;
       }
     }
   }
   for (int r = 0; r < RM; ++r) {
-    for (int t = 0; t < RN; ++t) y[t * y_stride + r] = AccSum(acc[r][t]) + min_terms[r][t];
+    for (int t = 0; t < RN; ++t) y[t * y_stride + r] = Sum(acc[r][t]) + min_terms[r][t];
   }
 }
 
@@ -435,7 +511,7 @@ void DequantizeQuant(const void* src, float* dst, int64_t n) {
   const auto* blocks = static_cast<const typename F::Block*>(src);
   HWY_ALIGN int8_t codes[32];
   for (int64_t k = 0; k < n / 32; ++k) {
-    StoreInt8(F::Codes(blocks[k]), codes);
+    StoreInt8(F::SignedCodes(blocks[k]), codes);
     const auto d = hn::Set(df, HalfToFloat(blocks[k].d));
     const auto m = hn::Set(df, BlockMin(blocks[k]));
     for (size_t i = 0; i < 32; i += hn::Lanes(df)) {
@@ -540,6 +616,9 @@ const simd::TargetKernels* GetTargetKernels() {
   return &table;
 }
 
+#if defined(KVTIER_INT8_VNNI)
+#pragma GCC pop_options
+#endif
 }  // namespace kvtier::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
