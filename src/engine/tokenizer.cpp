@@ -77,6 +77,19 @@ void append_utf8(uint32_t cpt, std::string& out) {
   }
 }
 
+std::optional<uint8_t> parse_byte_token(std::string_view text) {
+  if (text.size() != 6 || !text.starts_with("<0x") || text.back() != '>') return std::nullopt;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  const int hi = nibble(text[3]), lo = nibble(text[4]);
+  if (hi < 0 || lo < 0) return std::nullopt;
+  return static_cast<uint8_t>(hi * 16 + lo);
+}
+
 std::string canonical_utf8_like_llama(std::string_view text) {
   // Strictly valid UTF-8 decodes and re-encodes to itself.
   if (utf8::valid_prefix_length(text) == text.size()) return std::string(text);

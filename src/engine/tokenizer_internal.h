@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -136,5 +137,8 @@ Result<std::unique_ptr<Tokenizer>> make_spm_tokenizer(const gguf::File& file);
 // llama.cpp would crash or emit them raw there).
 std::string canonical_utf8_like_llama(std::string_view text);
 void append_utf8(uint32_t cpt, std::string& out);
+
+// The byte a "<0xXX>" token stands for; nullopt if `text` is not of that form.
+std::optional<uint8_t> parse_byte_token(std::string_view text);
 
 }  // namespace kvtier::tokenizer_detail

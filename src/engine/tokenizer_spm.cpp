@@ -84,9 +84,7 @@ std::string SpmTokenizer::render(int32_t id) const {
     case TokenType::kUserDefined:
       return text;
     case TokenType::kByte:
-      if (text.size() == 6 && text.starts_with("<0x") && text.back() == '>') {
-        return std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
-      }
+      if (auto byte = parse_byte_token(text)) return std::string(1, static_cast<char>(*byte));
       return {};
     default:  // control, unknown, unused, undefined: not rendered
       return {};

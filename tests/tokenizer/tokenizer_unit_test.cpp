@@ -360,6 +360,23 @@ TEST(SpmTokenizer, NewlinesMergeOnlyWhenATokenHasThem) {
   EXPECT_EQ(without->encode("\n\na\n", false, false), (std::vector<int32_t>{space, nl, nl, kFirstPiece + 2, nl}));
 }
 
+TEST(SpmTokenizer, OddTokenMetadataLoadsAndRendersNothing) {
+  GgufWriter w;
+  w.set_string("tokenizer.ggml.model", "llama");
+  w.set_array_str("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "<0xZZ>", "a", "b"});
+  w.set_array_i32("tokenizer.ggml.token_type", std::vector<int32_t>{2, 3, 3, 6, 1, 42});
+  Built h;
+  auto t = build_ok(w.to_bytes(), h);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->token_type(3), TokenType::kByte);
+  EXPECT_EQ(t->token_to_piece(3), "");  // a byte token that names no byte
+  EXPECT_EQ(t->token_type(5), TokenType::kUndefined);
+  EXPECT_EQ(t->token_to_piece(5), "");
+  EXPECT_EQ(t->token_to_piece(4), "a");
+  // No byte tokens: each byte of "▁" (3) and of "c" falls back to <unk>.
+  EXPECT_EQ(t->encode("ac", false, false), (std::vector<int32_t>{0, 0, 0, 4, 0}));
+}
+
 // --- streaming detokenizer ------------------------------------------------------
 
 TEST(StreamingDetokenizer, HoldsBackSplitMultiByteCharacters) {
