@@ -4,6 +4,7 @@
 // broken tokenizer metadata.
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -235,6 +236,25 @@ TEST(BpeTokenizer, InvalidUtf8IsReadAsReplacementCharacters) {
       EXPECT_LT(id, t->n_vocab());
     }
   }
+}
+
+TEST(BpeTokenizer, EncodeIsSafeFromSeveralThreads) {
+  BpeSpec spec;
+  spec.pre = "llama-bpe";
+  spec.extra = {"th", "the", " the"};
+  spec.merges = {"t h", "th e", "  the"};
+  Built h;
+  auto t = build_ok(bpe_image(spec), h);
+  ASSERT_TRUE(t);
+  std::string text;
+  for (int i = 0; i < 2000; ++i) text += "the cat and the  dog 123456 😀\n";
+  const std::vector<int32_t> expected = t->encode(text, true, false);
+  std::vector<std::vector<int32_t>> results(4);
+  std::vector<std::thread> threads;
+  for (auto& r : results) threads.emplace_back([&] { r = t->encode(text, true, false); });
+  for (auto& th : threads) th.join();
+  for (const auto& r : results) EXPECT_EQ(r, expected);
+  EXPECT_EQ(t->decode(expected), text);
 }
 
 TEST(BpeTokenizer, SpecialTokens) {
