@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
+#include <algorithm>
 
 #include "common/shared_data.h"
 
@@ -60,8 +62,10 @@ TEST(Cli, SamplingWithSeedIsReproducible) {
 }
 
 TEST(Cli, BadArgumentsGiveOneErrorLineAndNonZeroExit) {
-  for (const std::string args : {"run -p hi", "run -m /nonexistent.gguf -p hi", "run -m " + demo_model() + " -p hi -n -3",
-                                 "perplexity -m " + demo_model(), "frobnicate", "info"}) {
+  const std::vector<std::string> cases = {"run -p hi", "run -m /nonexistent.gguf -p hi",
+                                          "run -m " + demo_model() + " -p hi -n -3", "perplexity -m " + demo_model(),
+                                          "frobnicate", "info"};
+  for (const std::string& args : cases) {
     Outcome o = kvtier(args);
     EXPECT_NE(o.exit_code, 0) << args;
     EXPECT_EQ(count_lines(o.err), 1) << args << ": " << o.err;
