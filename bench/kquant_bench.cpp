@@ -4,7 +4,7 @@
 //
 //   cmake -S . -B build-kquant -G Ninja -DKVTIER_BUILD_BENCH=ON
 //   cmake --build build-kquant --target kquant_bench -j2
-//   build-kquant/kquant_bench --benchmark_filter=VecDot
+//   build-kquant/kquant_bench --benchmark_filter=VecDot   (or =Tile for prefill tiles)
 //
 // Shapes: "large" is 2048 rows x 8192 columns (Q4_K: 9 MiB, beyond L2: the
 // memory-bound decode case); "hot" is 64 x 8192 (fits L2: compute-bound).
@@ -73,6 +73,32 @@ void BenchVecDot(benchmark::State& state, Format f, DotFn dot) {
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
 }
 
+using TileFn = void (*)(int64_t, const uint8_t*, size_t, int64_t, const uint8_t*, size_t, int64_t, float*, size_t);
+
+// Prefill: a tile of `rows` weight rows x 64 tokens. items = multiply-adds.
+// tile = nullptr runs the row dot for every (row, token) pair instead.
+void BenchTile(benchmark::State& state, Format f, TileFn tile, DotFn dot) {
+  const int64_t rows = 128, tokens = 64;
+  const std::vector<uint8_t> w = random_weights(f.block_bytes, f.d_offset, f.has_dmin, rows);
+  const std::vector<BlockQ8K> one = random_activation_row();
+  std::vector<BlockQ8K> act;  // [tokens][kCols / 256]
+  for (int64_t t = 0; t < tokens; ++t) act.insert(act.end(), one.begin(), one.end());
+  const size_t row_bytes = f.block_bytes * kCols / kSuperBlock, act_bytes = one.size() * sizeof(BlockQ8K);
+  const auto* a = reinterpret_cast<const uint8_t*>(act.data());
+  std::vector<float> y(static_cast<size_t>(rows * tokens));  // [tokens][rows]
+  for (auto _ : state) {
+    if (tile != nullptr) {
+      tile(kCols, w.data(), row_bytes, rows, a, act_bytes, tokens, y.data(), rows);
+    } else {
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t t = 0; t < tokens; ++t) y[t * rows + r] = dot(kCols, w.data() + r * row_bytes, a + t * act_bytes);
+    }
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * rows * tokens * kCols);
+}
+
 void BenchDequantize(benchmark::State& state, Format f, DequantFn dequantize) {
   const int64_t rows = 64;
   const std::vector<uint8_t> w = random_weights(f.block_bytes, f.d_offset, f.has_dmin, rows);
@@ -106,6 +132,12 @@ BENCHMARK_CAPTURE(BenchVecDot, Q6_K_simd, kQ6K, vec_dot_q6_K_q8_K)->Arg(kLargeRo
 BENCHMARK_CAPTURE(BenchVecDot, Q4_K_reference, kQ4K, vec_dot_q4_K_q8_K_reference)->Arg(kHotRows);
 BENCHMARK_CAPTURE(BenchVecDot, Q5_K_reference, kQ5K, vec_dot_q5_K_q8_K_reference)->Arg(kHotRows);
 BENCHMARK_CAPTURE(BenchVecDot, Q6_K_reference, kQ6K, vec_dot_q6_K_q8_K_reference)->Arg(kHotRows);
+BENCHMARK_CAPTURE(BenchTile, Q4_K_tile, kQ4K, tile_q4_K_q8_K, nullptr);
+BENCHMARK_CAPTURE(BenchTile, Q4_K_row_dots, kQ4K, nullptr, vec_dot_q4_K_q8_K);
+BENCHMARK_CAPTURE(BenchTile, Q5_K_tile, kQ5K, tile_q5_K_q8_K, nullptr);
+BENCHMARK_CAPTURE(BenchTile, Q5_K_row_dots, kQ5K, nullptr, vec_dot_q5_K_q8_K);
+BENCHMARK_CAPTURE(BenchTile, Q6_K_tile, kQ6K, tile_q6_K_q8_K, nullptr);
+BENCHMARK_CAPTURE(BenchTile, Q6_K_row_dots, kQ6K, nullptr, vec_dot_q6_K_q8_K);
 BENCHMARK_CAPTURE(BenchDequantize, Q4_K_simd, kQ4K, dequantize_q4_K);
 BENCHMARK_CAPTURE(BenchDequantize, Q5_K_simd, kQ5K, dequantize_q5_K);
 BENCHMARK_CAPTURE(BenchDequantize, Q6_K_simd, kQ6K, dequantize_q6_K);

@@ -4,6 +4,7 @@
 // K-quant types here.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace kvtier::kernels::kquant {
@@ -28,5 +29,16 @@ void quantize_q8_K(const float* x, void* dst, int64_t n);
 float vec_dot_q4_K_q8_K(int64_t n, const void* w, const void* a);
 float vec_dot_q5_K_q8_K(int64_t n, const void* w, const void* a);
 float vec_dot_q6_K_q8_K(int64_t n, const void* w, const void* a);
+
+// Tiles (prefill): y[t * y_stride + r] = vec_dot(n, w + r * w_stride, a + t * a_stride)
+// for r < rows, t < tokens; the signature of kernels::simd::TileFn. The same
+// values as the row dots above, bit for bit, but each weight block is decoded
+// once for several tokens.
+void tile_q4_K_q8_K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+                    int64_t tokens, float* y, size_t y_stride);
+void tile_q5_K_q8_K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+                    int64_t tokens, float* y, size_t y_stride);
+void tile_q6_K_q8_K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+                    int64_t tokens, float* y, size_t y_stride);
 
 }  // namespace kvtier::kernels::kquant

@@ -213,17 +213,18 @@ struct Format {
   void (*dequantize)(const void*, float*, int64_t);
   float (*dot_reference)(int64_t, const void*, const void*);
   float (*dot)(int64_t, const void*, const void*);
+  void (*tile)(int64_t, const uint8_t*, size_t, int64_t, const uint8_t*, size_t, int64_t, float*, size_t);
   size_t d_offset;  // where the f16 d lives in a block (Q6_K: at the end)
   bool has_dmin;
 };
 
 const Format kFormats[] = {
     {"Q4_K", sizeof(BlockQ4K), dequantize_q4_K_reference, dequantize_q4_K, vec_dot_q4_K_q8_K_reference,
-     vec_dot_q4_K_q8_K, offsetof(BlockQ4K, d), true},
+     vec_dot_q4_K_q8_K, tile_q4_K_q8_K, offsetof(BlockQ4K, d), true},
     {"Q5_K", sizeof(BlockQ5K), dequantize_q5_K_reference, dequantize_q5_K, vec_dot_q5_K_q8_K_reference,
-     vec_dot_q5_K_q8_K, offsetof(BlockQ5K, d), true},
+     vec_dot_q5_K_q8_K, tile_q5_K_q8_K, offsetof(BlockQ5K, d), true},
     {"Q6_K", sizeof(BlockQ6K), dequantize_q6_K_reference, dequantize_q6_K, vec_dot_q6_K_q8_K_reference,
-     vec_dot_q6_K_q8_K, offsetof(BlockQ6K, d), false},
+     vec_dot_q6_K_q8_K, tile_q6_K_q8_K, offsetof(BlockQ6K, d), false},
 };
 
 // Random blocks: every code byte uniform (all bit patterns occur), d/dmin finite halves.
@@ -332,6 +333,39 @@ TEST(KQuantSimd, VecDotMatchesReferenceOnEveryTarget) {
       std::vector<BlockQ8K> act(n / kSuperBlock);
       quantize_q8_K_reference(x.data(), act.data(), n);
       check_dot(f, w.data(), act, n);
+    }
+  }
+}
+
+// A tile (rows x tokens) gives exactly the row dots on every target, for token
+// counts around the kernels' groups of four, with padded strides.
+TEST(KQuantSimd, TileEqualsRowDotsOnEveryTarget) {
+  const int64_t n = 1024, rows = 3;
+  for (const Format& f : kFormats) {
+    const size_t row_bytes = f.block_bytes * n / kSuperBlock;
+    const size_t w_stride = row_bytes + 16;  // rows need not be packed
+    const std::vector<uint8_t> packed = random_blocks(f, n * rows, 77);
+    std::vector<uint8_t> w(w_stride * rows);  // [rows][w_stride]
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(&w[r * w_stride], &packed[r * row_bytes], row_bytes);
+    for (int64_t tokens : {1, 3, 4, 5, 9}) {
+      const size_t a_stride = sizeof(BlockQ8K) * n / kSuperBlock + 8;
+      std::vector<uint8_t> act(a_stride * tokens);  // [tokens][a_stride]
+      for (int64_t t = 0; t < tokens; ++t) {
+        const std::vector<float> x = random_activations(static_cast<uint32_t>(100 + t), n);
+        quantize_q8_K_reference(x.data(), &act[t * a_stride], n);
+      }
+      const size_t y_stride = rows + 2;
+      for_each_target([&] {
+        std::vector<float> y(y_stride * tokens, -1.0f);  // [tokens][y_stride]
+        f.tile(n, w.data(), w_stride, rows, act.data(), a_stride, tokens, y.data(), y_stride);
+        for (int64_t t = 0; t < tokens; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            const float row_dot = f.dot(n, &w[r * w_stride], &act[t * a_stride]);
+            ASSERT_EQ(y[t * y_stride + r], row_dot) << f.name << " tokens=" << tokens << " t=" << t << " r=" << r;
+          }
+          EXPECT_EQ(y[t * y_stride + rows], -1.0f) << "wrote past the tile";
+        }
+      });
     }
   }
 }

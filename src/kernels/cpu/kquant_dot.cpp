@@ -151,88 +151,79 @@ HWY_INLINE __m256i ShuffleControl(const ShuffleTable& table, int k) {
 // f16 -> f32 with the F16C instruction (part of Highway's AVX2 target).
 HWY_INLINE float HalfToFloat(uint16_t h) { return _cvtsh_ss(h); }
 
-// Shared by Q4_K and Q5_K: folds the mins (dmin * sum_j min_j * sum_{l in j} a)
-// into acc_min and returns the 8 scales as i16, repeated in both 128-bit halves.
-HWY_INLINE __m256i ScalesAndMinsAvx2(const uint8_t* packed_scales, const BlockQ8K& act, float dmin, __m256& acc_min) {
-  const ScaleMinWords words = unpack_scale_min_words(packed_scales);
-  // [m0 m0 m1 m1 ... m7 m7] as i16: each min covers two 16-element bsums.
-  const __m128i mins8 = _mm_set_epi32(0, 0, static_cast<int>(words.min_hi), static_cast<int>(words.min_lo));
-  const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins8, mins8));
-  const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums));
-  const __m256i min_products = _mm256_madd_epi16(bsums, mins16);  // 8 x i32
-  acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(min_products), acc_min);
-  const __m128i scales8 = _mm_set_epi32(0, 0, static_cast<int>(words.scale_hi), static_cast<int>(words.scale_lo));
-  return _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales8));
-}
+// The AVX2 kernels take one weight row and kTokens activation rows: the
+// weights of a block are decoded once and meet every token (prefill tiles);
+// vec_dot is the kTokens = 1 case, so both give bit-identical results.
+// Activation row t is at a + t * a_stride bytes, its result goes to y[t * y_stride].
 
-float DotQ4KAvx2(int64_t n, const void* w, const void* a) {
-  const auto* wb = static_cast<const BlockQ4K*>(w);  // [n / 256]
-  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
-  __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
-    const float d_act = ab[i].d;
-    const __m256i scales16 = ScalesAndMinsAvx2(wb[i].scales, ab[i], HalfToFloat(wb[i].dmin) * d_act, acc_min);
-    __m256i sum = _mm256_setzero_si256();  // 8 x i32
-    for (int chunk = 0; chunk < 4; ++chunk) {  // 64 elements: sub-blocks 2*chunk (low nibbles), 2*chunk+1 (high)
-      const __m256i q4 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qs + 32 * chunk));
-      const __m256i lo = _mm256_and_si256(q4, low4);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low4);
-      const auto* act = reinterpret_cast<const __m256i*>(ab[i].qs + 64 * chunk);
-      const __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(act));  // 16 x i16 pair sums
-      const __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(act + 1));
-      const __m256i s_lo = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLane, 2 * chunk));
-      const __m256i s_hi = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLane, 2 * chunk + 1));
-      sum = _mm256_add_epi32(sum, _mm256_add_epi32(_mm256_madd_epi16(p_lo, s_lo), _mm256_madd_epi16(p_hi, s_hi)));
-    }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(HalfToFloat(wb[i].d) * d_act), _mm256_cvtepi32_ps(sum), acc);
-  }
-  return HorizontalSum(acc) - HorizontalSum(acc_min);
-}
-
-float DotQ5KAvx2(int64_t n, const void* w, const void* a) {
-  const auto* wb = static_cast<const BlockQ5K*>(w);  // [n / 256]
-  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+// Q4_K and Q5_K (kHasHighBit: Q5_K's fifth bit from qh).
+template <class Block, bool kHasHighBit, int kTokens>
+HWY_INLINE void DotQ45KAvx2(int64_t n, const Block* wb, const uint8_t* a, size_t a_stride, float* y, size_t y_stride) {
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i one = _mm256_set1_epi8(1);
-  __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
+  __m256 acc[kTokens];
+#pragma GCC unroll 4
+  for (int t = 0; t < kTokens; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kSuperBlock; ++i) {
-    const float d_act = ab[i].d;
-    const __m256i scales16 = ScalesAndMinsAvx2(wb[i].scales, ab[i], HalfToFloat(wb[i].dmin) * d_act, acc_min);
+    const ScaleMinWords words = unpack_scale_min_words(wb[i].scales);
+    // [m0 m0 m1 m1 ... m7 m7] as i16: each min covers two 16-element bsums.
+    const __m128i mins8 = _mm_set_epi32(0, 0, static_cast<int>(words.min_hi), static_cast<int>(words.min_lo));
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins8, mins8));
+    // The 8 scales as i16, repeated in both 128-bit halves (pshufb works within halves).
+    const __m128i scales8 = _mm_set_epi32(0, 0, static_cast<int>(words.scale_hi), static_cast<int>(words.scale_lo));
+    const __m256i scales16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales8));
     // Bit j of qh[l] is bit 4 of element 32 j + l; shifted right by 2 per chunk.
-    __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qh));
-    __m256i sum = _mm256_setzero_si256();
-    for (int chunk = 0; chunk < 4; ++chunk) {
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kHasHighBit) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qh));
+    __m256i sum[kTokens];  // per token: 8 x i32 partial sums of scale_j * q * a
+#pragma GCC unroll 4
+    for (int t = 0; t < kTokens; ++t) sum[t] = _mm256_setzero_si256();
+    for (int chunk = 0; chunk < 4; ++chunk) {  // 64 elements: sub-blocks 2*chunk (low nibbles), 2*chunk+1 (high)
       const __m256i q4 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qs + 32 * chunk));
-      const __m256i lo = _mm256_or_si256(_mm256_and_si256(q4, low4),
-                                         _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-      const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), low4),
-                                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
-      qh = _mm256_srli_epi16(qh, 2);
-      const auto* act = reinterpret_cast<const __m256i*>(ab[i].qs + 64 * chunk);
-      const __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(act));
-      const __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(act + 1));
+      __m256i lo = _mm256_and_si256(q4, low4);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low4);
+      if constexpr (kHasHighBit) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+        qh = _mm256_srli_epi16(qh, 2);
+      }
       const __m256i s_lo = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLane, 2 * chunk));
       const __m256i s_hi = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLane, 2 * chunk + 1));
-      sum = _mm256_add_epi32(sum, _mm256_add_epi32(_mm256_madd_epi16(p_lo, s_lo), _mm256_madd_epi16(p_hi, s_hi)));
+#pragma GCC unroll 4
+      for (int t = 0; t < kTokens; ++t) {
+        const auto* act = reinterpret_cast<const __m256i*>(
+            reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i].qs + 64 * chunk);
+        const __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(act));  // 16 x i16 pair sums
+        const __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(act + 1));
+        sum[t] = _mm256_add_epi32(sum[t],
+                                  _mm256_add_epi32(_mm256_madd_epi16(p_lo, s_lo), _mm256_madd_epi16(p_hi, s_hi)));
+      }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(HalfToFloat(wb[i].d) * d_act), _mm256_cvtepi32_ps(sum), acc);
+    const float d = HalfToFloat(wb[i].d), dmin = HalfToFloat(wb[i].dmin);
+#pragma GCC unroll 4
+    for (int t = 0; t < kTokens; ++t) {
+      const BlockQ8K& act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i];
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums));
+      const __m256i min_products = _mm256_madd_epi16(bsums, mins16);  // 8 x i32
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * act.d), _mm256_cvtepi32_ps(sum[t]), acc[t]);
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * act.d), _mm256_cvtepi32_ps(min_products), acc[t]);
+    }
   }
-  return HorizontalSum(acc) - HorizontalSum(acc_min);
+#pragma GCC unroll 4
+  for (int t = 0; t < kTokens; ++t) y[t * y_stride] = HorizontalSum(acc[t]);
 }
 
-float DotQ6KAvx2(int64_t n, const void* w, const void* a) {
-  const auto* wb = static_cast<const BlockQ6K*>(w);  // [n / 256]
-  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+template <int kTokens>
+HWY_INLINE void DotQ6KAvx2(int64_t n, const BlockQ6K* wb, const uint8_t* a, size_t a_stride, float* y, size_t y_stride) {
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i bits45 = _mm256_set1_epi8(0x30);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[kTokens];
+#pragma GCC unroll 4
+  for (int t = 0; t < kTokens; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kSuperBlock; ++i) {
-    // The -32 offset: 32 * sum_j scale_j * bsum_j, from the 16 scales and 16 bsums at once.
-    const __m256i all_scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[i].scales)));
-    const __m256i offset = _mm256_madd_epi16(
-        all_scales, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[i].bsums)));  // 8 x i32
-    __m256i sum = _mm256_setzero_si256();
+    __m256i sum[kTokens];  // per token: 8 x i32 partial sums of scale_j * q * a (q before the -32 offset)
+#pragma GCC unroll 4
+    for (int t = 0; t < kTokens; ++t) sum[t] = _mm256_setzero_si256();
     for (int half = 0; half < 2; ++half) {
       const __m256i scales16 = _mm256_broadcastsi128_si256(
           _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb[i].scales + 8 * half))));
@@ -247,18 +238,71 @@ float DotQ6KAvx2(int64_t n, const void* w, const void* a) {
           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
                           _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45)),
       };
-      const auto* act = reinterpret_cast<const __m256i*>(ab[i].qs + 128 * half);
       for (int k = 0; k < 4; ++k) {
-        const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256(act + k));  // 16 x i16
         // Low 128 bits are elements 0..15 of the quarter (scale 2k), high 128 bits 16..31 (scale 2k+1).
         const __m256i s = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLanePair, k));
-        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, s));
+#pragma GCC unroll 4
+        for (int t = 0; t < kTokens; ++t) {
+          const auto* act = reinterpret_cast<const __m256i*>(
+              reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i].qs + 128 * half + 32 * k);
+          const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256(act));  // 16 x i16
+          sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(p, s));
+        }
       }
     }
-    sum = _mm256_sub_epi32(sum, _mm256_slli_epi32(offset, 5));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(HalfToFloat(wb[i].d) * ab[i].d), _mm256_cvtepi32_ps(sum), acc);
+    // The -32 offset: 32 * sum_j scale_j * bsum_j, from the 16 scales and 16 bsums at once.
+    const __m256i all_scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[i].scales)));
+    const float d = HalfToFloat(wb[i].d);
+#pragma GCC unroll 4
+    for (int t = 0; t < kTokens; ++t) {
+      const BlockQ8K& act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i];
+      const __m256i offset =
+          _mm256_madd_epi16(all_scales, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums)));
+      const __m256i total = _mm256_sub_epi32(sum[t], _mm256_slli_epi32(offset, 5));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * act.d), _mm256_cvtepi32_ps(total), acc[t]);
+    }
   }
-  return HorizontalSum(acc);
+#pragma GCC unroll 4
+  for (int t = 0; t < kTokens; ++t) y[t * y_stride] = HorizontalSum(acc[t]);
+}
+
+float DotQ4KAvx2(int64_t n, const void* w, const void* a) {
+  float y;
+  DotQ45KAvx2<BlockQ4K, false, 1>(n, static_cast<const BlockQ4K*>(w), static_cast<const uint8_t*>(a), 0, &y, 0);
+  return y;
+}
+float DotQ5KAvx2(int64_t n, const void* w, const void* a) {
+  float y;
+  DotQ45KAvx2<BlockQ5K, true, 1>(n, static_cast<const BlockQ5K*>(w), static_cast<const uint8_t*>(a), 0, &y, 0);
+  return y;
+}
+float DotQ6KAvx2(int64_t n, const void* w, const void* a) {
+  float y;
+  DotQ6KAvx2<1>(n, static_cast<const BlockQ6K*>(w), static_cast<const uint8_t*>(a), 0, &y, 0);
+  return y;
+}
+
+template <class Block, bool kHasHighBit>
+void TileQ45KAvx2(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+                  int64_t tokens, float* y, size_t y_stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto* row = reinterpret_cast<const Block*>(w + r * w_stride);
+    int64_t t = 0;
+    for (; t + 4 <= tokens; t += 4) {
+      DotQ45KAvx2<Block, kHasHighBit, 4>(n, row, a + t * a_stride, a_stride, y + t * y_stride + r, y_stride);
+    }
+    for (; t < tokens; ++t) DotQ45KAvx2<Block, kHasHighBit, 1>(n, row, a + t * a_stride, 0, y + t * y_stride + r, 0);
+  }
+}
+
+void TileQ6KAvx2(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+                 int64_t tokens, float* y, size_t y_stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto* row = reinterpret_cast<const BlockQ6K*>(w + r * w_stride);
+    int64_t t = 0;
+    for (; t + 4 <= tokens; t += 4) DotQ6KAvx2<4>(n, row, a + t * a_stride, a_stride, y + t * y_stride + r, y_stride);
+    for (; t < tokens; ++t) DotQ6KAvx2<1>(n, row, a + t * a_stride, 0, y + t * y_stride + r, 0);
+  }
 }
 #endif  // AVX2
 
@@ -409,6 +453,43 @@ float VecDotQ6K(int64_t n, const void* w, const void* a) {
 #endif
 }
 
+// Tiles: y[t * y_stride + r] = dot(weight row r, activation row t). AVX2 decodes
+// each weight block once for four tokens; elsewhere a loop over the row dot.
+template <float (*RowDot)(int64_t, const void*, const void*)>
+void TileFromRowDot(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+                    int64_t tokens, float* y, size_t y_stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < tokens; ++t) y[t * y_stride + r] = RowDot(n, w + r * w_stride, a + t * a_stride);
+  }
+}
+
+void TileQ4K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+             int64_t tokens, float* y, size_t y_stride) {
+#if defined(KVTIER_KQUANT_HAVE_AVX2)
+  TileQ45KAvx2<BlockQ4K, false>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+#else
+  TileFromRowDot<VecDotQ4K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+#endif
+}
+
+void TileQ5K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+             int64_t tokens, float* y, size_t y_stride) {
+#if defined(KVTIER_KQUANT_HAVE_AVX2)
+  TileQ45KAvx2<BlockQ5K, true>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+#else
+  TileFromRowDot<VecDotQ5K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+#endif
+}
+
+void TileQ6K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+             int64_t tokens, float* y, size_t y_stride) {
+#if defined(KVTIER_KQUANT_HAVE_AVX2)
+  TileQ6KAvx2(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+#else
+  TileFromRowDot<VecDotQ6K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+#endif
+}
+
 #undef KVTIER_KQUANT_HAVE_AVX2
 #undef KVTIER_KQUANT_HAVE_NEON
 
@@ -432,6 +513,26 @@ float vec_dot_q5_K_q8_K(int64_t n, const void* w, const void* a) {
 float vec_dot_q6_K_q8_K(int64_t n, const void* w, const void* a) {
   assert(n % kSuperBlock == 0);
   return HWY_DYNAMIC_DISPATCH(VecDotQ6K)(n, w, a);
+}
+
+HWY_EXPORT(TileQ4K);
+HWY_EXPORT(TileQ5K);
+HWY_EXPORT(TileQ6K);
+
+void tile_q4_K_q8_K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+                    int64_t tokens, float* y, size_t y_stride) {
+  assert(n % kSuperBlock == 0);
+  HWY_DYNAMIC_DISPATCH(TileQ4K)(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+}
+void tile_q5_K_q8_K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+                    int64_t tokens, float* y, size_t y_stride) {
+  assert(n % kSuperBlock == 0);
+  HWY_DYNAMIC_DISPATCH(TileQ5K)(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+}
+void tile_q6_K_q8_K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+                    int64_t tokens, float* y, size_t y_stride) {
+  assert(n % kSuperBlock == 0);
+  HWY_DYNAMIC_DISPATCH(TileQ6K)(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 }
 }  // namespace kvtier::kernels::kquant
 #endif
