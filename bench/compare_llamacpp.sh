@@ -8,11 +8,13 @@
 #
 # Environment (defaults in brackets):
 #   KVTIER_BUILD_DIR  kvtier build dir [build-bench]      KVTIER_PEER_DIR  peer cache [<repo>/peer]
-#   THREADS [2]  N_PROMPT [512]  N_GEN [128]  REPS [3]
+#   THREADS [2]  N_PROMPT [512]  N_GEN [128]  REPS [3]  BENCH_NICE [unset; e.g. -5 to run ahead of compiles]
 #   MODELS  space-separated GGUF paths [tiny-llama-31m.Q4_K_M + synthetic Llama-3.2-1B Q4_0 and Q4_K_M]
-# Both tools warm up once and report the mean (± sample std) over REPS runs; llama-bench keeps its
-# defaults otherwise (flash attention "auto", mmap, batch 2048 / ubatch 512).
-# Raw outputs go to $KVTIER_PEER_DIR/results/<UTC time>/; the table to stdout (Markdown).
+# Each repetition is one process per tool (its own warm-up, then one measured pp and one tg run:
+# `llama-bench -r 1`, `kvtier bench -r 1`); repetitions alternate between the tools and the table
+# shows the median with the range. llama-bench keeps its defaults otherwise (flash attention "auto",
+# f16 KV cache, mmap, batch 2048 / ubatch 512, --poll 50).
+# Raw outputs and samples.tsv go to $KVTIER_PEER_DIR/results/<UTC time>/; the table to stdout (Markdown).
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +27,9 @@ N_GEN="${N_GEN:-128}"
 REPS="${REPS:-3}"
 SHARED_DIR="${KVTIER_SHARED:-$REPO_DIR/../shared}"
 SYNTH_DIR="$PEER_DIR/models"
+# BENCH_NICE=-5 (as root) runs both tools ahead of background compiles on a shared machine.
+PRIO=""
+[[ -n "${BENCH_NICE:-}" ]] && PRIO="nice -n $BENCH_NICE"
 
 run_peer=1
 run_kvtier=1
@@ -82,70 +87,69 @@ mkdir -p "$RESULTS"
   echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores online"
   echo "kvtier: $(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- src include || echo ' (+local changes)')"
   (( run_peer )) && echo "llama.cpp: $(git -C "$PEER_DIR/llama.cpp" rev-parse --short=12 HEAD) (node-llama-cpp 3.21.1)"
-  echo "settings: -p $N_PROMPT -n $N_GEN -t $THREADS -r $REPS"
+  echo "settings: -p $N_PROMPT -n $N_GEN -t $THREADS, $REPS alternating repetitions${BENCH_NICE:+, nice $BENCH_NICE}"
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$RESULTS/machine.txt" >&2
 
-# Prints "<pp mean> <pp std> <tg mean> <tg std>" ("n/a" when a run failed).
-bench_llamacpp() {
-  local model="$1" out="$2"
-  if ! "$LLAMA_BIN/llama-bench" -m "$model" -p "$N_PROMPT" -n "$N_GEN" -t "$THREADS" -r "$REPS" -o json \
-       >"$out.json" 2>"$out.log"; then
-    echo "n/a n/a n/a n/a"; return
-  fi
-  python3 - "$out.json" "$N_PROMPT" "$N_GEN" <<'EOF'
+SAMPLES="$RESULTS/samples.tsv"  # model, tool, test, repetition, tok/s
+printf 'model\ttool\ttest\trep\ttok_s\n' >"$SAMPLES"
+
+# One llama-bench run (its own warm-up, then one measured repetition of each test).
+sample_llamacpp() {
+  local model="$1" name="$2" rep="$3" out="$RESULTS/llamacpp.$2.rep$3"
+  $PRIO "$LLAMA_BIN/llama-bench" -m "$model" -p "$N_PROMPT" -n "$N_GEN" -t "$THREADS" -r 1 -o json \
+    >"$out.json" 2>"$out.log" || { log "llama-bench failed on $name (see $out.log)"; return; }
+  python3 - "$out.json" "$name" "$rep" >>"$SAMPLES" <<'EOF'
 import json, sys
-runs = json.load(open(sys.argv[1]))
-n_prompt, n_gen = int(sys.argv[2]), int(sys.argv[3])
-def pick(p, g):
-    for r in runs:
-        if r["n_prompt"] == p and r["n_gen"] == g:
-            return f'{r["avg_ts"]:.2f} {r["stddev_ts"]:.2f}'
-    return "n/a n/a"
-print(pick(n_prompt, 0), pick(0, n_gen))
+for r in json.load(open(sys.argv[1])):
+    test = f'pp{r["n_prompt"]}' if r["n_gen"] == 0 else f'tg{r["n_gen"]}'
+    print(f'{sys.argv[2]}\tllama.cpp\t{test}\t{sys.argv[3]}\t{r["avg_ts"]:.3f}')
 EOF
 }
 
-bench_kvtier() {
-  local model="$1" out="$2"
-  if ! "$KVTIER" bench -m "$model" -p "$N_PROMPT" -n "$N_GEN" -t "$THREADS" -r "$REPS" >"$out.txt" 2>"$out.log"; then
-    echo "n/a n/a n/a n/a"; return
-  fi
-  # Lines "pp512: X +/- Y tok/s" and "tg128: X +/- Y tok/s" (the "+/- Y" is optional).
-  python3 - "$out.txt" "$N_PROMPT" "$N_GEN" <<'EOF'
+# One kvtier bench run; it prints "pp512: X [+/- Y] tok/s" and "tg128: X [+/- Y] tok/s".
+sample_kvtier() {
+  local model="$1" name="$2" rep="$3" out="$RESULTS/kvtier.$2.rep$3"
+  $PRIO "$KVTIER" bench -m "$model" -p "$N_PROMPT" -n "$N_GEN" -t "$THREADS" -r 1 >"$out.txt" 2>"$out.log" \
+    || { log "kvtier bench failed on $name (see $out.log)"; return; }
+  python3 - "$out.txt" "$name" "$rep" >>"$SAMPLES" <<'EOF'
 import re, sys
-text = open(sys.argv[1]).read()
-def pick(label):
-    m = re.search(rf"^{label}:\s*([0-9.]+)(?:\s*\+/-\s*([0-9.]+))?\s*tok/s", text, re.M)
-    return f"{m.group(1)} {m.group(2) or 'n/a'}" if m else "n/a n/a"
-print(pick(f"pp{sys.argv[2]}"), pick(f"tg{sys.argv[3]}"))
+for m in re.finditer(r"^((?:pp|tg)\d+):\s*([0-9.]+)(?:\s*\+/-\s*[0-9.]+)?\s*tok/s", open(sys.argv[1]).read(), re.M):
+    print(f"{sys.argv[2]}\tkvtier\t{m.group(1)}\t{sys.argv[3]}\t{float(m.group(2)):.3f}")
 EOF
 }
 
-ratio() { awk -v k="$1" -v l="$2" 'BEGIN { if (k == "n/a" || l == "n/a" || l == 0) print "n/a"; else printf "%.2f", k / l }'; }
-fmt() { [[ "$1" == "n/a" ]] && echo "n/a" || echo "$1 ± $2"; }
-
-table="$RESULTS/table.md"
-{
-  echo "| model | test | llama.cpp tok/s | kvtier tok/s | kvtier / llama.cpp |"
-  echo "|---|---|---:|---:|---:|"
-} >"$table"
+# Repetitions alternate between the two tools, so that a burst of load from
+# elsewhere on the machine hits both rather than one.
 for model in "${models[@]}"; do
   [[ -f "$model" ]] || { log "error: model $model not found"; exit 1; }
   name="$(basename "$model" .gguf)"
-  peer=(n/a n/a n/a n/a)
-  ours=(n/a n/a n/a n/a)
-  if (( run_peer )); then
-    log "llama-bench $name"
-    read -r -a peer <<<"$(bench_llamacpp "$model" "$RESULTS/llamacpp.$name")"
-  fi
-  if (( run_kvtier )); then
-    log "kvtier bench $name"
-    read -r -a ours <<<"$(bench_kvtier "$model" "$RESULTS/kvtier.$name")"
-  fi
-  echo "| $name | pp$N_PROMPT | $(fmt "${peer[0]}" "${peer[1]}") | $(fmt "${ours[0]}" "${ours[1]}") | $(ratio "${ours[0]}" "${peer[0]}") |" >>"$table"
-  echo "| $name | tg$N_GEN | $(fmt "${peer[2]}" "${peer[3]}") | $(fmt "${ours[2]}" "${ours[3]}") | $(ratio "${ours[2]}" "${peer[2]}") |" >>"$table"
+  for rep in $(seq 1 "$REPS"); do
+    if (( run_peer )); then log "llama-bench $name ($rep/$REPS)"; sample_llamacpp "$model" "$name" "$rep"; fi
+    if (( run_kvtier )); then log "kvtier bench $name ($rep/$REPS)"; sample_kvtier "$model" "$name" "$rep"; fi
+  done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS/machine.txt" >&2
+
+# Median of the repetitions (robust to a run that other processes slowed down), with the range.
+python3 - "$SAMPLES" "$N_PROMPT" "$N_GEN" >"$RESULTS/table.md" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+models = list(dict.fromkeys(r["model"] for r in rows)) or []
+def cell(model, tool, test):
+    v = [float(r["tok_s"]) for r in rows if (r["model"], r["tool"], r["test"]) == (model, tool, test)]
+    return (statistics.median(v), min(v), max(v), len(v)) if v else None
+def fmt(c):
+    return "n/a" if c is None else f"{c[0]:.2f} ({c[1]:.2f}–{c[2]:.2f}, n={c[3]})"
+print("| model | test | llama.cpp tok/s | kvtier tok/s | kvtier / llama.cpp |")
+print("|---|---|---:|---:|---:|")
+for model in models:
+    for test in (f"pp{sys.argv[2]}", f"tg{sys.argv[3]}"):
+        peer, ours = cell(model, "llama.cpp", test), cell(model, "kvtier", test)
+        ratio = f"{ours[0] / peer[0]:.2f}" if peer and ours and peer[0] > 0 else "n/a"
+        print(f"| {model} | {test} | {fmt(peer)} | {fmt(ours)} | {ratio} |")
+print()
+print("tok/s: median of the repetitions (min–max, n = repetitions); ratio of the medians.")
+EOF
 log "raw outputs in $RESULTS"
-cat "$table"
+cat "$RESULTS/table.md"

@@ -5,9 +5,13 @@
 //   cmake -S . -B build-bench -G Ninja -DKVTIER_BUILD_BENCH=ON
 //   cmake --build build-bench --target matmul_bench -j2
 //   build-bench/matmul_bench --benchmark_filter='Q4_0'      # KVTIER_BENCH_THREADS=2 by default
+// On a shared machine, take the best of several runs:
+//   --benchmark_repetitions=5 --benchmark_report_aggregates_only=true  (see the _min rows)
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -16,6 +20,7 @@
 #include <vector>
 
 #include "kvtier/f16.h"
+#include "kvtier/gguf.h"
 #include "kvtier/ggml_types.h"
 #include "kvtier/kernels.h"
 #include "kvtier/thread_pool.h"
@@ -101,7 +106,67 @@ void run_matmul(benchmark::State& state, GgmlType type, Shape shape, int64_t tok
   state.counters["threads"] = pool().size();
 }
 
+// Every weight matmul of one forward pass of a real model file: n tokens
+// through all layers, the output projection for the last token only (as
+// llama.cpp computes logits in llama-bench). Compare tokens/s with
+// `llama-bench -m FILE -t 2 -p 512 -n 32`: this is kvtier's matmul time alone,
+// llama.cpp's number includes everything else.
+void run_model(benchmark::State& state, const std::string& path, int64_t tokens) {
+  auto file = kvtier::gguf::File::open(path);
+  if (!file.ok()) {
+    state.SkipWithError(file.status().message().c_str());
+    return;
+  }
+  struct Layer {
+    kvtier::kernels::WeightMatrix w;
+    int64_t tokens;
+  };
+  std::vector<Layer> layers;
+  int64_t max_cols = 0, max_rows = 0;
+  for (const kvtier::gguf::TensorInfo& t : (*file)->tensors()) {
+    if (t.n_dims != 2 || t.name == "token_embd.weight") continue;
+    const bool output = t.name == "output.weight";
+    layers.push_back({{t.type, t.data, t.ne[1], t.ne[0], kvtier::ggml_row_bytes(t.type, t.ne[0])}, output ? 1 : tokens});
+    max_cols = std::max(max_cols, t.ne[0]);
+    max_rows = std::max(max_rows, t.ne[1]);
+  }
+  std::vector<float> x(static_cast<size_t>(tokens * max_cols));  // [tokens, max_cols]
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (float& v : x) v = dist(rng);
+  std::vector<float> y(static_cast<size_t>(tokens * max_rows));  // [tokens, max_rows]
+  double flops = 0;
+  for (const Layer& l : layers) flops += 2.0 * static_cast<double>(l.w.rows * l.w.cols * l.tokens);
+  for (auto _ : state) {
+    for (const Layer& l : layers) kvtier::kernels::matmul(l.w, x.data(), l.tokens, y.data(), pool());
+    benchmark::ClobberMemory();
+  }
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = pool().size();
+}
+
+std::string shared_models_dir() {
+  if (const char* env = std::getenv("KVTIER_SHARED")) return std::string(env) + "/models/";
+  // <repo>/bench/matmul_bench.cpp -> <repo>/../shared/models/
+  return (std::filesystem::path(__FILE__).parent_path().parent_path() / ".." / "shared" / "models").string() + "/";
+}
+
+double min_of(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
+
 void register_all() {
+  for (const char* model : {"tiny-llama-31m.Q4_0.gguf", "tiny-llama-31m.Q4_K_M.gguf", "tiny-llama-31m.Q8_0.gguf",
+                            "tiny-llama-31m.f16.gguf"}) {
+    const std::string path = shared_models_dir() + model;
+    if (!std::filesystem::exists(path)) continue;
+    for (int64_t tokens : {int64_t{1}, int64_t{512}}) {
+      const std::string name = std::string("model/") + model + (tokens == 1 ? "/decode" : "/prefill512");
+      benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) { run_model(st, path, tokens); })
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime()
+          ->ComputeStatistics("min", min_of);
+    }
+  }
   const Shape shapes[] = {
       {"tiny31m", "attn_512x512", 512, 512},         {"tiny31m", "ffn_up_1408x512", 1408, 512},
       {"tiny31m", "ffn_down_512x1408", 512, 1408},   {"tiny31m", "output_8192x512", 8192, 512},
@@ -124,7 +189,8 @@ void register_all() {
                                  kvtier::ggml_type_name(type) + "/" + s.model + "/" + s.name;
         benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) { run_matmul(st, type, s, tokens); })
             ->Unit(benchmark::kMicrosecond)
-            ->UseRealTime();
+            ->UseRealTime()
+            ->ComputeStatistics("min", min_of);
       }
     }
   }

@@ -89,10 +89,10 @@ Command add_bench_command(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   app.add_option("-m,--model", o->model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
   app.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for the prefill test (default 512; 0 skips)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, 1 << 24));
   app.add_option("-n,--n-gen", o->n_gen, "tokens for the decode test (default 128; 0 skips)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("-r,--repetitions", o->repetitions, "repetitions (default 3)")->check(CLI::PositiveNumber);
+      ->check(CLI::Range(0, 1 << 24));
+  app.add_option("-r,--repetitions", o->repetitions, "repetitions (default 3)")->check(CLI::Range(1, 1 << 24));
   add_threads_option(app, o->threads);
   return [o] { return run(*o); };
 }

@@ -71,7 +71,7 @@ Command add_perplexity_command(CLI::App& app) {
   app.add_option("-f,--file", o->text_path, "text file to evaluate")->required()->check(CLI::ExistingFile);
   app.add_option("-c,--ctx-size", o->n_ctx, "tokens per chunk (default 512)")->check(CLI::Range(4, 1 << 20));
   app.add_option("--chunks", o->chunks, "evaluate only the first K chunks (default: all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, 1 << 24));
   add_threads_option(app, o->threads);
   return [o] { return run(*o); };
 }

@@ -96,9 +96,9 @@ Command add_run_command(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   app.add_option("-m,--model", o->model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
   app.add_option("-p,--prompt", o->prompt, "prompt text")->required();
-  app.add_option("-n,--n-predict", o->n_predict, "tokens to generate (default 128)")->check(CLI::PositiveNumber);
+  app.add_option("-n,--n-predict", o->n_predict, "tokens to generate (default 128)")->check(CLI::Range(1, 1 << 24));
   app.add_option("-c,--ctx-size", o->n_ctx, "context size in tokens (default: min(trained, 4096))")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, 1 << 24));
   add_threads_option(app, o->threads);
   app.add_option("--temp", o->sampling.temperature, "temperature; 0 = greedy (default 0.8)");
   app.add_option("--seed", o->sampling.seed, "random seed");

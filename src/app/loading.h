@@ -22,7 +22,7 @@ Result<LoadedModel> load_model_and_tokenizer(const std::string& path);
 
 // Threads option shared by every computing subcommand (-t; 0 = all cores).
 inline void add_threads_option(CLI::App& app, int& threads) {
-  app.add_option("-t,--threads", threads, "worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("-t,--threads", threads, "worker threads (default: all cores)")->check(CLI::Range(0, 4096));
 }
 
 }  // namespace kvtier::app

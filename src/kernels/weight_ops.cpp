@@ -38,13 +38,13 @@ struct KquantKernels {
 KquantKernels kquant_kernels(GgmlType t) {
   switch (t) {
     case GgmlType::Q4_K:
-      return {&tile_from_vec_dot<&kquant::vec_dot_q4_K_q8_K>, &kquant::dequantize_q4_K,
+      return {&kquant::tile_q4_K_q8_K, &kquant::dequantize_q4_K,
               &kquant::dequantize_q4_K_reference, &kquant::vec_dot_q4_K_q8_K_reference};
     case GgmlType::Q5_K:
-      return {&tile_from_vec_dot<&kquant::vec_dot_q5_K_q8_K>, &kquant::dequantize_q5_K,
+      return {&kquant::tile_q5_K_q8_K, &kquant::dequantize_q5_K,
               &kquant::dequantize_q5_K_reference, &kquant::vec_dot_q5_K_q8_K_reference};
     case GgmlType::Q6_K:
-      return {&tile_from_vec_dot<&kquant::vec_dot_q6_K_q8_K>, &kquant::dequantize_q6_K,
+      return {&kquant::tile_q6_K_q8_K, &kquant::dequantize_q6_K,
               &kquant::dequantize_q6_K_reference, &kquant::vec_dot_q6_K_q8_K_reference};
     default: assert(false && "not a K-quant"); return {};
   }

@@ -75,6 +75,8 @@ bool make_page_format(Precision precision, KeyMode key_mode, int tokens, int n_k
   if (head_dim <= 0 || head_dim % 8 != 0)
     return fail("head_dim must be a positive multiple of 8, got " + std::to_string(head_dim));
   if (tokens <= 0 || tokens > 4096) return fail("tokens per page must be in 1..4096, got " + std::to_string(tokens));
+  if (precision != Precision::F16 && tokens % 8 != 0)
+    return fail("quantized pages need a multiple of 8 tokens, got " + std::to_string(tokens));
   if (group == 0) group = default_group(head_dim);
   if (group % 8 != 0 || head_dim % group != 0)
     return fail("group " + std::to_string(group) + " must be a multiple of 8 dividing head_dim " +
@@ -90,10 +92,12 @@ bool make_page_format(Precision precision, KeyMode key_mode, int tokens, int n_k
   const size_t rows = static_cast<size_t>(tokens);
   if (precision == Precision::F16) {
     f.row_code_bytes = static_cast<size_t>(head_dim) * 2;
+    f.key_row_code_bytes = rows * 2;
     f.key_section_bytes = align_up(rows * f.row_code_bytes, kSectionAlign);
     f.value_section_bytes = f.key_section_bytes;
   } else {
     f.row_code_bytes = packed_row_bytes(head_dim, precision_bits(precision));
+    f.key_row_code_bytes = packed_row_bytes(tokens, precision_bits(precision));
     const size_t per_token_params = rows * f.n_groups * sizeof(GroupParams);
     f.value_params_bytes = per_token_params;
     f.value_codes_offset = align_up(per_token_params, kSectionAlign);
@@ -101,7 +105,7 @@ bool make_page_format(Precision precision, KeyMode key_mode, int tokens, int n_k
     f.key_params_bytes =
         key_mode == KeyMode::PerChannel ? static_cast<size_t>(head_dim) * sizeof(GroupParams) : per_token_params;
     f.key_codes_offset = align_up(f.key_params_bytes, kSectionAlign);
-    f.key_section_bytes = align_up(f.key_codes_offset + rows * f.row_code_bytes, kSectionAlign);
+    f.key_section_bytes = align_up(f.key_codes_offset + static_cast<size_t>(head_dim) * f.key_row_code_bytes, kSectionAlign);
   }
   f.head_bytes = f.key_section_bytes + f.value_section_bytes;
   f.page_bytes = f.head_bytes * static_cast<size_t>(n_kv_heads);
@@ -194,60 +198,77 @@ uint8_t quantize_value(float x, float scale, float min, int bits) {
 
 namespace {
 
-// Encodes one per-token-group section: params [tokens][n_groups], codes [tokens][row_code_bytes].
-void encode_per_token(const PageFormat& f, const float* x, int head, int n_tokens, uint8_t* section,
-                      size_t codes_offset) {
+// Chooses per-token group parameters of one token-major row and quantizes it.
+//   row: [head_dim] f32; params: [n_groups]; codes: [head_dim].
+void quantize_token_row(const PageFormat& f, const float* row, int bits, GroupParams* params, uint8_t* codes) {
+  for (int g = 0; g < f.n_groups; ++g) {
+    const GroupParams p = choose_group_params(row + g * f.group, f.group, 1, bits);
+    params[g] = p;
+    const float scale = f16_to_f32(p.scale), min = f16_to_f32(p.min);
+    for (int d = g * f.group; d < (g + 1) * f.group; ++d) codes[d] = quantize_value(row[d], scale, min, bits);
+  }
+}
+
+// Value section: params [tokens][n_groups], codes [tokens][row_code_bytes].
+void encode_values(const PageFormat& f, const float* x, int head, int n_tokens, uint8_t* section) {
   const int bits = precision_bits(f.precision);
   const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
   auto* params = reinterpret_cast<GroupParams*>(section);
   std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
   for (int t = 0; t < n_tokens; ++t) {
-    const float* row = x + t * row_stride + static_cast<size_t>(head) * f.head_dim;
-    for (int g = 0; g < f.n_groups; ++g) {
-      const GroupParams p = choose_group_params(row + g * f.group, f.group, 1, bits);
-      params[t * f.n_groups + g] = p;
-      const float scale = f16_to_f32(p.scale), min = f16_to_f32(p.min);
-      for (int d = g * f.group; d < (g + 1) * f.group; ++d) codes[d] = quantize_value(row[d], scale, min, bits);
-    }
-    pack_code_row(codes.data(), f.head_dim, bits, section + codes_offset + t * f.row_code_bytes);
+    quantize_token_row(f, x + t * row_stride + static_cast<size_t>(head) * f.head_dim, bits,
+                       params + static_cast<size_t>(t) * f.n_groups, codes.data());
+    pack_code_row(codes.data(), f.head_dim, bits, section + f.value_codes_offset + t * f.row_code_bytes);
   }
 }
 
-void encode_per_channel(const PageFormat& f, const float* x, int head, int n_tokens, uint8_t* section) {
+// Key section: params (per channel or per token group), codes [head_dim][key_row_code_bytes].
+void encode_keys(const PageFormat& f, const float* x, int head, int n_tokens, uint8_t* section) {
   const int bits = precision_bits(f.precision);
   const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
   const float* base = x + static_cast<size_t>(head) * f.head_dim;
   auto* params = reinterpret_cast<GroupParams*>(section);
-  std::vector<float> scale(f.head_dim), min(f.head_dim);  // [head_dim]
-  for (int d = 0; d < f.head_dim; ++d) {
-    params[d] = choose_group_params(base + d, n_tokens, row_stride, bits);
-    scale[d] = f16_to_f32(params[d].scale);
-    min[d] = f16_to_f32(params[d].min);
+  std::vector<uint8_t> codes(static_cast<size_t>(f.tokens) * f.head_dim, 0);  // [tokens][head_dim]
+  if (f.key_mode == KeyMode::PerChannel) {
+    for (int d = 0; d < f.head_dim; ++d) {
+      params[d] = choose_group_params(base + d, n_tokens, row_stride, bits);
+      const float scale = f16_to_f32(params[d].scale), min = f16_to_f32(params[d].min);
+      for (int t = 0; t < n_tokens; ++t) codes[t * f.head_dim + d] = quantize_value(base[t * row_stride + d], scale, min, bits);
+    }
+  } else {
+    for (int t = 0; t < n_tokens; ++t) {
+      quantize_token_row(f, base + t * row_stride, bits, params + static_cast<size_t>(t) * f.n_groups,
+                         codes.data() + static_cast<size_t>(t) * f.head_dim);
+    }
   }
-  std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
-  for (int t = 0; t < n_tokens; ++t) {
-    const float* row = base + t * row_stride;
-    for (int d = 0; d < f.head_dim; ++d) codes[d] = quantize_value(row[d], scale[d], min[d], bits);
-    pack_code_row(codes.data(), f.head_dim, bits, section + f.key_codes_offset + t * f.row_code_bytes);
+  std::vector<uint8_t> channel(static_cast<size_t>(f.tokens));  // [tokens]
+  for (int d = 0; d < f.head_dim; ++d) {
+    for (int t = 0; t < f.tokens; ++t) channel[t] = codes[static_cast<size_t>(t) * f.head_dim + d];
+    pack_code_row(channel.data(), f.tokens, bits, section + f.key_codes_offset + d * f.key_row_code_bytes);
   }
 }
 
-void write_f16_section(const PageFormat& f, const float* x, int head, int first, int n, uint8_t* section) {
+// f16 sections: keys [head_dim][tokens], values [tokens][head_dim].
+void write_f16_section(const PageFormat& f, const float* x, int head, int first, int n, bool keys, uint8_t* section) {
   const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
-  auto* out = reinterpret_cast<uint16_t*>(section);  // [tokens][head_dim]
+  auto* out = reinterpret_cast<uint16_t*>(section);
   for (int t = 0; t < n; ++t) {
     const float* row = x + t * row_stride + static_cast<size_t>(head) * f.head_dim;
-    uint16_t* dst = out + static_cast<size_t>(first + t) * f.head_dim;
-    for (int d = 0; d < f.head_dim; ++d) dst[d] = f32_to_f16(row[d]);
+    if (keys) {
+      for (int d = 0; d < f.head_dim; ++d) out[static_cast<size_t>(d) * f.tokens + first + t] = f32_to_f16(row[d]);
+    } else {
+      uint16_t* dst = out + static_cast<size_t>(first + t) * f.head_dim;
+      for (int d = 0; d < f.head_dim; ++d) dst[d] = f32_to_f16(row[d]);
+    }
   }
 }
 
-void decode_per_token(const PageFormat& f, const uint8_t* section, size_t codes_offset, int n_tokens, float* out) {
+void decode_values(const PageFormat& f, const uint8_t* section, int n_tokens, float* out) {
   const int bits = precision_bits(f.precision);
   const auto* params = reinterpret_cast<const GroupParams*>(section);
   std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
   for (int t = 0; t < n_tokens; ++t) {
-    unpack_code_row(section + codes_offset + t * f.row_code_bytes, f.head_dim, bits, codes.data());
+    unpack_code_row(section + f.value_codes_offset + t * f.row_code_bytes, f.head_dim, bits, codes.data());
     for (int g = 0; g < f.n_groups; ++g) {
       const float scale = f16_to_f32(params[t * f.n_groups + g].scale);
       const float min = f16_to_f32(params[t * f.n_groups + g].min);
@@ -256,14 +277,15 @@ void decode_per_token(const PageFormat& f, const uint8_t* section, size_t codes_
   }
 }
 
-void decode_per_channel(const PageFormat& f, const uint8_t* section, int n_tokens, float* out) {
+void decode_keys(const PageFormat& f, const uint8_t* section, int n_tokens, float* out) {
   const int bits = precision_bits(f.precision);
   const auto* params = reinterpret_cast<const GroupParams*>(section);
-  std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
-  for (int t = 0; t < n_tokens; ++t) {
-    unpack_code_row(section + f.key_codes_offset + t * f.row_code_bytes, f.head_dim, bits, codes.data());
-    for (int d = 0; d < f.head_dim; ++d) {
-      out[t * f.head_dim + d] = codes[d] * f16_to_f32(params[d].scale) + f16_to_f32(params[d].min);
+  std::vector<uint8_t> channel(static_cast<size_t>(f.tokens));  // [tokens]
+  for (int d = 0; d < f.head_dim; ++d) {
+    unpack_code_row(section + f.key_codes_offset + d * f.key_row_code_bytes, f.tokens, bits, channel.data());
+    for (int t = 0; t < n_tokens; ++t) {
+      const GroupParams p = f.key_mode == KeyMode::PerChannel ? params[d] : params[t * f.n_groups + d / f.group];
+      out[t * f.head_dim + d] = channel[t] * f16_to_f32(p.scale) + f16_to_f32(p.min);
     }
   }
 }
@@ -277,31 +299,28 @@ void encode_page(const PageFormat& f, const float* k, const float* v, int n_toke
     uint8_t* key = page + f.key_section(h);
     uint8_t* value = page + f.value_section(h);
     if (f.precision == Precision::F16) {
-      write_f16_section(f, k, h, 0, n_tokens, key);
-      write_f16_section(f, v, h, 0, n_tokens, value);
+      write_f16_section(f, k, h, 0, n_tokens, true, key);
+      write_f16_section(f, v, h, 0, n_tokens, false, value);
       continue;
     }
-    if (f.key_mode == KeyMode::PerChannel) {
-      encode_per_channel(f, k, h, n_tokens, key);
-    } else {
-      encode_per_token(f, k, h, n_tokens, key, f.key_codes_offset);
-    }
-    encode_per_token(f, v, h, n_tokens, value, f.value_codes_offset);
+    encode_keys(f, k, h, n_tokens, key);
+    encode_values(f, v, h, n_tokens, value);
   }
 }
 
 void write_f16_rows(const PageFormat& f, uint8_t* page, int first, int n, const float* k, const float* v) {
   assert(f.precision == Precision::F16 && first >= 0 && first + n <= f.tokens);
   for (int h = 0; h < f.n_kv_heads; ++h) {
-    write_f16_section(f, k, h, first, n, page + f.key_section(h));
-    write_f16_section(f, v, h, first, n, page + f.value_section(h));
+    write_f16_section(f, k, h, first, n, true, page + f.key_section(h));
+    write_f16_section(f, v, h, first, n, false, page + f.value_section(h));
   }
 }
 
-// f16 sections: [tokens][head_dim] IEEE half, row t of the page at t * head_dim.
-// Quantized sections: see the layout in kv/page_format.h; element d of token t decodes to
-//   code(t, d) * scale + min, with (scale, min) = params[d] (per-channel keys) or
-//   params[t * n_groups + d / group] (per-token groups), codes unpacked as unpack_code_row describes.
+// f16 sections: keys [head_dim][tokens] (element (t, d) at d * tokens + t), values [tokens][head_dim].
+// Quantized sections: see the layout in kv/page_format.h; element (t, d) decodes to code * scale + min,
+//   keys:   code = unpack_code_row(key row d)[t], (scale, min) = params[d] (per-channel) or
+//           params[t * n_groups + d / group] (rotated per-token);
+//   values: code = unpack_code_row(value row t)[d], (scale, min) = params[t * n_groups + d / group].
 void decode_page_head(const PageFormat& f, const uint8_t* page, int head, int n_tokens, float* k, float* v) {
   assert(n_tokens >= 0 && n_tokens <= f.tokens && head >= 0 && head < f.n_kv_heads);
   const uint8_t* key = page + f.key_section(head);
@@ -309,18 +328,16 @@ void decode_page_head(const PageFormat& f, const uint8_t* page, int head, int n_
   if (f.precision == Precision::F16) {
     const auto* kh = reinterpret_cast<const uint16_t*>(key);
     const auto* vh = reinterpret_cast<const uint16_t*>(value);
-    for (size_t i = 0; i < static_cast<size_t>(n_tokens) * f.head_dim; ++i) {
-      k[i] = f16_to_f32(kh[i]);
-      v[i] = f16_to_f32(vh[i]);
+    for (int t = 0; t < n_tokens; ++t) {
+      for (int d = 0; d < f.head_dim; ++d) {
+        k[t * f.head_dim + d] = f16_to_f32(kh[static_cast<size_t>(d) * f.tokens + t]);
+        v[t * f.head_dim + d] = f16_to_f32(vh[static_cast<size_t>(t) * f.head_dim + d]);
+      }
     }
     return;
   }
-  if (f.key_mode == KeyMode::PerChannel) {
-    decode_per_channel(f, key, n_tokens, k);
-  } else {
-    decode_per_token(f, key, f.key_codes_offset, n_tokens, k);
-  }
-  decode_per_token(f, value, f.value_codes_offset, n_tokens, v);
+  decode_keys(f, key, n_tokens, k);
+  decode_values(f, value, n_tokens, v);
 }
 
 void decode_page(const PageFormat& f, const uint8_t* page, int n_tokens, float* k, float* v) {

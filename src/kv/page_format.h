@@ -12,14 +12,19 @@
 // Layout of a page (all offsets in bytes, sections padded to 32 bytes so SIMD loads stay aligned):
 //   page   = head[0] head[1] ... head[n_kv_heads-1]          each head_bytes long
 //   head   = key section (key_section_bytes) then value section (value_section_bytes)
-// f16 pages:   key section = [P][head_dim] IEEE half; value section the same.
-// quantized:   value section = params [P][n_groups] GroupParams, then codes [P][row_code_bytes]
-//              key section, KeyMode::PerChannel (KIVI) = params [head_dim] GroupParams (one per channel,
-//                over the page's tokens), then codes [P][row_code_bytes]
-//              key section, KeyMode::RotatedPerToken = like the value section (keys rotated by a
-//                per-head Hadamard transform before quantization; the query is rotated the same way).
-// The bit layout of a code row is documented above kv::unpack_code_row (kv/codec.h).
-// Rows of a partial page past its valid tokens are zero.
+// Keys are stored CHANNEL-major (a row is one channel across the page's tokens) and values TOKEN-major:
+// the kernel then computes q.k for a whole vector of tokens at once (no horizontal sums), KIVI's
+// per-channel groups are rows, and the value rows feed the p*V accumulation directly.
+// f16 pages:   key section = [head_dim][P] IEEE half; value section = [P][head_dim] IEEE half.
+// quantized:   key section = params, then codes [head_dim][key_row_code_bytes] (a row packs P codes)
+//                params, KeyMode::PerChannel (KIVI):   [head_dim] GroupParams (channel d over the tokens)
+//                params, KeyMode::RotatedPerToken:     [P][n_groups] GroupParams (token t, channels of group g;
+//                  keys rotated by a per-head Hadamard transform first; the query is rotated the same way)
+//              value section = params [P][n_groups] GroupParams, then codes [P][row_code_bytes]
+//                (a row packs head_dim codes).
+// The bit layout of a packed code row is documented above kv::unpack_code_row (kv/codec.h).
+// Element (t, d) decodes to code * scale + min. Quantized pages need P % 8 == 0 (P = 64 always; only the
+// f16 sink buffer uses a smaller P). Rows of a partial page past its valid tokens hold code 0 / f16 zero.
 #pragma once
 
 #include <cstddef>
@@ -61,7 +66,8 @@ struct PageFormat {
 
   // Derived (filled by make_page_format).
   int n_groups = 0;               // head_dim / group
-  size_t row_code_bytes = 0;      // packed codes of one token-head row
+  size_t row_code_bytes = 0;      // packed codes of one value row (head_dim codes of one token)
+  size_t key_row_code_bytes = 0;  // packed codes of one key row (P codes of one channel)
   size_t key_params_bytes = 0;    // 0 for f16
   size_t key_codes_offset = 0;    // within the key section
   size_t key_section_bytes = 0;

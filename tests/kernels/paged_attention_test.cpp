@@ -118,7 +118,9 @@ void check_case(const Case& c) {
   // The block table really mixes precisions as the ladder says (every rung with a full page present).
   std::set<kv::Precision> precisions;
   for (const kv::PageRef& p : pages) precisions.insert(p.format->precision);
-  if (std::string(c.ladder) == "f16:64,q8:128,q4:128,q3:64,q2") EXPECT_EQ(precisions.size(), 5u);
+  if (std::string(c.ladder) == "f16:64,q8:128,q4:128,q3:64,q2") {
+    EXPECT_EQ(precisions.size(), 5u);
+  }
   PagedKv view{pages, c.n_kv_heads, c.head_dim, store->keys_rotated()};
   const int pos = c.n_tokens - c.n_q;
   const size_t q_elems = static_cast<size_t>(c.n_q) * c.n_heads * c.head_dim;

@@ -52,11 +52,12 @@ using DF = hn::ScalableTag<float>;
 
 // Unpacks one bit plane of width w of an n-code row (layout: kv::unpack_code_row) into f32:
 // out[i + j*s] = code, or out[i + j*s] += code * weight when accumulating (the high plane of 3-bit codes).
-HWY_INLINE void UnpackPlane(const uint8_t* bytes, int n, int w, float weight, bool accumulate, float* out) {
-  const DF df;
-  const hn::RebindToSigned<DF> di;
-  const hn::RebindToUnsigned<DF> du;
-  const hn::Rebind<uint8_t, DF> d8;
+// d: the f32 descriptor whose lane count divides the plane's byte count s (or the scalar tail does it all).
+template <class D>
+HWY_INLINE void UnpackPlaneWith(D df, const uint8_t* bytes, int n, int w, float weight, bool accumulate, float* out) {
+  const hn::RebindToSigned<D> di;
+  const hn::RebindToUnsigned<D> du;
+  const hn::Rebind<uint8_t, D> d8;
   const int per_byte = 8 / w;
   const int s = n / per_byte;
   const int lanes = static_cast<int>(hn::Lanes(df));
@@ -83,6 +84,18 @@ HWY_INLINE void UnpackPlane(const uint8_t* bytes, int n, int w, float weight, bo
       *o = accumulate ? *o + code * weight : code;
     }
   }
+}
+
+// Picks the widest vector that tiles the plane: a 64-code 1-bit plane is 8 bytes, less than one AVX-512
+// vector of u32 lanes, so it runs on 8-lane (or 4-lane) vectors instead of the scalar tail.
+HWY_INLINE void UnpackPlane(const uint8_t* bytes, int n, int w, float weight, bool accumulate, float* out) {
+  const int s = n * w / 8;
+  const DF df;
+  if (s % static_cast<int>(hn::Lanes(df)) == 0) return UnpackPlaneWith(df, bytes, n, w, weight, accumulate, out);
+  const hn::CappedTag<float, 8> d8;
+  if (s % static_cast<int>(hn::Lanes(d8)) == 0) return UnpackPlaneWith(d8, bytes, n, w, weight, accumulate, out);
+  const hn::CappedTag<float, 4> d4;
+  UnpackPlaneWith(d4, bytes, n, w, weight, accumulate, out);
 }
 
 // x[0..n) = x * scale + min, with scale/min broadcast (per-token group) ...
@@ -114,31 +127,6 @@ HWY_INLINE void UnpackRow(const uint8_t* codes, int n, int bits, float* out) {
   }
 }
 
-// Decodes rows [0, rows) of one quantized section into out: [rows, head_dim].
-// channel_scale/min: scratch [head_dim] for per-channel keys.
-void DecodeQuantSection(const kv::PageFormat& f, const uint8_t* section, size_t codes_offset, bool per_channel,
-                        int rows, float* out, float* channel_scale, float* channel_min) {
-  const int bits = kv::precision_bits(f.precision);
-  const int hd = f.head_dim;
-  const auto* params = reinterpret_cast<const kv::GroupParams*>(section);
-  if (per_channel) {
-    for (int d = 0; d < hd; ++d) {
-      channel_scale[d] = f16_to_f32(params[d].scale);
-      channel_min[d] = f16_to_f32(params[d].min);
-    }
-  }
-  for (int t = 0; t < rows; ++t) {
-    float* o = out + static_cast<size_t>(t) * hd;
-    UnpackRow(section + codes_offset + t * f.row_code_bytes, hd, bits, o);
-    if (per_channel) {
-      ScaleRunPerChannel(o, hd, channel_scale, channel_min);
-    } else {
-      const kv::GroupParams* p = params + static_cast<size_t>(t) * f.n_groups;
-      for (int g = 0; g < f.n_groups; ++g) ScaleRun(o + g * f.group, f.group, f16_to_f32(p[g].scale), f16_to_f32(p[g].min));
-    }
-  }
-}
-
 void DecodeF16(const uint8_t* section, size_t n, float* out) {
   const DF df;
   const hn::Rebind<hwy::float16_t, DF> dh;
@@ -150,48 +138,192 @@ void DecodeF16(const uint8_t* section, size_t n, float* out) {
   for (; i < n; ++i) out[i] = f16_to_f32(bits[i]);
 }
 
-// k, v: [rows, head_dim]; channel scratch [head_dim] x 2.
-void DecodeHead(const kv::PageFormat& f, const uint8_t* page, int head, int rows, float* k, float* v,
-                float* channel_scale, float* channel_min) {
-  const uint8_t* key = page + f.key_section(head);
-  const uint8_t* value = page + f.value_section(head);
+// Fused unpack + dequantize of one packed row of n codes (bits 2, 4 or 8: one plane of width w) when
+// the vector width tiles the plane (lanes | n*w/8): element vector [e, e + lanes) sits in byte run
+// [e % s, e % s + lanes) at shift (e / s) * w. scale_at(e) and min_at(e) return its scale and min vectors
+// (two functors, not a pair: SVE vectors are sizeless and cannot live in a struct).
+// Returns false (nothing written) when the layout does not tile, and the two-pass path runs instead.
+template <class ScaleAt, class MinAt>
+HWY_INLINE bool DecodeRowFused(const uint8_t* bytes, int n, int bits, float* out, const ScaleAt& scale_at,
+                               const MinAt& min_at) {
+  const DF df;
+  const hn::RebindToSigned<DF> di;
+  const hn::RebindToUnsigned<DF> du;
+  const hn::Rebind<uint8_t, DF> d8;
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  if (bits == 3 || (n * bits / 8) % lanes != 0) return false;
+  const int s = n * bits / 8;
+  const auto vmask = hn::Set(du, (1u << bits) - 1);
+  for (int e = 0; e < n; e += lanes) {
+    const auto b = hn::PromoteTo(du, hn::LoadU(d8, bytes + e % s));
+    const auto code = hn::ConvertTo(df, hn::BitCast(di, hn::And(hn::ShiftRightSame(b, (e / s) * bits), vmask)));
+    hn::StoreU(hn::MulAdd(code, scale_at(e), min_at(e)), df, out + e);
+  }
+  return true;
+}
+
+// Per-thread scratch for rotated keys: scale and min gathered as [n_groups][tokens] f32.
+struct DecodeScratch {
+  std::vector<float> scale, min;   // key parameters as f32
+  std::vector<float> value_params;  // [rows][n_groups][scale, min]
+};
+
+// Keys of one head, transposed: kt[d * kstride + t] for d < head_dim, t < rows (kstride >= format.tokens).
+void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head, int rows, float* kt, size_t kstride,
+                          DecodeScratch& scratch) {
+  const DF df;
+  const uint8_t* section = page + f.key_section(head);
+  const int hd = f.head_dim;
   if (f.precision == kv::Precision::F16) {
-    DecodeF16(key, static_cast<size_t>(rows) * f.head_dim, k);
-    DecodeF16(value, static_cast<size_t>(rows) * f.head_dim, v);
+    for (int d = 0; d < hd; ++d) DecodeF16(section + static_cast<size_t>(d) * f.tokens * 2, rows, kt + d * kstride);
     return;
   }
-  DecodeQuantSection(f, key, f.key_codes_offset, f.key_mode == kv::KeyMode::PerChannel, rows, k, channel_scale,
-                     channel_min);
-  DecodeQuantSection(f, value, f.value_codes_offset, false, rows, v, channel_scale, channel_min);
+  const int bits = kv::precision_bits(f.precision);
+  const uint8_t* codes = section + f.key_codes_offset;
+  if (f.key_mode == kv::KeyMode::PerChannel) {
+    // params: [head_dim] (scale, min) halves -> f32 pairs in one vector pass.
+    if (scratch.scale.size() < 2 * static_cast<size_t>(hd)) scratch.scale.resize(2 * static_cast<size_t>(hd));
+    DecodeF16(section, 2 * static_cast<size_t>(hd), scratch.scale.data());
+    for (int d = 0; d < hd; ++d) {
+      float* row = kt + d * kstride;
+      const float scale = scratch.scale[2 * d], min = scratch.scale[2 * d + 1];
+      const uint8_t* packed = codes + d * f.key_row_code_bytes;
+      if (!DecodeRowFused(
+              packed, f.tokens, bits, row, [&](int) { return hn::Set(df, scale); }, [&](int) { return hn::Set(df, min); })) {
+        UnpackRow(packed, f.tokens, bits, row);
+        ScaleRun(row, rows, scale, min);
+      }
+    }
+    return;
+  }
+  // Rotated per-token groups: scale and min vary along the row; gather them as [n_groups][tokens].
+  const size_t pairs = static_cast<size_t>(f.n_groups) * f.tokens;
+  if (scratch.scale.size() < 2 * pairs) scratch.scale.resize(2 * pairs);
+  if (scratch.min.size() < 2 * pairs) scratch.min.resize(2 * pairs);
+  float* raw = scratch.scale.data() + pairs * 0;  // [tokens][n_groups][2] as decoded
+  float* by_group = scratch.min.data();           // scale [n_groups][tokens], then min [n_groups][tokens]
+  DecodeF16(section, 2 * static_cast<size_t>(rows) * f.n_groups, raw);
+  for (int t = 0; t < rows; ++t) {
+    for (int g = 0; g < f.n_groups; ++g) {
+      by_group[static_cast<size_t>(g) * f.tokens + t] = raw[(static_cast<size_t>(t) * f.n_groups + g) * 2];
+      by_group[pairs + static_cast<size_t>(g) * f.tokens + t] = raw[(static_cast<size_t>(t) * f.n_groups + g) * 2 + 1];
+    }
+  }
+  for (int t = rows; t < f.tokens; ++t) {  // rows past the tail: finite values, never read as scores
+    for (int g = 0; g < f.n_groups; ++g) {
+      by_group[static_cast<size_t>(g) * f.tokens + t] = 0.0f;
+      by_group[pairs + static_cast<size_t>(g) * f.tokens + t] = 0.0f;
+    }
+  }
+  for (int d = 0; d < hd; ++d) {
+    float* row = kt + d * kstride;
+    const float* scale = by_group + static_cast<size_t>(d / f.group) * f.tokens;
+    const float* min = scale + pairs;
+    const uint8_t* packed = codes + d * f.key_row_code_bytes;
+    if (!DecodeRowFused(
+            packed, f.tokens, bits, row, [&](int e) { return hn::LoadU(df, scale + e); },
+            [&](int e) { return hn::LoadU(df, min + e); })) {
+      UnpackRow(packed, f.tokens, bits, row);
+      ScaleRunPerChannel(row, rows, scale, min);
+    }
+  }
 }
 
-void DecodePageHeadSimd(const kv::PageFormat& f, const uint8_t* page, int head, int n_tokens, float* k, float* v) {
-  std::vector<float> channel(2 * static_cast<size_t>(f.head_dim));  // scale [head_dim], min [head_dim]
-  DecodeHead(f, page, head, n_tokens, k, v, channel.data(), channel.data() + f.head_dim);
-}
-
-HWY_INLINE float Dot(const float* a, const float* b, int n) {
+// Values of one head, token-major: v[t * head_dim + d] for t < rows.
+void DecodeValues(const kv::PageFormat& f, const uint8_t* page, int head, int rows, float* v, DecodeScratch& scratch) {
   const DF df;
-  const int lanes = static_cast<int>(hn::Lanes(df));
-  auto acc = hn::Zero(df);
-  int d = 0;
-  for (; d + lanes <= n; d += lanes) acc = hn::MulAdd(hn::LoadU(df, a + d), hn::LoadU(df, b + d), acc);
-  float sum = hn::GetLane(hn::SumOfLanes(df, acc));
-  for (; d < n; ++d) sum += a[d] * b[d];
-  return sum;
+  const uint8_t* section = page + f.value_section(head);
+  const int hd = f.head_dim;
+  if (f.precision == kv::Precision::F16) {
+    DecodeF16(section, static_cast<size_t>(rows) * hd, v);
+    return;
+  }
+  const int bits = kv::precision_bits(f.precision);
+  const size_t n_params = 2 * static_cast<size_t>(rows) * f.n_groups;
+  if (scratch.value_params.size() < n_params) scratch.value_params.resize(n_params);
+  float* params = scratch.value_params.data();  // [rows][n_groups][scale, min]
+  DecodeF16(section, n_params, params);
+  const bool group_tiles = f.group % static_cast<int>(hn::Lanes(df)) == 0;
+  for (int t = 0; t < rows; ++t) {
+    float* o = v + static_cast<size_t>(t) * hd;
+    const float* p = params + static_cast<size_t>(t) * f.n_groups * 2;
+    const uint8_t* packed = section + f.value_codes_offset + t * f.row_code_bytes;
+    if (group_tiles &&
+        DecodeRowFused(
+            packed, hd, bits, o, [&](int e) { return hn::Set(df, p[2 * (e / f.group)]); },
+            [&](int e) { return hn::Set(df, p[2 * (e / f.group) + 1]); })) {
+      continue;
+    }
+    UnpackRow(packed, hd, bits, o);
+    for (int g = 0; g < f.n_groups; ++g) ScaleRun(o + g * f.group, f.group, p[2 * g], p[2 * g + 1]);
+  }
 }
 
-// Folds rows [0, rows) of a decoded tile into one query head's online-softmax state.
-//   q: [hd]; k, v: [rows, hd]; scores: scratch [rows]; state: acc [hd], m, l.
-void FoldTile(const float* q, const float* k, const float* v, int rows, int hd, float scale, float* scores,
-              float* state) {
+// Row stride of a transposed key tile: whole vectors, so that Scores never reads past a row.
+size_t KeyStride(int max_tokens) {
+  const size_t lanes = hn::Lanes(DF());
+  return (static_cast<size_t>(max_tokens) + lanes - 1) / lanes * lanes;
+}
+
+// The test entry: k, v token-major [n_tokens, head_dim].
+void DecodePageHeadSimd(const kv::PageFormat& f, const uint8_t* page, int head, int n_tokens, float* k, float* v) {
+  const size_t kstride = KeyStride(f.tokens);
+  std::vector<float> kt(kstride * f.head_dim);  // [head_dim][kstride]
+  DecodeScratch scratch;
+  DecodeKeysTransposed(f, page, head, n_tokens, kt.data(), kstride, scratch);
+  for (int t = 0; t < n_tokens; ++t)
+    for (int d = 0; d < f.head_dim; ++d) k[t * f.head_dim + d] = kt[d * kstride + t];
+  DecodeValues(f, page, head, n_tokens, v, scratch);
+}
+
+// scores[t] = scale * q . k[t] for a vector of tokens at a time (no horizontal sums): kt is transposed.
+// Four (or two) token vectors per pass give independent FMA chains. Writes whole vectors up to
+// KeyStride(rows); entries past rows are meaningless.
+void Scores(const float* q, const float* kt, size_t kstride, int hd, int rows, float scale, float* scores) {
+  const DF df;
+  const size_t lanes = hn::Lanes(df);
+  const auto vscale = hn::Set(df, scale);
+  size_t t = 0;
+  for (; t + 3 * lanes < static_cast<size_t>(rows); t += 4 * lanes) {
+    auto acc0 = hn::Zero(df), acc1 = hn::Zero(df), acc2 = hn::Zero(df), acc3 = hn::Zero(df);
+    const float* k = kt + t;
+    for (int d = 0; d < hd; ++d, k += kstride) {
+      const auto qd = hn::Set(df, q[d]);
+      acc0 = hn::MulAdd(qd, hn::LoadU(df, k), acc0);
+      acc1 = hn::MulAdd(qd, hn::LoadU(df, k + lanes), acc1);
+      acc2 = hn::MulAdd(qd, hn::LoadU(df, k + 2 * lanes), acc2);
+      acc3 = hn::MulAdd(qd, hn::LoadU(df, k + 3 * lanes), acc3);
+    }
+    hn::StoreU(hn::Mul(acc0, vscale), df, scores + t);
+    hn::StoreU(hn::Mul(acc1, vscale), df, scores + t + lanes);
+    hn::StoreU(hn::Mul(acc2, vscale), df, scores + t + 2 * lanes);
+    hn::StoreU(hn::Mul(acc3, vscale), df, scores + t + 3 * lanes);
+  }
+  for (; t + lanes < static_cast<size_t>(rows); t += 2 * lanes) {
+    auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
+    const float* k = kt + t;
+    for (int d = 0; d < hd; ++d, k += kstride) {
+      const auto qd = hn::Set(df, q[d]);
+      acc0 = hn::MulAdd(qd, hn::LoadU(df, k), acc0);
+      acc1 = hn::MulAdd(qd, hn::LoadU(df, k + lanes), acc1);
+    }
+    hn::StoreU(hn::Mul(acc0, vscale), df, scores + t);
+    hn::StoreU(hn::Mul(acc1, vscale), df, scores + t + lanes);
+  }
+  if (t < static_cast<size_t>(rows)) {
+    auto acc = hn::Zero(df);
+    for (int d = 0; d < hd; ++d) acc = hn::MulAdd(hn::Set(df, q[d]), hn::LoadU(df, kt + d * kstride + t), acc);
+    hn::StoreU(hn::Mul(acc, vscale), df, scores + t);
+  }
+}
+
+// Folds scores[0, rows) and value rows [0, rows) into one query head's online-softmax state.
+//   v: [rows, hd]; scores: overwritten with the softmax weights; state: acc [hd], m, l.
+void FoldTile(const float* v, int rows, int hd, float* scores, float* state) {
   const DF df;
   const int lanes = static_cast<int>(hn::Lanes(df));
   float page_max = -INFINITY;
-  for (int t = 0; t < rows; ++t) {
-    scores[t] = Dot(q, k + static_cast<size_t>(t) * hd, hd) * scale;
-    page_max = std::max(page_max, scores[t]);
-  }
+  for (int t = 0; t < rows; ++t) page_max = std::max(page_max, scores[t]);
   float& m = state[hd];
   float& l = state[hd + 1];
   const float m_new = std::max(m, page_max);
@@ -213,12 +345,25 @@ void FoldTile(const float* q, const float* k, const float* v, int rows, int hd, 
     for (; d + lanes <= hd; d += lanes) hn::StoreU(hn::Mul(hn::LoadU(df, acc + d), vc), df, acc + d);
     for (; d < hd; ++d) acc[d] *= correction;
   }
-  for (t = 0; t < rows; ++t) {
-    const auto w = hn::Set(df, scores[t]);
-    const float* row = v + static_cast<size_t>(t) * hd;
-    int d = 0;
-    for (; d + lanes <= hd; d += lanes) hn::StoreU(hn::MulAdd(w, hn::LoadU(df, row + d), hn::LoadU(df, acc + d)), df, acc + d);
-    for (; d < hd; ++d) acc[d] += scores[t] * row[d];
+  // acc += sum_t p[t] * v[t]: one slice of head_dim at a time, held in four registers (tokens mod 4)
+  // across all rows, instead of a load-add-store of acc per token.
+  int d = 0;
+  for (; d + lanes <= hd; d += lanes) {
+    auto a0 = hn::LoadU(df, acc + d), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+    const float* row = v + d;
+    int r = 0;
+    for (; r + 3 < rows; r += 4, row += 4 * hd) {
+      a0 = hn::MulAdd(hn::Set(df, scores[r]), hn::LoadU(df, row), a0);
+      a1 = hn::MulAdd(hn::Set(df, scores[r + 1]), hn::LoadU(df, row + hd), a1);
+      a2 = hn::MulAdd(hn::Set(df, scores[r + 2]), hn::LoadU(df, row + 2 * hd), a2);
+      a3 = hn::MulAdd(hn::Set(df, scores[r + 3]), hn::LoadU(df, row + 3 * hd), a3);
+    }
+    for (; r < rows; ++r, row += hd) a0 = hn::MulAdd(hn::Set(df, scores[r]), hn::LoadU(df, row), a0);
+    const auto even = hn::Add(a0, a2), odd = hn::Add(a1, a3);
+    hn::StoreU(hn::Add(even, odd), df, acc + d);
+  }
+  for (; d < hd; ++d) {
+    for (int r = 0; r < rows; ++r) acc[d] += scores[r] * v[static_cast<size_t>(r) * hd + d];
   }
   m = m_new;
   l = l * correction + sum;
@@ -239,27 +384,29 @@ HWY_NOINLINE void ProcessItem(const Work& w, int item) {
     state[hd] = -INFINITY;
     state[hd + 1] = 0.0f;
   }
-  thread_local std::vector<float> tiles, scratch;
-  tiles.resize(2 * static_cast<size_t>(w.max_page_tokens) * hd);  // k tile, v tile: [max_page_tokens, hd] each
-  scratch.resize(static_cast<size_t>(w.max_page_tokens) + 2 * hd);  // scores, channel scale, channel min
-  float* k_tile = tiles.data();
-  float* v_tile = k_tile + static_cast<size_t>(w.max_page_tokens) * hd;
-  float* scores = scratch.data();
-  float* channel = scores + w.max_page_tokens;
+  const size_t kstride = KeyStride(w.max_page_tokens);
+  thread_local std::vector<float> k_tile, v_tile, scores;
+  thread_local DecodeScratch scratch;
+  k_tile.resize(kstride * hd);                                   // [head_dim][kstride], keys transposed
+  v_tile.resize(static_cast<size_t>(w.max_page_tokens) * hd);   // [max_page_tokens][head_dim]
+  scores.resize(kstride);                                        // [kstride]
   const int page_begin = static_cast<int>(static_cast<int64_t>(chunk) * w.n_pages / w.n_chunks);
   const int page_end = static_cast<int>(static_cast<int64_t>(chunk + 1) * w.n_pages / w.n_chunks);
   for (int pi = page_begin; pi < page_end; ++pi) {
     const kv::PageRef& page = w.pages[pi];
     if (page.first_pos > last_visible) break;
     const int rows_needed = std::min(page.n_tokens, last_visible - page.first_pos + 1);
-    DecodeHead(*page.format, page.data, kvh, rows_needed, k_tile, v_tile, channel, channel + hd);
+    // Decoded once here, read by every query head of the group and every query of the block.
+    DecodeKeysTransposed(*page.format, page.data, kvh, rows_needed, k_tile.data(), kstride, scratch);
+    DecodeValues(*page.format, page.data, kvh, rows_needed, v_tile.data(), scratch);
     for (int i = 0; i < nq; ++i) {
       const int rows = std::min(rows_needed, w.pos + q0 + i - page.first_pos + 1);
       if (rows <= 0) continue;
       for (int g = 0; g < w.group; ++g) {
         const int qh = kvh * w.group + g;
         const float* q = w.q + (static_cast<size_t>(q0 + i) * w.n_heads + qh) * hd;
-        FoldTile(q, k_tile, v_tile, rows, hd, w.scale, scores, states + static_cast<size_t>(i * w.group + g) * w.state_floats);
+        Scores(q, k_tile.data(), kstride, hd, rows, w.scale, scores.data());
+        FoldTile(v_tile.data(), rows, hd, scores.data(), states + static_cast<size_t>(i * w.group + g) * w.state_floats);
       }
     }
   }
@@ -307,7 +454,7 @@ void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const floa
   w.n_q = n_q;
   w.q = q;
   w.scale = scale;
-  for (const kv::PageRef& p : kv.pages) w.max_page_tokens = std::max(w.max_page_tokens, p.n_tokens);
+  for (const kv::PageRef& p : kv.pages) w.max_page_tokens = std::max(w.max_page_tokens, p.format->tokens);
   assert(kv.pages.back().first_pos + kv.pages.back().n_tokens >= pos + n_q);
   // Decode: one query, split the pages. Prefill: blocks of 32 queries share each decoded tile.
   w.q_block = n_q == 1 ? 1 : 32;
@@ -315,7 +462,7 @@ void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const floa
   const int wanted_items = 4 * pool.size();
   w.n_chunks = std::clamp((wanted_items + w.n_kv_heads * w.n_qblocks - 1) / (w.n_kv_heads * w.n_qblocks), 1, w.n_pages);
   w.state_floats = static_cast<size_t>(kv.head_dim) + 2;
-  thread_local std::vector<float> states;
+  thread_local std::vector<float> states;  // [items][q_block][group][head_dim + 2]
   states.resize(static_cast<size_t>(w.items()) * w.item_floats());
   w.states = states.data();
   std::atomic<int> next_item{0};
