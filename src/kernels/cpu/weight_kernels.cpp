@@ -270,7 +270,7 @@ HWY_INLINE float BlockMin(const Block& b) {
 // (block, token) for a whole tile job rather than once per weight row.
 struct ActSide {
 #if defined(KVTIER_INT8_VNNI)
-  __m256i bias;  // -offset * partial sums of q, the start of vpdpbusd
+  int32_t bias[8];  // -offset * partial sums of q, the start of vpdpbusd (plain ints: no alignment needs)
 #endif
   float scale;  // d
   float sum;    // s of a Q8_1 block: d * sum(q)
@@ -290,9 +290,9 @@ HWY_INLINE ActSide PrepareActSide(const typename F::ActBlock& ab) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
     const __m256i offset_sums =
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(static_cast<char>(F::kOffset)), q);
-    side.bias = _mm256_sub_epi32(_mm256_setzero_si256(), offset_sums);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(side.bias), _mm256_sub_epi32(_mm256_setzero_si256(), offset_sums));
   } else {
-    side.bias = _mm256_setzero_si256();
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(side.bias), _mm256_setzero_si256());
   }
 #endif
   return side;
@@ -314,7 +314,7 @@ HWY_INLINE ActPrep PrepareAct(const typename F::ActBlock& ab, const ActSide& sid
   p.scale = Broadcast(side.scale);
   p.sum = side.sum;
 #if defined(KVTIER_INT8_VNNI)
-  p.bias = side.bias;
+  p.bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(side.bias));
 #endif
   return p;
 }
