@@ -138,28 +138,55 @@ void DecodeF16(const uint8_t* section, size_t n, float* out) {
   for (; i < n; ++i) out[i] = f16_to_f32(bits[i]);
 }
 
-// Fused unpack + dequantize of one packed row of n codes (bits 2, 4 or 8: one plane of width w) when
-// the vector width tiles the plane (lanes | n*w/8): element vector [e, e + lanes) sits in byte run
-// [e % s, e % s + lanes) at shift (e / s) * w. scale_at(e) and min_at(e) return its scale and min vectors
-// (two functors, not a pair: SVE vectors are sizeless and cannot live in a struct).
-// Returns false (nothing written) when the layout does not tile, and the two-pass path runs instead.
-template <class ScaleAt, class MinAt>
-HWY_INLINE bool DecodeRowFused(const uint8_t* bytes, int n, int bits, float* out, const ScaleAt& scale_at,
-                               const MinAt& min_at) {
+// Fused unpack + dequantize of one packed row of n codes (bits 2, 4 or 8: one plane of width w), usable
+// when the vector width tiles the plane (lanes | s = n*w/8): codes [j*s + i, j*s + i + lanes) are bits
+// [j*w, j*w + w) of bytes [i, i + lanes). Loops run j outer, i inner, so that the element index only
+// grows and no division is needed. Returns false (nothing written) when the layout does not tile.
+HWY_INLINE bool FusedRowTiles(int n, int bits, int lanes) { return bits != 3 && (n * bits / 8) % lanes == 0; }
+
+// Scale and min constant over runs of `group` elements: pairs = [n / group][scale, min] (lanes | group).
+void DecodeRowGroups(const uint8_t* bytes, int n, int bits, const float* pairs, int group, float* out) {
   const DF df;
   const hn::RebindToSigned<DF> di;
   const hn::RebindToUnsigned<DF> du;
   const hn::Rebind<uint8_t, DF> d8;
   const int lanes = static_cast<int>(hn::Lanes(df));
-  if (bits == 3 || (n * bits / 8) % lanes != 0) return false;
   const int s = n * bits / 8;
   const auto vmask = hn::Set(du, (1u << bits) - 1);
-  for (int e = 0; e < n; e += lanes) {
-    const auto b = hn::PromoteTo(du, hn::LoadU(d8, bytes + e % s));
-    const auto code = hn::ConvertTo(df, hn::BitCast(di, hn::And(hn::ShiftRightSame(b, (e / s) * bits), vmask)));
-    hn::StoreU(hn::MulAdd(code, scale_at(e), min_at(e)), df, out + e);
+  int e = 0, group_end = group;
+  auto scale = hn::Set(df, pairs[0]), min = hn::Set(df, pairs[1]);
+  for (int shift = 0; shift < 8; shift += bits) {
+    for (int i = 0; i < s; i += lanes, e += lanes) {
+      if (e == group_end) {
+        pairs += 2;
+        group_end += group;
+        scale = hn::Set(df, pairs[0]);
+        min = hn::Set(df, pairs[1]);
+      }
+      const auto b = hn::PromoteTo(du, hn::LoadU(d8, bytes + i));
+      const auto code = hn::ConvertTo(df, hn::BitCast(di, hn::And(hn::ShiftRightSame(b, shift), vmask)));
+      hn::StoreU(hn::MulAdd(code, scale, min), df, out + e);
+    }
   }
-  return true;
+}
+
+// Scale and min per element: scale, min: [n].
+void DecodeRowPerElement(const uint8_t* bytes, int n, int bits, const float* scale, const float* min, float* out) {
+  const DF df;
+  const hn::RebindToSigned<DF> di;
+  const hn::RebindToUnsigned<DF> du;
+  const hn::Rebind<uint8_t, DF> d8;
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  const int s = n * bits / 8;
+  const auto vmask = hn::Set(du, (1u << bits) - 1);
+  int e = 0;
+  for (int shift = 0; shift < 8; shift += bits) {
+    for (int i = 0; i < s; i += lanes, e += lanes) {
+      const auto b = hn::PromoteTo(du, hn::LoadU(d8, bytes + i));
+      const auto code = hn::ConvertTo(df, hn::BitCast(di, hn::And(hn::ShiftRightSame(b, shift), vmask)));
+      hn::StoreU(hn::MulAdd(code, hn::LoadU(df, scale + e), hn::LoadU(df, min + e)), df, out + e);
+    }
+  }
 }
 
 // Per-thread scratch for rotated keys: scale and min gathered as [n_groups][tokens] f32.
@@ -180,6 +207,7 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
   }
   const int bits = kv::precision_bits(f.precision);
   const uint8_t* codes = section + f.key_codes_offset;
+  const bool fused = FusedRowTiles(f.tokens, bits, static_cast<int>(hn::Lanes(df)));
   if (f.key_mode == kv::KeyMode::PerChannel) {
     // params: [head_dim] (scale, min) halves -> f32 pairs in one vector pass.
     if (scratch.scale.size() < 2 * static_cast<size_t>(hd)) scratch.scale.resize(2 * static_cast<size_t>(hd));
@@ -188,8 +216,9 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
       float* row = kt + d * kstride;
       const float scale = scratch.scale[2 * d], min = scratch.scale[2 * d + 1];
       const uint8_t* packed = codes + d * f.key_row_code_bytes;
-      if (!DecodeRowFused(
-              packed, f.tokens, bits, row, [&](int) { return hn::Set(df, scale); }, [&](int) { return hn::Set(df, min); })) {
+      if (fused) {
+        DecodeRowGroups(packed, f.tokens, bits, scratch.scale.data() + 2 * d, f.tokens, row);
+      } else {
         UnpackRow(packed, f.tokens, bits, row);
         ScaleRun(row, rows, scale, min);
       }
@@ -220,9 +249,9 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
     const float* scale = by_group + static_cast<size_t>(d / f.group) * f.tokens;
     const float* min = scale + pairs;
     const uint8_t* packed = codes + d * f.key_row_code_bytes;
-    if (!DecodeRowFused(
-            packed, f.tokens, bits, row, [&](int e) { return hn::LoadU(df, scale + e); },
-            [&](int e) { return hn::LoadU(df, min + e); })) {
+    if (fused) {
+      DecodeRowPerElement(packed, f.tokens, bits, scale, min, row);
+    } else {
       UnpackRow(packed, f.tokens, bits, row);
       ScaleRunPerChannel(row, rows, scale, min);
     }
@@ -243,15 +272,14 @@ void DecodeValues(const kv::PageFormat& f, const uint8_t* page, int head, int ro
   if (scratch.value_params.size() < n_params) scratch.value_params.resize(n_params);
   float* params = scratch.value_params.data();  // [rows][n_groups][scale, min]
   DecodeF16(section, n_params, params);
-  const bool group_tiles = f.group % static_cast<int>(hn::Lanes(df)) == 0;
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  const bool fused = f.group % lanes == 0 && FusedRowTiles(hd, bits, lanes);
   for (int t = 0; t < rows; ++t) {
     float* o = v + static_cast<size_t>(t) * hd;
     const float* p = params + static_cast<size_t>(t) * f.n_groups * 2;
     const uint8_t* packed = section + f.value_codes_offset + t * f.row_code_bytes;
-    if (group_tiles &&
-        DecodeRowFused(
-            packed, hd, bits, o, [&](int e) { return hn::Set(df, p[2 * (e / f.group)]); },
-            [&](int e) { return hn::Set(df, p[2 * (e / f.group) + 1]); })) {
+    if (fused) {
+      DecodeRowGroups(packed, hd, bits, p, f.group, o);
       continue;
     }
     UnpackRow(packed, hd, bits, o);
@@ -322,15 +350,18 @@ void Scores(const float* q, const float* kt, size_t kstride, int hd, int rows, f
 void FoldTile(const float* v, int rows, int hd, float* scores, float* state) {
   const DF df;
   const int lanes = static_cast<int>(hn::Lanes(df));
-  float page_max = -INFINITY;
-  for (int t = 0; t < rows; ++t) page_max = std::max(page_max, scores[t]);
+  int t = 0;
+  auto vpage_max = hn::Set(df, -INFINITY);
+  for (; t + lanes <= rows; t += lanes) vpage_max = hn::Max(vpage_max, hn::LoadU(df, scores + t));
+  float page_max = hn::GetLane(hn::MaxOfLanes(df, vpage_max));
+  for (; t < rows; ++t) page_max = std::max(page_max, scores[t]);
   float& m = state[hd];
   float& l = state[hd + 1];
   const float m_new = std::max(m, page_max);
   const float correction = m == -INFINITY ? 0.0f : std::exp(m - m_new);
   const auto vmax = hn::Set(df, m_new);
   auto vsum = hn::Zero(df);
-  int t = 0;
+  t = 0;
   for (; t + lanes <= rows; t += lanes) {
     const auto p = hn::Exp(df, hn::Sub(hn::LoadU(df, scores + t), vmax));
     vsum = hn::Add(vsum, p);
