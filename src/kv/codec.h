@@ -10,7 +10,8 @@
 
 namespace kvtier::kv {
 
-// Bit layout of one packed code row (n = head_dim codes of `bits` bits, n % 8 == 0).
+// Bit layout of one packed code row (n codes of `bits` bits, n % 8 == 0): a value row packs the head_dim
+// codes of one token, a key row the P codes of one channel (kv/page_format.h).
 // A row is one or two bit planes, stored back to back:
 //   bits 8, 4, 2: one plane of that width;
 //   bits 3:       a 2-bit plane (low two bits of each code) then a 1-bit plane (the high bit):

@@ -138,55 +138,85 @@ void DecodeF16(const uint8_t* section, size_t n, float* out) {
   for (; i < n; ++i) out[i] = f16_to_f32(bits[i]);
 }
 
-// Fused unpack + dequantize of one packed row of n codes (bits 2, 4 or 8: one plane of width w), usable
-// when the vector width tiles the plane (lanes | s = n*w/8): codes [j*s + i, j*s + i + lanes) are bits
-// [j*w, j*w + w) of bytes [i, i + lanes). Loops run j outer, i inner, so that the element index only
-// grows and no division is needed. Returns false (nothing written) when the layout does not tile.
-HWY_INLINE bool FusedRowTiles(int n, int bits, int lanes) { return bits != 3 && (n * bits / 8) % lanes == 0; }
+// Fused unpack + dequantize of one packed row of n codes (layout: kv::unpack_code_row). A vector of
+// codes [e, e + lanes) of a plane with s bytes and width w is bits [j*w, j*w + w) of bytes [e % s, ...)
+// with j = e / s; both are tracked incrementally (no division) as e grows. 3-bit rows combine the 2-bit
+// and the 1-bit plane in the integer domain. It needs lanes | s for every plane of the row (and lanes |
+// group for per-group parameters); FusedLanes picks the widest vector that does, 0 if none.
+int FusedLanes(int n, int bits, int group) {
+  const int full = static_cast<int>(hn::Lanes(DF()));
+  const int low_plane = bits == 3 ? n / 4 : n * bits / 8;
+  const int high_plane = bits == 3 ? n / 8 : low_plane;
+  for (int lanes : {full, 8, 4}) {
+    if (lanes > full) continue;
+    if (low_plane % lanes == 0 && high_plane % lanes == 0 && group % lanes == 0) return lanes;
+  }
+  return 0;
+}
 
-// Scale and min constant over runs of `group` elements: pairs = [n / group][scale, min] (lanes | group).
-void DecodeRowGroups(const uint8_t* bytes, int n, int bits, const float* pairs, int group, float* out) {
-  const DF df;
-  const hn::RebindToSigned<DF> di;
-  const hn::RebindToUnsigned<DF> du;
-  const hn::Rebind<uint8_t, DF> d8;
+// Calls store(e, codes as f32) for each vector of codes of a row, in element order.
+template <class D, class Store>
+HWY_INLINE void ForEachCodeVector(D df, const uint8_t* bytes, int n, int bits, const Store& store) {
+  const hn::RebindToSigned<D> di;
+  const hn::RebindToUnsigned<D> du;
+  const hn::Rebind<uint8_t, D> d8;
   const int lanes = static_cast<int>(hn::Lanes(df));
-  const int s = n * bits / 8;
-  const auto vmask = hn::Set(du, (1u << bits) - 1);
-  int e = 0, group_end = group;
-  auto scale = hn::Set(df, pairs[0]), min = hn::Set(df, pairs[1]);
-  for (int shift = 0; shift < 8; shift += bits) {
-    for (int i = 0; i < s; i += lanes, e += lanes) {
-      if (e == group_end) {
-        pairs += 2;
-        group_end += group;
-        scale = hn::Set(df, pairs[0]);
-        min = hn::Set(df, pairs[1]);
-      }
-      const auto b = hn::PromoteTo(du, hn::LoadU(d8, bytes + i));
-      const auto code = hn::ConvertTo(df, hn::BitCast(di, hn::And(hn::ShiftRightSame(b, shift), vmask)));
-      hn::StoreU(hn::MulAdd(code, scale, min), df, out + e);
+  const int low_width = bits == 3 ? 2 : bits;
+  const int low_bytes = n * low_width / 8;
+  const auto low_mask = hn::Set(du, (1u << low_width) - 1);
+  const auto one = hn::Set(du, 1u);
+  int low_offset = 0, low_shift = 0, high_offset = 0, high_shift = 0;
+  const uint8_t* high = bytes + low_bytes;  // 1-bit plane of 3-bit rows
+  const int high_bytes = n / 8;
+  for (int e = 0; e < n; e += lanes) {
+    auto code = hn::And(hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, bytes + low_offset)), low_shift), low_mask);
+    if ((low_offset += lanes) == low_bytes) low_offset = 0, low_shift += low_width;
+    if (bits == 3) {
+      const auto hi = hn::And(hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, high + high_offset)), high_shift), one);
+      code = hn::Or(code, hn::ShiftLeft<2>(hi));
+      if ((high_offset += lanes) == high_bytes) high_offset = 0, ++high_shift;
     }
+    store(e, hn::ConvertTo(df, hn::BitCast(di, code)));
   }
 }
 
-// Scale and min per element: scale, min: [n].
-void DecodeRowPerElement(const uint8_t* bytes, int n, int bits, const float* scale, const float* min, float* out) {
-  const DF df;
-  const hn::RebindToSigned<DF> di;
-  const hn::RebindToUnsigned<DF> du;
-  const hn::Rebind<uint8_t, DF> d8;
-  const int lanes = static_cast<int>(hn::Lanes(df));
-  const int s = n * bits / 8;
-  const auto vmask = hn::Set(du, (1u << bits) - 1);
-  int e = 0;
-  for (int shift = 0; shift < 8; shift += bits) {
-    for (int i = 0; i < s; i += lanes, e += lanes) {
-      const auto b = hn::PromoteTo(du, hn::LoadU(d8, bytes + i));
-      const auto code = hn::ConvertTo(df, hn::BitCast(di, hn::And(hn::ShiftRightSame(b, shift), vmask)));
-      hn::StoreU(hn::MulAdd(code, hn::LoadU(df, scale + e), hn::LoadU(df, min + e)), df, out + e);
+// Scale and min constant over runs of `group` elements: pairs = [n / group][scale, min].
+template <class D>
+HWY_NOINLINE void DecodeRowGroups(D df, const uint8_t* bytes, int n, int bits, const float* pairs, int group, float* out) {
+  int group_end = group;
+  auto scale = hn::Set(df, pairs[0]);
+  auto min = hn::Set(df, pairs[1]);
+  ForEachCodeVector(df, bytes, n, bits, [&](int e, auto code) {
+    if (e == group_end) {
+      pairs += 2;
+      group_end += group;
+      scale = hn::Set(df, pairs[0]);
+      min = hn::Set(df, pairs[1]);
     }
-  }
+    hn::StoreU(hn::MulAdd(code, scale, min), df, out + e);
+  });
+}
+
+// Scale and min per element: scale, min: [n].
+template <class D>
+HWY_NOINLINE void DecodeRowPerElement(D df, const uint8_t* bytes, int n, int bits, const float* scale, const float* min,
+                                      float* out) {
+  ForEachCodeVector(df, bytes, n, bits, [&](int e, auto code) {
+    hn::StoreU(hn::MulAdd(code, hn::LoadU(df, scale + e), hn::LoadU(df, min + e)), df, out + e);
+  });
+}
+
+// Dispatches on the vector width FusedLanes chose (lanes > 0).
+void DecodeRowGroupsAt(int lanes, const uint8_t* bytes, int n, int bits, const float* pairs, int group, float* out) {
+  if (lanes == static_cast<int>(hn::Lanes(DF()))) return DecodeRowGroups(DF(), bytes, n, bits, pairs, group, out);
+  if (lanes == 8) return DecodeRowGroups(hn::CappedTag<float, 8>(), bytes, n, bits, pairs, group, out);
+  DecodeRowGroups(hn::CappedTag<float, 4>(), bytes, n, bits, pairs, group, out);
+}
+void DecodeRowPerElementAt(int lanes, const uint8_t* bytes, int n, int bits, const float* scale, const float* min,
+                           float* out) {
+  if (lanes == static_cast<int>(hn::Lanes(DF()))) return DecodeRowPerElement(DF(), bytes, n, bits, scale, min, out);
+  if (lanes == 8) return DecodeRowPerElement(hn::CappedTag<float, 8>(), bytes, n, bits, scale, min, out);
+  DecodeRowPerElement(hn::CappedTag<float, 4>(), bytes, n, bits, scale, min, out);
 }
 
 // Per-thread scratch for rotated keys: scale and min gathered as [n_groups][tokens] f32.
@@ -198,7 +228,6 @@ struct DecodeScratch {
 // Keys of one head, transposed: kt[d * kstride + t] for d < head_dim, t < rows (kstride >= format.tokens).
 void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head, int rows, float* kt, size_t kstride,
                           DecodeScratch& scratch) {
-  const DF df;
   const uint8_t* section = page + f.key_section(head);
   const int hd = f.head_dim;
   if (f.precision == kv::Precision::F16) {
@@ -207,7 +236,7 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
   }
   const int bits = kv::precision_bits(f.precision);
   const uint8_t* codes = section + f.key_codes_offset;
-  const bool fused = FusedRowTiles(f.tokens, bits, static_cast<int>(hn::Lanes(df)));
+  const int fused = FusedLanes(f.tokens, bits, f.tokens);
   if (f.key_mode == kv::KeyMode::PerChannel) {
     // params: [head_dim] (scale, min) halves -> f32 pairs in one vector pass.
     if (scratch.scale.size() < 2 * static_cast<size_t>(hd)) scratch.scale.resize(2 * static_cast<size_t>(hd));
@@ -217,7 +246,7 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
       const float scale = scratch.scale[2 * d], min = scratch.scale[2 * d + 1];
       const uint8_t* packed = codes + d * f.key_row_code_bytes;
       if (fused) {
-        DecodeRowGroups(packed, f.tokens, bits, scratch.scale.data() + 2 * d, f.tokens, row);
+        DecodeRowGroupsAt(fused, packed, f.tokens, bits, scratch.scale.data() + 2 * d, f.tokens, row);
       } else {
         UnpackRow(packed, f.tokens, bits, row);
         ScaleRun(row, rows, scale, min);
@@ -250,7 +279,7 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
     const float* min = scale + pairs;
     const uint8_t* packed = codes + d * f.key_row_code_bytes;
     if (fused) {
-      DecodeRowPerElement(packed, f.tokens, bits, scale, min, row);
+      DecodeRowPerElementAt(fused, packed, f.tokens, bits, scale, min, row);
     } else {
       UnpackRow(packed, f.tokens, bits, row);
       ScaleRunPerChannel(row, rows, scale, min);
@@ -260,7 +289,6 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
 
 // Values of one head, token-major: v[t * head_dim + d] for t < rows.
 void DecodeValues(const kv::PageFormat& f, const uint8_t* page, int head, int rows, float* v, DecodeScratch& scratch) {
-  const DF df;
   const uint8_t* section = page + f.value_section(head);
   const int hd = f.head_dim;
   if (f.precision == kv::Precision::F16) {
@@ -272,14 +300,13 @@ void DecodeValues(const kv::PageFormat& f, const uint8_t* page, int head, int ro
   if (scratch.value_params.size() < n_params) scratch.value_params.resize(n_params);
   float* params = scratch.value_params.data();  // [rows][n_groups][scale, min]
   DecodeF16(section, n_params, params);
-  const int lanes = static_cast<int>(hn::Lanes(df));
-  const bool fused = f.group % lanes == 0 && FusedRowTiles(hd, bits, lanes);
+  const int fused = FusedLanes(hd, bits, f.group);
   for (int t = 0; t < rows; ++t) {
     float* o = v + static_cast<size_t>(t) * hd;
     const float* p = params + static_cast<size_t>(t) * f.n_groups * 2;
     const uint8_t* packed = section + f.value_codes_offset + t * f.row_code_bytes;
     if (fused) {
-      DecodeRowGroups(packed, hd, bits, p, f.group, o);
+      DecodeRowGroupsAt(fused, packed, hd, bits, p, f.group, o);
       continue;
     }
     UnpackRow(packed, hd, bits, o);
