@@ -266,42 +266,174 @@ HWY_INLINE void DotQ6KAvx2(int64_t n, const BlockQ6K* wb, const uint8_t* a, size
   for (int t = 0; t < kTokens; ++t) y[t * y_stride] = HorizontalSum(acc[t]);
 }
 
-float DotQ4KAvx2(int64_t n, const void* w, const void* a) {
-  float y;
-  DotQ45KAvx2<BlockQ4K, false, 1>(n, static_cast<const BlockQ4K*>(w), static_cast<const uint8_t*>(a), 0, &y, 0);
-  return y;
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+// AVX-512 (BW) versions of the Q4_K and Q6_K row kernels: 64 elements per
+// instruction. Each 512-bit integer sum is folded to the AVX2 lane layout
+// before the float step, so the results equal the AVX2 kernels' bit for bit.
+#define KVTIER_KQUANT_HAVE_AVX512 1
+
+// pshufb controls for 512-bit vectors: 128-bit lane L broadcasts i16 lane lane_of(L).
+struct ShuffleTable512 {
+  alignas(64) uint8_t control[4][64];
+};
+constexpr ShuffleTable512 MakeBroadcastTable512(bool q6) {
+  ShuffleTable512 t{};
+  for (int k = 0; k < 4; ++k) {
+    for (int b = 0; b < 64; ++b) {
+      const int quarter = b / 16;
+      // Q4_K chunk k: low 256 bits = sub-block 2k, high 256 bits = 2k+1.
+      // Q6_K (k = 0: quarters 0,1 of a half; k = 1: quarters 2,3): one scale per 16 elements.
+      const int lane = q6 ? 4 * k + quarter : 2 * k + quarter / 2;
+      t.control[k][b] = static_cast<uint8_t>(2 * lane + (b & 1));
+    }
+  }
+  return t;
 }
-float DotQ5KAvx2(int64_t n, const void* w, const void* a) {
-  float y;
-  DotQ45KAvx2<BlockQ5K, true, 1>(n, static_cast<const BlockQ5K*>(w), static_cast<const uint8_t*>(a), 0, &y, 0);
-  return y;
+constexpr ShuffleTable512 kBroadcastQ4K512 = MakeBroadcastTable512(false);
+constexpr ShuffleTable512 kBroadcastQ6K512 = MakeBroadcastTable512(true);
+
+HWY_INLINE __m512i ShuffleControl512(const ShuffleTable512& table, int k) {
+  return _mm512_load_si512(table.control[k]);
 }
-float DotQ6KAvx2(int64_t n, const void* w, const void* a) {
+
+HWY_INLINE __m512i Concat256(__m256i lo, __m256i hi) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+HWY_INLINE __m256i FoldHalves(__m512i v) {
+  return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+template <int kTokens>
+HWY_INLINE void DotQ4KAvx512(int64_t n, const BlockQ4K* wb, const uint8_t* a, size_t a_stride, float* y,
+                             size_t y_stride) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m256 acc[kTokens];
+#pragma GCC unroll 4
+  for (int t = 0; t < kTokens; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    const ScaleMinWords words = unpack_scale_min_words(wb[i].scales);
+    const __m128i mins8 = _mm_set_epi32(0, 0, static_cast<int>(words.min_hi), static_cast<int>(words.min_lo));
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins8, mins8));
+    const __m128i scales8 = _mm_set_epi32(0, 0, static_cast<int>(words.scale_hi), static_cast<int>(words.scale_lo));
+    const __m512i scales16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(scales8));
+    __m512i sum[kTokens];
+#pragma GCC unroll 4
+    for (int t = 0; t < kTokens; ++t) sum[t] = _mm512_setzero_si512();
+    for (int chunk = 0; chunk < 4; ++chunk) {
+      // [low nibbles (sub-block 2 chunk) | high nibbles (2 chunk + 1)]: the 64 activations in order.
+      const __m256i q4 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qs + 32 * chunk));
+      const __m512i q = _mm512_and_si512(Concat256(q4, _mm256_srli_epi16(q4, 4)), low4);
+      const __m512i s = _mm512_shuffle_epi8(scales16, ShuffleControl512(kBroadcastQ4K512, chunk));
+#pragma GCC unroll 4
+      for (int t = 0; t < kTokens; ++t) {
+        const int8_t* act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i].qs + 64 * chunk;
+        const __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(act));
+        sum[t] = _mm512_add_epi32(sum[t], _mm512_madd_epi16(p, s));
+      }
+    }
+    const float d = HalfToFloat(wb[i].d), dmin = HalfToFloat(wb[i].dmin);
+#pragma GCC unroll 4
+    for (int t = 0; t < kTokens; ++t) {
+      const BlockQ8K& act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i];
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums));
+      const __m256i min_products = _mm256_madd_epi16(bsums, mins16);
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * act.d), _mm256_cvtepi32_ps(FoldHalves(sum[t])), acc[t]);
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * act.d), _mm256_cvtepi32_ps(min_products), acc[t]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < kTokens; ++t) y[t * y_stride] = HorizontalSum(acc[t]);
+}
+
+template <int kTokens>
+HWY_INLINE void DotQ6KAvx512(int64_t n, const BlockQ6K* wb, const uint8_t* a, size_t a_stride, float* y,
+                             size_t y_stride) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i bits45 = _mm512_set1_epi8(0x30);
+  __m256 acc[kTokens];
+#pragma GCC unroll 4
+  for (int t = 0; t < kTokens; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    __m512i sum[kTokens];
+#pragma GCC unroll 4
+    for (int t = 0; t < kTokens; ++t) sum[t] = _mm512_setzero_si512();
+    for (int half = 0; half < 2; ++half) {
+      const __m512i scales16 = _mm512_broadcast_i32x4(
+          _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wb[i].scales + 8 * half))));
+      const __m512i ql = _mm512_loadu_si512(wb[i].ql + 64 * half);  // [ql0 | ql1]
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qh + 32 * half));
+      // Quarters 0,1 (elements 0..63 of the half) and 2,3 (64..127), as in the AVX2 kernel.
+      const __m512i q01 = _mm512_or_si512(
+          _mm512_and_si512(ql, low4),
+          _mm512_and_si512(Concat256(_mm256_slli_epi16(qh, 4), _mm256_slli_epi16(qh, 2)), bits45));
+      const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                                          _mm512_and_si512(Concat256(qh, _mm256_srli_epi16(qh, 2)), bits45));
+      const __m512i s01 = _mm512_shuffle_epi8(scales16, ShuffleControl512(kBroadcastQ6K512, 0));
+      const __m512i s23 = _mm512_shuffle_epi8(scales16, ShuffleControl512(kBroadcastQ6K512, 1));
+#pragma GCC unroll 4
+      for (int t = 0; t < kTokens; ++t) {
+        const int8_t* act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i].qs + 128 * half;
+        const __m512i p01 = _mm512_maddubs_epi16(q01, _mm512_loadu_si512(act));
+        const __m512i p23 = _mm512_maddubs_epi16(q23, _mm512_loadu_si512(act + 64));
+        sum[t] = _mm512_add_epi32(sum[t], _mm512_add_epi32(_mm512_madd_epi16(p01, s01), _mm512_madd_epi16(p23, s23)));
+      }
+    }
+    const __m256i all_scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[i].scales)));
+    const float d = HalfToFloat(wb[i].d);
+#pragma GCC unroll 4
+    for (int t = 0; t < kTokens; ++t) {
+      const BlockQ8K& act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i];
+      const __m256i offset =
+          _mm256_madd_epi16(all_scales, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums)));
+      const __m256i total = _mm256_sub_epi32(FoldHalves(sum[t]), _mm256_slli_epi32(offset, 5));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * act.d), _mm256_cvtepi32_ps(total), acc[t]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < kTokens; ++t) y[t * y_stride] = HorizontalSum(acc[t]);
+}
+#endif  // AVX3
+
+// The row kernels of this target: y[t * y_stride] for kTokens activation rows.
+template <int kTokens>
+HWY_INLINE void RowQ4K(int64_t n, const BlockQ4K* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride) {
+#ifdef KVTIER_KQUANT_HAVE_AVX512
+  DotQ4KAvx512<kTokens>(n, w, a, a_stride, y, y_stride);
+#else
+  DotQ45KAvx2<BlockQ4K, false, kTokens>(n, w, a, a_stride, y, y_stride);
+#endif
+}
+template <int kTokens>
+HWY_INLINE void RowQ5K(int64_t n, const BlockQ5K* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride) {
+  DotQ45KAvx2<BlockQ5K, true, kTokens>(n, w, a, a_stride, y, y_stride);
+}
+template <int kTokens>
+HWY_INLINE void RowQ6K(int64_t n, const BlockQ6K* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride) {
+#ifdef KVTIER_KQUANT_HAVE_AVX512
+  DotQ6KAvx512<kTokens>(n, w, a, a_stride, y, y_stride);
+#else
+  DotQ6KAvx2<kTokens>(n, w, a, a_stride, y, y_stride);
+#endif
+}
+
+template <class Block, void (*Row1)(int64_t, const Block*, const uint8_t*, size_t, float*, size_t)>
+float RowDotX86(int64_t n, const void* w, const void* a) {
   float y;
-  DotQ6KAvx2<1>(n, static_cast<const BlockQ6K*>(w), static_cast<const uint8_t*>(a), 0, &y, 0);
+  Row1(n, static_cast<const Block*>(w), static_cast<const uint8_t*>(a), 0, &y, 0);
   return y;
 }
 
-template <class Block, bool kHasHighBit>
-void TileQ45KAvx2(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
-                  int64_t tokens, float* y, size_t y_stride) {
+// Each weight row meets the tokens four at a time, then one by one.
+template <class Block, void (*Row4)(int64_t, const Block*, const uint8_t*, size_t, float*, size_t),
+          void (*Row1)(int64_t, const Block*, const uint8_t*, size_t, float*, size_t)>
+void TileX86(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+             int64_t tokens, float* y, size_t y_stride) {
   for (int64_t r = 0; r < rows; ++r) {
     const auto* row = reinterpret_cast<const Block*>(w + r * w_stride);
     int64_t t = 0;
-    for (; t + 4 <= tokens; t += 4) {
-      DotQ45KAvx2<Block, kHasHighBit, 4>(n, row, a + t * a_stride, a_stride, y + t * y_stride + r, y_stride);
-    }
-    for (; t < tokens; ++t) DotQ45KAvx2<Block, kHasHighBit, 1>(n, row, a + t * a_stride, 0, y + t * y_stride + r, 0);
-  }
-}
-
-void TileQ6KAvx2(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
-                 int64_t tokens, float* y, size_t y_stride) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const auto* row = reinterpret_cast<const BlockQ6K*>(w + r * w_stride);
-    int64_t t = 0;
-    for (; t + 4 <= tokens; t += 4) DotQ6KAvx2<4>(n, row, a + t * a_stride, a_stride, y + t * y_stride + r, y_stride);
-    for (; t < tokens; ++t) DotQ6KAvx2<1>(n, row, a + t * a_stride, 0, y + t * y_stride + r, 0);
+    for (; t + 4 <= tokens; t += 4) Row4(n, row, a + t * a_stride, a_stride, y + t * y_stride + r, y_stride);
+    for (; t < tokens; ++t) Row1(n, row, a + t * a_stride, 0, y + t * y_stride + r, 0);
   }
 }
 #endif  // AVX2
@@ -425,7 +557,7 @@ float DotQ6KNeon(int64_t n, const void* w, const void* a) {
 
 float VecDotQ4K(int64_t n, const void* w, const void* a) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
-  return DotQ4KAvx2(n, w, a);
+  return RowDotX86<BlockQ4K, RowQ4K<1>>(n, w, a);
 #elif defined(KVTIER_KQUANT_HAVE_NEON)
   return DotQ4KNeon(n, w, a);
 #else
@@ -435,7 +567,7 @@ float VecDotQ4K(int64_t n, const void* w, const void* a) {
 
 float VecDotQ5K(int64_t n, const void* w, const void* a) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
-  return DotQ5KAvx2(n, w, a);
+  return RowDotX86<BlockQ5K, RowQ5K<1>>(n, w, a);
 #elif defined(KVTIER_KQUANT_HAVE_NEON)
   return DotQ5KNeon(n, w, a);
 #else
@@ -445,7 +577,7 @@ float VecDotQ5K(int64_t n, const void* w, const void* a) {
 
 float VecDotQ6K(int64_t n, const void* w, const void* a) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
-  return DotQ6KAvx2(n, w, a);
+  return RowDotX86<BlockQ6K, RowQ6K<1>>(n, w, a);
 #elif defined(KVTIER_KQUANT_HAVE_NEON)
   return DotQ6KNeon(n, w, a);
 #else
@@ -466,7 +598,7 @@ void TileFromRowDot(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, 
 void TileQ4K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
              int64_t tokens, float* y, size_t y_stride) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
-  TileQ45KAvx2<BlockQ4K, false>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+  TileX86<BlockQ4K, RowQ4K<4>, RowQ4K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #else
   TileFromRowDot<VecDotQ4K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #endif
@@ -475,7 +607,7 @@ void TileQ4K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const u
 void TileQ5K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
              int64_t tokens, float* y, size_t y_stride) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
-  TileQ45KAvx2<BlockQ5K, true>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+  TileX86<BlockQ5K, RowQ5K<4>, RowQ5K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #else
   TileFromRowDot<VecDotQ5K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #endif
@@ -484,13 +616,14 @@ void TileQ5K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const u
 void TileQ6K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
              int64_t tokens, float* y, size_t y_stride) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
-  TileQ6KAvx2(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+  TileX86<BlockQ6K, RowQ6K<4>, RowQ6K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #else
   TileFromRowDot<VecDotQ6K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #endif
 }
 
 #undef KVTIER_KQUANT_HAVE_AVX2
+#undef KVTIER_KQUANT_HAVE_AVX512
 #undef KVTIER_KQUANT_HAVE_NEON
 
 }  // namespace kvtier::kernels::kquant::HWY_NAMESPACE
