@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kvtier/status.h"
 #include "kvtier/thread_pool.h"
 
 namespace kvtier {
@@ -27,14 +28,15 @@ class KvCache {
 
   // Stores keys and values (already RoPE-rotated) of tokens at positions
   // [pos, pos + n) of one layer.  k, v: [n, kv_dim] f32.
-  virtual void store(int layer, int pos, int n, const float* k, const float* v) = 0;
+  // Errors: storage could not be allocated or (later tiers) written.
+  virtual Status store(int layer, int pos, int n, const float* k, const float* v) = 0;
 
   // Causal attention of n query tokens at positions [pos, pos + n): query i
   // attends to cached positions [0, pos + i]. Heads are grouped: query head h
   // reads KV head h / (n_heads / n_kv_heads).
   // q: [n, n_heads * head_dim] f32; out: [n, n_heads * head_dim] f32.
   // scale multiplies q.k before the softmax.
-  virtual void attend(int layer, int pos, int n, int n_heads, const float* q, float* out, float scale,
+  virtual Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out, float scale,
                       ThreadPool& pool) = 0;
 
   // Number of positions currently valid (stores advance it; truncate lowers it).

@@ -84,7 +84,7 @@ class Model {
  private:
   Model() = default;
   Status bind_weights();
-  void forward_batch(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool, int logits_from,
+  Status forward_batch(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool, int logits_from,
                      float* logits);
   void ensure_scratch(int n);
 

@@ -19,7 +19,46 @@ struct PerplexityOptions {
   int n_ctx = 512;
   int chunks = 0;
   int threads = 0;
+  KvCacheOptions kv;
+  bool kl_divergence = false;
 };
+
+// --kl-divergence: every chunk with the f16 contiguous cache and with the cache
+// under test, in the same run; prints llama.cpp-style statistics.
+int run_kl_divergence(const PerplexityOptions& o, Model& model, const Tokenizer& tokenizer,
+                      const std::vector<int32_t>& tokens, ThreadPool& pool,
+                      const std::function<std::unique_ptr<KvCache>()>& make_test_cache) {
+  ProgressBar bar("kl-divergence");
+  auto result = compare_kv_caches(
+      model, tokens, o.n_ctx, o.chunks, tokenizer.bos_id(), pool,
+      [&] { return make_contiguous_kv_cache(model.config(), o.n_ctx); }, make_test_cache,
+      [&](int chunk, int n_chunks, const KvQualityResult& r) {
+        bar.finish();
+        std::printf("[%d] ppl_ratio %.4f kld %.5f top1 %.2f%%\n", chunk + 1, r.ppl_ratio, r.mean_kld,
+                    100 * r.same_top1);
+        std::fflush(stdout);
+        bar.update(chunk + 1, n_chunks);
+      });
+  bar.finish();
+  if (!result.ok()) return fail(result.error());
+  // Bits per element of the whole cache at full context: fill one cache to n_ctx and ask it.
+  auto full = make_test_cache();
+  std::vector<int32_t> chunk(tokens.begin(), tokens.begin() + o.n_ctx);
+  chunk[0] = tokenizer.bos_id() >= 0 ? tokenizer.bos_id() : chunk[0];
+  if (Status s = model.forward(chunk.data(), o.n_ctx, 0, *full, pool, o.n_ctx, nullptr); !s.ok()) {
+    return fail(s.message());
+  }
+  const ModelConfig& c = model.config();
+  const double elements = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * o.n_ctx;
+  const double bits = 8.0 * full->resident_bytes() / elements;
+  std::printf("cache: %s\n", full->describe().c_str());
+  std::printf("PPL(f16 KV) = %.4f  PPL(test KV) = %.4f  PPL ratio = %.6f\n", result->ppl_base, result->ppl_test,
+              result->ppl_ratio);
+  std::printf("Mean KLD: %.6f +/- %.6f\n", result->mean_kld, result->kld_error);
+  std::printf("Same top-1: %.3f%%\n", 100 * result->same_top1);
+  std::printf("Bits per element (whole cache at %d tokens, all tiers, scales and sinks): %.3f\n", o.n_ctx, bits);
+  return 0;
+}
 
 int run(const PerplexityOptions& o) {
   std::ifstream in(o.text_path, std::ios::binary);
@@ -42,11 +81,18 @@ int run(const PerplexityOptions& o) {
                 ", the text has " + std::to_string(tokens.size()));
   }
   ThreadPool pool(o.threads);
+  // Fail on a bad cache option before any work.
+  auto probe = make_kv_cache(model.config(), o.n_ctx, o.kv);
+  if (!probe.ok()) return fail(probe.error());
+  const size_t kv_bytes_per_chunk = (*probe)->resident_bytes();
+  probe->reset();
+  auto make_test_cache = [&]() -> std::unique_ptr<KvCache> { return make_kv_cache(model.config(), o.n_ctx, o.kv).value(); };
+  if (o.kl_divergence) return run_kl_divergence(o, model, tokenizer, tokens, pool, make_test_cache);
   ProgressBar bar("perplexity");
   const auto compute_start = std::chrono::steady_clock::now();
   auto result = compute_perplexity(
       model, tokens, o.n_ctx, o.chunks, tokenizer.bos_id(), pool,
-      [&] { return make_contiguous_kv_cache(model.config(), o.n_ctx); },
+      make_test_cache,
       [&](int chunk, int n_chunks, double running) {
         bar.finish();
         std::printf("[%d]%.4f,", chunk + 1, running);
@@ -61,6 +107,7 @@ int run(const PerplexityOptions& o) {
   std::fprintf(stderr, "%zu chunks of %d tokens in %.2f s (%.1f tok/s)\n", n_chunks, o.n_ctx, seconds,
                n_chunks * o.n_ctx / seconds);
   std::printf("Final estimate: PPL = %.4f +/- %.5f\n", result->ppl, result->ppl_error);
+  (void)kv_bytes_per_chunk;
   return 0;
 }
 }  // namespace
@@ -73,6 +120,9 @@ Command add_perplexity_command(CLI::App& app) {
   app.add_option("--chunks", o->chunks, "evaluate only the first K chunks (default: all)")
       ->check(CLI::Range(0, 1 << 24));
   add_threads_option(app, o->threads);
+  add_kv_options(app, o->kv);
+  app.add_flag("--kl-divergence", o->kl_divergence,
+               "compare the cache given by --kv/--kv-ladder with the f16 cache on every chunk (KLD, top-1, PPL ratio)");
   return [o] { return run(*o); };
 }
 

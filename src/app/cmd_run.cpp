@@ -21,6 +21,7 @@ struct RunOptions {
   bool ignore_eos = false;
   bool verbose = false;
   SamplingParams sampling;
+  KvCacheOptions kv;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
@@ -42,7 +43,9 @@ int run(const RunOptions& o) {
                 " exceeds the context size " + std::to_string(n_ctx) + " (raise -c)");
   }
   ThreadPool pool(o.threads);
-  Session session(model, make_contiguous_kv_cache(c, n_ctx), pool);
+  auto cache = make_kv_cache(c, n_ctx, o.kv);
+  if (!cache.ok()) return fail(cache.error());
+  Session session(model, std::move(*cache), pool);
   if (o.verbose) {
     std::fprintf(stderr, "model: %s, %s, %d layers, %d/%d heads, weights %.1f MiB; %d threads\n",
                  c.name.c_str(), c.architecture.c_str(), c.n_layers, c.n_heads, c.n_kv_heads,
@@ -100,6 +103,7 @@ Command add_run_command(CLI::App& app) {
   app.add_option("-c,--ctx-size", o->n_ctx, "context size in tokens (default: min(trained, 4096))")
       ->check(CLI::Range(0, 1 << 24));
   add_threads_option(app, o->threads);
+  add_kv_options(app, o->kv);
   app.add_option("--temp", o->sampling.temperature, "temperature; 0 = greedy (default 0.8)");
   app.add_option("--seed", o->sampling.seed, "random seed");
   app.add_option("--top-k", o->sampling.top_k, "top-k (0 = off, default 40)");

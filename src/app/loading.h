@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "kvtier/kv_options.h"
 #include "kvtier/model.h"
 #include "kvtier/status.h"
 #include "kvtier/tokenizer.h"
@@ -23,6 +24,18 @@ Result<LoadedModel> load_model_and_tokenizer(const std::string& path);
 // Threads option shared by every computing subcommand (-t; 0 = all cores).
 inline void add_threads_option(CLI::App& app, int& threads) {
   app.add_option("-t,--threads", threads, "worker threads (default: all cores)")->check(CLI::Range(0, 4096));
+}
+
+// KV cache options shared by run, perplexity and bench.
+inline void add_kv_options(CLI::App& app, KvCacheOptions& kv) {
+  auto* preset = app.add_option("--kv", kv.ladder, "uniform KV precision: f16|q8|q4|q3|q2 (paged cache)");
+  auto* ladder = app.add_option("--kv-ladder", kv.ladder,
+                                "KV precision by token age, newest first, e.g. f16:128,q8:512,q4:4096,q2");
+  preset->excludes(ladder);
+  app.add_option("--kv-sinks", kv.sinks, "first tokens kept in f16 in the paged cache (default 4)")
+      ->check(CLI::Range(0, 64));
+  app.add_option("--kv-keys", kv.key_mode, "quantized key grouping: channel (KIVI, default) or rotated (Hadamard)")
+      ->check(CLI::IsMember({"channel", "rotated"}));
 }
 
 }  // namespace kvtier::app

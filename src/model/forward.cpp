@@ -114,14 +114,16 @@ Status Model::forward(const int32_t* tokens, int n, int pos, KvCache& cache, Thr
     const int local_from = std::clamp(logits_from - start, 0, count);
     float* local_logits = logits ? logits + static_cast<size_t>(std::max(0, start - logits_from)) * c.n_vocab
                                  : nullptr;
-    forward_batch(tokens + start, count, pos + start, cache, pool, local_from, local_logits);
+    if (Status s = forward_batch(tokens + start, count, pos + start, cache, pool, local_from, local_logits); !s.ok()) {
+      return s;
+    }
     if (progress) progress(start + count, n);
   }
   return {};
 }
 
-void Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool,
-                          int logits_from, float* logits) {
+Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool,
+                            int logits_from, float* logits) {
   const ModelConfig& c = config_;
   ensure_scratch(n);
   const int d = c.n_embd;
@@ -143,8 +145,8 @@ void Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cache,
     add_bias(v_.data(), w.bv, n, kv_dim);
     apply_rope(c, rope_freq_factors_, q_.data(), c.n_heads, n, pos, cos_sin);
     apply_rope(c, rope_freq_factors_, k_.data(), c.n_kv_heads, n, pos, cos_sin);
-    cache.store(l, pos, n, k_.data(), v_.data());
-    cache.attend(l, pos, n, c.n_heads, q_.data(), attn_.data(), attn_scale, pool);
+    if (Status s = cache.store(l, pos, n, k_.data(), v_.data()); !s.ok()) return s;
+    if (Status s = cache.attend(l, pos, n, c.n_heads, q_.data(), attn_.data(), attn_scale, pool); !s.ok()) return s;
     kernels::matmul(w.wo, attn_.data(), n, proj_.data(), pool);
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += proj_[i];
 
@@ -165,6 +167,7 @@ void Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cache,
     rms_norm(x_.data() + static_cast<size_t>(logits_from) * d, output_norm_, rows, d, c.rms_eps, xn_.data());
     kernels::matmul(output_, xn_.data(), rows, logits, pool);
   }
+  return {};
 }
 
 }  // namespace kvtier

@@ -28,14 +28,15 @@ class ContiguousKvCache final : public KvCache {
            std::to_string(resident_bytes() >> 20) + " MiB";
   }
 
-  void store(int layer, int pos, int n, const float* k, const float* v) override {
+  Status store(int layer, int pos, int n, const float* k, const float* v) override {
     storage_.write_keys(layer, pos, n, k);
     storage_.write_values(layer, pos, n, v);
     // Positions become visible once the last layer has stored them.
     if (layer == geometry().n_layers - 1) n_tokens_ = std::max(n_tokens_, pos + n);
+    return {};
   }
 
-  void attend(int layer, int pos, int n, int n_heads, const float* q, float* out, float scale,
+  Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out, float scale,
               ThreadPool& pool) override {
     const KvGeometry& g = geometry();
     const int group = n_heads / g.n_kv_heads;
@@ -59,6 +60,7 @@ class ContiguousKvCache final : public KvCache {
         kernels::attend_one_head(q + offset, view, h / group, pos + i + 1, scale, scores, out + offset);
       }
     });
+    return {};
   }
 
  private:

@@ -1,0 +1,132 @@
+// The tiered paged cache behind the engine: f16 pages reproduce the contiguous
+// cache, ladders produce text, and the quality harness measures what it should.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "common/shared_data.h"
+#include "kvtier/kv_options.h"
+#include "kvtier/model.h"
+#include "kvtier/sampling.h"
+#include "kvtier/session.h"
+#include "kvtier/tokenizer.h"
+
+namespace kvtier {
+namespace {
+
+using kvtier::testing::shared_path;
+
+struct Loaded {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+Loaded load(const std::string& file) {
+  Loaded l;
+  auto model = Model::load(shared_path("models/" + file).string());
+  EXPECT_TRUE(model.ok()) << model.error();
+  if (!model.ok()) return l;
+  l.model = std::move(*model);
+  auto tok = Tokenizer::from_gguf(l.model->file());
+  EXPECT_TRUE(tok.ok()) << tok.error();
+  if (tok.ok()) l.tokenizer = std::move(*tok);
+  return l;
+}
+
+std::vector<int32_t> greedy_ids(Loaded& l, std::unique_ptr<KvCache> cache, const std::string& prompt, int n,
+                                ThreadPool& pool) {
+  Session session(*l.model, std::move(cache), pool);
+  EXPECT_TRUE(session.append(l.tokenizer->encode(prompt, true, true)).ok());
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(argmax(session.last_logits().data(), l.model->config().n_vocab));
+    EXPECT_TRUE(session.append({out.back()}).ok());
+  }
+  return out;
+}
+
+TEST(PagedCache, F16PagesGiveTheSameGreedyTokensAsTheContiguousCache) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-31m.f16.gguf");
+  Loaded l = load("tiny-llama-31m.f16.gguf");
+  ASSERT_TRUE(l.model && l.tokenizer);
+  ThreadPool pool(2);
+  // 150 tokens: crosses two page boundaries and the 128-token hot ring.
+  for (const char* prompt : {"The Linux kernel", "And God said"}) {
+    auto contiguous = greedy_ids(l, make_contiguous_kv_cache(l.model->config(), 256), prompt, 150, pool);
+    KvCacheOptions paged;
+    paged.ladder = "f16";
+    auto cache = make_kv_cache(l.model->config(), 256, paged);
+    ASSERT_TRUE(cache.ok()) << cache.error();
+    EXPECT_EQ(greedy_ids(l, std::move(*cache), prompt, 150, pool), contiguous) << prompt;
+  }
+}
+
+TEST(PagedCache, LaddersProduceTextAndMoveOldPagesDown) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-31m.Q4_K_M.gguf");
+  Loaded l = load("tiny-llama-31m.Q4_K_M.gguf");
+  ASSERT_TRUE(l.model && l.tokenizer);
+  ThreadPool pool(2);
+  for (const char* ladder : {"f16:64,q8:64,q4:64,q2", "q8", "q4", "q3", "q2"}) {
+    for (const char* keys : {"channel", "rotated"}) {
+      KvCacheOptions o;
+      o.ladder = ladder;
+      o.key_mode = keys;
+      auto cache = make_kv_cache(l.model->config(), 512, o);
+      ASSERT_TRUE(cache.ok()) << cache.error();
+      KvCache* raw = cache->get();
+      auto ids = greedy_ids(l, std::move(*cache), "The Linux kernel", 300, pool);
+      std::string text;
+      for (int32_t id : ids) text += l.tokenizer->token_to_piece(id);
+      EXPECT_GT(text.size(), 300u) << ladder << " " << keys;
+      (void)raw;
+    }
+  }
+}
+
+TEST(PagedCache, BadOptionsAreRefusedWithTheirName) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-6m.f16.gguf");
+  Loaded l = load("tiny-llama-6m.f16.gguf");
+  ASSERT_TRUE(l.model);
+  KvCacheOptions o;
+  o.ladder = "q4:100,q8";  // precision rises with age
+  auto bad = make_kv_cache(l.model->config(), 256, o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("q4:100,q8"), std::string::npos) << bad.error();
+  o.ladder = "q4";
+  o.key_mode = "diagonal";
+  auto bad_keys = make_kv_cache(l.model->config(), 256, o);
+  ASSERT_FALSE(bad_keys.ok());
+  EXPECT_NE(bad_keys.error().find("diagonal"), std::string::npos) << bad_keys.error();
+}
+
+TEST(PagedCache, QualityHarnessSeesNoDifferenceForF16AndOrdersPrecisions) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-6m.Q4_K_M.gguf");
+  KVTIER_REQUIRE_SHARED("eval/eval.txt");
+  Loaded l = load("tiny-llama-6m.Q4_K_M.gguf");
+  ASSERT_TRUE(l.model && l.tokenizer);
+  std::ifstream in(shared_path("eval/eval.txt"), std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto tokens = l.tokenizer->encode(text.substr(0, 60000), true, false);
+  ThreadPool pool(2);
+  auto quality = [&](const std::string& ladder) {
+    KvCacheOptions o;
+    o.ladder = ladder;
+    auto r = compare_kv_caches(*l.model, tokens, 512, 3, l.tokenizer->bos_id(), pool,
+                               [&] { return make_contiguous_kv_cache(l.model->config(), 512); },
+                               [&] { return make_kv_cache(l.model->config(), 512, o).value(); });
+    EXPECT_TRUE(r.ok()) << r.error();
+    return r.ok() ? *r : KvQualityResult{};
+  };
+  const KvQualityResult f16 = quality("f16");
+  EXPECT_LT(f16.mean_kld, 1e-5);
+  EXPECT_GT(f16.same_top1, 0.995);
+  const KvQualityResult q8 = quality("q8");
+  const KvQualityResult q2 = quality("q2");
+  EXPECT_LT(q8.mean_kld, q2.mean_kld);
+  EXPECT_GT(q2.mean_kld, 1e-3) << "2-bit keys and values must be measurably worse";
+  EXPECT_EQ(q8.scored_tokens, 3 * 255);
+}
+
+}  // namespace
+}  // namespace kvtier
