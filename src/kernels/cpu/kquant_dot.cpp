@@ -266,10 +266,15 @@ HWY_INLINE void DotQ6KAvx2(int64_t n, const BlockQ6K* wb, const uint8_t* a, size
   for (int t = 0; t < kTokens; ++t) y[t * y_stride] = HorizontalSum(acc[t]);
 }
 
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#if (HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL) && !defined(KVTIER_KQUANT_NO_AVX512)
 // AVX-512 (BW) versions of the Q4_K and Q6_K row kernels: 64 elements per
 // instruction. Each 512-bit integer sum is folded to the AVX2 lane layout
 // before the float step, so the results equal the AVX2 kernels' bit for bit.
+// Measured per core (vec_dot, same process as llama.cpp's kernels): +15-35% over
+// the 256-bit kernels on AMD Zen 4; about -15% on an Intel Sapphire Rapids VM,
+// where 512-bit integer work lowers the clock (whole-model speed there was the
+// same within noise). -DKVTIER_KQUANT_NO_AVX512 builds the 256-bit kernels
+// into the AVX3 targets instead, for such A/B measurements.
 #define KVTIER_KQUANT_HAVE_AVX512 1
 
 // pshufb controls for 512-bit vectors: 128-bit lane L broadcasts i16 lane lane_of(L).
