@@ -338,7 +338,7 @@ TEST(KQuantSimd, VecDotMatchesReferenceOnEveryTarget) {
 }
 
 // A tile (rows x tokens) gives exactly the row dots on every target, for token
-// counts around the kernels' groups of four, with padded strides.
+// counts around the kernels' groups of four and eight, with padded strides.
 TEST(KQuantSimd, TileEqualsRowDotsOnEveryTarget) {
   const int64_t n = 1024, rows = 3;
   for (const Format& f : kFormats) {
@@ -347,7 +347,7 @@ TEST(KQuantSimd, TileEqualsRowDotsOnEveryTarget) {
     const std::vector<uint8_t> packed = random_blocks(f, n * rows, 77);
     std::vector<uint8_t> w(w_stride * rows);  // [rows][w_stride]
     for (int64_t r = 0; r < rows; ++r) std::memcpy(&w[r * w_stride], &packed[r * row_bytes], row_bytes);
-    for (int64_t tokens : {1, 3, 4, 5, 9}) {
+    for (int64_t tokens : {1, 3, 4, 5, 8, 9, 17}) {
       const size_t a_stride = sizeof(BlockQ8K) * n / kSuperBlock + 8;
       std::vector<uint8_t> act(a_stride * tokens);  // [tokens][a_stride]
       for (int64_t t = 0; t < tokens; ++t) {

@@ -162,7 +162,7 @@ HWY_INLINE void DotQ45KAvx2(int64_t n, const Block* wb, const uint8_t* a, size_t
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i one = _mm256_set1_epi8(1);
   __m256 acc[kTokens];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int t = 0; t < kTokens; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kSuperBlock; ++i) {
     const ScaleMinWords words = unpack_scale_min_words(wb[i].scales);
@@ -176,7 +176,7 @@ HWY_INLINE void DotQ45KAvx2(int64_t n, const Block* wb, const uint8_t* a, size_t
     __m256i qh = _mm256_setzero_si256();
     if constexpr (kHasHighBit) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qh));
     __m256i sum[kTokens];  // per token: 8 x i32 partial sums of scale_j * q * a
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < kTokens; ++t) sum[t] = _mm256_setzero_si256();
     for (int chunk = 0; chunk < 4; ++chunk) {  // 64 elements: sub-blocks 2*chunk (low nibbles), 2*chunk+1 (high)
       const __m256i q4 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qs + 32 * chunk));
@@ -189,7 +189,7 @@ HWY_INLINE void DotQ45KAvx2(int64_t n, const Block* wb, const uint8_t* a, size_t
       }
       const __m256i s_lo = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLane, 2 * chunk));
       const __m256i s_hi = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLane, 2 * chunk + 1));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int t = 0; t < kTokens; ++t) {
         const auto* act = reinterpret_cast<const __m256i*>(
             reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i].qs + 64 * chunk);
@@ -200,7 +200,7 @@ HWY_INLINE void DotQ45KAvx2(int64_t n, const Block* wb, const uint8_t* a, size_t
       }
     }
     const float d = HalfToFloat(wb[i].d), dmin = HalfToFloat(wb[i].dmin);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < kTokens; ++t) {
       const BlockQ8K& act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i];
       const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums));
@@ -209,7 +209,7 @@ HWY_INLINE void DotQ45KAvx2(int64_t n, const Block* wb, const uint8_t* a, size_t
       acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * act.d), _mm256_cvtepi32_ps(min_products), acc[t]);
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int t = 0; t < kTokens; ++t) y[t * y_stride] = HorizontalSum(acc[t]);
 }
 
@@ -218,11 +218,11 @@ HWY_INLINE void DotQ6KAvx2(int64_t n, const BlockQ6K* wb, const uint8_t* a, size
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i bits45 = _mm256_set1_epi8(0x30);
   __m256 acc[kTokens];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int t = 0; t < kTokens; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kSuperBlock; ++i) {
     __m256i sum[kTokens];  // per token: 8 x i32 partial sums of scale_j * q * a (q before the -32 offset)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < kTokens; ++t) sum[t] = _mm256_setzero_si256();
     for (int half = 0; half < 2; ++half) {
       const __m256i scales16 = _mm256_broadcastsi128_si256(
@@ -241,7 +241,7 @@ HWY_INLINE void DotQ6KAvx2(int64_t n, const BlockQ6K* wb, const uint8_t* a, size
       for (int k = 0; k < 4; ++k) {
         // Low 128 bits are elements 0..15 of the quarter (scale 2k), high 128 bits 16..31 (scale 2k+1).
         const __m256i s = _mm256_shuffle_epi8(scales16, ShuffleControl(kBroadcastLanePair, k));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < kTokens; ++t) {
           const auto* act = reinterpret_cast<const __m256i*>(
               reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i].qs + 128 * half + 32 * k);
@@ -253,7 +253,7 @@ HWY_INLINE void DotQ6KAvx2(int64_t n, const BlockQ6K* wb, const uint8_t* a, size
     // The -32 offset: 32 * sum_j scale_j * bsum_j, from the 16 scales and 16 bsums at once.
     const __m256i all_scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[i].scales)));
     const float d = HalfToFloat(wb[i].d);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < kTokens; ++t) {
       const BlockQ8K& act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i];
       const __m256i offset =
@@ -262,7 +262,7 @@ HWY_INLINE void DotQ6KAvx2(int64_t n, const BlockQ6K* wb, const uint8_t* a, size
       acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * act.d), _mm256_cvtepi32_ps(total), acc[t]);
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int t = 0; t < kTokens; ++t) y[t * y_stride] = HorizontalSum(acc[t]);
 }
 
@@ -314,7 +314,7 @@ HWY_INLINE void DotQ4KAvx512(int64_t n, const BlockQ4K* wb, const uint8_t* a, si
                              size_t y_stride) {
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m256 acc[kTokens];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int t = 0; t < kTokens; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kSuperBlock; ++i) {
     const ScaleMinWords words = unpack_scale_min_words(wb[i].scales);
@@ -323,14 +323,14 @@ HWY_INLINE void DotQ4KAvx512(int64_t n, const BlockQ4K* wb, const uint8_t* a, si
     const __m128i scales8 = _mm_set_epi32(0, 0, static_cast<int>(words.scale_hi), static_cast<int>(words.scale_lo));
     const __m512i scales16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(scales8));
     __m512i sum[kTokens];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < kTokens; ++t) sum[t] = _mm512_setzero_si512();
     for (int chunk = 0; chunk < 4; ++chunk) {
       // [low nibbles (sub-block 2 chunk) | high nibbles (2 chunk + 1)]: the 64 activations in order.
       const __m256i q4 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qs + 32 * chunk));
       const __m512i q = _mm512_and_si512(Concat256(q4, _mm256_srli_epi16(q4, 4)), low4);
       const __m512i s = _mm512_shuffle_epi8(scales16, ShuffleControl512(kBroadcastQ4K512, chunk));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int t = 0; t < kTokens; ++t) {
         const int8_t* act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i].qs + 64 * chunk;
         const __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(act));
@@ -338,7 +338,7 @@ HWY_INLINE void DotQ4KAvx512(int64_t n, const BlockQ4K* wb, const uint8_t* a, si
       }
     }
     const float d = HalfToFloat(wb[i].d), dmin = HalfToFloat(wb[i].dmin);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < kTokens; ++t) {
       const BlockQ8K& act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i];
       const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act.bsums));
@@ -347,7 +347,7 @@ HWY_INLINE void DotQ4KAvx512(int64_t n, const BlockQ4K* wb, const uint8_t* a, si
       acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * act.d), _mm256_cvtepi32_ps(min_products), acc[t]);
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int t = 0; t < kTokens; ++t) y[t * y_stride] = HorizontalSum(acc[t]);
 }
 
@@ -357,11 +357,11 @@ HWY_INLINE void DotQ6KAvx512(int64_t n, const BlockQ6K* wb, const uint8_t* a, si
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   const __m512i bits45 = _mm512_set1_epi8(0x30);
   __m256 acc[kTokens];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int t = 0; t < kTokens; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kSuperBlock; ++i) {
     __m512i sum[kTokens];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < kTokens; ++t) sum[t] = _mm512_setzero_si512();
     for (int half = 0; half < 2; ++half) {
       const __m512i scales16 = _mm512_broadcast_i32x4(
@@ -376,7 +376,7 @@ HWY_INLINE void DotQ6KAvx512(int64_t n, const BlockQ6K* wb, const uint8_t* a, si
                                           _mm512_and_si512(Concat256(qh, _mm256_srli_epi16(qh, 2)), bits45));
       const __m512i s01 = _mm512_shuffle_epi8(scales16, ShuffleControl512(kBroadcastQ6K512, 0));
       const __m512i s23 = _mm512_shuffle_epi8(scales16, ShuffleControl512(kBroadcastQ6K512, 1));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int t = 0; t < kTokens; ++t) {
         const int8_t* act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i].qs + 128 * half;
         const __m512i p01 = _mm512_maddubs_epi16(q01, _mm512_loadu_si512(act));
@@ -386,7 +386,7 @@ HWY_INLINE void DotQ6KAvx512(int64_t n, const BlockQ6K* wb, const uint8_t* a, si
     }
     const __m256i all_scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[i].scales)));
     const float d = HalfToFloat(wb[i].d);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < kTokens; ++t) {
       const BlockQ8K& act = reinterpret_cast<const BlockQ8K*>(a + t * a_stride)[i];
       const __m256i offset =
@@ -395,7 +395,7 @@ HWY_INLINE void DotQ6KAvx512(int64_t n, const BlockQ6K* wb, const uint8_t* a, si
       acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * act.d), _mm256_cvtepi32_ps(total), acc[t]);
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int t = 0; t < kTokens; ++t) y[t * y_stride] = HorizontalSum(acc[t]);
 }
 #endif  // AVX3
@@ -429,15 +429,24 @@ float RowDotX86(int64_t n, const void* w, const void* a) {
   return y;
 }
 
-// Each weight row meets the tokens four at a time, then one by one.
-template <class Block, void (*Row4)(int64_t, const Block*, const uint8_t*, size_t, float*, size_t),
+// Tokens per group in a tile: AVX-512 has the registers for 8 (32 of them).
+#ifdef KVTIER_KQUANT_HAVE_AVX512
+constexpr int kTokenGroup = 8;
+#else
+constexpr int kTokenGroup = 4;
+#endif
+
+// Each weight row meets the tokens kGroup at a time, then one by one.
+template <class Block, int kGroup, void (*RowGroup)(int64_t, const Block*, const uint8_t*, size_t, float*, size_t),
           void (*Row1)(int64_t, const Block*, const uint8_t*, size_t, float*, size_t)>
 void TileX86(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
              int64_t tokens, float* y, size_t y_stride) {
   for (int64_t r = 0; r < rows; ++r) {
     const auto* row = reinterpret_cast<const Block*>(w + r * w_stride);
     int64_t t = 0;
-    for (; t + 4 <= tokens; t += 4) Row4(n, row, a + t * a_stride, a_stride, y + t * y_stride + r, y_stride);
+    for (; t + kGroup <= tokens; t += kGroup) {
+      RowGroup(n, row, a + t * a_stride, a_stride, y + t * y_stride + r, y_stride);
+    }
     for (; t < tokens; ++t) Row1(n, row, a + t * a_stride, 0, y + t * y_stride + r, 0);
   }
 }
@@ -591,7 +600,7 @@ float VecDotQ6K(int64_t n, const void* w, const void* a) {
 }
 
 // Tiles: y[t * y_stride + r] = dot(weight row r, activation row t). AVX2 decodes
-// each weight block once for four tokens; elsewhere a loop over the row dot.
+// each weight block once per group of 4 (AVX-512: 8) tokens; elsewhere a loop over the row dot.
 template <float (*RowDot)(int64_t, const void*, const void*)>
 void TileFromRowDot(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
                     int64_t tokens, float* y, size_t y_stride) {
@@ -603,7 +612,7 @@ void TileFromRowDot(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, 
 void TileQ4K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
              int64_t tokens, float* y, size_t y_stride) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
-  TileX86<BlockQ4K, RowQ4K<4>, RowQ4K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+  TileX86<BlockQ4K, kTokenGroup, RowQ4K<kTokenGroup>, RowQ4K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #else
   TileFromRowDot<VecDotQ4K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #endif
@@ -612,7 +621,7 @@ void TileQ4K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const u
 void TileQ5K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
              int64_t tokens, float* y, size_t y_stride) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
-  TileX86<BlockQ5K, RowQ5K<4>, RowQ5K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+  TileX86<BlockQ5K, 4, RowQ5K<4>, RowQ5K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #else
   TileFromRowDot<VecDotQ5K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #endif
@@ -621,7 +630,7 @@ void TileQ5K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const u
 void TileQ6K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
              int64_t tokens, float* y, size_t y_stride) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
-  TileX86<BlockQ6K, RowQ6K<4>, RowQ6K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+  TileX86<BlockQ6K, kTokenGroup, RowQ6K<kTokenGroup>, RowQ6K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #else
   TileFromRowDot<VecDotQ6K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #endif
