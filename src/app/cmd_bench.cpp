@@ -21,6 +21,8 @@ struct BenchOptions {
   int n_gen = 128;
   int repetitions = 3;
   int threads = 0;
+  int depth = 0;
+  KvCacheOptions kv;
 };
 
 struct Stats {
@@ -45,23 +47,36 @@ int run(const BenchOptions& o) {
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> token(0, c.n_vocab - 1);
   std::vector<float> logits(c.n_vocab);  // [n_vocab]: only the last row is computed, as llama-bench does
-  const int n_ctx = std::max(o.n_prompt, o.n_gen);
+  const int n_ctx = o.depth + std::max(o.n_prompt, o.n_gen);
+  if (auto probe = make_kv_cache(c, n_ctx, o.kv); !probe.ok()) return fail(probe.error());
 
+  // A cache that already holds `depth` tokens (filled untimed), as llama-bench -d does.
+  auto cache_at_depth = [&]() -> std::unique_ptr<KvCache> {
+    auto cache = make_kv_cache(c, n_ctx, o.kv).value();
+    if (o.depth > 0) {
+      std::vector<int32_t> tokens(o.depth);
+      for (auto& t : tokens) t = token(rng);
+      if (!model.forward(tokens.data(), o.depth, 0, *cache, pool, o.depth, nullptr).ok()) return nullptr;
+    }
+    return cache;
+  };
   auto time_prefill = [&]() -> double {
     std::vector<int32_t> tokens(o.n_prompt);
     for (auto& t : tokens) t = token(rng);
-    auto cache = make_contiguous_kv_cache(c, n_ctx);
+    auto cache = cache_at_depth();
+    if (!cache) return -1;
     const auto start = std::chrono::steady_clock::now();
-    Status s = model.forward(tokens.data(), o.n_prompt, 0, *cache, pool, o.n_prompt - 1, logits.data());
+    Status s = model.forward(tokens.data(), o.n_prompt, o.depth, *cache, pool, o.n_prompt - 1, logits.data());
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return s.ok() ? o.n_prompt / seconds : -1;
   };
   auto time_decode = [&]() -> double {
-    auto cache = make_contiguous_kv_cache(c, n_ctx);
+    auto cache = cache_at_depth();
+    if (!cache) return -1;
     int32_t next = token(rng);
     const auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < o.n_gen; ++i) {
-      if (!model.forward(&next, 1, i, *cache, pool, 0, logits.data()).ok()) return -1;
+      if (!model.forward(&next, 1, o.depth + i, *cache, pool, 0, logits.data()).ok()) return -1;
       next = static_cast<int32_t>((next + 1 + i) % c.n_vocab);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -78,7 +93,8 @@ int run(const BenchOptions& o) {
     std::vector<double> rates;
     for (int r = 0; r < o.repetitions; ++r) rates.push_back(measure());
     const Stats s = summarize(rates);
-    std::printf("%s%d: %.2f +/- %.2f tok/s\n", kind == 0 ? "pp" : "tg", n, s.mean, s.stddev);
+    std::printf("%s%d%s: %.2f +/- %.2f tok/s\n", kind == 0 ? "pp" : "tg", n,
+                o.depth > 0 ? (" @ d" + std::to_string(o.depth)).c_str() : "", s.mean, s.stddev);
     std::fflush(stdout);
   }
   return 0;
@@ -94,6 +110,9 @@ Command add_bench_command(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 24));
   app.add_option("-r,--repetitions", o->repetitions, "repetitions (default 3)")->check(CLI::Range(1, 1 << 24));
   add_threads_option(app, o->threads);
+  app.add_option("-d,--depth", o->depth, "tokens already in the cache before each test (default 0)")
+      ->check(CLI::Range(0, 1 << 22));
+  add_kv_options(app, o->kv);
   return [o] { return run(*o); };
 }
 
