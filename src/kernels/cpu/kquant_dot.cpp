@@ -267,7 +267,7 @@ HWY_INLINE void DotQ6KAvx2(int64_t n, const BlockQ6K* wb, const uint8_t* a, size
 }
 
 #if (HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL) && !defined(KVTIER_KQUANT_NO_AVX512)
-// AVX-512 (BW) versions of the Q4_K and Q6_K row kernels: 64 elements per
+// AVX-512 (BW) versions of the row kernels: 64 elements per
 // instruction. Each 512-bit integer sum is folded to the AVX2 lane layout
 // before the float step, so the results equal the AVX2 kernels' bit for bit.
 // Measured per core (vec_dot, same process as llama.cpp's kernels): +15-35% over
@@ -309,10 +309,12 @@ HWY_INLINE __m256i FoldHalves(__m512i v) {
   return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
 }
 
-template <int kTokens>
-HWY_INLINE void DotQ4KAvx512(int64_t n, const BlockQ4K* wb, const uint8_t* a, size_t a_stride, float* y,
+// Q4_K and Q5_K (kHasHighBit: Q5_K's fifth bit from qh).
+template <class Block, bool kHasHighBit, int kTokens>
+HWY_INLINE void DotQ45KAvx512(int64_t n, const Block* wb, const uint8_t* a, size_t a_stride, float* y,
                              size_t y_stride) {
   const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i one = _mm512_set1_epi8(1);
   __m256 acc[kTokens];
 #pragma GCC unroll 8
   for (int t = 0; t < kTokens; ++t) acc[t] = _mm256_setzero_ps();
@@ -322,13 +324,21 @@ HWY_INLINE void DotQ4KAvx512(int64_t n, const BlockQ4K* wb, const uint8_t* a, si
     const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins8, mins8));
     const __m128i scales8 = _mm_set_epi32(0, 0, static_cast<int>(words.scale_hi), static_cast<int>(words.scale_lo));
     const __m512i scales16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(scales8));
+    // Bit j of qh[l] is bit 4 of element 32 j + l; shifted right by 2 per chunk.
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kHasHighBit) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qh));
     __m512i sum[kTokens];
 #pragma GCC unroll 8
     for (int t = 0; t < kTokens; ++t) sum[t] = _mm512_setzero_si512();
     for (int chunk = 0; chunk < 4; ++chunk) {
       // [low nibbles (sub-block 2 chunk) | high nibbles (2 chunk + 1)]: the 64 activations in order.
       const __m256i q4 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i].qs + 32 * chunk));
-      const __m512i q = _mm512_and_si512(Concat256(q4, _mm256_srli_epi16(q4, 4)), low4);
+      __m512i q = _mm512_and_si512(Concat256(q4, _mm256_srli_epi16(q4, 4)), low4);
+      if constexpr (kHasHighBit) {
+        const __m512i bits = _mm512_and_si512(Concat256(qh, _mm256_srli_epi16(qh, 1)), one);
+        q = _mm512_or_si512(q, _mm512_slli_epi16(bits, 4));
+        qh = _mm256_srli_epi16(qh, 2);
+      }
       const __m512i s = _mm512_shuffle_epi8(scales16, ShuffleControl512(kBroadcastQ4K512, chunk));
 #pragma GCC unroll 8
       for (int t = 0; t < kTokens; ++t) {
@@ -404,14 +414,18 @@ HWY_INLINE void DotQ6KAvx512(int64_t n, const BlockQ6K* wb, const uint8_t* a, si
 template <int kTokens>
 HWY_INLINE void RowQ4K(int64_t n, const BlockQ4K* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride) {
 #ifdef KVTIER_KQUANT_HAVE_AVX512
-  DotQ4KAvx512<kTokens>(n, w, a, a_stride, y, y_stride);
+  DotQ45KAvx512<BlockQ4K, false, kTokens>(n, w, a, a_stride, y, y_stride);
 #else
   DotQ45KAvx2<BlockQ4K, false, kTokens>(n, w, a, a_stride, y, y_stride);
 #endif
 }
 template <int kTokens>
 HWY_INLINE void RowQ5K(int64_t n, const BlockQ5K* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride) {
+#ifdef KVTIER_KQUANT_HAVE_AVX512
+  DotQ45KAvx512<BlockQ5K, true, kTokens>(n, w, a, a_stride, y, y_stride);
+#else
   DotQ45KAvx2<BlockQ5K, true, kTokens>(n, w, a, a_stride, y, y_stride);
+#endif
 }
 template <int kTokens>
 HWY_INLINE void RowQ6K(int64_t n, const BlockQ6K* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride) {
@@ -621,7 +635,7 @@ void TileQ4K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const u
 void TileQ5K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
              int64_t tokens, float* y, size_t y_stride) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
-  TileX86<BlockQ5K, 4, RowQ5K<4>, RowQ5K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+  TileX86<BlockQ5K, kTokenGroup, RowQ5K<kTokenGroup>, RowQ5K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #else
   TileFromRowDot<VecDotQ5K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #endif
