@@ -13,6 +13,7 @@ Command add_run_command(CLI::App& app);
 Command add_perplexity_command(CLI::App& app);
 Command add_info_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
+Command add_recall_command(CLI::App& app);
 
 // Prints "kvtier: error: <message>" on stderr and returns the exit code 1.
 int fail(const std::string& message);

@@ -26,6 +26,9 @@ int main(int argc, char** argv) {
   commands.back().second = add_info_command(*commands.back().first);
   commands.emplace_back(app.add_subcommand("bench", "prefill and decode speed (like llama-bench)"), Command());
   commands.back().second = add_bench_command(*commands.back().first);
+  commands.emplace_back(app.add_subcommand("recall", "long-range retrieval: a repeated span's NLL, f16 vs a quantized KV cache"),
+                        Command());
+  commands.back().second = add_recall_command(*commands.back().first);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
