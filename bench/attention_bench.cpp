@@ -105,6 +105,29 @@ BENCHMARK(BM_DecodeAttention)->Apply(DecodeArgs<1>)->ArgNames({"codec", "tokens"
 // Two threads: wall-clock rates (CPU time counts only the calling thread).
 BENCHMARK(BM_DecodeAttention)->Apply(DecodeArgs<2>)->ArgNames({"codec", "tokens", "threads"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 
+// Prefill attention of 512 queries at the end of a cache of depth tokens, ONE layer (x8 for the model),
+// two threads (wall time). items_per_second = query tokens per second for this layer.
+void BM_PrefillAttention(benchmark::State& state) {
+  const CodecSpec& codec = kCodecs[state.range(0)];
+  const int depth = static_cast<int>(state.range(1));
+  const int n_q = 512;
+  ThreadPool pool(2);
+  Cache cache(codec, depth + n_q);
+  std::vector<float> q(static_cast<size_t>(n_q) * kHeads * kHeadDim, 0.1f), out(q.size());
+  for (auto _ : state) {
+    kernels::PagedKv view{cache.layers[0], kKvHeads, kHeadDim, codec.mode == kv::KeyMode::RotatedPerToken};
+    kernels::paged_attention(view, depth, n_q, kHeads, q.data(), 0.125f, out.data(), pool);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * n_q);
+  state.SetLabel(std::string(codec.name) + " " + kernels::paged_attention_target() + " 1 layer, 2 threads");
+}
+BENCHMARK(BM_PrefillAttention)
+    ->ArgsProduct({{0, 2, 4}, {4096, 16384}})
+    ->ArgNames({"codec", "depth"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
 // Copy bandwidth: 256 MiB (far beyond the caches), split across the pool's threads.
 void BM_Memcpy(benchmark::State& state) {
   const size_t bytes = size_t{256} << 20;
