@@ -91,7 +91,7 @@ RESULTS="$PEER_DIR/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$RESULTS"
 {
   echo "date: $(date -u +%FT%TZ)"
-  echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores online"
+  echo "cpu: $(lscpu | sed -n 's/^Model name: *//p') (family $(lscpu | sed -n 's/^CPU family: *//p') model $(lscpu | sed -n 's/^Model: *//p')), $(nproc) cores online"
   echo "kvtier: $(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- src include || echo ' (+local changes)')"
   (( run_peer )) && echo "llama.cpp: $(git -C "$PEER_DIR/llama.cpp" rev-parse --short=12 HEAD) (node-llama-cpp 3.21.1)"
   echo "settings: -p $N_PROMPT -n $N_GEN -t $THREADS, $REPS alternating repetitions${BENCH_NICE:+, nice $BENCH_NICE}"
