@@ -496,17 +496,21 @@ HWY_INLINE int32_t MinsTimesSumsNeon(const ScaleMinWords& words, const int16_t* 
   return vaddvq_s32(products);
 }
 
+// The NEON row kernels take one weight row and kTokens activation rows (at
+// a + t * a_stride bytes; results to y[t * y_stride]), decoding each weight
+// block once; the row dot is kTokens = 1, so tiles equal row dots bit for bit.
+
 // Q4_K and Q5_K (kHasHighBit: Q5_K's fifth bit from qh).
-template <class Block, bool kHasHighBit>
-HWY_INLINE float DotQ45KNeon(int64_t n, const void* w, const void* a) {
-  const auto* wb = static_cast<const Block*>(w);     // [n / 256]
-  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+template <class Block, bool kHasHighBit, int kTokens>
+HWY_INLINE void DotQ45KNeon(int64_t n, const Block* wb, const uint8_t* a, size_t a_stride, float* y,
+                            size_t y_stride) {
   const uint8x16_t low4 = vdupq_n_u8(0x0F);
   const uint8x16_t bit4 = vdupq_n_u8(0x10);
-  float sum = 0;
+  float sum[kTokens] = {};
   for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    const BlockQ8K* act[kTokens];
+    for (int t = 0; t < kTokens; ++t) act[t] = reinterpret_cast<const BlockQ8K*>(a + t * a_stride) + i;
     const ScaleMinWords words = unpack_scale_min_words(wb[i].scales);
-    const int32_t mins = MinsTimesSumsNeon(words, ab[i].bsums);
     uint8_t scale[8];
     std::memcpy(scale, &words.scale_lo, 4);
     std::memcpy(scale + 4, &words.scale_hi, 4);
@@ -515,11 +519,12 @@ HWY_INLINE float DotQ45KNeon(int64_t n, const void* w, const void* a) {
       qh[0] = vld1q_u8(wb[i].qh);
       qh[1] = vld1q_u8(wb[i].qh + 16);
     }
-    int32x4_t scaled = vdupq_n_s32(0);
+    int32x4_t scaled[kTokens];
+    for (int t = 0; t < kTokens; ++t) scaled[t] = vdupq_n_s32(0);
     for (int chunk = 0; chunk < 4; ++chunk) {
       const uint8_t* qs = wb[i].qs + 32 * chunk;  // [32]: 64 elements
-      const int8_t* act = ab[i].qs + 64 * chunk;  // [64]
-      int32x4_t lo = vdupq_n_s32(0), hi = vdupq_n_s32(0);
+      int32x4_t lo[kTokens], hi[kTokens];
+      for (int t = 0; t < kTokens; ++t) lo[t] = hi[t] = vdupq_n_s32(0);
       for (int r = 0; r < 2; ++r) {
         const uint8x16_t bytes = vld1q_u8(qs + 16 * r);
         uint8x16_t q_lo = vandq_u8(bytes, low4), q_hi = vshrq_n_u8(bytes, 4);
@@ -528,56 +533,97 @@ HWY_INLINE float DotQ45KNeon(int64_t n, const void* w, const void* a) {
           q_hi = vorrq_u8(q_hi, vandq_u8(vshlq_n_u8(qh[r], 3), bit4));  // bit 1 -> bit 4
           qh[r] = vshrq_n_u8(qh[r], 2);
         }
-        lo = DotI8x16(lo, vreinterpretq_s8_u8(q_lo), vld1q_s8(act + 16 * r));
-        hi = DotI8x16(hi, vreinterpretq_s8_u8(q_hi), vld1q_s8(act + 32 + 16 * r));
+        for (int t = 0; t < kTokens; ++t) {
+          const int8_t* x = act[t]->qs + 64 * chunk;  // [64]
+          lo[t] = DotI8x16(lo[t], vreinterpretq_s8_u8(q_lo), vld1q_s8(x + 16 * r));
+          hi[t] = DotI8x16(hi[t], vreinterpretq_s8_u8(q_hi), vld1q_s8(x + 32 + 16 * r));
+        }
       }
-      scaled = vmlaq_n_s32(scaled, lo, scale[2 * chunk]);
-      scaled = vmlaq_n_s32(scaled, hi, scale[2 * chunk + 1]);
+      for (int t = 0; t < kTokens; ++t) {
+        scaled[t] = vmlaq_n_s32(scaled[t], lo[t], scale[2 * chunk]);
+        scaled[t] = vmlaq_n_s32(scaled[t], hi[t], scale[2 * chunk + 1]);
+      }
     }
-    const float d = HalfToFloatNeon(wb[i].d) * ab[i].d, dmin = HalfToFloatNeon(wb[i].dmin) * ab[i].d;
-    sum += d * static_cast<float>(vaddvq_s32(scaled)) - dmin * static_cast<float>(mins);
+    const float d = HalfToFloatNeon(wb[i].d), dmin = HalfToFloatNeon(wb[i].dmin);
+    for (int t = 0; t < kTokens; ++t) {
+      const int32_t mins = MinsTimesSumsNeon(words, act[t]->bsums);
+      sum[t] += d * act[t]->d * static_cast<float>(vaddvq_s32(scaled[t])) -
+                dmin * act[t]->d * static_cast<float>(mins);
+    }
   }
-  return sum;
+  for (int t = 0; t < kTokens; ++t) y[t * y_stride] = sum[t];
 }
 
-float DotQ4KNeon(int64_t n, const void* w, const void* a) { return DotQ45KNeon<BlockQ4K, false>(n, w, a); }
-float DotQ5KNeon(int64_t n, const void* w, const void* a) { return DotQ45KNeon<BlockQ5K, true>(n, w, a); }
-
-float DotQ6KNeon(int64_t n, const void* w, const void* a) {
-  const auto* wb = static_cast<const BlockQ6K*>(w);  // [n / 256]
-  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+template <int kTokens>
+HWY_INLINE void DotQ6KNeon(int64_t n, const BlockQ6K* wb, const uint8_t* a, size_t a_stride, float* y,
+                           size_t y_stride) {
   const uint8x16_t low4 = vdupq_n_u8(0x0F);
   const uint8x16_t bits45 = vdupq_n_u8(0x30);
   const int8x16_t offset = vdupq_n_s8(32);
-  float sum = 0;
+  float sum[kTokens] = {};
   for (int64_t i = 0; i < n / kSuperBlock; ++i) {
-    int32x4_t scaled = vdupq_n_s32(0);
+    const BlockQ8K* act[kTokens];
+    for (int t = 0; t < kTokens; ++t) act[t] = reinterpret_cast<const BlockQ8K*>(a + t * a_stride) + i;
+    int32x4_t scaled[kTokens];
+    for (int t = 0; t < kTokens; ++t) scaled[t] = vdupq_n_s32(0);
     for (int half = 0; half < 2; ++half) {
       const uint8_t* ql = wb[i].ql + 64 * half;        // [64]
       const uint8_t* qh_src = wb[i].qh + 32 * half;    // [32]
-      const int8_t* act = ab[i].qs + 128 * half;       // [128]
       const int8_t* scales = wb[i].scales + 8 * half;  // [8]: one per 16 elements
       for (int r = 0; r < 2; ++r) {  // elements 16r .. 16r+15 of each 32-element quarter
         const uint8x16_t ql_a = vld1q_u8(ql + 16 * r), ql_b = vld1q_u8(ql + 32 + 16 * r);
         const uint8x16_t qh = vld1q_u8(qh_src + 16 * r);
-        // Quarter k: bits 2k, 2k+1 of qh become bits 4-5 of the quant.
-        const uint8x16_t q[4] = {
-            vorrq_u8(vandq_u8(ql_a, low4), vandq_u8(vshlq_n_u8(qh, 4), bits45)),
-            vorrq_u8(vandq_u8(ql_b, low4), vandq_u8(vshlq_n_u8(qh, 2), bits45)),
-            vorrq_u8(vshrq_n_u8(ql_a, 4), vandq_u8(qh, bits45)),
-            vorrq_u8(vshrq_n_u8(ql_b, 4), vandq_u8(vshrq_n_u8(qh, 2), bits45)),
+        // Quarter k: bits 2k, 2k+1 of qh become bits 4-5 of the quant; then the -32 offset.
+        const int8x16_t q[4] = {
+            vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(ql_a, low4), vandq_u8(vshlq_n_u8(qh, 4), bits45))),
+                     offset),
+            vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(ql_b, low4), vandq_u8(vshlq_n_u8(qh, 2), bits45))),
+                     offset),
+            vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(ql_a, 4), vandq_u8(qh, bits45))), offset),
+            vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(ql_b, 4), vandq_u8(vshrq_n_u8(qh, 2), bits45))),
+                     offset),
         };
         for (int k = 0; k < 4; ++k) {
-          const int8x16_t centered = vsubq_s8(vreinterpretq_s8_u8(q[k]), offset);
-          const int32x4_t dot = DotI8x16(vdupq_n_s32(0), centered, vld1q_s8(act + 32 * k + 16 * r));
-          scaled = vmlaq_n_s32(scaled, dot, scales[2 * k + r]);
+          for (int t = 0; t < kTokens; ++t) {
+            const int8_t* x = act[t]->qs + 128 * half + 32 * k + 16 * r;  // [16]
+            scaled[t] = vmlaq_n_s32(scaled[t], DotI8x16(vdupq_n_s32(0), q[k], vld1q_s8(x)), scales[2 * k + r]);
+          }
         }
       }
     }
-    sum += HalfToFloatNeon(wb[i].d) * ab[i].d * static_cast<float>(vaddvq_s32(scaled));
+    const float d = HalfToFloatNeon(wb[i].d);
+    for (int t = 0; t < kTokens; ++t) sum[t] += d * act[t]->d * static_cast<float>(vaddvq_s32(scaled[t]));
   }
-  return sum;
+  for (int t = 0; t < kTokens; ++t) y[t * y_stride] = sum[t];
 }
+
+template <class Block, void (*Row1)(int64_t, const Block*, const uint8_t*, size_t, float*, size_t)>
+float RowDotNeon(int64_t n, const void* w, const void* a) {
+  float y;
+  Row1(n, static_cast<const Block*>(w), static_cast<const uint8_t*>(a), 0, &y, 0);
+  return y;
+}
+
+// Each weight row meets the tokens four at a time, then one by one.
+template <class Block, void (*Row4)(int64_t, const Block*, const uint8_t*, size_t, float*, size_t),
+          void (*Row1)(int64_t, const Block*, const uint8_t*, size_t, float*, size_t)>
+void TileNeon(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
+              int64_t tokens, float* y, size_t y_stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto* row = reinterpret_cast<const Block*>(w + r * w_stride);
+    int64_t t = 0;
+    for (; t + 4 <= tokens; t += 4) Row4(n, row, a + t * a_stride, a_stride, y + t * y_stride + r, y_stride);
+    for (; t < tokens; ++t) Row1(n, row, a + t * a_stride, 0, y + t * y_stride + r, 0);
+  }
+}
+
+float DotQ4KNeon(int64_t n, const void* w, const void* a) {
+  return RowDotNeon<BlockQ4K, DotQ45KNeon<BlockQ4K, false, 1>>(n, w, a);
+}
+float DotQ5KNeon(int64_t n, const void* w, const void* a) {
+  return RowDotNeon<BlockQ5K, DotQ45KNeon<BlockQ5K, true, 1>>(n, w, a);
+}
+float DotQ6KNeon(int64_t n, const void* w, const void* a) { return RowDotNeon<BlockQ6K, DotQ6KNeon<1>>(n, w, a); }
 #endif  // NEON
 
 // ---------------------------------------------------------------------------
@@ -614,7 +660,7 @@ float VecDotQ6K(int64_t n, const void* w, const void* a) {
 }
 
 // Tiles: y[t * y_stride + r] = dot(weight row r, activation row t). AVX2 decodes
-// each weight block once per group of 4 (AVX-512: 8) tokens; elsewhere a loop over the row dot.
+// (and NEON) decode each weight block once per group of 4 (AVX-512: 8) tokens; elsewhere a loop over the row dot.
 template <float (*RowDot)(int64_t, const void*, const void*)>
 void TileFromRowDot(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
                     int64_t tokens, float* y, size_t y_stride) {
@@ -627,6 +673,8 @@ void TileQ4K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const u
              int64_t tokens, float* y, size_t y_stride) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
   TileX86<BlockQ4K, kTokenGroup, RowQ4K<kTokenGroup>, RowQ4K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+#elif defined(KVTIER_KQUANT_HAVE_NEON)
+  TileNeon<BlockQ4K, DotQ45KNeon<BlockQ4K, false, 4>, DotQ45KNeon<BlockQ4K, false, 1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #else
   TileFromRowDot<VecDotQ4K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #endif
@@ -636,6 +684,8 @@ void TileQ5K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const u
              int64_t tokens, float* y, size_t y_stride) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
   TileX86<BlockQ5K, kTokenGroup, RowQ5K<kTokenGroup>, RowQ5K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+#elif defined(KVTIER_KQUANT_HAVE_NEON)
+  TileNeon<BlockQ5K, DotQ45KNeon<BlockQ5K, true, 4>, DotQ45KNeon<BlockQ5K, true, 1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #else
   TileFromRowDot<VecDotQ5K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #endif
@@ -645,6 +695,8 @@ void TileQ6K(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const u
              int64_t tokens, float* y, size_t y_stride) {
 #if defined(KVTIER_KQUANT_HAVE_AVX2)
   TileX86<BlockQ6K, kTokenGroup, RowQ6K<kTokenGroup>, RowQ6K<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
+#elif defined(KVTIER_KQUANT_HAVE_NEON)
+  TileNeon<BlockQ6K, DotQ6KNeon<4>, DotQ6KNeon<1>>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #else
   TileFromRowDot<VecDotQ6K>(n, w, w_stride, rows, a, a_stride, tokens, y, y_stride);
 #endif
