@@ -13,9 +13,11 @@ namespace kvtier {
 struct ModelConfig;
 
 struct KvCacheOptions {
-  // "" = the contiguous f16 cache. Otherwise a ladder spec or a uniform preset:
-  // "f16:128,q8:512,q4:4096,q2", "f16", "q8", "q4", "q3", "q2".
-  std::string ladder;
+  // A ladder spec or a uniform preset for the tiered paged cache:
+  // "f16:128,q8:512,q4:4096,q2", "f16", "q8", "q4", "q3", "q2";
+  // or "contiguous" for the plain contiguous f16 cache (kept for comparison).
+  // The default, paged f16, holds exactly what llama.cpp's default f16 cache holds.
+  std::string ladder = "f16";
   int sinks = 4;  // first positions kept in f16 (paged cache only)
   // Key grouping of quantized pages: "channel" (KIVI, per channel over a page's
   // tokens) or "rotated" (per token after a per-head Hadamard rotation).

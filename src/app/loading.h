@@ -28,7 +28,9 @@ inline void add_threads_option(CLI::App& app, int& threads) {
 
 // KV cache options shared by run, perplexity and bench.
 inline void add_kv_options(CLI::App& app, KvCacheOptions& kv) {
-  auto* preset = app.add_option("--kv", kv.ladder, "uniform KV precision: f16|q8|q4|q3|q2 (paged cache)");
+  auto* preset = app.add_option("--kv", kv.ladder,
+                                "uniform KV precision of the paged cache: f16 (default)|q8|q4|q3|q2, "
+                                "or contiguous (the plain f16 cache)");
   auto* ladder = app.add_option("--kv-ladder", kv.ladder,
                                 "KV precision by token age, newest first, e.g. f16:128,q8:512,q4:4096,q2");
   preset->excludes(ladder);

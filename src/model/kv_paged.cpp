@@ -54,7 +54,7 @@ class PagedKvCache final : public KvCache {
 
 Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int max_tokens,
                                                const KvCacheOptions& options) {
-  if (options.ladder.empty()) return make_contiguous_kv_cache(config, max_tokens);
+  if (options.ladder == "contiguous") return make_contiguous_kv_cache(config, max_tokens);
   if (options.sinks < 0 || options.sinks > kv::kTokensPerPage) {
     return Status::error("--kv-sinks must be between 0 and " + std::to_string(kv::kTokensPerPage));
   }
