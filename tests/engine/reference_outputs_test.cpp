@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "common/shared_data.h"
+#include "kvtier/kv_options.h"
 #include "kvtier/model.h"
 #include "kvtier/sampling.h"
 #include "kvtier/session.h"
@@ -48,9 +49,13 @@ Loaded load(const std::string& model_file) {
 }
 
 // Greedy continuation of n tokens, detokenized.
-std::string greedy(Loaded& l, const std::string& prompt, int n, ThreadPool& pool) {
+// cache: "contiguous" or a paged ladder ("f16", the default cache).
+std::string greedy(Loaded& l, const std::string& prompt, int n, ThreadPool& pool, const std::string& cache) {
   std::vector<int32_t> tokens = l.tokenizer->encode(prompt, true, true);
-  Session session(*l.model, make_contiguous_kv_cache(l.model->config(), static_cast<int>(tokens.size()) + n), pool);
+  KvCacheOptions options;
+  options.ladder = cache;
+  Session session(*l.model, make_kv_cache(l.model->config(), static_cast<int>(tokens.size()) + n, options).value(),
+                  pool);
   EXPECT_TRUE(session.append(tokens).ok());
   StreamingDetokenizer detok(*l.tokenizer);
   std::string text;
@@ -75,12 +80,15 @@ TEST(ModelReference, GreedyMatchesLlamaCppOnF16Models) {
     Loaded& l = models[model_file];
     ASSERT_TRUE(l.model && l.tokenizer);
     const std::string expected = c["greedy_continuation"];
-    const std::string ours = greedy(l, c["prompt"], 48, pool);
-    // The shorter is a prefix of the other, over at least 60 characters.
-    const size_t common = std::min(ours.size(), expected.size());
-    EXPECT_GE(common, 60u) << model_file << " / " << c["prompt"];
-    EXPECT_EQ(ours.substr(0, common), expected.substr(0, common))
-        << model_file << " prompt " << c["prompt"] << "\nours:     " << ours << "\nllama.cpp: " << expected;
+    for (const char* cache : {"contiguous", "f16"}) {
+      const std::string ours = greedy(l, c["prompt"], 48, pool, cache);
+      // The shorter is a prefix of the other, over at least 60 characters.
+      const size_t common = std::min(ours.size(), expected.size());
+      EXPECT_GE(common, 60u) << model_file << " / " << c["prompt"];
+      EXPECT_EQ(ours.substr(0, common), expected.substr(0, common))
+          << cache << " cache, " << model_file << " prompt " << c["prompt"] << "\nours:     " << ours
+          << "\nllama.cpp: " << expected;
+    }
     ++checked;
   }
   EXPECT_GE(checked, 4);
