@@ -18,16 +18,6 @@ bool is_kquant(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q5_K |
 
 uint32_t index_of(GgmlType t) { return static_cast<uint32_t>(t); }
 
-// A tile kernel built from a K-quant row dot product: rows outer, tokens inner,
-// so one weight row stays in L1 while it meets every token.
-template <float (*Dot)(int64_t, const void*, const void*)>
-void tile_from_vec_dot(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const uint8_t* a, size_t a_stride,
-                       int64_t tokens, float* y, size_t y_stride) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t t = 0; t < tokens; ++t) y[t * y_stride + r] = Dot(n, w + r * w_stride, a + t * a_stride);
-  }
-}
-
 struct KquantKernels {
   simd::TileFn tile;
   void (*dequantize)(const void*, float*, int64_t);

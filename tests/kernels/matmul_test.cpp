@@ -41,6 +41,14 @@ std::vector<float> activation_roundtrip(GgmlType weight_type, const std::vector<
         const auto* qs = reinterpret_cast<const int8_t*>(q.data() + b * block_bytes + qs_offset);
         for (int i = 0; i < 32; ++i) o[b * 32 + i] = qs[i] * f16_to_f32(d);
       }
+    } else if (at == GgmlType::Q8_K) {
+      // block_q8_K: float d | int8 qs[256] | int16 bsums[16]  (292 bytes)
+      for (int64_t b = 0; b < cols / 256; ++b) {
+        float d;
+        std::memcpy(&d, q.data() + b * 292, 4);
+        const auto* qs = reinterpret_cast<const int8_t*>(q.data() + b * 292 + 4);
+        for (int i = 0; i < 256; ++i) o[b * 256 + i] = qs[i] * d;
+      }
     } else {
       dequantize_row_reference(at, q.data(), o, cols);
     }
@@ -93,6 +101,27 @@ TEST(Matmul, MatchesDoublePrecisionForOneToThreeThreads) {
             EXPECT_EQ(first, y) << what;
           }
         }
+      }
+    }
+  }
+}
+
+// K-quants go through the same entry point (routed to kernels/kquant_ops.h).
+TEST(Matmul, RoutesKQuantsForOneToThreeThreads) {
+  std::mt19937 rng(6);
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+    const int64_t rows = 37, cols = 512;
+    const std::vector<uint8_t> wbytes = random_weights(rng, type, rows, cols);
+    const WeightMatrix w{type, wbytes.data(), rows, cols, ggml_row_bytes(type, cols)};
+    for (int64_t tokens : {1, 3, 17}) {
+      const std::vector<float> x = random_floats(rng, tokens * cols);
+      for (int threads = 1; threads <= 3; ++threads) {
+        ThreadPool pool(threads);
+        std::vector<float> y(static_cast<size_t>(rows * tokens), NAN);
+        matmul(w, x.data(), tokens, y.data(), pool);
+        expect_matmul_close(w, x, tokens, y,
+                            std::string(ggml_type_name(type)) + " tokens=" + std::to_string(tokens) +
+                                " threads=" + std::to_string(threads));
       }
     }
   }

@@ -382,13 +382,19 @@ HWY_INLINE FVec BlockDot(const WeightPrep& w, const ActPrep& a) {
 #endif
 }
 
-// Tokens per micro-tile: AVX-512 has 32 vector registers, the others 16.
+// Micro-tile shape: AVX-512 has 32 vector registers, the others 16.
+#ifndef KVTIER_TILE_TOKENS
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-constexpr int kTileTokens = 4;
+#define KVTIER_TILE_TOKENS 4
 #else
-constexpr int kTileTokens = 3;
+#define KVTIER_TILE_TOKENS 3
 #endif
-constexpr int kTileRows = 4;
+#endif
+#ifndef KVTIER_TILE_ROWS
+#define KVTIER_TILE_ROWS 4
+#endif
+constexpr int kTileTokens = KVTIER_TILE_TOKENS;
+constexpr int kTileRows = KVTIER_TILE_ROWS;
 
 // RM weight rows x RN tokens over n_blocks blocks of 32.
 //   w: RM rows, w_stride bytes apart;  a: RN activation rows, a_stride bytes apart
@@ -528,6 +534,19 @@ struct FloatOp {
   }
 };
 
+// The last tokens < kTileTokens of a row group: one tile of exactly `left` tokens.
+template <class Op, int RM, int RN>
+HWY_INLINE void TokensLeft(int64_t n, const uint8_t* w, size_t ws, const uint8_t* a, size_t as, int64_t t0,
+                           int64_t left, const typename Op::Scratch& scratch, float* y, size_t ys) {
+  if constexpr (RN > 0) {
+    if (left == RN) {
+      Op::template Tile<RM, RN>(n, w, ws, a, as, t0, scratch, y, ys);
+    } else {
+      TokensLeft<Op, RM, RN - 1>(n, w, ws, a, as, t0, left, scratch, y, ys);
+    }
+  }
+}
+
 // RM rows against all tokens, kTileTokens at a time.
 //   a: [tokens][as bytes], y: y[t * ys + r]
 template <class Op, int RM>
@@ -537,13 +556,18 @@ HWY_INLINE void RowGroup(int64_t n, const uint8_t* w, size_t ws, const uint8_t* 
   for (; t + kTileTokens <= tokens; t += kTileTokens) {
     Op::template Tile<RM, kTileTokens>(n, w, ws, a + t * as, as, t, scratch, y + t * ys, ys);
   }
-  const int64_t left = tokens - t;
-  const uint8_t* a_left = a + t * as;
-  float* y_left = y + t * ys;
-  if (left == 1) Op::template Tile<RM, 1>(n, w, ws, a_left, as, t, scratch, y_left, ys);
-  if (left == 2) Op::template Tile<RM, 2>(n, w, ws, a_left, as, t, scratch, y_left, ys);
-  if constexpr (kTileTokens > 3) {
-    if (left == 3) Op::template Tile<RM, 3>(n, w, ws, a_left, as, t, scratch, y_left, ys);
+  TokensLeft<Op, RM, kTileTokens - 1>(n, w, ws, a + t * as, as, t, tokens - t, scratch, y + t * ys, ys);
+}
+
+template <class Op, int RM>
+HWY_INLINE void RowsLeft(int64_t n, const uint8_t* w, size_t ws, int64_t left, const uint8_t* a, size_t as,
+                         int64_t tokens, const typename Op::Scratch& scratch, float* y, size_t ys) {
+  if constexpr (RM > 0) {
+    if (left == RM) {
+      RowGroup<Op, RM>(n, w, ws, a, as, tokens, scratch, y, ys);
+    } else {
+      RowsLeft<Op, RM - 1>(n, w, ws, left, a, as, tokens, scratch, y, ys);
+    }
   }
 }
 
@@ -563,11 +587,7 @@ void TileAll(int64_t n, const uint8_t* w, size_t ws, int64_t rows, const uint8_t
   for (; r + kTileRows <= rows; r += kTileRows) {
     RowGroup<Op, kTileRows>(n, w + r * ws, ws, a, as, tokens, scratch, y + r, ys);
   }
-  const int64_t left = rows - r;
-  const uint8_t* w_left = w + r * ws;
-  if (left == 1) RowGroup<Op, 1>(n, w_left, ws, a, as, tokens, scratch, y + r, ys);
-  if (left == 2) RowGroup<Op, 2>(n, w_left, ws, a, as, tokens, scratch, y + r, ys);
-  if (left == 3) RowGroup<Op, 3>(n, w_left, ws, a, as, tokens, scratch, y + r, ys);
+  RowsLeft<Op, kTileRows - 1>(n, w + r * ws, ws, rows - r, a, as, tokens, scratch, y + r, ys);
 }
 
 // ---------------------------------------------------------------------------
