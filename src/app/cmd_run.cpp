@@ -1,4 +1,6 @@
 // kvtier run: stream a continuation of a prompt to stdout (logs go to stderr).
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -23,6 +25,12 @@ struct RunOptions {
   SamplingParams sampling;
   KvCacheOptions kv;
 };
+
+// The L2 cache size the OS reports (the hot ring should fit in it), or 0.
+long l2_cache_bytes() {
+  const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  return bytes > 0 ? bytes : 0;
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
@@ -50,7 +58,8 @@ int run(const RunOptions& o) {
     std::fprintf(stderr, "model: %s, %s, %d layers, %d/%d heads, weights %.1f MiB; %d threads\n",
                  c.name.c_str(), c.architecture.c_str(), c.n_layers, c.n_heads, c.n_kv_heads,
                  model.weight_bytes() / 1048576.0, pool.size());
-    std::fprintf(stderr, "%s\n", session.cache().describe().c_str());
+    std::fprintf(stderr, "%s\nL2 cache (per core, from the OS): %ld KiB\n", session.cache().describe().c_str(),
+                 l2_cache_bytes() / 1024);
   }
 
   Sampler sampler(o.sampling);
