@@ -59,7 +59,7 @@ sweep() {
   local name=$1 model=$2 ctx=$3 chunks=$4 ladders=$5
   local tsv=$OUT/kv_frontier_$name.tsv logs=$OUT/kv_frontier_logs
   mkdir -p "$logs"
-  printf 'ladder\tkeys\tsinks\tbits_per_element\tmean_kld\tkld_error\tppl_ratio\tsame_top1_pct\tctx\tchunks\n' >"$tsv"
+  printf 'ladder\tkeys\tsinks\tbits_per_element\tmean_kld\tkld_error\tppl_ratio\tsame_top1_pct\tctx\tchunks\tbits_live\n' >"$tsv"
   while read -r ladder keys sinks; do
     [[ -z ${ladder:-} ]] && continue
     local log=$logs/${name}_${ladder//[:,]/_}_${keys}_s${sinks}.log
@@ -70,13 +70,16 @@ sweep() {
       echo "kv_frontier: failed, see $log" >&2
       continue
     }
-    local bits kld err ratio top1
+    local bits live kld err ratio top1
+    # bits: the harness line (resident bytes: ring capacity, sinks, pool slabs incl. free pages and slack);
+    # live: the store's own count (live pages, filled ring pages, sinks), i.e. the format without allocator slack.
     bits=$(sed -n 's/^Bits per element.*: \([0-9.]*\)$/\1/p' "$log")
+    live=$(sed -n 's/^KV .*, \([0-9.]*\) bits\/element$/\1/p' "$log")
     read -r kld err < <(sed -n 's|^Mean KLD: \([0-9.e-]*\) +/- \([0-9.e-]*\)$|\1 \2|p' "$log")
     ratio=$(sed -n 's/.*PPL ratio = \([0-9.]*\)$/\1/p' "$log")
     top1=$(sed -n 's/^Same top-1: \([0-9.]*\)%$/\1/p' "$log")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ladder" "$keys" "$sinks" "$bits" "$kld" "$err" "$ratio" \
-      "$top1" "$ctx" "$chunks" >>"$tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ladder" "$keys" "$sinks" "$bits" "$kld" "$err" "$ratio" \
+      "$top1" "$ctx" "$chunks" "$live" >>"$tsv"
     echo "kv_frontier:   bits $bits  KLD $kld  ($((SECONDS - start)) s)" >&2
   done <<<"$ladders"
 }
@@ -105,10 +108,10 @@ TABLE=$OUT/kv_frontier_table.md
     echo
     echo "**$name** ($(awk -F'\t' 'NR==2 {print "-c " $9 " --chunks " $10}' "$tsv"))"
     echo
-    echo "| ladder | keys | sinks | bits/element | mean KLD | ± | PPL ratio | same top-1 |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| ladder | keys | sinks | bits/element | (live pages) | mean KLD | ± | PPL ratio | same top-1 |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     tail -n +2 "$tsv" | sort -t$'\t' -k4,4g |
-      awk -F'\t' '{printf "| `%s` | %s | %s | %s | %s | %s | %s | %s%% |\n", $1, $2, $3, $4, $5, $6, $7, $8}'
+      awk -F'\t' '{printf "| `%s` | %s | %s | %s | %s | %s | %s | %s | %s%% |\n", $1, $2, $3, $4, $11, $5, $6, $7, $8}'
   done
 } >"$TABLE"
 if [[ -f $OUT/kv_quality.md ]] && grep -q '<!-- frontier:begin -->' "$OUT/kv_quality.md"; then
