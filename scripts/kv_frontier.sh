@@ -7,6 +7,7 @@
 #   scripts/kv_frontier.sh            # full runs: 2K (-c 2048 --chunks 24) and 8K (-c 8192 --chunks 4)
 #   CHUNKS_2K=3 ONLY=2k OUT=/tmp/kvq scripts/kv_frontier.sh   # a quick pass to choose ladders
 #
+# A quick-pass TSV kept as $OUT/kv_frontier_2k_quick.tsv (same columns) is plotted as its own series.
 # Environment: KVTIER (binary, default build/kvtier), SHARED (../shared), THREADS (2), CHUNKS_2K (24),
 # CHUNKS_8K (4), ONLY (2k|8k|plot: run one part; the plot and table use whatever TSVs exist),
 # OUT (docs/). The markdown table replaces the block between the frontier markers in $OUT/kv_quality.md
@@ -131,7 +132,7 @@ if ! command -v gnuplot >/dev/null; then
 fi
 plot_data=$(mktemp -d)
 trap 'rm -rf "$plot_data"' EXIT
-for name in 2k 8k; do
+for name in 2k 8k 2k_quick; do
   [[ -f $OUT/kv_frontier_$name.tsv ]] && tail -n +2 "$OUT/kv_frontier_$name.tsv" |
     awk -F'\t' '$4 != "" && $5 != "" {print $4, $5, $1 "/" substr($2, 1, 3) "/s" $3}' >"$plot_data/$name.dat"
   touch "$plot_data/$name.dat"
@@ -147,9 +148,11 @@ set ylabel "mean KLD (nats, log scale)"
 set logscale y
 set grid
 set key top right
-plot "$plot_data/2k.dat" using 1:2 with points pt 7 ps 1.3 lc rgb "#1f77b4" title "kvtier, 2K (-c 2048 --chunks $CHUNKS_2K)", \
-     "$plot_data/2k.dat" using 1:2:3 with labels offset 0.5,0.5 left font ",7" tc rgb "#1f77b4" notitle, \
-     "$plot_data/8k.dat" using 1:2 with points pt 9 ps 1.5 lc rgb "#2ca02c" title "kvtier, 8K model (-c 8192 --chunks $CHUNKS_8K)", \
+plot "$plot_data/2k_quick.dat" using 1:2 with points pt 6 ps 1.1 lc rgb "#7f7f7f" title "kvtier, 2K quick pass (kv_frontier_2k_quick.tsv, -c 2048 --chunks 3)", \
+     "$plot_data/2k_quick.dat" using 1:2:3 with labels offset 0.5,0.5 left font ",7" tc rgb "#7f7f7f" notitle, \
+     "$plot_data/2k.dat" using 1:2 with points pt 7 ps 1.5 lc rgb "#1f77b4" title "kvtier, 2K (-c 2048, kv_frontier_2k.tsv)", \
+     "$plot_data/2k.dat" using 1:2:3 with labels offset 0.5,-0.6 left font ",7" tc rgb "#1f77b4" notitle, \
+     "$plot_data/8k.dat" using 1:2 with points pt 9 ps 1.5 lc rgb "#2ca02c" title "kvtier, 8K model (-c 8192, kv_frontier_8k.tsv)", \
      "$plot_data/8k.dat" using 1:2:3 with labels offset 0.5,-0.6 left font ",7" tc rgb "#2ca02c" notitle, \
      "$plot_data/ref2k.dat" using 1:2 with points pt 5 ps 1.3 lc rgb "#d62728" title "llama.cpp KV types, 2K", \
      "$plot_data/ref2k.dat" using 1:2:3 with labels offset -0.5,0.6 right font ",8" tc rgb "#d62728" notitle, \
