@@ -22,8 +22,11 @@ struct Outcome {
 
 // Runs build/kvtier with arguments (a shell-quoted string).
 Outcome kvtier(const std::string& args) {
-  const std::string dir = ::testing::TempDir();
-  const std::string out_path = dir + "/kvtier_cli_out.txt", err_path = dir + "/kvtier_cli_err.txt";
+  // ctest runs tests in parallel processes: the files are named after this test and call.
+  static int call = 0;
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string stem = ::testing::TempDir() + "/kvtier_cli_" + info->name() + "_" + std::to_string(++call);
+  const std::string out_path = stem + ".out", err_path = stem + ".err";
   const std::string cmd = std::string(KVTIER_BINARY_DIR) + "/kvtier " + args + " >" + out_path + " 2>" + err_path;
   const int status = std::system(cmd.c_str());
   Outcome o;
