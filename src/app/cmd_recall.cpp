@@ -23,9 +23,6 @@ struct RecallCommandOptions {
 };
 
 int run(const RecallCommandOptions& o) {
-  if (o.kv.ladder.empty()) {
-    return fail("recall compares a cache with the f16 cache: give --kv or --kv-ladder (e.g. --kv q4)");
-  }
   const int filler = o.filler >= 0 ? o.filler : o.n_ctx - 1 - 2 * o.span;
   if (filler < 0 || 1 + 2 * o.span + filler > o.n_ctx) {
     return fail("--span " + std::to_string(o.span) + " with --filler " + std::to_string(filler) +
