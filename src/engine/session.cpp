@@ -1,5 +1,7 @@
 #include "kvtier/session.h"
 
+#include "engine/log_softmax.h"
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -63,16 +65,7 @@ Result<PerplexityResult> compute_perplexity(
 }
 
 namespace {
-// log-softmax of one row of logits: out[v] = logits[v] - logsumexp(logits).
-void log_softmax(const float* logits, int n, std::vector<double>& out) {
-  out.resize(n);
-  float max_logit = logits[0];
-  for (int v = 1; v < n; ++v) max_logit = std::max(max_logit, logits[v]);
-  double sum = 0;
-  for (int v = 0; v < n; ++v) sum += std::exp(static_cast<double>(logits[v]) - max_logit);
-  const double log_sum = std::log(sum) + max_logit;
-  for (int v = 0; v < n; ++v) out[v] = logits[v] - log_sum;
-}
+using engine_detail::log_softmax;
 }  // namespace
 
 Result<KvQualityResult> compare_kv_caches(
