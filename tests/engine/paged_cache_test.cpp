@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/loaded_model.h"
 #include "common/shared_data.h"
 #include "kvtier/kv_options.h"
 #include "kvtier/model.h"
@@ -18,22 +19,8 @@ namespace {
 
 using kvtier::testing::shared_path;
 
-struct Loaded {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<Tokenizer> tokenizer;
-};
-
-Loaded load(const std::string& file) {
-  Loaded l;
-  auto model = Model::load(shared_path("models/" + file).string());
-  EXPECT_TRUE(model.ok()) << model.error();
-  if (!model.ok()) return l;
-  l.model = std::move(*model);
-  auto tok = Tokenizer::from_gguf(l.model->file());
-  EXPECT_TRUE(tok.ok()) << tok.error();
-  if (tok.ok()) l.tokenizer = std::move(*tok);
-  return l;
-}
+using Loaded = kvtier::testing::LoadedModel;
+Loaded load(const std::string& file) { return kvtier::testing::load_shared_model(file); }
 
 std::vector<int32_t> greedy_ids(Loaded& l, std::unique_ptr<KvCache> cache, const std::string& prompt, int n,
                                 ThreadPool& pool) {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/loaded_model.h"
 #include "common/shared_data.h"
 #include "kvtier/kv_options.h"
 #include "kvtier/model.h"
@@ -31,22 +32,8 @@ std::string read_text(const std::string& relative) {
   return s.str();
 }
 
-struct Loaded {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<Tokenizer> tokenizer;
-};
-
-Loaded load(const std::string& model_file) {
-  Loaded l;
-  auto model = Model::load(shared_path("models/" + model_file).string());
-  EXPECT_TRUE(model.ok()) << model.error();
-  if (!model.ok()) return l;
-  l.model = std::move(*model);
-  auto tok = Tokenizer::from_gguf(l.model->file());
-  EXPECT_TRUE(tok.ok()) << tok.error();
-  if (tok.ok()) l.tokenizer = std::move(*tok);
-  return l;
-}
+using Loaded = kvtier::testing::LoadedModel;
+Loaded load(const std::string& file) { return kvtier::testing::load_shared_model(file); }
 
 // Greedy continuation of n tokens, detokenized.
 // cache: "contiguous" or a paged ladder ("f16", the default cache).
