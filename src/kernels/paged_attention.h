@@ -21,6 +21,10 @@ struct PagedKv {
   int n_kv_heads = 0;
   int head_dim = 0;
   bool keys_rotated = false;  // keys are Hadamard-rotated (KeyMode::RotatedPerToken): queries are rotated too
+  // The pages need not reach the queries' positions: a partial call over some older pages only (the cold
+  // tier attends its pages in chunks and merges the results with merge_attention). Pages still start at or
+  // before pos, and every page must be fully visible to every query (all its positions < pos).
+  bool pages_are_prefix = false;
 };
 
 // Causal attention of n_q query tokens at positions [pos, pos + n_q): query i attends to cached
@@ -29,8 +33,15 @@ struct PagedKv {
 //   out: [n_q, n_heads, head_dim] f32;  scale multiplies q.k before the softmax.
 void paged_attention_reference(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale,
                                float* out);
+//   lse (optional): [n_q, n_heads] log of the softmax denominator of each row (log sum_j exp(scale q.k_j)),
+//   which lets results over disjoint page sets be merged exactly (merge_attention).
 void paged_attention(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale, float* out,
-                     ThreadPool& pool);
+                     ThreadPool& pool, float* lse = nullptr);
+
+// Folds the attention of a disjoint set of pages (out_b, lse_b) into (out_a, lse_a), exactly:
+// out = (e^lse_a out_a + e^lse_b out_b) / (e^lse_a + e^lse_b).  out_*: [rows, head_dim], lse_*: [rows].
+void merge_attention(float* out_a, float* lse_a, const float* out_b, const float* lse_b, int64_t rows,
+                     int head_dim);
 
 // The SIMD page-head decoder the kernel uses (dispatched), exposed so that tests can check it against
 // kv::decode_page_head on every target.  k, v: [n_tokens, head_dim] f32.

@@ -470,8 +470,8 @@ HWY_NOINLINE void ProcessItem(const Work& w, int item) {
   }
 }
 
-// Merges the page-chunk states of one (kv head, query block) into out.
-void MergeStates(const Work& w, int kvh, int qb, float* out) {
+// Merges the page-chunk states of one (kv head, query block) into out (and lse, when asked).
+void MergeStates(const Work& w, int kvh, int qb, float* out, float* lse) {
   const int hd = w.head_dim;
   const int q0 = qb * w.q_block;
   const int nq = std::min(w.q_block, w.n_q - q0);
@@ -493,12 +493,13 @@ void MergeStates(const Work& w, int kvh, int qb, float* out) {
       }
       const float inv = 1.0f / l;
       for (int d = 0; d < hd; ++d) o[d] *= inv;
+      if (lse != nullptr) lse[static_cast<size_t>(q0 + i) * w.n_heads + kvh * w.group + g] = m + std::log(l);
     }
   }
 }
 
 void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale, float* out,
-                    ThreadPool& pool) {
+                    float* lse, ThreadPool& pool) {
   if (n_q <= 0) return;
   assert(!kv.pages.empty() && n_heads % kv.n_kv_heads == 0);
   Work w;
@@ -513,7 +514,9 @@ void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const floa
   w.q = q;
   w.scale = scale;
   for (const kv::PageRef& p : kv.pages) w.max_page_tokens = std::max(w.max_page_tokens, p.format->tokens);
-  assert(kv.pages.back().first_pos + kv.pages.back().n_tokens >= pos + n_q);
+  // Every query must see at least one position: the whole causal range, or (a partial call) old pages only.
+  assert(kv.pages.front().first_pos <= pos);
+  assert(kv.pages_are_prefix || kv.pages.back().first_pos + kv.pages.back().n_tokens >= pos + n_q);
   // Decode: one query, split the pages. Prefill: blocks of 32 queries share each decoded tile.
   w.q_block = n_q == 1 ? 1 : 32;
   w.n_qblocks = (n_q + w.q_block - 1) / w.q_block;
@@ -530,7 +533,7 @@ void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const floa
   std::atomic<int> next_merge{0};
   const int merges = w.n_kv_heads * w.n_qblocks;
   pool.run([&](int, int) {
-    for (int m = next_merge.fetch_add(1); m < merges; m = next_merge.fetch_add(1)) MergeStates(w, m / w.n_qblocks, m % w.n_qblocks, out);
+    for (int m = next_merge.fetch_add(1); m < merges; m = next_merge.fetch_add(1)) MergeStates(w, m / w.n_qblocks, m % w.n_qblocks, out, lse);
   });
 }
 
@@ -546,14 +549,14 @@ HWY_EXPORT(DecodePageHeadSimd);
 HWY_EXPORT(TargetName);
 
 void paged_attention(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale, float* out,
-                     ThreadPool& pool) {
+                     ThreadPool& pool, float* lse) {
   std::vector<float> rotated;  // [n_q, n_heads, head_dim] when the keys are rotated
   if (kv.keys_rotated) {
     rotated.assign(q, q + static_cast<size_t>(n_q) * n_heads * kv.head_dim);
     kv::rotate_heads(rotated.data(), static_cast<int64_t>(n_q) * n_heads, kv.head_dim);
     q = rotated.data();
   }
-  HWY_DYNAMIC_DISPATCH(PagedAttention)(kv, pos, n_q, n_heads, q, scale, out, pool);
+  HWY_DYNAMIC_DISPATCH(PagedAttention)(kv, pos, n_q, n_heads, q, scale, out, lse, pool);
 }
 
 void decode_page_head_simd(const kv::PageFormat& format, const uint8_t* page, int head, int n_tokens, float* k, float* v) {
@@ -561,6 +564,20 @@ void decode_page_head_simd(const kv::PageFormat& format, const uint8_t* page, in
 }
 
 const char* paged_attention_target() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+
+void merge_attention(float* out_a, float* lse_a, const float* out_b, const float* lse_b, int64_t rows,
+                     int head_dim) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float m = std::max(lse_a[r], lse_b[r]);
+    if (m == -INFINITY) continue;  // neither side saw a position
+    const float wa = std::exp(lse_a[r] - m), wb = std::exp(lse_b[r] - m);
+    const float inv = 1.0f / (wa + wb);
+    float* a = out_a + r * head_dim;
+    const float* b = out_b + r * head_dim;
+    for (int d = 0; d < head_dim; ++d) a[d] = (a[d] * wa + b[d] * wb) * inv;
+    lse_a[r] = m + std::log(wa + wb);
+  }
+}
 
 }  // namespace kvtier::kernels
 #endif
