@@ -14,7 +14,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${KVTIER_ARM64_BUILD:-$REPO/build-arm64}"
 JOBS="${KVTIER_ARM64_JOBS:-2}"
-ARM_PACKAGES=(libhwy-dev:arm64 libgtest-dev:arm64 libxxhash-dev:arm64 libfmt-dev:arm64 libpcre2-dev:arm64)
+ARM_PACKAGES=(libhwy-dev:arm64 libgtest-dev:arm64 libxxhash-dev:arm64 libfmt-dev:arm64 libpcre2-dev:arm64 liburing-dev:arm64)
 TOOL_PACKAGES=(g++-aarch64-linux-gnu qemu-user pkg-config)
 
 log() { echo "[test_arm64] $*" >&2; }

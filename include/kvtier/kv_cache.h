@@ -21,6 +21,19 @@ struct KvGeometry {
   int kv_dim() const { return n_kv_heads * head_dim; }
 };
 
+// Byte streams for saving and restoring a cache (session files). Implementations report I/O errors
+// and short reads as errors.
+class ByteSink {
+ public:
+  virtual ~ByteSink() = default;
+  virtual Status write(const void* data, size_t bytes) = 0;
+};
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  virtual Status read(void* data, size_t bytes) = 0;
+};
+
 class KvCache {
  public:
   virtual ~KvCache() = default;
@@ -46,6 +59,19 @@ class KvCache {
   // Bytes of storage held, and a one-line description for --verbose output.
   virtual size_t resident_bytes() const = 0;
   virtual std::string describe() const = 0;
+
+  // Sessions. policy(): the storage policy a saved cache can only be restored into (e.g. "paged
+  // f16:128,q4 +4 sinks keys=channel"). save() writes every position the cache holds, in its storage
+  // format; load() reads it back into an empty cache of the same geometry and policy (errors leave the
+  // cache empty).
+  virtual std::string policy() const = 0;
+  virtual Status save(ByteSink& out) = 0;
+  virtual Status load(ByteSource& in) = 0;
+
+  // Set when a stored range turned out damaged (a cold page failed its checksum or could not be read):
+  // the first position whose data cannot be trusted, or -1. The caller recomputes from there
+  // (truncate, then evaluate the tokens again); truncate() clears it.
+  virtual int first_bad_position() const { return -1; }
 };
 
 }  // namespace kvtier

@@ -22,7 +22,16 @@ struct KvCacheOptions {
   // Key grouping of quantized pages: "channel" (KIVI, per channel over a page's
   // tokens) or "rotated" (per token after a per-head Hadamard rotation).
   std::string key_mode = "channel";
+  // Cold tier (paged cache only): keep the cache's RAM within budget_bytes (0 = no limit) by writing the
+  // oldest pages at the ladder's last rung to a page file in spill_dir.
+  size_t budget_bytes = 0;
+  std::string spill_dir;
+  std::string cold_mode = "sparse";  // "exact": read every cold page each step; "sparse": the best within
+  size_t cold_read_bytes = 0;        // this many bytes per decode step (0 = default, 2 MiB)
 };
+
+// Parses a byte size: "4096", "256K", "512M", "2G" (binary units; "KiB"/"MB"-style suffixes accepted).
+Result<size_t> parse_byte_size(const std::string& text);
 
 // Builds a cache of max_tokens positions for the model. Errors name the bad option.
 Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int max_tokens,

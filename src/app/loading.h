@@ -38,6 +38,22 @@ inline void add_kv_options(CLI::App& app, KvCacheOptions& kv) {
       ->check(CLI::Range(0, 64));
   app.add_option("--kv-keys", kv.key_mode, "quantized key grouping: channel (KIVI, default) or rotated (Hadamard)")
       ->check(CLI::IsMember({"channel", "rotated"}));
+  auto byte_size = [](size_t& out) {
+    return [&out](const std::string& text) -> std::string {
+      Result<size_t> bytes = parse_byte_size(text);
+      if (!bytes.ok()) return bytes.error();
+      out = *bytes;
+      return std::string();
+    };
+  };
+  app.add_option("--kv-budget", "RAM for the KV cache (e.g. 256K, 512M, 2G); older pages spill to --kv-spill")
+      ->check(CLI::Validator(byte_size(kv.budget_bytes), "SIZE"));
+  app.add_option("--kv-spill", kv.spill_dir, "directory for the cold tier's page file (with --kv-budget)");
+  app.add_option("--kv-cold", kv.cold_mode,
+                 "cold pages: sparse (default; the best pages within --kv-cold-read per step) or exact (all, every step)")
+      ->check(CLI::IsMember({"exact", "sparse"}));
+  app.add_option("--kv-cold-read", "sparse mode: cold bytes read per decode step, all layers (default 2M)")
+      ->check(CLI::Validator(byte_size(kv.cold_read_bytes), "SIZE"));
 }
 
 }  // namespace kvtier::app

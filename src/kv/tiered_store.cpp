@@ -66,7 +66,81 @@ Result<std::unique_ptr<TieredKvStore>> TieredKvStore::create(const KvGeometry& g
   const size_t page_elems = static_cast<size_t>(kTokensPerPage) * g.kv_dim();
   s.scratch_k_.resize(page_elems);
   s.scratch_v_.resize(page_elems);
+  if (options.budget_bytes > 0) {
+    ColdOptions cold = options.cold;
+    // Staging buffers scale with the budget (1/16 each, at most the configured size, at least one page).
+    cold.staging_bytes = std::min(cold.staging_bytes, options.budget_bytes / 16);
+    auto tier = ColdTier::create(g, cold, s.format(Precision::F16).page_bytes);
+    if (!tier.ok()) return tier.status();
+    s.cold_ = std::move(*tier);
+    if (s.fixed_bytes() > options.budget_bytes) {
+      return Status::error("--kv-budget " + std::to_string(options.budget_bytes) + " bytes is below the fixed part of the cache, " +
+                           std::to_string(s.fixed_bytes()) + " bytes (hot f16 rings " + std::to_string(s.ring_and_sink_bytes()) +
+                           " incl. sinks, cold-tier buffers " + std::to_string(s.cold_->ram_bytes()) +
+                           "); raise the budget or shorten the ladder's f16 rung");
+    }
+  }
   return store;
+}
+
+size_t TieredKvStore::ring_and_sink_bytes() const {
+  const size_t ring = align_up(ring_pages_ * format(Precision::F16).page_bytes, kRingAlign);
+  const size_t sinks = n_sinks_ > 0 ? align_up(sink_format_.page_bytes, kRingAlign) : 0;
+  return (ring + sinks) * layers_.size();
+}
+
+size_t TieredKvStore::fixed_bytes() const { return ring_and_sink_bytes() + (cold_ ? cold_->ram_bytes() : 0); }
+
+size_t TieredKvStore::budget_resident_bytes() const {
+  return ring_and_sink_bytes() + pool_.live_bytes() + (cold_ ? cold_->ram_bytes() : 0);
+}
+
+Status TieredKvStore::make_room(size_t incoming) {
+  if (!cold_ || spill_disabled_) return Status();
+  const size_t budget = options_.budget_bytes;
+  const int last = static_cast<int>(rungs_.rungs.size()) - 1;
+  const PageFormat& cold_format = format(rungs_.rungs[last].precision);
+  const int n_layers = geometry_.n_layers;
+  while (budget_resident_bytes() + incoming > budget) {
+    const size_t excess = budget_resident_bytes() + incoming - budget;
+    // Oldest first, from the layer with the most spillable (last-rung, resident) pages, so that the
+    // layers' cold prefixes stay even. A batch frees the excess plus 1/64 of the budget (hysteresis).
+    std::vector<int64_t> next(n_layers), end(n_layers);
+    for (int l = 0; l < n_layers; ++l) {
+      next[l] = n_cold(l);
+      end[l] = next[l];
+      while (end[l] < table_.n_pages(l) && table_.rung(l, end[l]) == last) ++end[l];
+    }
+    std::vector<ColdTier::Spill> batch;
+    std::vector<std::pair<int, int64_t>> where;
+    size_t freed = 0;
+    while (batch.size() < 8 && freed < excess + budget / 64) {
+      int best = -1;
+      for (int l = 0; l < n_layers; ++l) {
+        if (end[l] > next[l] && (best < 0 || end[l] - next[l] > end[best] - next[best])) best = l;
+      }
+      if (best < 0) break;
+      const int64_t i = next[best]++;
+      batch.push_back({best, pool_.data(table_.page(best, i)), &cold_format, last, static_cast<int>(page_first_pos(i))});
+      where.emplace_back(best, i);
+      freed += cold_format.page_bytes;
+    }
+    if (batch.empty()) {
+      if (budget_warning_.empty()) {
+        budget_warning_ = "the KV budget (" + std::to_string(budget) + " bytes) is smaller than the ladder's warm rungs need; "
+                          "holding " + std::to_string(budget_resident_bytes() + incoming) +
+                          " bytes (only pages at the last rung go to disk; `kvtier plan` shows the minimum)";
+      }
+      return Status();
+    }
+    if (Status st = cold_->spill(batch); !st.ok()) {
+      spill_disabled_ = true;
+      budget_warning_ = "spilling to disk stopped (" + st.message() + "); the KV cache stays in RAM from here on";
+      return Status();
+    }
+    for (const auto& [layer, i] : where) pool_.release(table_.replace(layer, i, PageId{}, last));
+  }
+  return Status();
 }
 
 uint8_t* TieredKvStore::ring_slot(int layer, int64_t page) const {
@@ -77,6 +151,7 @@ Status TieredKvStore::reencode(int layer, const uint8_t* source, const PageForma
                                PageId* out) {
   const auto start = std::chrono::steady_clock::now();
   const Precision target = rungs_.rungs[to_rung].precision;
+  if (Status s = make_room(format(target).page_bytes); !s.ok()) return s;
   Result<PageId> page = pool_.allocate(size_class_[static_cast<int>(target)]);
   if (!page.ok()) return page.status();
   uint8_t* dst = pool_.data(*page);
@@ -196,7 +271,10 @@ void TieredKvStore::truncate(int n_tokens) {
     if (n_tokens >= l.n_tokens) continue;
     n_tokens = std::max(n_tokens, 0);
     if (n_tokens <= n_sinks_) {
-      for (PageId id : table_.truncate(layer, 0)) pool_.release(id);
+      if (cold_) cold_->truncate(layer, 0);
+      for (PageId id : table_.truncate(layer, 0)) {
+        if (id.valid()) pool_.release(id);
+      }
       l.ring_first = 0;
       l.ring_count = 0;
       l.n_tokens = n_tokens;
@@ -205,19 +283,40 @@ void TieredKvStore::truncate(int n_tokens) {
     const int64_t last_page = (n_tokens - n_sinks_ - 1) / kTokensPerPage;  // holds the last kept position
     const int keep_rows = static_cast<int>(n_tokens - page_first_pos(last_page));
     if (last_page < table_.n_pages(layer)) {
-      // The cut falls in a pool page: its kept rows come back into the ring as f16.
-      const PageId id = table_.page(layer, last_page);
-      decode_page(format(rungs_.rungs[table_.rung(layer, last_page)].precision), pool_.data(id), keep_rows,
-                  scratch_k_.data(), scratch_v_.data());
-      for (PageId old : table_.truncate(layer, last_page)) pool_.release(old);
+      // The cut falls in a pool or cold page: its kept rows come back into the ring as f16.
+      const PageFormat& from = format(rungs_.rungs[table_.rung(layer, last_page)].precision);
+      int kept = keep_rows;
+      if (last_page < n_cold(layer)) {
+        std::vector<uint8_t> page(from.page_bytes);  // [page_bytes] the cold page read back
+        if (cold_->read_page(layer, last_page, page.data()).ok()) {
+          decode_page(from, page.data(), keep_rows, scratch_k_.data(), scratch_v_.data());
+        } else {
+          kept = 0;  // unreadable: the page is dropped; first_bad_position() tells the caller to cut here
+        }
+      } else {
+        decode_page(from, pool_.data(table_.page(layer, last_page)), keep_rows, scratch_k_.data(), scratch_v_.data());
+      }
+      if (cold_) cold_->truncate(layer, std::min(n_cold(layer), last_page));
+      for (PageId old : table_.truncate(layer, last_page)) {
+        if (old.valid()) pool_.release(old);
+      }
       l.ring_first = last_page;
-      l.ring_count = 1;
+      l.ring_count = kept > 0 ? 1 : 0;
       std::memset(ring_slot(layer, last_page), 0, f16.page_bytes);
-      write_f16_rows(f16, ring_slot(layer, last_page), 0, keep_rows, scratch_k_.data(), scratch_v_.data());
+      write_f16_rows(f16, ring_slot(layer, last_page), 0, kept, scratch_k_.data(), scratch_v_.data());
     } else {
       l.ring_count = last_page - l.ring_first + 1;
     }
     l.n_tokens = n_tokens;
+  }
+  if (cold_ && cold_->first_bad_position() >= 0) {
+    // A cold page that had to be read back failed: cut every layer before it (positions only go down, so
+    // this ends), and forget the damage once it is out of the cache.
+    if (cold_->first_bad_position() < n_tokens) {
+      truncate(cold_->first_bad_position());
+    } else {
+      cold_->clear_bad_position();
+    }
   }
 }
 
@@ -227,7 +326,7 @@ void TieredKvStore::gather_pages(int layer, std::vector<PageRef>& out) const {
   if (l.n_tokens == 0) return;
   if (n_sinks_ > 0) out.push_back({l.sinks, &sink_format_, 0, std::min(l.n_tokens, n_sinks_)});
   const std::span<const PageId> pages = table_.pages(layer);
-  for (size_t i = 0; i < pages.size(); ++i) {
+  for (size_t i = static_cast<size_t>(n_cold(layer)); i < pages.size(); ++i) {
     const Precision p = rungs_.rungs[table_.rung(layer, static_cast<int64_t>(i))].precision;
     out.push_back({pool_.data(pages[i]), &format(p), static_cast<int>(page_first_pos(i)), kTokensPerPage});
   }
@@ -260,12 +359,22 @@ KvMemoryReport TieredKvStore::memory() const {
     held += static_cast<size_t>(l.ring_count) * f16_page;
     elements += static_cast<int64_t>(l.n_tokens) * geometry_.kv_dim() * 2;
   }
+  if (cold_) {
+    r.cold_pages = cold_->total_pages();
+    r.cold_disk_bytes = cold_->disk_bytes();
+    r.cold_ram_bytes = cold_->ram_bytes();
+    r.total_bytes += r.cold_ram_bytes;
+    const PageFormat& cold_format = format(rungs_.rungs.back().precision);
+    held += r.cold_pages * cold_format.page_bytes;  // bits/element counts the cold pages' format too
+  }
+  r.budget_bytes = options_.budget_bytes;
+  r.budget_resident_bytes = budget_resident_bytes();
   r.bits_per_element = elements > 0 ? 8.0 * static_cast<double>(held) / static_cast<double>(elements) : 0.0;
   return r;
 }
 
 std::string KvMemoryReport::describe() const {
-  char buf[160];
+  char buf[256];
   std::string s;
   std::snprintf(buf, sizeof buf, "KV %lld tokens, %.2f MiB resident (ring %.2f MiB = %.1f KiB/layer, sinks %.1f KiB",
                 static_cast<long long>(n_tokens), total_bytes / 1048576.0, ring_bytes / 1048576.0,
@@ -279,7 +388,14 @@ std::string KvMemoryReport::describe() const {
   }
   std::snprintf(buf, sizeof buf, ", pool free+slack %.2f MiB), %.3f bits/element", pool_free_bytes / 1048576.0,
                 bits_per_element);
-  return s + buf;
+  s += buf;
+  if (budget_bytes > 0) {
+    std::snprintf(buf, sizeof buf, "\nbudget %.2f MiB, in RAM %.2f MiB (cold-tier index+summaries+buffers %.2f MiB); cold on disk: %zu pages, %.2f MiB",
+                  budget_bytes / 1048576.0, budget_resident_bytes / 1048576.0, cold_ram_bytes / 1048576.0, cold_pages,
+                  cold_disk_bytes / 1048576.0);
+    s += buf;
+  }
+  return s;
 }
 
 }  // namespace kvtier::kv

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kv/block_table.h"
+#include "kv/cold_tier.h"
 #include "kv/ladder.h"
 #include "kv/page_format.h"
 #include "kv/page_pool.h"
@@ -32,6 +33,10 @@ struct TieredKvOptions {
   KeyMode key_mode = KeyMode::PerChannel;  // how quantized keys are grouped
   int group = 0;                           // per-token group size (0: default_group(head_dim))
   size_t max_pool_bytes = 0;               // cap on the page pool (0: none)
+  // Cold tier: when budget_bytes > 0, the store keeps what it holds in RAM (budget_resident_bytes) within
+  // it by writing its oldest last-rung pages to a page file in cold.spill_dir (kv/cold_tier.h).
+  size_t budget_bytes = 0;
+  ColdOptions cold;
 };
 
 // Every byte the store holds, by tier and precision.
@@ -48,6 +53,12 @@ struct KvMemoryReport {
   // Bits per cached element of the data actually held (sinks + live pages + the ring rows in use),
   // counting scales, mins and padding; free pool space is excluded.
   double bits_per_element = 0;
+  // Cold tier (zero without one).
+  size_t cold_pages = 0;
+  uint64_t cold_disk_bytes = 0;   // page file slots of the cold pages
+  size_t cold_ram_bytes = 0;      // their index and summaries + staging and write buffers
+  size_t budget_bytes = 0;        // the --kv-budget, 0 = none
+  size_t budget_resident_bytes = 0;  // what the budget is checked against (see TieredKvStore)
   std::string describe() const;
 };
 
@@ -84,6 +95,28 @@ class TieredKvStore {
   void gather_pages(int layer, std::vector<PageRef>& out) const;
 
   KvMemoryReport memory() const;
+
+  // The cold tier (nullptr without a budget). Cold pages are the first n_cold(layer) logical pages of a
+  // layer; gather_pages() leaves them out and the cache attends them from the cold tier.
+  ColdTier* cold() { return cold_.get(); }
+  const ColdTier* cold() const { return cold_.get(); }
+  int64_t n_cold(int layer) const { return cold_ ? cold_->n_pages(layer) : 0; }
+  // Bytes the budget is checked against: sinks + hot rings + live pool pages + the cold tier's RAM.
+  // (Free pool pages and slab slack come on top: at most a few slabs per size class, as the rungs above
+  // the last hold a bounded number of pages.)
+  size_t budget_resident_bytes() const;
+  // The smallest budget the store can keep: hot rings, sinks and cold-tier buffers.
+  size_t fixed_bytes() const;
+  // Set when the budget could not be kept (the warm rungs alone exceed it, or a spill write failed and the
+  // cold tier stopped taking pages); the text says which. Cleared by nothing: the caller reports it once.
+  const std::string& budget_warning() const { return budget_warning_; }
+
+  // Sessions: every tier written in the page format (cold pages read back and checked first), and read
+  // back into an empty store of the same geometry and policy. policy() names what must match.
+  std::string policy() const;
+  Status save(ByteSink& out);
+  Status load(ByteSource& in);
+  void clear();  // drops every position of every layer
   int64_t reencoded_pages() const { return reencoded_pages_; }
   double reencode_seconds() const { return reencode_seconds_; }
   const PagePool& pool() const { return pool_; }
@@ -101,6 +134,9 @@ class TieredKvStore {
   int64_t page_first_pos(int64_t page) const { return n_sinks_ + page * kTokensPerPage; }
   Status evict_ring_front(int layer);
   Status reencode(int layer, const uint8_t* source, const PageFormat& source_format, int to_rung, PageId* out);
+  // Spills the oldest last-rung pages until budget_resident_bytes() + incoming fits in the budget.
+  Status make_room(size_t incoming);
+  size_t ring_and_sink_bytes() const;
 
   KvGeometry geometry_;
   TieredKvOptions options_;
@@ -116,6 +152,9 @@ class TieredKvStore {
   std::vector<float> scratch_k_, scratch_v_;  // [P, n_kv_heads, head_dim] re-encode / rotation buffers
   int64_t reencoded_pages_ = 0;
   double reencode_seconds_ = 0;
+  std::unique_ptr<ColdTier> cold_;
+  bool spill_disabled_ = false;  // a spill write failed: keep everything in RAM from now on
+  std::string budget_warning_;
 };
 
 }  // namespace kvtier::kv

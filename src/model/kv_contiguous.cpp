@@ -28,6 +28,46 @@ class ContiguousKvCache final : public KvCache {
            std::to_string(resident_bytes() >> 20) + " MiB";
   }
 
+  std::string policy() const override {
+    return std::string("contiguous ") + (storage_.element_type() == kv::ElementType::F16 ? "f16" : "f32");
+  }
+
+  // Stream: u32 magic "KVCT", i32 n_tokens, u32 n_layers, u32 kv_dim, u32 element bytes, then per layer the
+  // key rows [n_tokens, kv_dim] and value rows [n_tokens, kv_dim] as stored.
+  Status save(ByteSink& out) override {
+    const KvGeometry& g = geometry();
+    const uint32_t header[5] = {kMagic, static_cast<uint32_t>(n_tokens_), static_cast<uint32_t>(g.n_layers),
+                                static_cast<uint32_t>(g.kv_dim()), static_cast<uint32_t>(storage_.element_bytes())};
+    if (Status s = out.write(header, sizeof header); !s.ok()) return s;
+    const size_t bytes = static_cast<size_t>(n_tokens_) * g.kv_dim() * storage_.element_bytes();
+    for (int layer = 0; layer < g.n_layers && n_tokens_ > 0; ++layer) {
+      if (Status s = out.write(storage_.key_row(layer, 0), bytes); !s.ok()) return s;
+      if (Status s = out.write(storage_.value_row(layer, 0), bytes); !s.ok()) return s;
+    }
+    return Status();
+  }
+
+  Status load(ByteSource& in) override {
+    const KvGeometry& g = geometry();
+    n_tokens_ = 0;
+    uint32_t header[5];
+    if (Status s = in.read(header, sizeof header); !s.ok()) return s;
+    if (header[0] != kMagic) return Status::error("not a kvtier contiguous KV stream (bad magic)");
+    if (header[2] != static_cast<uint32_t>(g.n_layers) || header[3] != static_cast<uint32_t>(g.kv_dim()) ||
+        header[4] != storage_.element_bytes() || header[1] > static_cast<uint32_t>(g.max_tokens)) {
+      return Status::error("saved contiguous cache has another shape (" + std::to_string(header[1]) + " positions, " +
+                           std::to_string(header[2]) + " layers, kv_dim " + std::to_string(header[3]) + ")");
+    }
+    const int n = static_cast<int>(header[1]);
+    const size_t bytes = static_cast<size_t>(n) * g.kv_dim() * storage_.element_bytes();
+    for (int layer = 0; layer < g.n_layers && n > 0; ++layer) {
+      if (Status s = in.read(const_cast<void*>(storage_.key_row(layer, 0)), bytes); !s.ok()) return s;
+      if (Status s = in.read(const_cast<void*>(storage_.value_row(layer, 0)), bytes); !s.ok()) return s;
+    }
+    n_tokens_ = n;
+    return Status();
+  }
+
   Status store(int layer, int pos, int n, const float* k, const float* v) override {
     storage_.write_keys(layer, pos, n, k);
     storage_.write_values(layer, pos, n, v);
@@ -64,6 +104,7 @@ class ContiguousKvCache final : public KvCache {
   }
 
  private:
+  static constexpr uint32_t kMagic = 0x5443564Bu;  // "KVCT"
   kv::ContiguousStorage storage_;
   int n_tokens_ = 0;
   std::vector<std::vector<float>> scores_;  // per thread: [pos + n] attention scores

@@ -1,9 +1,22 @@
-// The tiered paged KV cache behind the KvCache interface: storage and the
-// precision ladder from kv/tiered_store.h, attention from kernels/paged_attention.h.
+// The tiered paged KV cache behind the KvCache interface: storage and the precision ladder from
+// kv/tiered_store.h, the cold tier from kv/cold_tier.h, attention from kernels/paged_attention.h.
+//
+// Attention of a layer with cold pages = attention over its resident pages (sinks, warm pages, hot ring)
+// merged exactly (log-sum-exp) with attention over cold pages read into a staging buffer:
+//   exact  (and every prefill): all cold pages, in chunks of one staging buffer; while a chunk is computed
+//          the next one is in flight — the next chunk of this layer, or the first chunk of the next layer
+//          (layer 0 of the next step after the last layer), so reads for layer l+1 overlap layer l's work.
+//   sparse (decode): the cold pages whose Quest bound (kv::ColdTier::score_pages) is highest, as many as
+//          the per-step byte budget allows; the next layer's pages of the previous step are prefetched
+//          speculatively (consecutive steps choose similar pages), missing ones are read at once (a stall).
+#include <algorithm>
+#include <cstdio>
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include "kernels/paged_attention.h"
+#include "kv/codec.h"
 #include "kv/tiered_store.h"
 #include "kvtier/kv_options.h"
 #include "kvtier/model.h"
@@ -14,17 +27,25 @@ namespace {
 
 class PagedKvCache final : public KvCache {
  public:
-  explicit PagedKvCache(std::unique_ptr<kv::TieredKvStore> store) : store_(std::move(store)) {}
+  explicit PagedKvCache(std::unique_ptr<kv::TieredKvStore> store)
+      : store_(std::move(store)), last_selection_(store_->geometry().n_layers) {}
 
   const KvGeometry& geometry() const override { return store_->geometry(); }
   int n_tokens() const override { return store_->n_tokens(geometry().n_layers - 1); }
-  void truncate(int n_tokens) override { store_->truncate(n_tokens); }
+  void truncate(int n_tokens) override {
+    store_->truncate(n_tokens);
+    for (auto& s : last_selection_) s.clear();
+  }
   size_t resident_bytes() const override { return store_->memory().total_bytes; }
-  std::string describe() const override {
-    return "paged KV cache, ladder " + store_->ladder().describe() + ", keys " +
-           (store_->keys_rotated() ? "rotated per-token" : "per-channel") + "\n" + store_->memory().describe() +
-           "\nre-encoded " + std::to_string(store_->reencoded_pages()) + " pages in " +
-           std::to_string(store_->reencode_seconds() * 1e3) + " ms";
+  std::string describe() const override;
+  std::string policy() const override { return store_->policy(); }
+  Status save(ByteSink& out) override { return store_->save(out); }
+  Status load(ByteSource& in) override {
+    for (auto& s : last_selection_) s.clear();
+    return store_->load(in);
+  }
+  int first_bad_position() const override {
+    return store_->cold() != nullptr ? store_->cold()->first_bad_position() : -1;
   }
 
   Status store(int layer, int pos, int n, const float* k, const float* v) override {
@@ -32,29 +53,250 @@ class PagedKvCache final : public KvCache {
   }
 
   Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out, float scale,
-              ThreadPool& pool) override {
+                ThreadPool& pool) override {
+    kv::ColdTier* cold = store_->cold();
+    const bool has_cold = store_->n_cold(layer) > 0;
+    const bool sparse = cold != nullptr && cold->options().mode == kv::ColdReadMode::Sparse && n == 1;
+    // Cold reads go out first so that they overlap the resident part's attention.
+    std::vector<kv::PageRef> none;
+    if (has_cold) {
+      if (Status s = sparse ? issue_sparse(layer, n_heads, q, scale) : issue_exact_chunk(layer, 0); !s.ok()) return s;
+    }
     store_->gather_pages(layer, pages_);
-    kernels::PagedKv view;
-    view.pages = pages_;
-    view.n_kv_heads = geometry().n_kv_heads;
-    view.head_dim = geometry().head_dim;
-    view.keys_rotated = store_->keys_rotated();
-    kernels::paged_attention(view, pos, n, n_heads, q, scale, out, pool);
-    // Pages that have wholly left their rung move down the ladder now that this
-    // layer's attention no longer needs them (between layers, not inside the kernel).
-    return store_->rebalance(layer);
+    kernels::PagedKv view = make_view(pages_, false);
+    const size_t rows = static_cast<size_t>(n) * n_heads;
+    lse_.resize(rows);
+    kernels::paged_attention(view, pos, n, n_heads, q, scale, out, pool, has_cold ? lse_.data() : nullptr);
+    if (has_cold) {
+      Status s = sparse ? finish_sparse(layer, pos, n_heads, q, scale, out, pool) : finish_exact(layer, pos, n, n_heads, q, scale, out, pool);
+      if (!s.ok()) return s;
+    }
+    // Pages that have wholly left their rung move down the ladder now that this layer's attention no
+    // longer needs them (between layers, not inside the kernel); past the budget the oldest go to disk.
+    if (Status s = store_->rebalance(layer); !s.ok()) return s;
+    if (cold != nullptr) prefetch_next(layer, sparse);
+    return Status();
   }
 
  private:
+  kernels::PagedKv make_view(std::span<const kv::PageRef> pages, bool prefix) const {
+    kernels::PagedKv view;
+    view.pages = pages;
+    view.n_kv_heads = geometry().n_kv_heads;
+    view.head_dim = geometry().head_dim;
+    view.keys_rotated = store_->keys_rotated();
+    view.pages_are_prefix = prefix;
+    return view;
+  }
+
+  // Cold pages [first, first + capacity) of a layer: one staging buffer's worth.
+  std::vector<int64_t> chunk(int layer, int64_t first) const {
+    const kv::ColdTier& cold = *store_->cold();
+    const int64_t n = store_->n_cold(layer);
+    const int64_t cap = std::max(1, cold.staging_capacity(*cold.page(layer, 0).format));
+    std::vector<int64_t> idx(static_cast<size_t>(std::min(cap, n - first)));
+    std::iota(idx.begin(), idx.end(), first);
+    return idx;
+  }
+
+  // The slot holding exactly these pages, or -1.
+  int find_slot(int layer, const std::vector<int64_t>& idx) const {
+    for (int s = 0; s < 2; ++s) {
+      if (store_->cold()->staged(s, layer, idx)) return s;
+    }
+    return -1;
+  }
+
+  // Puts a chunk in flight (unless it already is) and returns its slot; `keep` is a slot not to evict.
+  Result<int> ensure_staged(int layer, const std::vector<int64_t>& idx, int keep) {
+    kv::ColdTier& cold = *store_->cold();
+    if (int s = find_slot(layer, idx); s >= 0) return s;
+    int slot = -1;
+    for (int s = 0; s < 2 && slot < 0; ++s) {
+      if (s != keep && !cold.slot_busy(s)) slot = s;
+    }
+    if (slot < 0) slot = keep == 0 ? 1 : 0;
+    cold.release(slot);
+    if (Status st = cold.stage(slot, layer, idx); !st.ok()) return st;
+    return slot;
+  }
+
+  Status issue_exact_chunk(int layer, int64_t first) {
+    Result<int> slot = ensure_staged(layer, chunk(layer, first), -1);
+    return slot.status();
+  }
+
+  // Attends the staged pages of a slot (a subset when `use` is given) and merges into out/lse_.
+  Status attend_slot(int slot, const std::vector<int64_t>* use, int pos, int n, int n_heads, const float* q,
+                     float scale, float* out, ThreadPool& pool) {
+    kv::ColdTier& cold = *store_->cold();
+    Result<std::span<const kv::PageRef>> refs = cold.ready(slot);
+    if (!refs.ok()) return refs.status();
+    std::span<const kv::PageRef> pages = *refs;
+    if (use != nullptr) {
+      subset_.clear();
+      const std::vector<int64_t>& have = cold.staged_indices(slot);
+      for (size_t i = 0; i < have.size(); ++i) {
+        if (std::binary_search(use->begin(), use->end(), have[i])) subset_.push_back(pages[i]);
+      }
+      pages = subset_;
+    }
+    if (pages.empty()) return Status();
+    const int hd = geometry().head_dim;
+    const size_t rows = static_cast<size_t>(n) * n_heads;
+    part_.resize(rows * hd);
+    part_lse_.resize(rows);
+    kernels::paged_attention(make_view(pages, true), pos, n, n_heads, q, scale, part_.data(), pool, part_lse_.data());
+    kernels::merge_attention(out, lse_.data(), part_.data(), part_lse_.data(), static_cast<int64_t>(rows), hd);
+    return Status();
+  }
+
+  Status finish_exact(int layer, int pos, int n, int n_heads, const float* q, float scale, float* out,
+                      ThreadPool& pool) {
+    kv::ColdTier& cold = *store_->cold();
+    const int64_t n_cold = store_->n_cold(layer);
+    for (int64_t first = 0; first < n_cold;) {
+      const std::vector<int64_t> idx = chunk(layer, first);
+      Result<int> slot = ensure_staged(layer, idx, -1);
+      if (!slot.ok()) return slot.status();
+      // The next chunk of this layer goes out while this one is computed.
+      if (first + static_cast<int64_t>(idx.size()) < n_cold) {
+        if (Result<int> next = ensure_staged(layer, chunk(layer, first + idx.size()), *slot); !next.ok()) return next.status();
+      }
+      if (Status s = attend_slot(*slot, nullptr, pos, n, n_heads, q, scale, out, pool); !s.ok()) return s;
+      cold.release(*slot);
+      first += static_cast<int64_t>(idx.size());
+    }
+    return Status();
+  }
+
+  // Sparse decode: choose this layer's pages, read what the prefetch missed.
+  Status issue_sparse(int layer, int n_heads, const float* q, float scale) {
+    kv::ColdTier& cold = *store_->cold();
+    const int64_t n_cold = store_->n_cold(layer);
+    const kv::PageFormat& format = *cold.page(layer, 0).format;
+    const size_t slot_bytes = kv::PageFile::slot_bytes(format.page_bytes);
+    const int64_t want = std::clamp<int64_t>(
+        static_cast<int64_t>(cold.options().sparse_step_bytes / geometry().n_layers / slot_bytes), 1,
+        std::min<int64_t>(n_cold, cold.staging_capacity(format)));
+    const float* query = q;
+    if (store_->keys_rotated()) {
+      rotated_q_.assign(q, q + static_cast<size_t>(n_heads) * geometry().head_dim);
+      kv::rotate_heads(rotated_q_.data(), n_heads, geometry().head_dim);
+      query = rotated_q_.data();
+    }
+    cold.score_pages(layer, query, n_heads, scale, scores_);
+    selection_.resize(static_cast<size_t>(n_cold));
+    std::iota(selection_.begin(), selection_.end(), 0);
+    std::partial_sort(selection_.begin(), selection_.begin() + want, selection_.end(),
+                      [&](int64_t a, int64_t b) { return scores_[a] > scores_[b] || (scores_[a] == scores_[b] && a > b); });
+    selection_.resize(static_cast<size_t>(want));
+    std::sort(selection_.begin(), selection_.end());
+    // What the prefetch brought (a slot holding this layer), and what it missed.
+    prefetch_slot_ = -1;
+    for (int s = 0; s < 2; ++s) {
+      if (cold.slot_busy(s) && cold.staged_layer(s) == layer) prefetch_slot_ = s;
+    }
+    misses_.clear();
+    uint64_t hits = 0;
+    for (int64_t i : selection_) {
+      const bool have = prefetch_slot_ >= 0 && std::binary_search(cold.staged_indices(prefetch_slot_).begin(),
+                                                                   cold.staged_indices(prefetch_slot_).end(), i);
+      if (have) {
+        ++hits;
+      } else {
+        misses_.push_back(i);
+      }
+    }
+    cold.note_prefetch(hits, misses_.size());
+    miss_slot_ = -1;
+    if (!misses_.empty()) {
+      Result<int> slot = ensure_staged(layer, misses_, prefetch_slot_);
+      if (!slot.ok()) return slot.status();
+      miss_slot_ = *slot;
+    }
+    last_selection_[layer] = selection_;
+    return Status();
+  }
+
+  Status finish_sparse(int layer, int pos, int n_heads, const float* q, float scale, float* out, ThreadPool& pool) {
+    kv::ColdTier& cold = *store_->cold();
+    if (prefetch_slot_ >= 0) {
+      if (Status s = attend_slot(prefetch_slot_, &selection_, pos, 1, n_heads, q, scale, out, pool); !s.ok()) return s;
+      cold.release(prefetch_slot_);
+    }
+    if (miss_slot_ >= 0) {
+      if (Status s = attend_slot(miss_slot_, nullptr, pos, 1, n_heads, q, scale, out, pool); !s.ok()) return s;
+      cold.release(miss_slot_);
+    }
+    return Status();
+  }
+
+  // After layer l: put the next layer's first cold pages in flight (exact: its first chunk; sparse: what it
+  // chose last step), so the reads overlap the rest of this layer and the next layer's projections.
+  void prefetch_next(int layer, bool sparse) {
+    const int next = (layer + 1) % geometry().n_layers;
+    if (store_->n_cold(next) == 0) return;
+    std::vector<int64_t> idx;
+    if (sparse) {
+      idx = last_selection_[next];
+      std::erase_if(idx, [&](int64_t i) { return i >= store_->n_cold(next); });
+      if (idx.empty()) return;
+    } else {
+      idx = chunk(next, 0);
+    }
+    // A failed submission is not an error here: the layer reads its pages itself when it runs.
+    (void)ensure_staged(next, idx, -1);
+  }
+
   std::unique_ptr<kv::TieredKvStore> store_;
-  std::vector<kv::PageRef> pages_;  // scratch: the layer's pages in position order
+  std::vector<kv::PageRef> pages_;    // scratch: the layer's resident pages in position order
+  std::vector<kv::PageRef> subset_;   // scratch: the selected part of a staged slot
+  std::vector<float> lse_;            // [n, n_heads] log-sum-exp of the attention so far
+  std::vector<float> part_, part_lse_;  // [n, n_heads, head_dim], [n, n_heads]: one cold chunk's attention
+  std::vector<float> rotated_q_, scores_;
+  std::vector<int64_t> selection_, misses_;
+  std::vector<std::vector<int64_t>> last_selection_;  // [n_layers] sparse choice of the previous step
+  int prefetch_slot_ = -1, miss_slot_ = -1;
 };
+
+std::string PagedKvCache::describe() const {
+  std::string s = "paged KV cache, ladder " + store_->ladder().describe() + ", keys " +
+                  (store_->keys_rotated() ? "rotated per-token" : "per-channel") + "\n" + store_->memory().describe() +
+                  "\nre-encoded " + std::to_string(store_->reencoded_pages()) + " pages in " +
+                  std::to_string(store_->reencode_seconds() * 1e3) + " ms";
+  if (const kv::ColdTier* cold = store_->cold()) {
+    const kv::ColdStats& c = cold->stats();
+    const kv::PageFileStats& f = cold->file().stats();
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "\ncold tier (%s reads, page file in %s, %s, %s): spilled %llu pages (%.2f MiB) in %.1f ms; read %llu "
+                  "pages (%.2f MiB), stalled %.1f ms",
+                  cold->options().mode == kv::ColdReadMode::Exact ? "exact" : "sparse", cold->file().dir().c_str(),
+                  cold->file().direct() ? "O_DIRECT" : "buffered", cold->file().uring() ? "io_uring" : "pread/pwrite",
+                  static_cast<unsigned long long>(c.spilled_pages), c.spilled_bytes / 1048576.0, f.write_seconds * 1e3,
+                  static_cast<unsigned long long>(c.read_pages), c.read_bytes / 1048576.0, c.stall_seconds * 1e3);
+    std::string line = buf;
+    if (c.prefetch_hits + c.prefetch_misses > 0) {
+      std::snprintf(buf, sizeof buf, "; sparse prefetch hit %.1f%% of %llu chosen pages",
+                    100.0 * c.prefetch_hits / static_cast<double>(c.prefetch_hits + c.prefetch_misses),
+                    static_cast<unsigned long long>(c.prefetch_hits + c.prefetch_misses));
+      line += buf;
+    }
+    s += line;
+  }
+  if (!store_->budget_warning().empty()) s += "\nwarning: " + store_->budget_warning();
+  return s;
+}
 
 }  // namespace
 
 Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int max_tokens,
                                                const KvCacheOptions& options) {
-  if (options.ladder == "contiguous") return make_contiguous_kv_cache(config, max_tokens);
+  if (options.ladder == "contiguous") {
+    if (options.budget_bytes > 0) return Status::error("--kv-budget needs the paged cache (not --kv contiguous)");
+    return make_contiguous_kv_cache(config, max_tokens);
+  }
   if (options.sinks < 0 || options.sinks > kv::kTokensPerPage) {
     return Status::error("--kv-sinks must be between 0 and " + std::to_string(kv::kTokensPerPage));
   }
@@ -69,6 +311,22 @@ Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int ma
   } else {
     return Status::error("unknown key mode '" + options.key_mode + "' (--kv-keys: channel or rotated)");
   }
+  if (options.budget_bytes > 0 && options.spill_dir.empty()) {
+    return Status::error("--kv-budget needs --kv-spill DIR (where the pages that do not fit go)");
+  }
+  if (options.budget_bytes == 0 && !options.spill_dir.empty()) {
+    return Status::error("--kv-spill needs --kv-budget BYTES (how much of the cache stays in RAM)");
+  }
+  tiered.budget_bytes = options.budget_bytes;
+  tiered.cold.spill_dir = options.spill_dir;
+  if (options.cold_mode == "exact") {
+    tiered.cold.mode = kv::ColdReadMode::Exact;
+  } else if (options.cold_mode == "sparse") {
+    tiered.cold.mode = kv::ColdReadMode::Sparse;
+  } else {
+    return Status::error("unknown cold read mode '" + options.cold_mode + "' (--kv-cold: exact or sparse)");
+  }
+  if (options.cold_read_bytes > 0) tiered.cold.sparse_step_bytes = options.cold_read_bytes;
   auto store = kv::TieredKvStore::create(config.kv_geometry(max_tokens), tiered);
   if (!store.ok()) return Status::error(store.error());
   return std::unique_ptr<KvCache>(new PagedKvCache(std::move(*store)));
