@@ -21,9 +21,9 @@ struct PagedKv {
   int n_kv_heads = 0;
   int head_dim = 0;
   bool keys_rotated = false;  // keys are Hadamard-rotated (KeyMode::RotatedPerToken): queries are rotated too
-  // The pages need not reach the queries' positions: a partial call over some older pages only (the cold
-  // tier attends its pages in chunks and merges the results with merge_attention). Pages still start at or
-  // before pos, and every page must be fully visible to every query (all its positions < pos).
+  // A partial call: the pages are some of the cached positions, not necessarily reaching the queries (the
+  // cache attends long page lists in segments and merges them with merge_attention). A query that sees none
+  // of the pages gets a zero output and lse = -inf.
   bool pages_are_prefix = false;
 };
 
@@ -40,6 +40,7 @@ void paged_attention(const PagedKv& kv, int pos, int n_q, int n_heads, const flo
 
 // Folds the attention of a disjoint set of pages (out_b, lse_b) into (out_a, lse_a), exactly:
 // out = (e^lse_a out_a + e^lse_b out_b) / (e^lse_a + e^lse_b).  out_*: [rows, head_dim], lse_*: [rows].
+// A side with lse = -inf (it saw no position) contributes nothing.
 void merge_attention(float* out_a, float* lse_a, const float* out_b, const float* lse_b, int64_t rows,
                      int head_dim);
 

@@ -36,7 +36,7 @@ uint16_t f16_round_up(float x) {
 }  // namespace
 
 Result<std::unique_ptr<ColdTier>> ColdTier::create(const KvGeometry& geometry, const ColdOptions& options,
-                                                   size_t max_page_bytes) {
+                                                   size_t page_bytes) {
   auto file = PageFile::create(options.spill_dir);
   if (!file.ok()) return file.status();
   std::unique_ptr<ColdTier> t(new ColdTier());
@@ -46,10 +46,13 @@ Result<std::unique_ptr<ColdTier>> ColdTier::create(const KvGeometry& geometry, c
   t->index_.resize(geometry.n_layers);
   t->summaries_.resize(geometry.n_layers);
   t->summary_floats_ = static_cast<size_t>(geometry.n_kv_heads) * 2 * geometry.head_dim;
-  const size_t slot = PageFile::slot_bytes(max_page_bytes);
-  t->options_.staging_bytes = std::max(options.staging_bytes / slot, size_t{1}) * slot;
+  const size_t slot = PageFile::slot_bytes(page_bytes);
+  // One attention segment, or the sparse mode's per-layer share of its step budget if that is larger.
+  const size_t sparse_pages = options.sparse_step_bytes / std::max(geometry.n_layers, 1) / slot;
+  t->staging_pages_ = static_cast<int>(std::max<size_t>(kSegmentPages, options.mode == ColdReadMode::Sparse ? sparse_pages : 0));
+  t->staging_bytes_ = t->staging_pages_ * slot;
   for (Slot& s : t->slots_) {
-    s.buffer = aligned_buffer(t->options_.staging_bytes);
+    s.buffer = aligned_buffer(t->staging_bytes_);
     if (s.buffer == nullptr) return Status::error("cold tier: out of memory for the staging buffers");
   }
   t->write_buffer_bytes_ = kSpillBatch * slot;
@@ -79,15 +82,11 @@ uint64_t ColdTier::disk_bytes() const {
 }
 
 size_t ColdTier::ram_bytes() const {
-  size_t bytes = 2 * options_.staging_bytes + write_buffer_bytes_;
+  size_t bytes = 2 * staging_bytes_ + write_buffer_bytes_;
   for (int l = 0; l < geometry_.n_layers; ++l) {
     bytes += index_[l].capacity() * sizeof(ColdPage) + summaries_[l].capacity() * sizeof(uint16_t);
   }
   return bytes;
-}
-
-int ColdTier::staging_capacity(const PageFormat& format) const {
-  return static_cast<int>(options_.staging_bytes / PageFile::slot_bytes(format.page_bytes));
 }
 
 double ColdTier::write_seconds() const { return file_->stats().write_seconds; }
@@ -205,7 +204,7 @@ Status ColdTier::stage(int slot, int layer, std::vector<int64_t> indices) {
   assert(s.layer < 0);
   size_t used = 0;
   for (int64_t i : indices) used += PageFile::slot_bytes(page(layer, i).format->page_bytes);
-  if (used > options_.staging_bytes) return Status::error("cold tier: staging request larger than a staging buffer");
+  if (used > staging_bytes_) return Status::error("cold tier: staging request larger than a staging buffer");
   s.layer = layer;
   s.indices = std::move(indices);
   s.ticket = next_ticket_++;

@@ -32,10 +32,14 @@ enum class ColdReadMode : uint8_t {
   Sparse = 1,  // decode reads only the cold pages whose score bound is highest, within a byte budget
 };
 
+// Attention runs over a layer's page list in segments of this many entries, merged in order (model/
+// kv_paged.cpp) — the same segments with or without a cold tier, so that exact cold reads give bit-identical
+// results. A staging buffer holds at least one segment's cold pages.
+inline constexpr int kSegmentPages = 16;
+
 struct ColdOptions {
   std::string spill_dir;
   ColdReadMode mode = ColdReadMode::Sparse;
-  size_t staging_bytes = 1 << 20;       // each of the two staging buffers
   size_t sparse_step_bytes = 2 << 20;   // sparse: cold bytes read per decode step, all layers together
 };
 
@@ -57,8 +61,9 @@ struct ColdStats {
 
 class ColdTier {
  public:
+  // page_bytes: the size of a cold page (the last rung's format).
   static Result<std::unique_ptr<ColdTier>> create(const KvGeometry& geometry, const ColdOptions& options,
-                                                  size_t max_page_bytes);
+                                                  size_t page_bytes);
   ~ColdTier();
 
   const ColdOptions& options() const { return options_; }
@@ -68,8 +73,8 @@ class ColdTier {
   uint64_t disk_bytes() const;   // page bytes held in the file (slots, live pages only)
   size_t ram_bytes() const;      // index + summaries + staging buffers: what counts against the budget
   size_t summary_bytes_per_page() const { return summary_floats_ * sizeof(uint16_t); }
-  // Pages one staging buffer holds at this format.
-  int staging_capacity(const PageFormat& format) const;
+  // Pages one staging buffer holds (every cold page has the format of the ladder's last rung).
+  int staging_capacity() const { return staging_pages_; }
   const PageFile& file() const { return *file_; }
   PageFile& file() { return *file_; }
   const ColdStats& stats() const { return stats_; }
@@ -137,6 +142,8 @@ class ColdTier {
   std::vector<std::vector<ColdPage>> index_;       // [n_layers][cold pages]
   std::vector<std::vector<uint16_t>> summaries_;   // [n_layers][cold pages][n_kv_heads][2][head_dim] f16
   size_t summary_floats_ = 0;                      // per page
+  int staging_pages_ = 0;
+  size_t staging_bytes_ = 0;                       // each staging buffer
   std::array<Slot, 2> slots_;
   uint8_t* write_buffer_ = nullptr;                // [write_buffer_bytes_], kFileBlock aligned
   size_t write_buffer_bytes_ = 0;

@@ -69,8 +69,7 @@ Result<std::unique_ptr<TieredKvStore>> TieredKvStore::create(const KvGeometry& g
   if (options.budget_bytes > 0) {
     ColdOptions cold = options.cold;
     // Staging buffers scale with the budget (1/16 each, at most the configured size, at least one page).
-    cold.staging_bytes = std::min(cold.staging_bytes, options.budget_bytes / 16);
-    auto tier = ColdTier::create(g, cold, s.format(Precision::F16).page_bytes);
+    auto tier = ColdTier::create(g, cold, s.format(s.rungs_.rungs.back().precision).page_bytes);
     if (!tier.ok()) return tier.status();
     s.cold_ = std::move(*tier);
     if (s.fixed_bytes() > options.budget_bytes) {
@@ -326,9 +325,11 @@ void TieredKvStore::gather_pages(int layer, std::vector<PageRef>& out) const {
   if (l.n_tokens == 0) return;
   if (n_sinks_ > 0) out.push_back({l.sinks, &sink_format_, 0, std::min(l.n_tokens, n_sinks_)});
   const std::span<const PageId> pages = table_.pages(layer);
-  for (size_t i = static_cast<size_t>(n_cold(layer)); i < pages.size(); ++i) {
+  const size_t n_cold_pages = static_cast<size_t>(n_cold(layer));
+  for (size_t i = 0; i < pages.size(); ++i) {
     const Precision p = rungs_.rungs[table_.rung(layer, static_cast<int64_t>(i))].precision;
-    out.push_back({pool_.data(pages[i]), &format(p), static_cast<int>(page_first_pos(i)), kTokensPerPage});
+    const uint8_t* data = i < n_cold_pages ? nullptr : pool_.data(pages[i]);
+    out.push_back({data, &format(p), static_cast<int>(page_first_pos(i)), kTokensPerPage});
   }
   for (int64_t page = l.ring_first; page < l.ring_first + l.ring_count; ++page) {
     const int first = static_cast<int>(page_first_pos(page));

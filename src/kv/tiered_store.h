@@ -91,8 +91,11 @@ class TieredKvStore {
   Status apply(int layer, const std::vector<PageMove>& moves);
   Status rebalance(int layer) { return apply(layer, plan(layer)); }
 
-  // The layer's pages in position order (sinks, pool pages, ring pages; the last one partial).
+  // The layer's pages in position order (sinks, pool pages, ring pages; the last one partial). Cold pages
+  // are listed with data == nullptr: cold page i is entry i + lead_entries(layer); the cache fills them in
+  // from the cold tier's staging buffers.
   void gather_pages(int layer, std::vector<PageRef>& out) const;
+  int lead_entries(int layer) const { return n_sinks_ > 0 && layers_[layer].n_tokens > 0 ? 1 : 0; }
 
   KvMemoryReport memory() const;
 

@@ -1,14 +1,16 @@
 // The tiered paged KV cache behind the KvCache interface: storage and the precision ladder from
 // kv/tiered_store.h, the cold tier from kv/cold_tier.h, attention from kernels/paged_attention.h.
 //
-// Attention of a layer with cold pages = attention over its resident pages (sinks, warm pages, hot ring)
-// merged exactly (log-sum-exp) with attention over cold pages read into a staging buffer:
-//   exact  (and every prefill): all cold pages, in chunks of one staging buffer; while a chunk is computed
-//          the next one is in flight — the next chunk of this layer, or the first chunk of the next layer
+// Attention of a layer runs over its page list (sinks, warm pages, hot ring, position order) in segments of
+// kv::kSegmentPages entries, each one kernel call, merged in order with their log-sum-exp. The segments are
+// the same whether or not pages are cold, which is what makes exact cold reads bit-identical to all-in-RAM:
+//   exact  (and every prefill): a segment's cold pages are read into a staging buffer; while it is computed
+//          the next segment's cold pages are in flight — of this layer, or of the next layer's first segment
 //          (layer 0 of the next step after the last layer), so reads for layer l+1 overlap layer l's work.
-//   sparse (decode): the cold pages whose Quest bound (kv::ColdTier::score_pages) is highest, as many as
-//          the per-step byte budget allows; the next layer's pages of the previous step are prefetched
-//          speculatively (consecutive steps choose similar pages), missing ones are read at once (a stall).
+//   sparse (decode): segments attend only their resident pages; then the cold pages whose Quest bound
+//          (kv::ColdTier::score_pages) is highest, as many as the per-step byte budget allows, are merged in.
+//          The next layer's choice of the previous step is prefetched (consecutive steps choose similar
+//          pages); pages it missed are read at once (a stall, reported).
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
@@ -55,46 +57,83 @@ class PagedKvCache final : public KvCache {
   Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out, float scale,
                 ThreadPool& pool) override {
     kv::ColdTier* cold = store_->cold();
-    const bool has_cold = store_->n_cold(layer) > 0;
-    const bool sparse = cold != nullptr && cold->options().mode == kv::ColdReadMode::Sparse && n == 1;
-    // Cold reads go out first so that they overlap the resident part's attention.
-    std::vector<kv::PageRef> none;
-    if (has_cold) {
-      if (Status s = sparse ? issue_sparse(layer, n_heads, q, scale) : issue_exact_chunk(layer, 0); !s.ok()) return s;
+    const int64_t n_cold = store_->n_cold(layer);
+    const bool sparse = n_cold > 0 && cold->options().mode == kv::ColdReadMode::Sparse && n == 1;
+    if (sparse) {  // the chosen pages' reads go out first, to overlap the resident segments
+      if (Status s = issue_sparse(layer, n_heads, q, scale); !s.ok()) return s;
     }
     store_->gather_pages(layer, pages_);
-    kernels::PagedKv view = make_view(pages_, false);
+    const int lead = store_->lead_entries(layer);
+    const int64_t n_entries = static_cast<int64_t>(pages_.size());
+    const int hd = geometry().head_dim;
     const size_t rows = static_cast<size_t>(n) * n_heads;
     lse_.resize(rows);
-    kernels::paged_attention(view, pos, n, n_heads, q, scale, out, pool, has_cold ? lse_.data() : nullptr);
-    if (has_cold) {
-      Status s = sparse ? finish_sparse(layer, pos, n_heads, q, scale, out, pool) : finish_exact(layer, pos, n, n_heads, q, scale, out, pool);
-      if (!s.ok()) return s;
+    part_.resize(rows * hd);
+    part_lse_.resize(rows);
+    bool have = false;  // out/lse_ hold a result
+    for (int64_t a = 0; a < n_entries; a += kv::kSegmentPages) {
+      const int64_t b = std::min(a + kv::kSegmentPages, n_entries);
+      // Cold pages [ca, cb) of this segment.
+      const int64_t ca = std::clamp<int64_t>(a - lead, 0, n_cold), cb = std::clamp<int64_t>(b - lead, 0, n_cold);
+      std::span<const kv::PageRef> segment(pages_.data() + a, static_cast<size_t>(b - a));
+      int slot = -1;
+      if (cb > ca && !sparse) {
+        Result<int> staged = ensure_staged(layer, range(ca, cb), -1);
+        if (!staged.ok()) return staged.status();
+        slot = *staged;
+        // The next cold pages go out while this segment is computed.
+        const int64_t next_a = b - lead;
+        if (next_a < n_cold) {
+          (void)ensure_staged(layer, range(next_a, std::min<int64_t>(next_a + kv::kSegmentPages, n_cold)), slot);
+        } else {
+          prefetch_next(layer, false, slot);
+        }
+        Result<std::span<const kv::PageRef>> refs = cold->ready(slot);
+        if (!refs.ok()) return refs.status();
+        segment_.assign(segment.begin(), segment.end());
+        for (int64_t i = ca; i < cb; ++i) segment_[i + lead - a] = (*refs)[i - ca];
+        segment = segment_;
+      } else if (cb > ca) {
+        segment_.clear();
+        for (const kv::PageRef& p : segment) {
+          if (p.data != nullptr) segment_.push_back(p);
+        }
+        segment = segment_;
+      }
+      if (!segment.empty()) {
+        kernels::PagedKv view = make_view(segment, b < n_entries);
+        kernels::paged_attention(view, pos, n, n_heads, q, scale, have ? part_.data() : out, pool,
+                                 have ? part_lse_.data() : lse_.data());
+        if (have) kernels::merge_attention(out, lse_.data(), part_.data(), part_lse_.data(), static_cast<int64_t>(rows), hd);
+        have = true;
+      }
+      if (slot >= 0) cold->release(slot);
+    }
+    if (sparse) {
+      if (Status s = finish_sparse(layer, pos, n_heads, q, scale, out, pool); !s.ok()) return s;
     }
     // Pages that have wholly left their rung move down the ladder now that this layer's attention no
     // longer needs them (between layers, not inside the kernel); past the budget the oldest go to disk.
     if (Status s = store_->rebalance(layer); !s.ok()) return s;
-    if (cold != nullptr) prefetch_next(layer, sparse);
+    // Exact reads of this layer already sent the next layer's first segment out (during the last cold one).
+    const bool sparse_decode = cold != nullptr && cold->options().mode == kv::ColdReadMode::Sparse && n == 1;
+    if (cold != nullptr && (sparse_decode || n_cold == 0)) prefetch_next(layer, sparse_decode, -1);
     return Status();
   }
 
  private:
-  kernels::PagedKv make_view(std::span<const kv::PageRef> pages, bool prefix) const {
+  kernels::PagedKv make_view(std::span<const kv::PageRef> pages, bool partial) const {
     kernels::PagedKv view;
     view.pages = pages;
     view.n_kv_heads = geometry().n_kv_heads;
     view.head_dim = geometry().head_dim;
     view.keys_rotated = store_->keys_rotated();
-    view.pages_are_prefix = prefix;
+    view.pages_are_prefix = partial;
     return view;
   }
 
-  // Cold pages [first, first + capacity) of a layer: one staging buffer's worth.
-  std::vector<int64_t> chunk(int layer, int64_t first) const {
-    const kv::ColdTier& cold = *store_->cold();
-    const int64_t n = store_->n_cold(layer);
-    const int64_t cap = std::max(1, cold.staging_capacity(*cold.page(layer, 0).format));
-    std::vector<int64_t> idx(static_cast<size_t>(std::min(cap, n - first)));
+  static std::vector<int64_t> range(int64_t first, int64_t end) {
+    std::vector<int64_t> idx(static_cast<size_t>(end - first));
     std::iota(idx.begin(), idx.end(), first);
     return idx;
   }
@@ -107,7 +146,7 @@ class PagedKvCache final : public KvCache {
     return -1;
   }
 
-  // Puts a chunk in flight (unless it already is) and returns its slot; `keep` is a slot not to evict.
+  // Puts pages in flight (unless they already are) and returns their slot; `keep` is a slot not to evict.
   Result<int> ensure_staged(int layer, const std::vector<int64_t>& idx, int keep) {
     kv::ColdTier& cold = *store_->cold();
     if (int s = find_slot(layer, idx); s >= 0) return s;
@@ -121,12 +160,7 @@ class PagedKvCache final : public KvCache {
     return slot;
   }
 
-  Status issue_exact_chunk(int layer, int64_t first) {
-    Result<int> slot = ensure_staged(layer, chunk(layer, first), -1);
-    return slot.status();
-  }
-
-  // Attends the staged pages of a slot (a subset when `use` is given) and merges into out/lse_.
+  // Attends the staged pages of a slot (those in `use`, when given) and merges them into out/lse_.
   Status attend_slot(int slot, const std::vector<int64_t>* use, int pos, int n, int n_heads, const float* q,
                      float scale, float* out, ThreadPool& pool) {
     kv::ColdTier& cold = *store_->cold();
@@ -134,39 +168,18 @@ class PagedKvCache final : public KvCache {
     if (!refs.ok()) return refs.status();
     std::span<const kv::PageRef> pages = *refs;
     if (use != nullptr) {
-      subset_.clear();
+      segment_.clear();
       const std::vector<int64_t>& have = cold.staged_indices(slot);
       for (size_t i = 0; i < have.size(); ++i) {
-        if (std::binary_search(use->begin(), use->end(), have[i])) subset_.push_back(pages[i]);
+        if (std::binary_search(use->begin(), use->end(), have[i])) segment_.push_back(pages[i]);
       }
-      pages = subset_;
+      pages = segment_;
     }
     if (pages.empty()) return Status();
     const int hd = geometry().head_dim;
     const size_t rows = static_cast<size_t>(n) * n_heads;
-    part_.resize(rows * hd);
-    part_lse_.resize(rows);
     kernels::paged_attention(make_view(pages, true), pos, n, n_heads, q, scale, part_.data(), pool, part_lse_.data());
     kernels::merge_attention(out, lse_.data(), part_.data(), part_lse_.data(), static_cast<int64_t>(rows), hd);
-    return Status();
-  }
-
-  Status finish_exact(int layer, int pos, int n, int n_heads, const float* q, float scale, float* out,
-                      ThreadPool& pool) {
-    kv::ColdTier& cold = *store_->cold();
-    const int64_t n_cold = store_->n_cold(layer);
-    for (int64_t first = 0; first < n_cold;) {
-      const std::vector<int64_t> idx = chunk(layer, first);
-      Result<int> slot = ensure_staged(layer, idx, -1);
-      if (!slot.ok()) return slot.status();
-      // The next chunk of this layer goes out while this one is computed.
-      if (first + static_cast<int64_t>(idx.size()) < n_cold) {
-        if (Result<int> next = ensure_staged(layer, chunk(layer, first + idx.size()), *slot); !next.ok()) return next.status();
-      }
-      if (Status s = attend_slot(*slot, nullptr, pos, n, n_heads, q, scale, out, pool); !s.ok()) return s;
-      cold.release(*slot);
-      first += static_cast<int64_t>(idx.size());
-    }
     return Status();
   }
 
@@ -178,7 +191,7 @@ class PagedKvCache final : public KvCache {
     const size_t slot_bytes = kv::PageFile::slot_bytes(format.page_bytes);
     const int64_t want = std::clamp<int64_t>(
         static_cast<int64_t>(cold.options().sparse_step_bytes / geometry().n_layers / slot_bytes), 1,
-        std::min<int64_t>(n_cold, cold.staging_capacity(format)));
+        std::min<int64_t>(n_cold, cold.staging_capacity()));
     const float* query = q;
     if (store_->keys_rotated()) {
       rotated_q_.assign(q, q + static_cast<size_t>(n_heads) * geometry().head_dim);
@@ -232,28 +245,30 @@ class PagedKvCache final : public KvCache {
     return Status();
   }
 
-  // After layer l: put the next layer's first cold pages in flight (exact: its first chunk; sparse: what it
-  // chose last step), so the reads overlap the rest of this layer and the next layer's projections.
-  void prefetch_next(int layer, bool sparse) {
+  // After layer l (or during its last segment): put the next layer's first cold pages in flight (exact: its
+  // first segment's; sparse: what it chose last step), so the reads overlap the rest of this layer and the
+  // next layer's projections. `keep`: a slot still in use.
+  void prefetch_next(int layer, bool sparse, int keep) {
     const int next = (layer + 1) % geometry().n_layers;
-    if (store_->n_cold(next) == 0) return;
+    const int64_t n_cold = store_->n_cold(next);
+    if (n_cold == 0) return;
     std::vector<int64_t> idx;
     if (sparse) {
       idx = last_selection_[next];
-      std::erase_if(idx, [&](int64_t i) { return i >= store_->n_cold(next); });
+      std::erase_if(idx, [&](int64_t i) { return i >= n_cold; });
       if (idx.empty()) return;
     } else {
-      idx = chunk(next, 0);
+      idx = range(0, std::min<int64_t>(kv::kSegmentPages - store_->lead_entries(next), n_cold));
     }
     // A failed submission is not an error here: the layer reads its pages itself when it runs.
-    (void)ensure_staged(next, idx, -1);
+    (void)ensure_staged(next, idx, keep);
   }
 
   std::unique_ptr<kv::TieredKvStore> store_;
-  std::vector<kv::PageRef> pages_;    // scratch: the layer's resident pages in position order
-  std::vector<kv::PageRef> subset_;   // scratch: the selected part of a staged slot
+  std::vector<kv::PageRef> pages_;    // scratch: the layer's pages in position order (cold ones: data null)
+  std::vector<kv::PageRef> segment_;  // scratch: one segment with its cold pages filled in, or a subset
   std::vector<float> lse_;            // [n, n_heads] log-sum-exp of the attention so far
-  std::vector<float> part_, part_lse_;  // [n, n_heads, head_dim], [n, n_heads]: one cold chunk's attention
+  std::vector<float> part_, part_lse_;  // [n, n_heads, head_dim], [n, n_heads]: one segment's attention
   std::vector<float> rotated_q_, scores_;
   std::vector<int64_t> selection_, misses_;
   std::vector<std::vector<int64_t>> last_selection_;  // [n_layers] sparse choice of the previous step

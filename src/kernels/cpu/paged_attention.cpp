@@ -491,9 +491,10 @@ void MergeStates(const Work& w, int kvh, int qb, float* out, float* lse) {
         l += state[hd + 1] * weight;
         for (int d = 0; d < hd; ++d) o[d] += state[d] * weight;
       }
-      const float inv = 1.0f / l;
+      // l == 0: this query saw no position of these pages (a partial call); zero output, lse -inf.
+      const float inv = l > 0 ? 1.0f / l : 0.0f;
       for (int d = 0; d < hd; ++d) o[d] *= inv;
-      if (lse != nullptr) lse[static_cast<size_t>(q0 + i) * w.n_heads + kvh * w.group + g] = m + std::log(l);
+      if (lse != nullptr) lse[static_cast<size_t>(q0 + i) * w.n_heads + kvh * w.group + g] = l > 0 ? m + std::log(l) : -INFINITY;
     }
   }
 }
@@ -514,8 +515,7 @@ void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const floa
   w.q = q;
   w.scale = scale;
   for (const kv::PageRef& p : kv.pages) w.max_page_tokens = std::max(w.max_page_tokens, p.format->tokens);
-  // Every query must see at least one position: the whole causal range, or (a partial call) old pages only.
-  assert(kv.pages.front().first_pos <= pos);
+  // The pages hold the whole causal range, or (a partial call) a part of it.
   assert(kv.pages_are_prefix || kv.pages.back().first_pos + kv.pages.back().n_tokens >= pos + n_q);
   // Decode: one query, split the pages. Prefill: blocks of 32 queries share each decoded tile.
   w.q_block = n_q == 1 ? 1 : 32;
@@ -568,12 +568,17 @@ const char* paged_attention_target() { return HWY_DYNAMIC_DISPATCH(TargetName)()
 void merge_attention(float* out_a, float* lse_a, const float* out_b, const float* lse_b, int64_t rows,
                      int head_dim) {
   for (int64_t r = 0; r < rows; ++r) {
-    const float m = std::max(lse_a[r], lse_b[r]);
-    if (m == -INFINITY) continue;  // neither side saw a position
-    const float wa = std::exp(lse_a[r] - m), wb = std::exp(lse_b[r] - m);
-    const float inv = 1.0f / (wa + wb);
+    if (lse_b[r] == -INFINITY) continue;  // b saw no position
     float* a = out_a + r * head_dim;
     const float* b = out_b + r * head_dim;
+    if (lse_a[r] == -INFINITY) {  // a saw none
+      std::copy(b, b + head_dim, a);
+      lse_a[r] = lse_b[r];
+      continue;
+    }
+    const float m = std::max(lse_a[r], lse_b[r]);
+    const float wa = std::exp(lse_a[r] - m), wb = std::exp(lse_b[r] - m);
+    const float inv = 1.0f / (wa + wb);
     for (int d = 0; d < head_dim; ++d) a[d] = (a[d] * wa + b[d] * wb) * inv;
     lse_a[r] = m + std::log(wa + wb);
   }
