@@ -35,6 +35,28 @@ uint16_t f16_round_up(float x) {
 }
 }  // namespace
 
+int segment_pages(size_t last_rung_page_bytes) {
+  return static_cast<int>(std::clamp<size_t>((512 << 10) / std::max<size_t>(last_rung_page_bytes, 1), 16, 64));
+}
+
+namespace {
+// Pages per staging buffer: one attention segment, or the sparse mode's per-layer share of its step budget
+// if that is larger.
+int staging_pages(const KvGeometry& geometry, const ColdOptions& options, size_t page_bytes) {
+  const size_t sparse_pages = options.sparse_step_bytes / std::max(geometry.n_layers, 1) / PageFile::slot_bytes(page_bytes);
+  return static_cast<int>(std::max<size_t>(segment_pages(page_bytes), options.mode == ColdReadMode::Sparse ? sparse_pages : 0));
+}
+}  // namespace
+
+size_t ColdTier::fixed_ram_bytes(const KvGeometry& geometry, const ColdOptions& options, size_t page_bytes) {
+  const size_t slot = PageFile::slot_bytes(page_bytes);
+  return 2 * staging_pages(geometry, options, page_bytes) * slot + kSpillBatch * slot;
+}
+
+size_t ColdTier::ram_bytes_per_page(const KvGeometry& geometry) {
+  return sizeof(ColdPage) + static_cast<size_t>(geometry.n_kv_heads) * 2 * geometry.head_dim * sizeof(uint16_t);
+}
+
 Result<std::unique_ptr<ColdTier>> ColdTier::create(const KvGeometry& geometry, const ColdOptions& options,
                                                    size_t page_bytes) {
   auto file = PageFile::create(options.spill_dir);
@@ -47,9 +69,7 @@ Result<std::unique_ptr<ColdTier>> ColdTier::create(const KvGeometry& geometry, c
   t->summaries_.resize(geometry.n_layers);
   t->summary_floats_ = static_cast<size_t>(geometry.n_kv_heads) * 2 * geometry.head_dim;
   const size_t slot = PageFile::slot_bytes(page_bytes);
-  // One attention segment, or the sparse mode's per-layer share of its step budget if that is larger.
-  const size_t sparse_pages = options.sparse_step_bytes / std::max(geometry.n_layers, 1) / slot;
-  t->staging_pages_ = static_cast<int>(std::max<size_t>(kSegmentPages, options.mode == ColdReadMode::Sparse ? sparse_pages : 0));
+  t->staging_pages_ = staging_pages(geometry, options, page_bytes);
   t->staging_bytes_ = t->staging_pages_ * slot;
   for (Slot& s : t->slots_) {
     s.buffer = aligned_buffer(t->staging_bytes_);

@@ -32,10 +32,10 @@ enum class ColdReadMode : uint8_t {
   Sparse = 1,  // decode reads only the cold pages whose score bound is highest, within a byte budget
 };
 
-// Attention runs over a layer's page list in segments of this many entries, merged in order (model/
-// kv_paged.cpp) — the same segments with or without a cold tier, so that exact cold reads give bit-identical
-// results. A staging buffer holds at least one segment's cold pages.
-inline constexpr int kSegmentPages = 16;
+// Attention runs over a layer's page list in segments, merged in order (model/kv_paged.cpp) — the same
+// segments with or without a cold tier, so that exact cold reads give bit-identical results. A segment is
+// about 512 KiB of pages at the ladder's last rung, 16 to 64 entries; a staging buffer holds one segment.
+int segment_pages(size_t last_rung_page_bytes);
 
 struct ColdOptions {
   std::string spill_dir;
@@ -65,6 +65,11 @@ class ColdTier {
   static Result<std::unique_ptr<ColdTier>> create(const KvGeometry& geometry, const ColdOptions& options,
                                                   size_t page_bytes);
   ~ColdTier();
+
+  // RAM the tier needs before any page is cold (staging and write buffers), and per cold page (index entry
+  // and key summary), for a cold page of page_bytes: what `kvtier plan` and the budget count.
+  static size_t fixed_ram_bytes(const KvGeometry& geometry, const ColdOptions& options, size_t page_bytes);
+  static size_t ram_bytes_per_page(const KvGeometry& geometry);
 
   const ColdOptions& options() const { return options_; }
   int64_t n_pages(int layer) const { return static_cast<int64_t>(index_[layer].size()); }

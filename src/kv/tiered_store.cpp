@@ -50,10 +50,8 @@ Result<std::unique_ptr<TieredKvStore>> TieredKvStore::create(const KvGeometry& g
                                           options.group, &s.sink_format_, &error)) {
     return Status::error("KV store: sinks: " + error);
   }
-  const int64_t hot = s.rungs_.rungs.front().tokens;
-  // The ring holds every page whose newest token is in the f16 rung, plus the partial tail page. An
-  // unbounded f16 rung (the f16 preset) keeps two pages hot and spills older f16 pages to the pool.
-  s.ring_pages_ = hot < 0 ? 2 : static_cast<int>((hot + kTokensPerPage - 1) / kTokensPerPage) + 1;
+  s.ring_pages_ = ring_pages_for(options.ladder);
+  s.segment_pages_ = kv::segment_pages(s.format(s.rungs_.rungs.back().precision).page_bytes);
   const size_t ring_bytes = align_up(s.ring_pages_ * s.format(Precision::F16).page_bytes, kRingAlign);
   s.layers_.resize(g.n_layers);
   for (Layer& l : s.layers_) {
@@ -80,6 +78,13 @@ Result<std::unique_ptr<TieredKvStore>> TieredKvStore::create(const KvGeometry& g
     }
   }
   return store;
+}
+
+int TieredKvStore::ring_pages_for(const LadderSpec& ladder) {
+  // The ring holds every page whose newest token is in the f16 rung, plus the partial tail page. An
+  // unbounded f16 rung (the f16 preset) keeps two pages hot and spills older f16 pages to the pool.
+  const int64_t hot = ladder.rungs.front().precision == Precision::F16 ? ladder.rungs.front().tokens : 0;
+  return hot < 0 ? 2 : static_cast<int>((hot + kTokensPerPage - 1) / kTokensPerPage) + 1;
 }
 
 size_t TieredKvStore::ring_and_sink_bytes() const {

@@ -65,6 +65,9 @@ struct KvMemoryReport {
 class TieredKvStore {
  public:
   static Result<std::unique_ptr<TieredKvStore>> create(const KvGeometry& geometry, const TieredKvOptions& options);
+  // Pages in a layer's hot ring for this ladder: the f16 rung's pages + 1 for the partial tail page (two
+  // when the f16 rung is unbounded, as in the f16 preset).
+  static int ring_pages_for(const LadderSpec& ladder);
   ~TieredKvStore();
 
   const KvGeometry& geometry() const { return geometry_; }
@@ -95,6 +98,8 @@ class TieredKvStore {
   // are listed with data == nullptr: cold page i is entry i + lead_entries(layer); the cache fills them in
   // from the cold tier's staging buffers.
   void gather_pages(int layer, std::vector<PageRef>& out) const;
+  // Entries per attention segment (kv/cold_tier.h: segment_pages).
+  int segment_pages() const { return segment_pages_; }
   int lead_entries(int layer) const { return n_sinks_ > 0 && layers_[layer].n_tokens > 0 ? 1 : 0; }
 
   KvMemoryReport memory() const;
@@ -146,6 +151,7 @@ class TieredKvStore {
   LadderSpec rungs_;  // the ladder with an f16 hot rung first (f16:0 when the spec starts quantized)
   int n_sinks_ = 0;
   int ring_pages_ = 0;
+  int segment_pages_ = 16;
   std::array<PageFormat, kPrecisionCount> formats_{};
   std::array<int, kPrecisionCount> size_class_{};
   PageFormat sink_format_;

@@ -2,7 +2,7 @@
 // kv/tiered_store.h, the cold tier from kv/cold_tier.h, attention from kernels/paged_attention.h.
 //
 // Attention of a layer runs over its page list (sinks, warm pages, hot ring, position order) in segments of
-// kv::kSegmentPages entries, each one kernel call, merged in order with their log-sum-exp. The segments are
+// store.segment_pages() entries, each one kernel call, merged in order with their log-sum-exp. The segments are
 // the same whether or not pages are cold, which is what makes exact cold reads bit-identical to all-in-RAM:
 //   exact  (and every prefill): a segment's cold pages are read into a staging buffer; while it is computed
 //          the next segment's cold pages are in flight — of this layer, or of the next layer's first segment
@@ -71,8 +71,9 @@ class PagedKvCache final : public KvCache {
     part_.resize(rows * hd);
     part_lse_.resize(rows);
     bool have = false;  // out/lse_ hold a result
-    for (int64_t a = 0; a < n_entries; a += kv::kSegmentPages) {
-      const int64_t b = std::min(a + kv::kSegmentPages, n_entries);
+    const int64_t seg = store_->segment_pages();
+    for (int64_t a = 0; a < n_entries; a += seg) {
+      const int64_t b = std::min(a + seg, n_entries);
       // Cold pages [ca, cb) of this segment.
       const int64_t ca = std::clamp<int64_t>(a - lead, 0, n_cold), cb = std::clamp<int64_t>(b - lead, 0, n_cold);
       std::span<const kv::PageRef> segment(pages_.data() + a, static_cast<size_t>(b - a));
@@ -84,7 +85,7 @@ class PagedKvCache final : public KvCache {
         // The next cold pages go out while this segment is computed.
         const int64_t next_a = b - lead;
         if (next_a < n_cold) {
-          (void)ensure_staged(layer, range(next_a, std::min<int64_t>(next_a + kv::kSegmentPages, n_cold)), slot);
+          (void)ensure_staged(layer, range(next_a, std::min<int64_t>(next_a + seg, n_cold)), slot);
         } else {
           prefetch_next(layer, false, slot);
         }
@@ -258,7 +259,7 @@ class PagedKvCache final : public KvCache {
       std::erase_if(idx, [&](int64_t i) { return i >= n_cold; });
       if (idx.empty()) return;
     } else {
-      idx = range(0, std::min<int64_t>(kv::kSegmentPages - store_->lead_entries(next), n_cold));
+      idx = range(0, std::min<int64_t>(store_->segment_pages() - store_->lead_entries(next), n_cold));
     }
     // A failed submission is not an error here: the layer reads its pages itself when it runs.
     (void)ensure_staged(next, idx, keep);
