@@ -14,6 +14,7 @@ Command add_perplexity_command(CLI::App& app);
 Command add_info_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
 Command add_recall_command(CLI::App& app);
+Command add_plan_command(CLI::App& app);
 
 // Prints "kvtier: error: <message>" on stderr and returns the exit code 1.
 int fail(const std::string& message);

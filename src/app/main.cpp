@@ -29,6 +29,9 @@ int main(int argc, char** argv) {
   commands.emplace_back(app.add_subcommand("recall", "long-range retrieval: a repeated span's NLL, f16 vs a quantized KV cache"),
                         Command());
   commands.back().second = add_recall_command(*commands.back().first);
+  commands.emplace_back(app.add_subcommand("plan", "how many tokens a KV ladder and budget hold in RAM and on disk"),
+                        Command());
+  commands.back().second = add_plan_command(*commands.back().first);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -108,7 +108,7 @@ Status TieredKvStore::make_room(size_t incoming) {
   while (budget_resident_bytes() + incoming > budget) {
     const size_t excess = budget_resident_bytes() + incoming - budget;
     // Oldest first, from the layer with the most spillable (last-rung, resident) pages, so that the
-    // layers' cold prefixes stay even. A batch frees the excess plus 1/64 of the budget (hysteresis).
+    // layers' cold prefixes stay even. One batch (one io_uring submission) writes up to 8 pages.
     std::vector<int64_t> next(n_layers), end(n_layers);
     for (int l = 0; l < n_layers; ++l) {
       next[l] = n_cold(l);
@@ -118,7 +118,7 @@ Status TieredKvStore::make_room(size_t incoming) {
     std::vector<ColdTier::Spill> batch;
     std::vector<std::pair<int, int64_t>> where;
     size_t freed = 0;
-    while (batch.size() < 8 && freed < excess + budget / 64) {
+    while (batch.size() < 8 && freed < excess) {
       int best = -1;
       for (int l = 0; l < n_layers; ++l) {
         if (end[l] > next[l] && (best < 0 || end[l] - next[l] > end[best] - next[best])) best = l;

@@ -1,0 +1,40 @@
+// What a ladder and a RAM budget hold: `kvtier plan`. Computed from the page formats and the same sizing
+// rules the store uses (ring pages, cold-tier buffers and per-page summaries), without allocating anything.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kv/tiered_store.h"
+
+namespace kvtier::kv {
+
+struct RungPlan {
+  Precision precision = Precision::F16;
+  int64_t tokens = -1;            // the rung's length (-1: unbounded)
+  double bytes_per_token = 0;     // all layers, K and V, in the page format (scales included)
+};
+
+struct CapacityPlan {
+  std::vector<RungPlan> rungs;    // newest first (the f16 hot rung first)
+  size_t ring_bytes = 0;          // hot rings of all layers
+  size_t sink_bytes = 0;
+  size_t cold_fixed_bytes = 0;    // staging and write buffers (0 without a budget)
+  size_t cold_bytes_per_token = 0;  // RAM per cold token: index entry + key summary, all layers
+  size_t warm_bytes = 0;          // pages of the bounded rungs below the hot one, when full
+  size_t min_budget = 0;          // rings + sinks + cold buffers + warm rungs
+  int64_t tokens_in_ram = 0;      // tokens held before anything spills (all tokens when no budget: -1)
+  int64_t tokens_with_cold = 0;   // tokens the budget supports once the last rung is all cold (-1: unbounded)
+  double disk_bytes_per_token = 0;  // page file bytes per cold token (4 KiB slots)
+  // At `context` tokens:
+  int64_t context = 0;
+  int64_t cold_tokens = 0;
+  double exact_read_bytes = 0;    // per decode step: every cold page of every layer
+  double sparse_read_bytes = 0;   // per decode step: min(step budget, cold bytes)
+  std::string describe() const;
+};
+
+Result<CapacityPlan> plan_capacity(const KvGeometry& geometry, const TieredKvOptions& options, int64_t context);
+
+}  // namespace kvtier::kv

@@ -1,0 +1,346 @@
+// The cold tier: the page file (io_uring reads and writes, checksums), spilling past the budget, reading
+// cold pages back byte-exact, truncation into cold pages, save/load with cold pages, damage detection,
+// bad spill directories, ENOSPC, and `kvtier plan`'s arithmetic against a real store.
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kv/capacity_plan.h"
+#include "kv/codec.h"
+#include "kv/page_file.h"
+#include "kv/tiered_store.h"
+
+namespace kvtier::kv {
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "kvtier-cold-XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::vector<float> random_rows(int n, int kv_dim, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(static_cast<size_t>(n) * kv_dim);
+  for (auto& v : x) v = normal(rng);
+  return x;
+}
+
+const KvGeometry kGeometry{3, 2, 32, 4096};
+
+std::unique_ptr<TieredKvStore> make_store(const char* ladder, size_t budget, const std::string& dir,
+                                          ColdReadMode mode = ColdReadMode::Exact) {
+  TieredKvOptions options;
+  options.ladder = *parse_ladder(ladder, 4);
+  options.budget_bytes = budget;
+  options.cold.spill_dir = dir;
+  options.cold.mode = mode;
+  Result<std::unique_ptr<TieredKvStore>> s = TieredKvStore::create(kGeometry, options);
+  EXPECT_TRUE(s.ok()) << s.error();
+  return s.ok() ? std::move(s).value() : nullptr;
+}
+
+// A store whose budget is its fixed part (rings, sinks, cold-tier buffers) plus `extra` bytes for pages.
+std::unique_ptr<TieredKvStore> make_budgeted(const char* ladder, size_t extra, const std::string& dir) {
+  auto probe = make_store(ladder, size_t{1} << 40, dir);
+  return make_store(ladder, probe->fixed_bytes() + extra, dir);
+}
+
+// Appends n tokens to every layer (as the model does: layer by layer, rebalancing after each).
+void fill(TieredKvStore& store, int first, int n, uint32_t seed) {
+  const int kv_dim = kGeometry.kv_dim();
+  for (int layer = 0; layer < kGeometry.n_layers; ++layer) {
+    const auto k = random_rows(n, kv_dim, seed + layer), v = random_rows(n, kv_dim, seed + 100 + layer);
+    ASSERT_TRUE(store.append(layer, first, n, k.data(), v.data()).ok());
+    ASSERT_TRUE(store.rebalance(layer).ok());
+  }
+}
+
+// Bytes of logical page i of a layer, wherever it is (pool or cold).
+std::vector<uint8_t> page_bytes(TieredKvStore& store, int layer, int64_t i) {
+  std::vector<PageRef> pages;
+  store.gather_pages(layer, pages);
+  const PageRef& ref = pages[static_cast<size_t>(i + store.lead_entries(layer))];
+  std::vector<uint8_t> out(ref.format->page_bytes);
+  if (ref.data == nullptr) {
+    EXPECT_TRUE(store.cold()->read_page(layer, i, out.data()).ok());
+  } else {
+    std::memcpy(out.data(), ref.data, out.size());
+  }
+  return out;
+}
+
+TEST(PageFile, WritesAndReadsSlotsAsynchronously) {
+  TempDir dir;
+  auto file = PageFile::create(dir.path());
+  ASSERT_TRUE(file.ok()) << file.error();
+  PageFile& f = **file;
+  const size_t slot = PageFile::slot_bytes(5000);
+  EXPECT_EQ(slot, 8192u);
+  std::vector<uint64_t> offsets;
+  auto* buffer = static_cast<uint8_t*>(std::aligned_alloc(kFileBlock, 4 * slot));
+  std::vector<PageFile::Write> writes;
+  for (int i = 0; i < 4; ++i) {
+    offsets.push_back(*f.allocate_slot(slot));
+    std::memset(buffer + i * slot, 'a' + i, slot);
+    writes.push_back({offsets.back(), buffer + i * slot, slot});
+  }
+  ASSERT_TRUE(f.write_batch(writes).ok());
+  EXPECT_EQ(f.stats().file_bytes % kFileExtent, 0u);
+  auto* in = static_cast<uint8_t*>(std::aligned_alloc(kFileBlock, 4 * slot));
+  for (int i = 3; i >= 0; --i) ASSERT_TRUE(f.submit_read(7, offsets[i], slot, in + (3 - i) * slot).ok());
+  ASSERT_TRUE(f.wait(7).ok());
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(in[i * slot + 100], 'a' + 3 - i);
+  // Truncated under us: a short read is an error that says so.
+  ASSERT_EQ(::ftruncate(f.fd_for_testing(), 4096), 0);
+  ASSERT_TRUE(f.submit_read(8, offsets[3], slot, in).ok());
+  Status s = f.wait(8);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("short read"), std::string::npos) << s.message();
+  std::free(buffer);
+  std::free(in);
+  // Nothing is left in the directory: the file has no name.
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+}
+
+TEST(PageFile, RefusesBadDirectories) {
+  TempDir dir;
+  EXPECT_NE(PageFile::create(dir.path() + "/missing").status().message().find("No such file"), std::string::npos);
+  const std::string file = dir.path() + "/plain";
+  std::fclose(std::fopen(file.c_str(), "w"));
+  EXPECT_NE(PageFile::create(file).status().message().find("not a directory"), std::string::npos);
+  EXPECT_FALSE(PageFile::create("").ok());
+}
+
+TEST(ColdTier, SpillsPastTheBudgetAndReadsPagesBackExactly) {
+  TempDir dir;
+  for (const char* ladder : {"f16", "f16:64,q4:128,q2"}) {
+    auto reference = make_store(ladder, 0, "");
+    auto store = make_budgeted(ladder, 100 << 10, dir.path());
+    ASSERT_TRUE(reference && store);
+    for (int step = 0; step < 30; ++step) {  // 30 x 70 = 2100 tokens
+      fill(*reference, step * 70, 70, step);
+      fill(*store, step * 70, 70, step);
+      EXPECT_LE(store->budget_resident_bytes(), store->fixed_bytes() + (100 << 10)) << ladder << " step " << step;
+    }
+    ASSERT_GT(store->n_cold(0), 10) << ladder;
+    EXPECT_EQ(store->budget_warning(), "");
+    for (int layer = 0; layer < kGeometry.n_layers; ++layer) {
+      // Cold prefixes stay even across layers (oldest first from the layer with the most spillable pages).
+      EXPECT_LE(std::abs(store->n_cold(layer) - store->n_cold(0)), 8);
+      std::vector<PageRef> a, b;
+      reference->gather_pages(layer, a);
+      store->gather_pages(layer, b);
+      ASSERT_EQ(a.size(), b.size());
+      for (int64_t i = 0; i + store->lead_entries(layer) < static_cast<int64_t>(b.size()) - 3; ++i) {
+        EXPECT_EQ(page_bytes(*reference, layer, i), page_bytes(*store, layer, i)) << ladder << " layer " << layer << " page " << i;
+      }
+    }
+    const KvMemoryReport m = store->memory();
+    EXPECT_GT(m.cold_pages, 0u);
+    EXPECT_EQ(m.cold_disk_bytes, m.cold_pages * PageFile::slot_bytes(store->format(ladder[3] == ':' ? Precision::Q2 : Precision::F16).page_bytes));
+  }
+}
+
+TEST(ColdTier, TruncateIntoColdPagesRestoresTheKeptRows) {
+  TempDir dir;
+  auto reference = make_store("f16:64,q4:128,q2", 0, "");
+  auto store = make_budgeted("f16:64,q4:128,q2", 60 << 10, dir.path());
+  for (int step = 0; step < 20; ++step) {
+    fill(*reference, step * 100, 100, step);
+    fill(*store, step * 100, 100, step);
+  }
+  const int cut = 4 + 64 * 3 + 17;  // inside logical page 3, which is cold
+  ASSERT_GT(store->n_cold(1), 4);
+  reference->truncate(cut);
+  store->truncate(cut);
+  EXPECT_EQ(store->n_cold(1), 3);
+  fill(*reference, cut, 300, 99);
+  fill(*store, cut, 300, 99);
+  for (int layer = 0; layer < kGeometry.n_layers; ++layer) {
+    std::vector<PageRef> a;
+    reference->gather_pages(layer, a);
+    for (int64_t i = 0; i + reference->lead_entries(layer) < static_cast<int64_t>(a.size()) - 3; ++i) {
+      EXPECT_EQ(page_bytes(*reference, layer, i), page_bytes(*store, layer, i)) << "layer " << layer << " page " << i;
+    }
+  }
+}
+
+TEST(ColdTier, DamagedPageIsDetectedNeverUsed) {
+  TempDir dir;
+  auto store = make_budgeted("f16:64,q2", 30 << 10, dir.path());
+  for (int step = 0; step < 20; ++step) fill(*store, step * 100, 100, step);
+  ASSERT_GT(store->n_cold(0), 2);
+  ColdTier& cold = *store->cold();
+  // Flip one bit of cold page 1 of layer 0 in the file itself.
+  const ColdPage victim = cold.page(0, 1);
+  uint8_t byte = 0;
+  const int fd = cold.file().fd_for_testing();
+  const int buffered = ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDWR);  // without O_DIRECT
+  ASSERT_GE(buffered, 0);
+  ASSERT_EQ(::pread(buffered, &byte, 1, static_cast<off_t>(victim.offset + 77)), 1);
+  byte ^= 0x10;
+  ASSERT_EQ(::pwrite(buffered, &byte, 1, static_cast<off_t>(victim.offset + 77)), 1);
+  ::fsync(buffered);
+  ::close(buffered);
+  std::vector<uint8_t> out(victim.format->page_bytes);
+  EXPECT_TRUE(cold.read_page(0, 0, out.data()).ok());
+  Status s = cold.read_page(0, 1, out.data());
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("checksum"), std::string::npos) << s.message();
+  EXPECT_EQ(cold.first_bad_position(), victim.first_pos);
+  // Cutting the cache before the damage forgets it.
+  store->truncate(victim.first_pos);
+  EXPECT_EQ(cold.first_bad_position(), -1);
+  EXPECT_EQ(store->n_cold(0), 0);  // the cut falls at the end of page 0, whose rows came back into the ring
+  EXPECT_EQ(store->n_tokens(0), victim.first_pos);
+}
+
+TEST(ColdTier, SaveLoadCarriesColdPages) {
+  struct Buffer final : ByteSink, ByteSource {
+    std::vector<uint8_t> bytes;
+    size_t read_at = 0;
+    Status write(const void* data, size_t n) override {
+      bytes.insert(bytes.end(), static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + n);
+      return Status();
+    }
+    Status read(void* data, size_t n) override {
+      if (read_at + n > bytes.size()) return Status::error("truncated");
+      std::memcpy(data, bytes.data() + read_at, n);
+      read_at += n;
+      return Status();
+    }
+  };
+  TempDir dir;
+  auto store = make_budgeted("f16:64,q4:128,q2", 60 << 10, dir.path());
+  for (int step = 0; step < 15; ++step) fill(*store, step * 100, 100, step);
+  ASSERT_GT(store->n_cold(0), 3);
+  Buffer buffer;
+  ASSERT_TRUE(store->save(buffer).ok());
+  // Into an unbudgeted store, and into another budgeted one (which spills again as it loads).
+  for (size_t budget : {size_t{0}, store->fixed_bytes() + (60 << 10)}) {
+    auto copy = make_store("f16:64,q4:128,q2", budget, budget ? dir.path() : "");
+    buffer.read_at = 0;
+    Status s = copy->load(buffer);
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_EQ(copy->n_tokens(2), 1500);
+    for (int layer = 0; layer < kGeometry.n_layers; ++layer) {
+      std::vector<PageRef> a;
+      store->gather_pages(layer, a);
+      for (int64_t i = 0; i + store->lead_entries(layer) < static_cast<int64_t>(a.size()) - 3; ++i) {
+        EXPECT_EQ(page_bytes(*store, layer, i), page_bytes(*copy, layer, i));
+      }
+    }
+  }
+  // A stream cut anywhere is refused and leaves the store empty.
+  for (size_t cut : {size_t{3}, size_t{40}, buffer.bytes.size() / 2, buffer.bytes.size() - 1}) {
+    Buffer cut_buffer;
+    cut_buffer.bytes.assign(buffer.bytes.begin(), buffer.bytes.begin() + static_cast<std::ptrdiff_t>(cut));
+    auto copy = make_store("f16:64,q4:128,q2", 0, "");
+    EXPECT_FALSE(copy->load(cut_buffer).ok());
+    EXPECT_EQ(copy->n_tokens(0), 0);
+  }
+  // Another ladder's store refuses it (another page format or rung count).
+  auto other = make_store("q8", 0, "");
+  buffer.read_at = 0;
+  EXPECT_FALSE(other->load(buffer).ok());
+}
+
+TEST(ColdTier, BudgetBelowTheFixedPartIsRefused) {
+  TempDir dir;
+  TieredKvOptions options;
+  options.ladder = *parse_ladder("f16:512,q4", 4);
+  options.budget_bytes = 64 << 10;
+  options.cold.spill_dir = dir.path();
+  Result<std::unique_ptr<TieredKvStore>> s = TieredKvStore::create(kGeometry, options);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().find("below the fixed part"), std::string::npos) << s.error();
+}
+
+TEST(ColdTier, WarmRungsOverTheBudgetGiveAWarningNotAFailure) {
+  TempDir dir;
+  auto store = make_budgeted("f16:64,q8:1024,q2", 20 << 10, dir.path());
+  ASSERT_TRUE(store);
+  for (int step = 0; step < 12; ++step) fill(*store, step * 100, 100, step);
+  EXPECT_NE(store->budget_warning().find("warm rungs"), std::string::npos) << store->budget_warning();
+}
+
+// ENOSPC: the spill directory is a 256 KiB tmpfs (needs root and mount namespaces; run in a child).
+TEST(ColdTier, DiskFullKeepsRunningInRamWithAWarning) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+  TempDir dir;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", dir.path().c_str(), "tmpfs", 0, "size=64k") != 0) {
+      ::_exit(77);  // no mount namespaces here
+    }
+    auto store = make_budgeted("f16:64,q2", 30 << 10, dir.path());
+    for (int step = 0; step < 40; ++step) fill(*store, step * 100, 100, step);
+    const bool warned = store->budget_warning().find("spilling to disk stopped") != std::string::npos &&
+                        store->budget_warning().find("No space left") != std::string::npos;
+    // Everything already cold is still readable; the newest tokens stayed in RAM.
+    const bool readable = page_bytes(*store, 0, 0).size() > 0 && store->n_tokens(2) == 4000;
+    store.reset();
+    const bool empty = std::filesystem::is_empty(dir.path());  // no partial file left behind
+    ::_exit(warned && readable && empty ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "mount namespaces unavailable";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(CapacityPlan, MatchesWhatTheStoreHolds) {
+  TempDir dir;
+  for (const char* ladder : {"f16", "f16:128,q4:256,q2"}) {
+    auto store = make_budgeted(ladder, 150 << 10, dir.path());
+    const size_t budget = store->fixed_bytes() + (150 << 10);
+    TieredKvOptions options;
+    options.ladder = *parse_ladder(ladder, 4);
+    options.budget_bytes = budget;
+    options.cold.mode = ColdReadMode::Exact;
+    Result<CapacityPlan> plan = plan_capacity(kGeometry, options, 4000);
+    ASSERT_TRUE(plan.ok()) << plan.error();
+    EXPECT_EQ(plan->ring_bytes + plan->sink_bytes + plan->cold_fixed_bytes, store->fixed_bytes()) << ladder;
+    // Fill 16 tokens at a time until the first page goes cold: the plan's RAM capacity, within two pages.
+    int tokens = 0;
+    while (store->n_cold(0) + store->n_cold(1) + store->n_cold(2) == 0 && tokens < 4000) {
+      fill(*store, tokens, 16, tokens);
+      tokens += 16;
+    }
+    EXPECT_NEAR(tokens, plan->tokens_in_ram, 2 * kTokensPerPage) << ladder;
+    // At 4000 tokens, the cold count the plan predicts, within two pages per layer.
+    fill(*store, tokens, 4000 - tokens, 7);
+    const double cold_tokens_per_layer = static_cast<double>(store->memory().cold_pages) * kTokensPerPage / kGeometry.n_layers;
+    EXPECT_NEAR(cold_tokens_per_layer, static_cast<double>(plan->cold_tokens), 2.0 * kTokensPerPage) << ladder;
+  }
+}
+
+}  // namespace
+}  // namespace kvtier::kv
