@@ -5,10 +5,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kvtier/kv_cache.h"
 #include "kvtier/model.h"
+#include "kvtier/session_file.h"
 #include "kvtier/status.h"
 #include "kvtier/thread_pool.h"
 
@@ -18,19 +20,41 @@ class Session {
  public:
   Session(Model& model, std::unique_ptr<KvCache> cache, ThreadPool& pool);
 
-  // Evaluates tokens after those already in the cache; afterwards
-  // last_logits() holds the distribution for the next token.
+  // Evaluates tokens after those already in the cache; afterwards last_logits() holds the distribution
+  // for the next token and tokens() ends with them.
+  // Damage: when evaluation fails and the cache reports a damaged range (KvCache::first_bad_position(),
+  // e.g. a cold page failed its checksum), the warning handler is told, the cache is cut at the first bad
+  // position and the tokens from there are evaluated again, once; a second failure is an error. Any error
+  // leaves the cache and tokens() consistent (the cache holds exactly tokens()).
   Status append(const std::vector<int32_t>& tokens, const ProgressFn& progress = {});
-  const std::vector<float>& last_logits() const { return last_logits_; }  // [n_vocab]
+  const std::vector<float>& last_logits() const { return last_logits_; }  // [n_vocab]; empty after restore
   int n_past() const { return cache_->n_tokens(); }
+  const std::vector<int32_t>& tokens() const { return tokens_; }  // [n_past()] the evaluated sequence
   KvCache& cache() { return *cache_; }
   Model& model() { return model_; }
+  void set_warning_handler(std::function<void(const std::string&)> warn) { warn_ = std::move(warn); }
+
+  // Session files (include/kvtier/session_file.h): save writes tokens() and the cache atomically;
+  // restore replaces both with the file's (the session is empty after an error; last_logits() is empty
+  // until the next append).
+  Status save(const std::string& path, SessionIoStats* stats = nullptr);
+  Status restore(const std::string& path, SessionIoStats* stats = nullptr);
+
+  // Prompt reuse (llama.cpp's --prompt-cache): keeps the longest common prefix of tokens() and `prompt`,
+  // but at most prompt.size() - 1 tokens so that evaluating the rest yields logits, truncates the cache
+  // there, and returns the tokens of `prompt` still to evaluate (pass them to append()).
+  std::vector<int32_t> reuse_prefix(const std::vector<int32_t>& prompt);
 
  private:
+  Status evaluate(int pos, const std::vector<int32_t>& tokens, const ProgressFn& progress);
+  void cut(int n_tokens);  // truncates the cache and tokens_ together
+
   Model& model_;
   std::unique_ptr<KvCache> cache_;
   ThreadPool& pool_;
   std::vector<float> last_logits_;
+  std::vector<int32_t> tokens_;  // [n_past()]
+  std::function<void(const std::string&)> warn_;
 };
 
 struct PerplexityResult {

@@ -1,4 +1,6 @@
 // kvtier run: stream a continuation of a prompt to stdout (logs go to stderr).
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -22,6 +24,8 @@ struct RunOptions {
   int threads = 0;
   bool ignore_eos = false;
   bool verbose = false;
+  std::string session_path;  // --session: restore at start, save at exit and on Ctrl-C
+  bool session_overwrite = false;
   SamplingParams sampling;
   KvCacheOptions kv;
 };
@@ -34,6 +38,30 @@ long l2_cache_bytes() {
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Ctrl-C with --session: the first stops generation at the next token (the session is saved, exit 130);
+// a second exits at once, leaving the session file as it was (a half-written temp file is removed by the
+// next save).
+volatile sig_atomic_t g_interrupted = 0;
+constexpr int kInterruptedExitCode = 130;
+
+extern "C" void on_sigint(int) {
+  if (g_interrupted) _exit(kInterruptedExitCode);
+  g_interrupted = 1;
+}
+
+void install_sigint_handler() {
+  struct sigaction sa = {};
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
 }
 
 int run(const RunOptions& o) {
@@ -50,10 +78,16 @@ int run(const RunOptions& o) {
     return fail("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " + std::to_string(o.n_predict) +
                 " exceeds the context size " + std::to_string(n_ctx) + " (raise -c)");
   }
+  const bool use_session = !o.session_path.empty();
+  if (use_session) {
+    if (Status s = check_session_path(o.session_path); !s.ok()) return fail(s.message());
+    install_sigint_handler();
+  }
   ThreadPool pool(o.threads);
   auto cache = make_kv_cache(c, n_ctx, o.kv);
   if (!cache.ok()) return fail(cache.error());
   Session session(model, std::move(*cache), pool);
+  session.set_warning_handler([](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); });
   if (o.verbose) {
     std::fprintf(stderr, "model: %s, %s, %d layers, %d/%d heads, weights %.1f MiB; %d threads\n",
                  c.name.c_str(), c.architecture.c_str(), c.n_layers, c.n_heads, c.n_kv_heads,
@@ -62,13 +96,32 @@ int run(const RunOptions& o) {
                  l2_cache_bytes() / 1024);
   }
 
+  std::vector<int32_t> to_evaluate = prompt;  // the prompt tokens a restored session does not hold
+  if (use_session && path_exists(o.session_path)) {
+    SessionIoStats io;
+    if (Status s = session.restore(o.session_path, &io); !s.ok()) {
+      if (!o.session_overwrite) return fail(s.message() + " (left untouched; --session-overwrite replaces it)");
+      std::fprintf(stderr, "warning: %s; it will be replaced\n", s.message().c_str());
+    } else {
+      const int saved = session.n_past();
+      to_evaluate = session.reuse_prefix(prompt);
+      std::fprintf(stderr, "session: reused %zu of %zu prompt tokens from %s\n", prompt.size() - to_evaluate.size(),
+                   prompt.size(), o.session_path.c_str());
+      if (o.verbose) {
+        std::fprintf(stderr, "session: restored %d tokens, %.2f MiB in %.3f s\n", saved, io.bytes / 1048576.0,
+                     io.seconds);
+      }
+    }
+  }
+
   Sampler sampler(o.sampling);
   for (int32_t t : prompt) sampler.accept(t);
   const auto prefill_start = std::chrono::steady_clock::now();
   {
     ProgressBar bar("prompt");
     auto progress = [&](uint64_t done, uint64_t total) { bar.update(done, total); };
-    if (Status s = session.append(prompt, prompt.size() > 256 ? ProgressFn(progress) : ProgressFn()); !s.ok()) {
+    if (Status s = session.append(to_evaluate, to_evaluate.size() > 256 ? ProgressFn(progress) : ProgressFn());
+        !s.ok()) {
       return fail(s.message());
     }
   }
@@ -77,7 +130,7 @@ int run(const RunOptions& o) {
   StreamingDetokenizer detok(tokenizer);
   const auto decode_start = std::chrono::steady_clock::now();
   int generated = 0;
-  for (; generated < o.n_predict; ++generated) {
+  for (; generated < o.n_predict && !g_interrupted; ++generated) {
     const int32_t next = sampler.sample(session.last_logits().data(), c.n_vocab);
     if (!o.ignore_eos && tokenizer.is_end_of_generation(next)) break;
     const std::string text = detok.push(next);
@@ -97,10 +150,21 @@ int run(const RunOptions& o) {
   std::fflush(stdout);
   const double decode_seconds = seconds_since(decode_start);
   std::fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tok/s); generated: %d tokens in %.3f s (%.1f tok/s)\n",
-               prompt.size(), prefill_seconds, prompt.size() / prefill_seconds, generated, decode_seconds,
+               to_evaluate.size(), prefill_seconds, to_evaluate.size() / prefill_seconds, generated, decode_seconds,
                generated > 0 ? generated / decode_seconds : 0.0);
   if (o.verbose) std::fprintf(stderr, "%s\n", session.cache().describe().c_str());
-  return 0;
+  if (use_session) {
+    if (o.verbose) std::fprintf(stderr, "session: saving %d tokens to %s\n", session.n_past(), o.session_path.c_str());
+    SessionIoStats io;
+    if (Status s = session.save(o.session_path, &io); !s.ok()) return fail(s.message());
+    if (o.verbose) {
+      std::fprintf(stderr, "session: saved %d tokens, %.2f MiB in %.3f s\n", session.n_past(), io.bytes / 1048576.0,
+                   io.seconds);
+    } else {
+      std::fprintf(stderr, "session: %d tokens saved to %s\n", session.n_past(), o.session_path.c_str());
+    }
+  }
+  return g_interrupted ? kInterruptedExitCode : 0;
 }
 }  // namespace
 
@@ -121,6 +185,10 @@ Command add_run_command(CLI::App& app) {
   app.add_option("--repeat-penalty", o->sampling.repeat_penalty, "repetition penalty (1 = off)");
   app.add_option("--repeat-last-n", o->sampling.repeat_last_n, "tokens the penalty looks back over (64)");
   app.add_flag("--ignore-eos", o->ignore_eos, "keep generating after an end-of-generation token");
+  app.add_option("--session", o->session_path,
+                 "session file: reuse its cached prompt prefix at start, save the sequence at exit and on Ctrl-C");
+  app.add_flag("--session-overwrite", o->session_overwrite,
+               "replace a --session file that cannot be restored (another model or cache policy, damaged)");
   app.add_flag("-v,--verbose", o->verbose, "print model and cache details to stderr");
   return [o] { return run(*o); };
 }

@@ -9,14 +9,77 @@
 namespace kvtier {
 
 Session::Session(Model& model, std::unique_ptr<KvCache> cache, ThreadPool& pool)
-    : model_(model), cache_(std::move(cache)), pool_(pool) {}
+    : model_(model), cache_(std::move(cache)), pool_(pool) {
+  // A cache handed in with content has no known token history; sessions start empty.
+  cache_->truncate(0);
+}
+
+Status Session::evaluate(int pos, const std::vector<int32_t>& tokens, const ProgressFn& progress) {
+  const int n = static_cast<int>(tokens.size());
+  last_logits_.resize(model_.config().n_vocab);
+  return model_.forward(tokens.data(), n, pos, *cache_, pool_, n - 1, last_logits_.data(), progress);
+}
+
+void Session::cut(int n_tokens) {
+  n_tokens = std::clamp(n_tokens, 0, static_cast<int>(tokens_.size()));
+  cache_->truncate(n_tokens);
+  tokens_.resize(static_cast<size_t>(n_tokens));
+}
 
 Status Session::append(const std::vector<int32_t>& tokens, const ProgressFn& progress) {
   if (tokens.empty()) return {};
-  const int n = static_cast<int>(tokens.size());
-  last_logits_.resize(model_.config().n_vocab);
-  return model_.forward(tokens.data(), n, cache_->n_tokens(), *cache_, pool_, n - 1, last_logits_.data(),
-                        progress);
+  const int start = static_cast<int>(tokens_.size());
+  Status status = evaluate(start, tokens, progress);
+  if (status.ok()) {
+    tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+    return status;
+  }
+  const int bad = cache_->first_bad_position();
+  if (bad < 0 || bad > start) {
+    cut(start);  // a failed batch may have stored some layers' positions
+    last_logits_.clear();
+    return status;
+  }
+  std::vector<int32_t> redo(tokens_.begin() + bad, tokens_.end());  // [start - bad + n] from the bad position on
+  redo.insert(redo.end(), tokens.begin(), tokens.end());
+  if (warn_) {
+    warn_("KV cache damaged from position " + std::to_string(bad) + " (" + status.message() + "); recomputing " +
+          std::to_string(redo.size()) + " tokens");
+  }
+  cut(bad);
+  if (Status again = evaluate(bad, redo, progress); !again.ok()) {
+    const int bad_again = cache_->first_bad_position();
+    cut(bad_again >= 0 ? std::min(bad, bad_again) : bad);
+    last_logits_.clear();
+    return Status::error("recomputing the KV cache from position " + std::to_string(bad) +
+                         " after damage failed: " + again.message());
+  }
+  tokens_.insert(tokens_.end(), redo.begin(), redo.end());
+  return Status();
+}
+
+Status Session::save(const std::string& path, SessionIoStats* stats) {
+  return write_session_file(path, model_, tokens_, *cache_, stats);
+}
+
+Status Session::restore(const std::string& path, SessionIoStats* stats) {
+  tokens_.clear();
+  last_logits_.clear();
+  Result<SessionFileHeader> header = read_session_file(path, model_, *cache_, stats);
+  if (!header.ok()) return header.status();
+  tokens_ = std::move(header->tokens);
+  return Status();
+}
+
+std::vector<int32_t> Session::reuse_prefix(const std::vector<int32_t>& prompt) {
+  const size_t limit = std::min(tokens_.size(), prompt.empty() ? size_t{0} : prompt.size() - 1);
+  size_t keep = 0;
+  while (keep < limit && tokens_[keep] == prompt[keep]) ++keep;
+  if (keep < tokens_.size()) {
+    cut(static_cast<int>(keep));
+    last_logits_.clear();
+  }
+  return std::vector<int32_t>(prompt.begin() + static_cast<std::ptrdiff_t>(keep), prompt.end());
 }
 
 Result<PerplexityResult> compute_perplexity(
