@@ -316,6 +316,65 @@ TEST(ColdTier, DiskFullKeepsRunningInRamWithAWarning) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+// EIO: the spill directory is an ext4 filesystem on a loop device whose backing file is then cut short,
+// so the kernel fails reads and writes of the page file with EIO (needs root, losetup and mkfs.ext4).
+TEST(ColdTier, IoErrorsAreReportedAndNeverUsed) {
+  if (::geteuid() != 0 || std::system("command -v losetup >/dev/null && command -v mkfs.ext4 >/dev/null") != 0) {
+    GTEST_SKIP() << "needs root, losetup and mkfs.ext4";
+  }
+  TempDir dir;
+  const std::string image = dir.path() + "/disk.img", mount_point = dir.path() + "/mnt";
+  std::filesystem::create_directory(mount_point);
+  ASSERT_EQ(std::system(("truncate -s 32M " + image + " && mkfs.ext4 -q -F " + image + " >/dev/null 2>&1").c_str()), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(77);
+    FILE* p = ::popen(("losetup -f --show " + image + " 2>/dev/null").c_str(), "r");
+    char device[64] = {0};
+    if (p == nullptr || std::fgets(device, sizeof device, p) == nullptr) ::_exit(77);
+    ::pclose(p);
+    device[std::strcspn(device, "\n")] = 0;
+    const auto detach = [&] { (void)std::system(("losetup -d " + std::string(device)).c_str()); };
+    if (::mount(device, mount_point.c_str(), "ext4", 0, nullptr) != 0) {
+      detach();
+      ::_exit(77);
+    }
+    int code = 0;
+    {
+      auto store = make_budgeted("f16:64,q2", 30 << 10, mount_point);
+      for (int step = 0; step < 20; ++step) fill(*store, step * 100, 100, step);
+      if (store->n_cold(0) < 4) code |= 1;
+      // The disk fails under the running cache.
+      if (::truncate(image.c_str(), 1 << 20) != 0) code |= 2;
+      ColdTier& cold = *store->cold();
+      std::vector<uint8_t> page(store->format(Precision::Q2).page_bytes);
+      int failures = 0;
+      for (int64_t i = 0; i < store->n_cold(0); ++i) {
+        Status s = cold.read_page(0, i, page.data());
+        if (!s.ok()) {
+          ++failures;
+          if (s.message().find("Input/output error") == std::string::npos) code |= 4;
+        }
+      }
+      if (failures == 0 || cold.first_bad_position() < 0) code |= 8;
+      // The store keeps working (writes past the cut extend the loop's backing file, so they succeed here;
+      // failing writes are the ENOSPC test's case).
+      for (int step = 20; step < 30; ++step) fill(*store, step * 100, 100, step);
+      if (store->n_tokens(2) != 3000) code |= 32;
+    }
+    ::umount2(mount_point.c_str(), MNT_DETACH);
+    detach();
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "loop devices or mount namespaces unavailable";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "failed checks (bits): 1 no cold pages, 2 truncate, 4 message, 8 no read "
+                                       "failure, 32 lost tokens";
+}
+
 TEST(CapacityPlan, MatchesWhatTheStoreHolds) {
   TempDir dir;
   for (const char* ladder : {"f16", "f16:128,q4:256,q2"}) {
