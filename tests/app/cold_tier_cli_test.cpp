@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <csignal>
 #include <unistd.h>
 
 #include <cstdio>
@@ -132,6 +133,41 @@ TEST(ColdTierCli, PeakRssStaysWithinTheBudgetPlusTheFixedOverhead) {
   // within the short run's peak + the budget.
   EXPECT_GT(unbounded.max_rss_kib, base.max_rss_kib + 16 * 1024);
   EXPECT_LE(spilled.max_rss_kib, base.max_rss_kib + 4 * 1024) << "base " << base.max_rss_kib << " KiB";
+}
+
+// kill -9 at random moments while pages are being spilled and read: nothing is left behind (the page file has
+// no name), and the next run is as clean as the first.
+TEST(ColdTierCli, KillNineDuringSpillLeavesNothingBehind) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-31m.Q4_K_M.gguf");
+  KVTIER_REQUIRE_SHARED("eval/eval.txt");
+  SpillDir dir;
+  const std::string prompt = eval_text(5000);
+  const std::vector<std::string> args = {"run", "-m", model_31m(), "-p", prompt, "-n", "200", "-c", "2048", "--temp", "0",
+                                         "--ignore-eos", "-t", "2", "--kv-budget", "2M", "--kv-spill", dir.path(),
+                                         "--kv-cold", "exact"};
+  const Outcome clean = kvtier(args);
+  ASSERT_EQ(clean.exit_code, 0) << clean.err;
+  const std::string binary = std::string(KVTIER_BINARY_DIR) + "/kvtier";
+  std::srand(12345);
+  for (int i = 0; i < 12; ++i) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      if (!std::freopen("/dev/null", "w", stdout) || !std::freopen("/dev/null", "w", stderr)) ::_exit(126);
+      std::vector<char*> argv{const_cast<char*>(binary.c_str())};
+      for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(binary.c_str(), argv.data());
+      ::_exit(127);
+    }
+    ::usleep(static_cast<useconds_t>(20000 + std::rand() % 600000));  // 20-620 ms: prefill, spills, decode
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "iteration " << i;
+  }
+  const Outcome again = kvtier(args);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(again.out, clean.out);
 }
 
 TEST(ColdTierCli, SparseReadsProduceTextAndReportTheirTraffic) {
