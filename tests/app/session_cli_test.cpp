@@ -225,7 +225,7 @@ TEST(SessionCli, CtrlCStopsGenerationSavesAndExits130) {
   ASSERT_TRUE(loader.model);
   for (int presses : {1, 2}) {
     const std::string before = fs::exists(session) ? slurp(session) : "";
-    const fs::path out = dir / "out.txt";
+    const fs::path out = dir / ("out" + std::to_string(presses) + ".txt");  // new: empty until generation
     Child c = spawn(run_args(model, "The Linux kernel", 2000, {"-c", "2048", "--ignore-eos", "--session",
                                                                session.string()}),
                     out);
