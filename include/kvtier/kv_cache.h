@@ -34,6 +34,13 @@ class ByteSource {
   virtual Status read(void* data, size_t bytes) = 0;
 };
 
+// Disk traffic of a cache with a cold tier (all zero without one).
+struct KvIoStats {
+  uint64_t pages_read = 0, bytes_read = 0;
+  uint64_t pages_written = 0, bytes_written = 0;
+  double stall_seconds = 0;  // time the forward pass waited for reads
+};
+
 class KvCache {
  public:
   virtual ~KvCache() = default;
@@ -72,6 +79,8 @@ class KvCache {
   // the first position whose data cannot be trusted, or -1. The caller recomputes from there
   // (truncate, then evaluate the tokens again); truncate() clears it.
   virtual int first_bad_position() const { return -1; }
+
+  virtual KvIoStats io_stats() const { return {}; }
 };
 
 }  // namespace kvtier

@@ -70,16 +70,24 @@ int run(const BenchOptions& o) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return s.ok() ? o.n_prompt / seconds : -1;
   };
+  KvIoStats decode_io;          // cold-tier reads during the timed decode runs (summed)
+  double decode_seconds = 0;
   auto time_decode = [&]() -> double {
     auto cache = cache_at_depth();
     if (!cache) return -1;
     int32_t next = token(rng);
+    const KvIoStats before = cache->io_stats();
     const auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < o.n_gen; ++i) {
       if (!model.forward(&next, 1, o.depth + i, *cache, pool, 0, logits.data()).ok()) return -1;
       next = static_cast<int32_t>((next + 1 + i) % c.n_vocab);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const KvIoStats after = cache->io_stats();
+    decode_io.bytes_read += after.bytes_read - before.bytes_read;
+    decode_io.pages_read += after.pages_read - before.pages_read;
+    decode_io.stall_seconds += after.stall_seconds - before.stall_seconds;
+    decode_seconds += seconds;
     return o.n_gen / seconds;
   };
 
@@ -95,6 +103,13 @@ int run(const BenchOptions& o) {
     const Stats s = summarize(rates);
     std::printf("%s%d%s: %.2f +/- %.2f tok/s\n", kind == 0 ? "pp" : "tg", n,
                 o.depth > 0 ? (" @ d" + std::to_string(o.depth)).c_str() : "", s.mean, s.stddev);
+    if (kind == 1 && decode_io.pages_read > 0) {
+      // Includes the warm-up run: rates over every timed and untimed decode step alike.
+      const double steps = static_cast<double>(o.n_gen) * (o.repetitions + 1);
+      std::printf("cold reads during decode: %.2f MiB/token (%.0f pages), %.2f GB/s while decoding, stalled %.1f%% of the time\n",
+                  decode_io.bytes_read / steps / 1048576.0, decode_io.pages_read / steps,
+                  decode_io.bytes_read / decode_seconds / 1e9, 100.0 * decode_io.stall_seconds / decode_seconds);
+    }
     std::fflush(stdout);
   }
   return 0;

@@ -116,12 +116,14 @@ Status ColdTier::spill(std::span<const Spill> pages) {
   std::vector<PageFile::Write> writes;
   std::vector<uint64_t> offsets;
   const auto free_all = [&] {
-    for (size_t i = 0; i < offsets.size(); ++i) file_->free_slot(offsets[i], PageFile::slot_bytes(pages[i].format->page_bytes));
+    for (size_t i = 0; i < offsets.size(); ++i) {
+      file_->free_slot(offsets[i], PageFile::slot_bytes(pages[i].format->page_bytes), pages[i].layer);
+    }
   };
   size_t used = 0;
   for (const Spill& p : pages) {
     const size_t slot = PageFile::slot_bytes(p.format->page_bytes);
-    Result<uint64_t> offset = file_->allocate_slot(slot);
+    Result<uint64_t> offset = file_->allocate_slot(slot, p.layer);
     if (!offset.ok()) {
       free_all();
       return offset.status();
@@ -173,7 +175,7 @@ void ColdTier::truncate(int layer, int64_t n_keep) {
   file_->drain();
   release_all();
   for (int64_t i = n_keep; i < n_pages(layer); ++i) {
-    file_->free_slot(index_[layer][i].offset, PageFile::slot_bytes(index_[layer][i].format->page_bytes));
+    file_->free_slot(index_[layer][i].offset, PageFile::slot_bytes(index_[layer][i].format->page_bytes), layer);
   }
   index_[layer].resize(n_keep);
   summaries_[layer].resize(static_cast<size_t>(n_keep) * summary_floats_);
@@ -230,16 +232,30 @@ Status ColdTier::stage(int slot, int layer, std::vector<int64_t> indices) {
   s.ticket = next_ticket_++;
   s.waited = false;
   s.refs.clear();
+  // Pages in consecutive slots (a layer's pages usually are) are read with one request of up to 1 MiB.
   size_t offset = 0;
+  uint64_t run_file = 0;
+  size_t run_bytes = 0, run_buffer = 0;
+  auto flush = [&]() -> Status {
+    if (run_bytes == 0) return Status();
+    Status st = file_->submit_read(s.ticket, run_file, run_bytes, s.buffer + run_buffer);
+    run_bytes = 0;
+    return st;
+  };
   for (int64_t i : s.indices) {
     const ColdPage& p = page(layer, i);
     const size_t bytes = PageFile::slot_bytes(p.format->page_bytes);
-    if (Status st = file_->submit_read(s.ticket, p.offset, bytes, s.buffer + offset); !st.ok()) return st;
+    if (run_bytes == 0 || p.offset != run_file + run_bytes || run_bytes + bytes > kFileExtentTarget) {
+      if (Status st = flush(); !st.ok()) return st;
+      run_file = p.offset;
+      run_buffer = offset;
+    }
+    run_bytes += bytes;
     offset += bytes;
     ++stats_.read_pages;
     stats_.read_bytes += bytes;
   }
-  return Status();
+  return flush();
 }
 
 bool ColdTier::staged(int slot, int layer, std::span<const int64_t> indices) const {

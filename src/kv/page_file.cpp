@@ -64,15 +64,20 @@ PageFile::~PageFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Result<uint64_t> PageFile::allocate_slot(size_t slot_bytes) {
-  auto it = std::find_if(free_.begin(), free_.end(), [&](const FreeList& l) { return l.slot_bytes == slot_bytes; });
-  if (it == free_.end()) {
-    free_.push_back({slot_bytes, {}});
-    it = free_.end() - 1;
+PageFile::FreeList& PageFile::free_list(size_t slot_bytes, int stream) {
+  for (FreeList& l : free_) {
+    if (l.slot_bytes == slot_bytes && l.stream == stream) return l;
   }
-  if (it->offsets.empty()) {
-    // A new extent (or several, for slots larger than one extent), carved into slots of this size.
-    const uint64_t extent = (slot_bytes + kFileExtent - 1) / kFileExtent * kFileExtent;
+  free_.push_back({slot_bytes, stream, {}});
+  return free_.back();
+}
+
+Result<uint64_t> PageFile::allocate_slot(size_t slot_bytes, int stream) {
+  FreeList& list = free_list(slot_bytes, stream);
+  if (list.offsets.empty()) {
+    // A new extent of about kFileExtentTarget, carved into slots of this size for this stream.
+    const uint64_t slots = std::max<uint64_t>(1, kFileExtentTarget / slot_bytes);
+    const uint64_t extent = (slots * slot_bytes + kFileExtentAlign - 1) / kFileExtentAlign * kFileExtentAlign;
     const uint64_t base = file_bytes_;
     if (int err = ::posix_fallocate(fd_, static_cast<off_t>(base), static_cast<off_t>(extent)); err != 0) {
       if (err != EOPNOTSUPP && err != EINVAL) {
@@ -83,22 +88,17 @@ Result<uint64_t> PageFile::allocate_slot(size_t slot_bytes) {
     file_bytes_ += extent;
     stats_.file_bytes = file_bytes_;
     const uint64_t n = extent / slot_bytes;
-    for (uint64_t i = n; i-- > 0;) it->offsets.push_back(base + i * slot_bytes);  // lowest offset on top
+    for (uint64_t i = n; i-- > 0;) list.offsets.push_back(base + i * slot_bytes);  // lowest offset on top
   }
-  const uint64_t offset = it->offsets.back();
-  it->offsets.pop_back();
+  const uint64_t offset = list.offsets.back();
+  list.offsets.pop_back();
   ++stats_.live_slots;
   return offset;
 }
 
-void PageFile::free_slot(uint64_t offset, size_t slot_bytes) {
-  for (FreeList& l : free_) {
-    if (l.slot_bytes == slot_bytes) {
-      l.offsets.push_back(offset);
-      --stats_.live_slots;
-      return;
-    }
-  }
+void PageFile::free_slot(uint64_t offset, size_t slot_bytes, int stream) {
+  free_list(slot_bytes, stream).offsets.push_back(offset);
+  --stats_.live_slots;
 }
 
 Status PageFile::write_batch(std::span<const Write> writes) {

@@ -1,9 +1,10 @@
 // The cold tier's page file: fixed-size page slots in one file in the spill directory, written and read
 // with io_uring (liburing), O_DIRECT where the filesystem allows it.
 //
-// Layout: the file is a sequence of 64 KiB extents; every extent holds slots of one size (a page format's
-// page_bytes rounded up to 4 KiB, so that O_DIRECT offsets, lengths and buffers stay block aligned), like the
-// RAM pool's slabs. A slot holds one page byte for byte in the RAM page format (kv/page_format.h) followed by
+// Layout: the file is a sequence of extents of about 1 MiB (a multiple of 64 KiB); every extent holds slots
+// of one size (a page format's page_bytes rounded up to 4 KiB, so that O_DIRECT offsets, lengths and buffers
+// stay block aligned) for one stream (the cache uses one stream per layer), like the RAM pool's slabs. A
+// layer's pages, spilled oldest first, so lie in consecutive slots, and reading a run of them is one request. A slot holds one page byte for byte in the RAM page format (kv/page_format.h) followed by
 // zero padding. Nothing else is in the file: the index (which slot holds which page, its xxHash, its
 // summary) stays in RAM, so the file is scratch space.
 //
@@ -27,7 +28,8 @@
 namespace kvtier::kv {
 
 inline constexpr size_t kFileBlock = 4096;          // O_DIRECT alignment of offsets, lengths and buffers
-inline constexpr size_t kFileExtent = 64 * 1024;    // file space is handed out in extents of this size
+inline constexpr size_t kFileExtentAlign = 64 * 1024;  // extents are multiples of this
+inline constexpr size_t kFileExtentTarget = 1 << 20;   // and about this large
 
 struct PageFileStats {
   uint64_t file_bytes = 0;      // extents allocated in the file
@@ -59,11 +61,10 @@ class PageFile {
   // Slot size for a page of page_bytes bytes.
   static size_t slot_bytes(size_t page_bytes) { return (page_bytes + kFileBlock - 1) / kFileBlock * kFileBlock; }
 
-  // A free slot of slot_bytes (from slot_bytes()); grows the file by one extent when none is free.
-  // The file grows lazily: the first write into a new extent extends it (fallocate where supported, so that
-  // ENOSPC shows up here rather than as a short write later).
-  Result<uint64_t> allocate_slot(size_t slot_bytes);
-  void free_slot(uint64_t offset, size_t slot_bytes);
+  // A free slot of slot_bytes (from slot_bytes()) in `stream`, lowest offset first; grows the file by one
+  // extent (fallocate where supported, so that ENOSPC shows up here rather than as a short write later).
+  Result<uint64_t> allocate_slot(size_t slot_bytes, int stream = 0);
+  void free_slot(uint64_t offset, size_t slot_bytes, int stream = 0);
 
   // Writes every entry and waits for all of them. Errors (ENOSPC, EIO, short writes) name the offset.
   Status write_batch(std::span<const Write> writes);
@@ -96,9 +97,11 @@ class PageFile {
   uint64_t file_bytes_ = 0;
   struct FreeList {
     size_t slot_bytes;
-    std::vector<uint64_t> offsets;
+    int stream;
+    std::vector<uint64_t> offsets;  // highest first, so that pop_back() hands out the lowest
   };
-  std::vector<FreeList> free_;  // per slot size
+  FreeList& free_list(size_t slot_bytes, int stream);
+  std::vector<FreeList> free_;  // per (slot size, stream)
   struct TicketState {
     uint64_t ticket;
     unsigned pending;

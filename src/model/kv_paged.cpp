@@ -50,6 +50,19 @@ class PagedKvCache final : public KvCache {
     return store_->cold() != nullptr ? store_->cold()->first_bad_position() : -1;
   }
 
+  KvIoStats io_stats() const override {
+    KvIoStats io;
+    if (const kv::ColdTier* cold = store_->cold()) {
+      const kv::ColdStats& c = cold->stats();
+      io.pages_read = c.read_pages;
+      io.bytes_read = cold->file().stats().read_bytes;
+      io.pages_written = c.spilled_pages;
+      io.bytes_written = cold->file().stats().write_bytes;
+      io.stall_seconds = c.stall_seconds;
+    }
+    return io;
+  }
+
   Status store(int layer, int pos, int n, const float* k, const float* v) override {
     return store_->append(layer, pos, n, k, v);
   }

@@ -109,7 +109,7 @@ TEST(PageFile, WritesAndReadsSlotsAsynchronously) {
     writes.push_back({offsets.back(), buffer + i * slot, slot});
   }
   ASSERT_TRUE(f.write_batch(writes).ok());
-  EXPECT_EQ(f.stats().file_bytes % kFileExtent, 0u);
+  EXPECT_EQ(f.stats().file_bytes % kFileExtentAlign, 0u);
   auto* in = static_cast<uint8_t*>(std::aligned_alloc(kFileBlock, 4 * slot));
   for (int i = 3; i >= 0; --i) ASSERT_TRUE(f.submit_read(7, offsets[i], slot, in + (3 - i) * slot).ok());
   ASSERT_TRUE(f.wait(7).ok());
