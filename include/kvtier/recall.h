@@ -20,6 +20,7 @@ struct RecallOptions {
   int span = 128;    // S: tokens of the repeated span
   int filler = 0;    // F: tokens between the copies (the text that follows the span)
   int trials = 8;    // K: different spans, spread evenly over the text
+  bool decode = false;  // feed the second copy one token at a time (what sparse cold reads act on)
 };
 
 // One trial's sequence (length 1 + 2S + F, within the cache's capacity):

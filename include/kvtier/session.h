@@ -90,6 +90,7 @@ Result<KvQualityResult> compare_kv_caches(
     Model& model, const std::vector<int32_t>& tokens, int n_ctx, int n_chunks, int32_t bos, ThreadPool& pool,
     const std::function<std::unique_ptr<KvCache>()>& make_base_cache,
     const std::function<std::unique_ptr<KvCache>()>& make_test_cache,
-    const std::function<void(int chunk, int n_chunks, const KvQualityResult& running)>& on_chunk = {});
+    const std::function<void(int chunk, int n_chunks, const KvQualityResult& running)>& on_chunk = {},
+    bool score_by_decode = false);  // feed the scored half one token at a time (what sparse cold reads act on)
 
 }  // namespace kvtier

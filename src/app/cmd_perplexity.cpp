@@ -21,6 +21,7 @@ struct PerplexityOptions {
   int threads = 0;
   KvCacheOptions kv;
   bool kl_divergence = false;
+  bool decode = false;
 };
 
 // --kl-divergence: every chunk with the f16 contiguous cache and with the cache
@@ -38,7 +39,8 @@ int run_kl_divergence(const PerplexityOptions& o, Model& model, const Tokenizer&
                     100 * r.same_top1);
         std::fflush(stdout);
         bar.update(chunk + 1, n_chunks);
-      });
+      },
+      o.decode);
   bar.finish();
   if (!result.ok()) return fail(result.error());
   // Bits per element of the whole cache at full context: fill one cache to n_ctx and ask it.
@@ -123,6 +125,9 @@ Command add_perplexity_command(CLI::App& app) {
   add_kv_options(app, o->kv);
   app.add_flag("--kl-divergence", o->kl_divergence,
                "compare the cache given by --kv/--kv-ladder with the f16 cache on every chunk (KLD, top-1, PPL ratio)");
+  app.add_flag("--decode", o->decode,
+               "with --kl-divergence: feed each chunk's scored half one token at a time, as generation does (sparse "
+               "cold reads act only on single-token steps)");
   return [o] { return run(*o); };
 }
 

@@ -19,6 +19,7 @@ struct RecallCommandOptions {
   int filler = -1;  // -1: fill the context, n_ctx - 1 - 2*span
   int trials = 8;
   int threads = 0;
+  bool decode = false;
   KvCacheOptions kv;
 };
 
@@ -49,6 +50,7 @@ int run(const RecallCommandOptions& o) {
   options.span = o.span;
   options.filler = filler;
   options.trials = o.trials;
+  options.decode = o.decode;
   std::printf("recall: span %d, filler %d, %d trials, context %d; test cache: %s\n", o.span, filler, o.trials,
               o.n_ctx, cache_description.c_str());
   std::fflush(stdout);
@@ -92,6 +94,7 @@ Command add_recall_command(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 20));
   app.add_option("--trials", o->trials, "different spans, spread over the text (default 8)")
       ->check(CLI::Range(1, 1 << 16));
+  app.add_flag("--decode", o->decode, "feed the second copy one token at a time, as generation does");
   add_threads_option(app, o->threads);
   add_kv_options(app, o->kv);
   return [o] { return run(*o); };

@@ -22,8 +22,9 @@ struct CopyLogits {
 
 // Evaluates the trial sequence the way a user's session would: the first copy,
 // then the filler (no logits needed), then the second copy.
-Status evaluate_trial(Model& model, const std::vector<int32_t>& sequence, int span, int filler, KvCache& cache,
-                      ThreadPool& pool, CopyLogits& out) {
+// With decode set, the second copy is fed one token at a time, as generation reads the cache.
+Status evaluate_trial(Model& model, const std::vector<int32_t>& sequence, int span, int filler, bool decode,
+                      KvCache& cache, ThreadPool& pool, CopyLogits& out) {
   const int n_vocab = model.config().n_vocab;
   const int second_start = 1 + span + filler;  // p2
   out.first.resize(static_cast<size_t>(span - 1) * n_vocab);
@@ -34,7 +35,13 @@ Status evaluate_trial(Model& model, const std::vector<int32_t>& sequence, int sp
   const int middle = second_start - span;
   if (Status s = model.forward(sequence.data() + span, middle, span, cache, pool, middle, nullptr); !s.ok()) return s;
   // Positions [p2, p2 + S - 1): second-copy tokens 0..S-2.
-  return model.forward(sequence.data() + second_start, span - 1, second_start, cache, pool, 0, out.second.data());
+  if (!decode) return model.forward(sequence.data() + second_start, span - 1, second_start, cache, pool, 0, out.second.data());
+  for (int i = 0; i < span - 1; ++i) {
+    const int pos = second_start + i;
+    float* row = out.second.data() + static_cast<size_t>(i) * n_vocab;
+    if (Status s = model.forward(sequence.data() + pos, 1, pos, cache, pool, 0, row); !s.ok()) return s;
+  }
+  return Status();
 }
 
 }  // namespace
@@ -81,7 +88,7 @@ Result<RecallResult> compute_recall(
                              " positions (1 + 2*span + filler), the cache holds " +
                              std::to_string(cache->geometry().max_tokens));
       }
-      if (Status s = evaluate_trial(model, sequence, span, filler, *cache, pool, *which); !s.ok()) return s;
+      if (Status s = evaluate_trial(model, sequence, span, filler, options.decode, *cache, pool, *which); !s.ok()) return s;
     }
 
     RecallTrial trial;

@@ -135,7 +135,7 @@ Result<KvQualityResult> compare_kv_caches(
     Model& model, const std::vector<int32_t>& tokens, int n_ctx, int n_chunks, int32_t bos, ThreadPool& pool,
     const std::function<std::unique_ptr<KvCache>()>& make_base_cache,
     const std::function<std::unique_ptr<KvCache>()>& make_test_cache,
-    const std::function<void(int, int, const KvQualityResult&)>& on_chunk) {
+    const std::function<void(int, int, const KvQualityResult&)>& on_chunk, bool score_by_decode) {
   if (n_ctx < 4) return Status::error("kv quality: context size must be at least 4");
   const int available = static_cast<int>(tokens.size() / n_ctx);
   if (available < 1) return Status::error("kv quality: the text is shorter than one chunk");
@@ -152,11 +152,22 @@ Result<KvQualityResult> compare_kv_caches(
     std::vector<int32_t> batch(tokens.begin() + static_cast<size_t>(chunk) * n_ctx,
                                tokens.begin() + static_cast<size_t>(chunk + 1) * n_ctx);
     if (bos >= 0) batch[0] = bos;
+    // Prefill the chunk, or (score_by_decode) prefill its first half and feed the scored half one token at
+    // a time, as generation does.
+    auto evaluate = [&](KvCache& cache, float* logits) -> Status {
+      if (!score_by_decode) return model.forward(batch.data(), n_ctx, 0, cache, pool, first, logits);
+      if (Status s = model.forward(batch.data(), first, 0, cache, pool, first, nullptr); !s.ok()) return s;
+      for (int i = first; i < n_ctx; ++i) {
+        float* row = logits + static_cast<size_t>(i - first) * n_vocab;
+        if (Status s = model.forward(batch.data() + i, 1, i, cache, pool, 0, row); !s.ok()) return s;
+      }
+      return Status();
+    };
     auto base = make_base_cache();
-    if (Status s = model.forward(batch.data(), n_ctx, 0, *base, pool, first, base_logits.data()); !s.ok()) return s;
+    if (Status s = evaluate(*base, base_logits.data()); !s.ok()) return s;
     base.reset();
     auto test = make_test_cache();
-    if (Status s = model.forward(batch.data(), n_ctx, 0, *test, pool, first, test_logits.data()); !s.ok()) return s;
+    if (Status s = evaluate(*test, test_logits.data()); !s.ok()) return s;
     for (int i = first; i < n_ctx - 1; ++i) {
       const size_t row = static_cast<size_t>(i - first) * n_vocab;
       log_softmax(base_logits.data() + row, n_vocab, log_p);
