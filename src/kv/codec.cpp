@@ -41,29 +41,47 @@ static_assert(8 * 2 / 8 + 8 * 1 / 8 == 3, "a 3-bit row stores 3 bytes per 8 code
 
 }  // namespace
 
-int precision_bits(Precision p) {
-  switch (p) {
-    case Precision::F16: return 16;
-    case Precision::Q8: return 8;
-    case Precision::Q4: return 4;
-    case Precision::Q3: return 3;
-    case Precision::Q2: return 2;
-  }
-  return 16;
+namespace {
+
+struct PrecisionInfo {
+  const char* name;
+  int key_bits, value_bits;
+};
+// Indexed by the Precision enum value.
+constexpr PrecisionInfo kPrecisions[kPrecisionCount] = {
+    {"f16", 16, 16}, {"q8", 8, 8},   {"q4", 4, 4},   {"q3", 3, 3},   {"q2", 2, 2},   {"k8v4", 8, 4},
+    {"k8v3", 8, 3},  {"k8v2", 8, 2}, {"k4v8", 4, 8}, {"k4v3", 4, 3}, {"k4v2", 4, 2}, {"k3v8", 3, 8},
+    {"k3v4", 3, 4},  {"k3v2", 3, 2}, {"k2v8", 2, 8}, {"k2v4", 2, 4}, {"k2v3", 2, 3},
+};
+const PrecisionInfo& info(Precision p) {
+  const int i = static_cast<int>(p);
+  assert(i >= 0 && i < kPrecisionCount);
+  return kPrecisions[i];
 }
 
-const char* precision_name(Precision p) {
-  switch (p) {
-    case Precision::F16: return "f16";
-    case Precision::Q8: return "q8";
-    case Precision::Q4: return "q4";
-    case Precision::Q3: return "q3";
-    case Precision::Q2: return "q2";
+}  // namespace
+
+int key_bits(Precision p) { return info(p).key_bits; }
+int value_bits(Precision p) { return info(p).value_bits; }
+int precision_bits(Precision p) { return std::max(info(p).key_bits, info(p).value_bits); }
+const char* precision_name(Precision p) { return info(p).name; }
+
+bool precision_from_bits(int kb, int vb, Precision* out) {
+  for (int i = 0; i < kPrecisionCount; ++i) {
+    if (kPrecisions[i].key_bits == kb && kPrecisions[i].value_bits == vb) {
+      *out = static_cast<Precision>(i);
+      return true;
+    }
   }
-  return "?";
+  return false;
 }
 
-int default_group(int head_dim) { return head_dim % 32 == 0 ? 32 : head_dim; }
+int default_group(int head_dim) {
+  for (int group = std::min(head_dim, 64) / 8 * 8; group >= 8; group -= 8) {
+    if (head_dim % group == 0) return group;
+  }
+  return head_dim;
+}
 
 bool make_page_format(Precision precision, KeyMode key_mode, int tokens, int n_kv_heads, int head_dim, int group,
                       PageFormat* out, std::string* error) {
@@ -89,6 +107,8 @@ bool make_page_format(Precision precision, KeyMode key_mode, int tokens, int n_k
   f.head_dim = head_dim;
   f.group = group;
   f.n_groups = head_dim / group;
+  f.key_bits = kv::key_bits(precision);
+  f.value_bits = kv::value_bits(precision);
   const size_t rows = static_cast<size_t>(tokens);
   if (precision == Precision::F16) {
     f.row_code_bytes = static_cast<size_t>(head_dim) * 2;
@@ -96,8 +116,8 @@ bool make_page_format(Precision precision, KeyMode key_mode, int tokens, int n_k
     f.key_section_bytes = align_up(rows * f.row_code_bytes, kSectionAlign);
     f.value_section_bytes = f.key_section_bytes;
   } else {
-    f.row_code_bytes = packed_row_bytes(head_dim, precision_bits(precision));
-    f.key_row_code_bytes = packed_row_bytes(tokens, precision_bits(precision));
+    f.row_code_bytes = packed_row_bytes(head_dim, f.value_bits);
+    f.key_row_code_bytes = packed_row_bytes(tokens, f.key_bits);
     const size_t per_token_params = rows * f.n_groups * sizeof(GroupParams);
     f.value_params_bytes = per_token_params;
     f.value_codes_offset = align_up(per_token_params, kSectionAlign);
@@ -189,6 +209,58 @@ GroupParams choose_group_params(const float* x, size_t n, size_t stride, int bit
   return p;
 }
 
+GroupParams fit_group_params(const float* x, size_t n, size_t stride, int bits) {
+  const GroupParams cover = choose_group_params(x, n, stride, bits);
+  if (bits >= 8) return cover;  // 255 levels: clipping gains nothing measurable
+  const float levels = static_cast<float>((1u << bits) - 1);
+  float lo = INFINITY, hi = -INFINITY;
+  for (size_t i = 0; i < n; ++i) {
+    const float value = x[i * stride];
+    if (std::isfinite(value)) lo = std::min(lo, value), hi = std::max(hi, value);
+  }
+  if (!(hi > lo)) return cover;  // constant (or empty): the covering parameters are exact
+  // Squared error of the group under f16 parameters p, codes chosen by quantize_value.
+  auto error_of = [&](GroupParams p) {
+    const float scale = f16_to_f32(p.scale), min = f16_to_f32(p.min);
+    double err = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const float value = x[i * stride];
+      if (!std::isfinite(value)) continue;
+      const float e = quantize_value(value, scale, min, bits) * scale + min - value;
+      err += static_cast<double>(e) * e;
+    }
+    return err;
+  };
+  GroupParams best = cover;
+  double best_err = error_of(cover);
+  // Candidate grids with (levels - 0.5 .. levels + 2.5) steps over [lo, hi] (the covering grid has
+  // `levels`): codes on the grid, then the least-squares scale and min for those codes.
+  constexpr int kSteps = 12;
+  for (int step = 0; step <= kSteps; ++step) {
+    const float inverse = (levels - 0.5f + 3.0f * step / kSteps) / (hi - lo);
+    double sum_l = 0, sum_l2 = 0, sum_x = 0, sum_xl = 0, count = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const float value = x[i * stride];
+      if (!std::isfinite(value)) continue;
+      const float l = std::clamp(std::nearbyint((value - lo) * inverse), 0.0f, levels);
+      sum_l += l, sum_l2 += static_cast<double>(l) * l, sum_x += value, sum_xl += static_cast<double>(value) * l;
+      count += 1;
+    }
+    const double det = count * sum_l2 - sum_l * sum_l;
+    if (!(det > 0)) continue;
+    const double scale = (count * sum_xl - sum_x * sum_l) / det;
+    const double min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+    if (!(scale > 0) || !std::isfinite(min) || scale > 65504.0 || std::abs(min) > 65504.0) continue;
+    GroupParams p;
+    p.scale = f32_to_f16(static_cast<float>(scale));
+    p.min = f32_to_f16(static_cast<float>(min));
+    if (!(f16_to_f32(p.scale) > 0.0f)) continue;
+    const double err = error_of(p);
+    if (err < best_err) best = p, best_err = err;
+  }
+  return best;
+}
+
 uint8_t quantize_value(float x, float scale, float min, int bits) {
   if (!(scale > 0.0f)) return 0;
   const float q = std::nearbyint((x - min) / scale);
@@ -202,7 +274,7 @@ namespace {
 //   row: [head_dim] f32; params: [n_groups]; codes: [head_dim].
 void quantize_token_row(const PageFormat& f, const float* row, int bits, GroupParams* params, uint8_t* codes) {
   for (int g = 0; g < f.n_groups; ++g) {
-    const GroupParams p = choose_group_params(row + g * f.group, f.group, 1, bits);
+    const GroupParams p = fit_group_params(row + g * f.group, f.group, 1, bits);
     params[g] = p;
     const float scale = f16_to_f32(p.scale), min = f16_to_f32(p.min);
     for (int d = g * f.group; d < (g + 1) * f.group; ++d) codes[d] = quantize_value(row[d], scale, min, bits);
@@ -211,7 +283,7 @@ void quantize_token_row(const PageFormat& f, const float* row, int bits, GroupPa
 
 // Value section: params [tokens][n_groups], codes [tokens][row_code_bytes].
 void encode_values(const PageFormat& f, const float* x, int head, int n_tokens, uint8_t* section) {
-  const int bits = precision_bits(f.precision);
+  const int bits = f.value_bits;
   const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
   auto* params = reinterpret_cast<GroupParams*>(section);
   std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
@@ -224,14 +296,14 @@ void encode_values(const PageFormat& f, const float* x, int head, int n_tokens, 
 
 // Key section: params (per channel or per token group), codes [head_dim][key_row_code_bytes].
 void encode_keys(const PageFormat& f, const float* x, int head, int n_tokens, uint8_t* section) {
-  const int bits = precision_bits(f.precision);
+  const int bits = f.key_bits;
   const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
   const float* base = x + static_cast<size_t>(head) * f.head_dim;
   auto* params = reinterpret_cast<GroupParams*>(section);
   std::vector<uint8_t> codes(static_cast<size_t>(f.tokens) * f.head_dim, 0);  // [tokens][head_dim]
   if (f.key_mode == KeyMode::PerChannel) {
     for (int d = 0; d < f.head_dim; ++d) {
-      params[d] = choose_group_params(base + d, n_tokens, row_stride, bits);
+      params[d] = fit_group_params(base + d, n_tokens, row_stride, bits);
       const float scale = f16_to_f32(params[d].scale), min = f16_to_f32(params[d].min);
       for (int t = 0; t < n_tokens; ++t) codes[t * f.head_dim + d] = quantize_value(base[t * row_stride + d], scale, min, bits);
     }
@@ -264,7 +336,7 @@ void write_f16_section(const PageFormat& f, const float* x, int head, int first,
 }
 
 void decode_values(const PageFormat& f, const uint8_t* section, int n_tokens, float* out) {
-  const int bits = precision_bits(f.precision);
+  const int bits = f.value_bits;
   const auto* params = reinterpret_cast<const GroupParams*>(section);
   std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
   for (int t = 0; t < n_tokens; ++t) {
@@ -278,7 +350,7 @@ void decode_values(const PageFormat& f, const uint8_t* section, int n_tokens, fl
 }
 
 void decode_keys(const PageFormat& f, const uint8_t* section, int n_tokens, float* out) {
-  const int bits = precision_bits(f.precision);
+  const int bits = f.key_bits;
   const auto* params = reinterpret_cast<const GroupParams*>(section);
   std::vector<uint8_t> channel(static_cast<size_t>(f.tokens));  // [tokens]
   for (int d = 0; d < f.head_dim; ++d) {

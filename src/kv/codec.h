@@ -30,6 +30,12 @@ void unpack_code_row(const uint8_t* packed, int n, int bits, uint8_t* codes);  /
 // Chooses scale and min for x[0..n) at `bits` so that every x is within scale/2 of code*scale + min
 // (scale rounded up and min rounded down to f16 so that the f16 parameters still cover the range).
 GroupParams choose_group_params(const float* x, size_t n, size_t stride, int bits);
+// The parameters the encoder uses: the least-squares fit among the covering parameters above and grids a
+// little finer than them (the group's outliers then clip to the end codes), i.e. the lowest squared error
+// sum (code*scale + min - x)^2 over those candidates, never above that of choose_group_params. At 2-4
+// bits this is what makes small groups usable (llama.cpp's K-quants search the same way). 8-bit groups
+// keep the covering parameters.
+GroupParams fit_group_params(const float* x, size_t n, size_t stride, int bits);
 // code = round((x - min) / scale) clamped to [0, 2^bits - 1].
 uint8_t quantize_value(float x, float scale, float min, int bits);
 

@@ -15,15 +15,9 @@ std::string_view trim(std::string_view s) {
 }
 
 bool parse_precision(std::string_view name, Precision* out) {
-  struct Named {
-    const char* name;
-    Precision p;
-  };
-  static const Named names[] = {{"f16", Precision::F16}, {"q8", Precision::Q8}, {"q4", Precision::Q4},
-                                {"q3", Precision::Q3},   {"q2", Precision::Q2}};
-  for (const Named& n : names) {
-    if (name == n.name) {
-      *out = n.p;
+  for (int i = 0; i < kPrecisionCount; ++i) {
+    if (name == precision_name(static_cast<Precision>(i))) {
+      *out = static_cast<Precision>(i);
       return true;
     }
   }
@@ -71,7 +65,8 @@ Result<LadderSpec> parse_ladder(std::string_view spec, int n_sinks) {
     Rung rung;
     if (!parse_precision(name, &rung.precision)) {
       return Status::error(quoted + where + ": unknown precision \"" + std::string(name) +
-                           "\"; expected one of f16, q8, q4, q3, q2");
+                           "\"; expected one of f16, q8, q4, q3, q2, or kXvY (keys X bits, values Y bits, X != Y "
+                           "in 8, 4, 3, 2, e.g. k4v2)");
     }
     if (colon != std::string_view::npos) {
       std::string_view count = trim(item.substr(colon + 1));
@@ -89,7 +84,8 @@ Result<LadderSpec> parse_ladder(std::string_view spec, int n_sinks) {
       }
       rung.tokens = value * multiplier;
     }
-    if (!ladder.rungs.empty() && precision_bits(rung.precision) > precision_bits(ladder.rungs.back().precision)) {
+    if (!ladder.rungs.empty() && (key_bits(rung.precision) > key_bits(ladder.rungs.back().precision) ||
+                                  value_bits(rung.precision) > value_bits(ladder.rungs.back().precision))) {
       return Status::error(quoted + where + ": precision must not rise with age (" +
                            precision_name(ladder.rungs.back().precision) + " is followed by " +
                            precision_name(rung.precision) + ")");

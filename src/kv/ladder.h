@@ -1,10 +1,12 @@
 // The precision ladder: which precision a page of the KV cache has, by the age of its newest token.
 //
 // Spec grammar (the --kv-ladder flag):  rung ("," rung)*     rung = precision [":" count]
-//   precision = f16 | q8 | q4 | q3 | q2;  count = positive integer, optional suffix k (x1024).
+//   precision = f16 | q8 | q4 | q3 | q2 | kXvY (keys X bits, values Y bits; X != Y in 8, 4, 3, 2);
+//   count = positive integer, optional suffix k (x1024).
 // Counts are lengths: "f16:128,q8:512,q4:4096,q2" keeps the newest 128 tokens in f16, the next 512 in
 // 8-bit, the next 4096 in 4-bit and every older token in 2-bit. Every rung but the last needs a count,
-// the last takes none, and precision never rises with age. A single precision ("q4") is a uniform preset.
+// the last takes none, and precision never rises with age (neither the key nor the value width). A single
+// precision ("q4") is a uniform preset.
 // Sinks: the first n_sinks positions of a sequence stay f16 whatever their age (attention sinks).
 //
 // Pages move down the ladder whole: a page is re-encoded to the rung that holds its NEWEST token once that

@@ -22,7 +22,9 @@
 //                  keys rotated by a per-head Hadamard transform first; the query is rotated the same way)
 //              value section = params [P][n_groups] GroupParams, then codes [P][row_code_bytes]
 //                (a row packs head_dim codes).
-// The bit layout of a packed code row is documented above kv::unpack_code_row (kv/codec.h).
+// Key rows pack key_bits-wide codes and value rows value_bits-wide codes (equal for q8/q4/q3/q2, different
+// for the split precisions kXvY). The bit layout of a packed code row is documented above
+// kv::unpack_code_row (kv/codec.h).
 // Element (t, d) decodes to code * scale + min. Quantized pages need P % 8 == 0 (P = 64 always; only the
 // f16 sink buffer uses a smaller P). Rows of a partial page past its valid tokens hold code 0 / f16 zero.
 #pragma once
@@ -37,17 +39,31 @@ inline constexpr int kTokensPerPage = 64;
 inline constexpr size_t kSectionAlign = 32;
 inline constexpr size_t kSlabAlign = 64 * 1024;
 
-enum class Precision : uint8_t { F16 = 0, Q8 = 1, Q4 = 2, Q3 = 3, Q2 = 4 };
-inline constexpr int kPrecisionCount = 5;
+// Uniform precisions (keys and values at the same width) and split ones, kXvY: keys at X bits, values at
+// Y bits (X != Y, both in {8, 4, 3, 2}). The enum values are stable: they name size classes and appear in
+// session files.
+enum class Precision : uint8_t {
+  F16 = 0, Q8 = 1, Q4 = 2, Q3 = 3, Q2 = 4,
+  K8V4 = 5, K8V3 = 6, K8V2 = 7,
+  K4V8 = 8, K4V3 = 9, K4V2 = 10,
+  K3V8 = 11, K3V4 = 12, K3V2 = 13,
+  K2V8 = 14, K2V4 = 15, K2V3 = 16,
+};
+inline constexpr int kPrecisionCount = 17;
 
 enum class KeyMode : uint8_t {
   PerChannel = 0,       // KIVI: scale+min per channel over the page's tokens
   RotatedPerToken = 1,  // QuaRot-style: Hadamard-rotate each head, then per-token groups like values
 };
 
-// Bits of one code (16 for f16).
+// Bits of one key code and of one value code (16 for f16).
+int key_bits(Precision p);
+int value_bits(Precision p);
+// Bits of one code of a uniform precision; for a split one, the wider of its key and value widths.
 int precision_bits(Precision p);
-const char* precision_name(Precision p);  // "f16", "q8", "q4", "q3", "q2"
+const char* precision_name(Precision p);  // "f16", "q8", "q4", "q3", "q2", "k4v2", ...
+// The precision of keys at kb bits and values at vb bits (16/16 is f16); false if there is none.
+bool precision_from_bits(int kb, int vb, Precision* out);
 
 // Scale and minimum of one quantization group: x = code * scale + min.
 struct GroupParams {
@@ -65,6 +81,8 @@ struct PageFormat {
   int group = 0;  // elements per per-token group along head_dim (values; rotated keys)
 
   // Derived (filled by make_page_format).
+  int key_bits = 16;              // bits of one key code (16: f16)
+  int value_bits = 16;            // bits of one value code (16: f16)
   int n_groups = 0;               // head_dim / group
   size_t row_code_bytes = 0;      // packed codes of one value row (head_dim codes of one token)
   size_t key_row_code_bytes = 0;  // packed codes of one key row (P codes of one channel)
@@ -87,7 +105,9 @@ struct PageFormat {
   std::string describe() const;
 };
 
-// The default group: 32 elements when head_dim allows, else the whole head.
+// The default group: the largest multiple of 8 that divides head_dim and is at most 64 (the whole head
+// at head_dim 64: one f16 scale+min per token-row is 0.5 bit/element; groups of 32 cost 1 bit and bought
+// little quality on the test models, see docs/kv_quality.md).
 int default_group(int head_dim);
 
 // Validates the geometry (head_dim % 8 == 0, group divides head_dim and is a multiple of 8, ...) and

@@ -19,7 +19,12 @@ int PagePool::add_size_class(size_t page_bytes, std::string name) {
   SizeClass c;
   c.name = std::move(name);
   c.page_bytes = page_bytes;
-  c.slab_bytes = (page_bytes * kMinPagesPerSlab + kSlabAlign - 1) / kSlabAlign * kSlabAlign;
+  const size_t smallest = (page_bytes * kMinPagesPerSlab + kSlabGranule - 1) / kSlabGranule * kSlabGranule;
+  c.slab_bytes = smallest;
+  for (size_t bytes = smallest; bytes <= 2 * smallest; bytes += kSlabGranule) {
+    // slack(bytes) / bytes < slack(best) / best, in integers.
+    if ((bytes % page_bytes) * c.slab_bytes < (c.slab_bytes % page_bytes) * bytes) c.slab_bytes = bytes;
+  }
   c.pages_per_slab = c.slab_bytes / page_bytes;
   classes_.push_back(std::move(c));
   return static_cast<int>(classes_.size()) - 1;
@@ -28,29 +33,42 @@ int PagePool::add_size_class(size_t page_bytes, std::string name) {
 Result<PageId> PagePool::allocate(int size_class) {
   assert(size_class >= 0 && size_class < size_classes());
   SizeClass& c = classes_[size_class];
-  if (c.free_list.empty()) {
+  size_t s = 0;  // the lowest held slab with a free page, else the lowest returned slot, else a new one
+  if (c.free > 0) {
+    while (c.slabs[s].free.empty()) ++s;
+  } else {
+    while (s < c.slabs.size() && c.slabs[s].data) ++s;
     if (max_bytes_ != 0 && resident_ + c.slab_bytes > max_bytes_) {
       return Status::error("KV page pool: class " + c.name + " needs a new " + std::to_string(c.slab_bytes) +
                            "-byte slab but the pool holds " + std::to_string(resident_) + " of its " +
                            std::to_string(max_bytes_) + "-byte cap");
     }
-    const size_t next_index = c.slabs.size() * c.pages_per_slab;
-    if (next_index + c.pages_per_slab > (size_t{1} << PageId::kIndexBits)) {
+    const size_t first_index = s * c.pages_per_slab;
+    if (first_index + c.pages_per_slab > (size_t{1} << PageId::kIndexBits)) {
       return Status::error("KV page pool: class " + c.name + " ran out of page indices");
     }
-    void* slab = std::aligned_alloc(kSlabAlign, c.slab_bytes);
-    if (slab == nullptr) {
+    void* memory = std::aligned_alloc(kSlabGranule, c.slab_bytes);
+    if (memory == nullptr) {
       return Status::error("KV page pool: out of memory allocating a " + std::to_string(c.slab_bytes) +
                            "-byte slab for class " + c.name);
     }
-    c.slabs.emplace_back(static_cast<uint8_t*>(slab));
-    resident_ += c.slab_bytes;
-    c.ref_counts.resize(next_index + c.pages_per_slab, 0);
+    if (s == c.slabs.size()) {
+      c.slabs.emplace_back();
+      c.ref_counts.resize(first_index + c.pages_per_slab, 0);
+    }
+    Slab& slab = c.slabs[s];
+    slab.data.reset(static_cast<uint8_t*>(memory));
     // Push in reverse so that pages are handed out in address order.
-    for (size_t i = c.pages_per_slab; i-- > 0;) c.free_list.push_back(static_cast<uint32_t>(next_index + i));
+    for (size_t i = c.pages_per_slab; i-- > 0;) slab.free.push_back(static_cast<uint32_t>(first_index + i));
+    resident_ += c.slab_bytes;
+    ++c.held_slabs;
+    c.free += c.pages_per_slab;
   }
-  const uint32_t index = c.free_list.back();
-  c.free_list.pop_back();
+  Slab& slab = c.slabs[s];
+  const uint32_t index = slab.free.back();
+  slab.free.pop_back();
+  --c.free;
+  ++slab.live;
   c.ref_counts[index] = 1;
   ++c.live;
   return PageId::make(size_class, index);
@@ -70,10 +88,22 @@ void PagePool::retain(PageId id) {
 void PagePool::release(PageId id) {
   SizeClass& c = classes_[id.size_class()];
   assert(c.ref_counts[id.index()] > 0);
-  if (--c.ref_counts[id.index()] == 0) {
-    c.free_list.push_back(id.index());
-    --c.live;
+  if (--c.ref_counts[id.index()] != 0) return;
+  --c.live;
+  Slab& slab = c.slabs[id.index() / c.pages_per_slab];
+  --slab.live;
+  if (slab.live > 0) {
+    slab.free.push_back(id.index());
+    ++c.free;
+    return;
   }
+  // The slab's last page: give the slab back.
+  c.free -= slab.free.size();
+  slab.free.clear();
+  slab.free.shrink_to_fit();
+  slab.data.reset();
+  resident_ -= c.slab_bytes;
+  --c.held_slabs;
 }
 
 uint32_t PagePool::ref_count(PageId id) const { return cls(id).ref_counts[id.index()]; }
@@ -84,8 +114,8 @@ const uint8_t* PagePool::data(PageId id) const {
   const SizeClass& c = cls(id);
   const size_t slab = id.index() / c.pages_per_slab;
   const size_t slot = id.index() % c.pages_per_slab;
-  assert(slab < c.slabs.size());
-  return c.slabs[slab].get() + slot * c.page_bytes;
+  assert(slab < c.slabs.size() && c.slabs[slab].data);
+  return c.slabs[slab].data.get() + slot * c.page_bytes;
 }
 
 size_t PagePool::page_bytes(int size_class) const { return classes_[size_class].page_bytes; }
@@ -97,9 +127,9 @@ SizeClassStats PagePool::stats(int size_class) const {
   s.page_bytes = c.page_bytes;
   s.slab_bytes = c.slab_bytes;
   s.pages_per_slab = c.pages_per_slab;
-  s.slabs = c.slabs.size();
+  s.slabs = c.held_slabs;
   s.live_pages = c.live;
-  s.free_pages = c.free_list.size();
+  s.free_pages = c.free;
   s.resident_bytes = s.slabs * c.slab_bytes;
   s.live_bytes = c.live * c.page_bytes;
   s.slack_bytes = s.slabs * (c.slab_bytes - c.pages_per_slab * c.page_bytes);

@@ -1,10 +1,13 @@
-// The page pool: fixed-size pages carved out of 64 KiB-aligned slabs, one size class per page format.
+// The page pool: fixed-size pages carved out of 16 KiB-aligned slabs, one size class per page format.
 //
 // Pages are addressed by PageId (size class + index), never by pointer, so the block tables stay valid
 // when a page is written out to disk and read back. Pages carry reference counts so that later a prefix
-// can be shared between sequences; a page returns to its class's free list when its count drops to zero.
-// Slabs are never returned to the system while the pool lives (pages are recycled instead); every byte
-// the pool holds is reported by stats(): resident = in-use pages + free pages + slab slack.
+// can be shared between sequences; a page returns to its slab's free list when its count drops to zero.
+// Pages are handed out from the lowest-numbered slab that has a free one, so that live pages pack into
+// the first slabs and the last ones drain; a slab whose last page is freed goes back to the system at
+// once (its index range is reused by the next new slab). So after pages move down the ladder, a class
+// holds its live pages plus at most the free slots of partly used slabs. Every byte the pool holds is
+// reported by stats(): resident = in-use pages + free pages + slab slack.
 #pragma once
 
 #include <cstddef>
@@ -37,9 +40,9 @@ struct SizeClassStats {
   size_t page_bytes = 0;
   size_t slab_bytes = 0;
   size_t pages_per_slab = 0;
-  size_t slabs = 0;
+  size_t slabs = 0;           // slabs held now
   size_t live_pages = 0;      // reference count > 0
-  size_t free_pages = 0;      // carved, on the free list
+  size_t free_pages = 0;      // free slots of held slabs
   size_t resident_bytes = 0;  // slabs * slab_bytes
   size_t live_bytes = 0;      // live_pages * page_bytes
   size_t slack_bytes = 0;     // slab tails too small for one more page
@@ -53,9 +56,12 @@ class PagePool {
   PagePool(const PagePool&) = delete;
   PagePool& operator=(const PagePool&) = delete;
 
-  // Adds a size class for pages of page_bytes (a multiple of 32). Its slabs are the smallest multiple of
-  // 64 KiB that holds at least kMinPagesPerSlab pages, so slack stays under 1/kMinPagesPerSlab of a slab.
-  static constexpr size_t kMinPagesPerSlab = 16;
+  // Adds a size class for pages of page_bytes (a multiple of 32). Its slabs are a multiple of
+  // kSlabGranule holding at least kMinPagesPerSlab pages: of the sizes from the smallest such one to twice
+  // it, the one with the least slack (tail too small for a page) per byte, the smaller on ties. Small
+  // slabs keep the free pages of a partly used slab few; slack stays under 1/kMinPagesPerSlab of a slab.
+  static constexpr size_t kMinPagesPerSlab = 4;
+  static constexpr size_t kSlabGranule = 16 * 1024;
   int add_size_class(size_t page_bytes, std::string name);
   int size_classes() const { return static_cast<int>(classes_.size()); }
 
@@ -77,14 +83,20 @@ class PagePool {
   struct SlabDeleter {
     void operator()(uint8_t* p) const;
   };
+  struct Slab {
+    std::unique_ptr<uint8_t, SlabDeleter> data;  // [slab_bytes], kSlabGranule aligned; null: returned
+    std::vector<uint32_t> free;                  // free page indices of this slab, LIFO (warm pages first)
+    size_t live = 0;
+  };
   struct SizeClass {
     std::string name;
     size_t page_bytes = 0;
     size_t slab_bytes = 0;
     size_t pages_per_slab = 0;
-    std::vector<std::unique_ptr<uint8_t, SlabDeleter>> slabs;  // each [slab_bytes], 64 KiB aligned
-    std::vector<uint32_t> free_list;                          // page indices, LIFO (warm pages first)
-    std::vector<uint32_t> ref_counts;                         // [slabs * pages_per_slab]
+    std::vector<Slab> slabs;           // slab s holds page indices [s * pages_per_slab, (s + 1) * pages_per_slab)
+    std::vector<uint32_t> ref_counts;  // [slabs.size() * pages_per_slab]
+    size_t held_slabs = 0;             // slabs with data
+    size_t free = 0;                   // free slots of held slabs
     size_t live = 0;
   };
   const SizeClass& cls(PageId id) const;

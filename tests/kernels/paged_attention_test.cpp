@@ -154,6 +154,8 @@ TEST(PagedAttentionKernels, DecodeMatchesReferenceMixedPrecision) {
       {"q8:64,q3", 1, 6, 3, 128, 129, 1, rotated},
       {"f16", 4, 4, 2, 8, 3, 1, kivi},                                 // shorter than the sinks' page
       {"f16:32,q4", 4, 8, 2, 64, 1, 1, kivi},                          // one token
+      {"k8v4:64,q4:64,k4v2:128,k3v2:64,q2", 4, 8, 2, 64, 500, 1, kivi},  // split key/value widths
+      {"k4v3:64,k2v3", 2, 6, 3, 40, 200, 1, rotated},
   };
   for (const Case& c : cases) check_case(c);
 }
@@ -165,6 +167,7 @@ TEST(PagedAttentionKernels, PrefillMatchesReferenceCausal) {
       {"f16:64,q8:128,q4:128,q2", 4, 8, 2, 64, 600, 77, rotated},
       {"q4", 2, 3, 1, 40, 130, 130, kivi},  // the whole sequence is the prompt
       {"f16:16,q3", 0, 5, 5, 24, 95, 33, kivi},
+      {"k8v2:128,k3v2", 4, 8, 2, 64, 400, 40, kivi},
   };
   for (const Case& c : cases) check_case(c);
 }

@@ -72,23 +72,30 @@ TEST(PageFormatTest, RejectsUnsupportedGeometry) {
 }
 
 TEST(PageFormatTest, BitsAccountingIsExact) {
-  // tiny-llama-31m geometry: P = 64, 2 KV heads, head_dim 64, value groups of 32.
+  // tiny-llama-31m geometry: P = 64, 2 KV heads, head_dim 64, value groups of 64 (the default) or 32.
   struct Case {
     Precision p;
     KeyMode m;
+    int group;
     double key_bits, value_bits;
   };
   const Case cases[] = {
-      {Precision::F16, KeyMode::PerChannel, 16.0, 16.0},
-      {Precision::Q8, KeyMode::PerChannel, 8.5, 9.0},  // codes + 32 bits per 64-token channel group
-      {Precision::Q4, KeyMode::PerChannel, 4.5, 5.0},  // values: codes + 32 bits per 32-element group
-      {Precision::Q3, KeyMode::PerChannel, 3.5, 4.0},
-      {Precision::Q2, KeyMode::PerChannel, 2.5, 3.0},
-      {Precision::Q4, KeyMode::RotatedPerToken, 5.0, 5.0},
-      {Precision::Q2, KeyMode::RotatedPerToken, 3.0, 3.0},
+      {Precision::F16, KeyMode::PerChannel, 0, 16.0, 16.0},
+      {Precision::Q8, KeyMode::PerChannel, 0, 8.5, 8.5},  // codes + 32 bits per 64-token channel / 64-element row
+      {Precision::Q4, KeyMode::PerChannel, 0, 4.5, 4.5},
+      {Precision::Q3, KeyMode::PerChannel, 0, 3.5, 3.5},
+      {Precision::Q2, KeyMode::PerChannel, 0, 2.5, 2.5},
+      {Precision::Q4, KeyMode::PerChannel, 32, 4.5, 5.0},  // values: codes + 32 bits per 32-element group
+      {Precision::Q2, KeyMode::PerChannel, 32, 2.5, 3.0},
+      {Precision::Q4, KeyMode::RotatedPerToken, 0, 4.5, 4.5},
+      {Precision::Q2, KeyMode::RotatedPerToken, 32, 3.0, 3.0},
+      {Precision::K4V2, KeyMode::PerChannel, 0, 4.5, 2.5},  // split: each section at its own width
+      {Precision::K3V2, KeyMode::PerChannel, 0, 3.5, 2.5},
+      {Precision::K2V8, KeyMode::PerChannel, 0, 2.5, 8.5},
+      {Precision::K8V3, KeyMode::RotatedPerToken, 32, 9.0, 4.0},
   };
   for (const Case& c : cases) {
-    const PageFormat f = make_format(c.p, c.m, 64, 2, 64);
+    const PageFormat f = make_format(c.p, c.m, 64, 2, 64, c.group);
     EXPECT_DOUBLE_EQ(f.key_bits_per_element(), c.key_bits) << f.describe();
     EXPECT_DOUBLE_EQ(f.value_bits_per_element(), c.value_bits) << f.describe();
     EXPECT_DOUBLE_EQ(f.bits_per_element(), (c.key_bits + c.value_bits) / 2) << f.describe();
@@ -101,8 +108,10 @@ TEST(PageFormatTest, BitsAccountingIsExact) {
   EXPECT_EQ(odd.page_bytes, 3u * (864u + 1024u));
 }
 
-// The largest error the codec may make on element (t, h, d): half a quantization step of the group
-// that holds it (range / levels, widened by f16 rounding of scale and min), or f16 rounding.
+// The largest error the codec may make on element (t, h, d): for q8, half a quantization step of the
+// group that holds it (range / levels, widened by f16 rounding of scale and min); f16 rounding for f16.
+// At 2-4 bits the encoder may clip outliers to the end codes (fit_group_params), so the bound is half the
+// group's range plus half a step: loose on purpose; GroupErrorNeverAboveCovering checks the fit itself.
 float error_bound(const PageFormat& f, const std::vector<float>& x, int n_tokens, bool key, int t, int h, int d) {
   const size_t row = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
   auto at = [&](int tt, int dd) { return x[tt * row + static_cast<size_t>(h) * f.head_dim + dd]; };
@@ -115,9 +124,11 @@ float error_bound(const PageFormat& f, const std::vector<float>& x, int n_tokens
     const int g0 = d / f.group * f.group;
     for (int dd = g0; dd < g0 + f.group; ++dd) lo = std::min(lo, at(t, dd)), hi = std::max(hi, at(t, dd));
   }
-  const float levels = static_cast<float>((1 << precision_bits(f.precision)) - 1);
+  const int bits = key ? f.key_bits : f.value_bits;
+  const float levels = static_cast<float>((1 << bits) - 1);
   const float slack = (std::abs(lo) + std::abs(hi)) * 0x1p-10f;
-  return 0.5f * ((hi - lo) + slack) / levels * (1.0f + 0x1p-9f) + slack + 1e-6f;
+  const float half_step = 0.5f * ((hi - lo) + slack) / levels * (1.0f + 0x1p-9f) + slack + 1e-6f;
+  return bits >= 8 ? half_step : 0.5f * (hi - lo) + half_step;
 }
 
 TEST(PageCodec, RoundTripWithinBoundEveryCodecAndGeometry) {
@@ -130,7 +141,8 @@ TEST(PageCodec, RoundTripWithinBoundEveryCodecAndGeometry) {
     for (int n_tokens : {64, 1, 17, 63}) {
       const auto k = random_rows(n_tokens, g.heads, g.head_dim, 11u + n_tokens);
       const auto v = random_rows(n_tokens, g.heads, g.head_dim, 97u + n_tokens, 0.0f);
-      for (Precision p : {Precision::F16, Precision::Q8, Precision::Q4, Precision::Q3, Precision::Q2}) {
+      for (int pi = 0; pi < kPrecisionCount; ++pi) {
+        const Precision p = static_cast<Precision>(pi);
         for (KeyMode m : {KeyMode::PerChannel, KeyMode::RotatedPerToken}) {
           const PageFormat f = make_format(p, m, 64, g.heads, g.head_dim, g.group);
           std::vector<uint8_t> page(f.page_bytes, 0xAB);
@@ -160,6 +172,74 @@ TEST(PageCodec, RoundTripWithinBoundEveryCodecAndGeometry) {
     }
   }
   EXPECT_GT(checked, 100000);
+}
+
+// Squared error of x[0..n) (stride) quantized with parameters p.
+double group_error(const float* x, size_t n, size_t stride, GroupParams p, int bits) {
+  const float scale = f16_to_f32(p.scale), min = f16_to_f32(p.min);
+  double err = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float e = quantize_value(x[i * stride], scale, min, bits) * scale + min - x[i * stride];
+    err += static_cast<double>(e) * e;
+  }
+  return err;
+}
+
+TEST(PageCodec, GroupErrorNeverAboveCovering) {
+  // The encoder's parameters are a least-squares search that includes the covering ones: per group, its
+  // squared error is at most theirs, and on data with outliers it is clearly lower at 2 and 3 bits.
+  const int n = 64;
+  double fit_total[9] = {}, cover_total[9] = {};
+  for (uint32_t seed = 0; seed < 200; ++seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 1.0f + seed % 5);
+    std::vector<float> x(2 * n);  // stride 2: the odd elements are not in the group
+    for (float& v : x) v = normal(rng) + (seed % 3 == 0 ? 0.5f * seed : 0.0f);
+    x[2 * (seed % n)] += (seed % 2 ? 9.0f : -7.0f) * (1.0f + seed % 5);  // one outlier
+    for (int bits : {2, 3, 4, 8}) {
+      const GroupParams fit = fit_group_params(x.data(), n, 2, bits);
+      const GroupParams cover = choose_group_params(x.data(), n, 2, bits);
+      const double fe = group_error(x.data(), n, 2, fit, bits), ce = group_error(x.data(), n, 2, cover, bits);
+      ASSERT_LE(fe, ce) << "bits " << bits << " seed " << seed;
+      fit_total[bits] += fe;
+      cover_total[bits] += ce;
+    }
+  }
+  EXPECT_LT(fit_total[2], 0.8 * cover_total[2]);
+  EXPECT_LT(fit_total[3], 0.8 * cover_total[3]);
+  EXPECT_LE(fit_total[4], cover_total[4]);
+  EXPECT_EQ(fit_total[8], cover_total[8]);  // 8-bit groups keep the covering parameters
+  // And the page encoder uses them: a decoded per-channel key row has the fit's error.
+  const PageFormat f = make_format(Precision::Q2, KeyMode::PerChannel, 64, 1, 8);
+  const auto k = random_rows(64, 1, 8, 3), v = random_rows(64, 1, 8, 4);
+  std::vector<uint8_t> page(f.page_bytes);
+  encode_page(f, k.data(), v.data(), 64, page.data());
+  std::vector<float> k2(k.size()), v2(v.size());
+  decode_page(f, page.data(), 64, k2.data(), v2.data());
+  for (int d = 0; d < 8; ++d) {
+    double err = 0;
+    for (int t = 0; t < 64; ++t) err += (k2[t * 8 + d] - k[t * 8 + d]) * (k2[t * 8 + d] - k[t * 8 + d]);
+    EXPECT_NEAR(err, group_error(k.data() + d, 64, 8, fit_group_params(k.data() + d, 64, 8, 2), 2), 1e-4 * (1 + err));
+  }
+}
+
+TEST(PageFormatTest, SplitPrecisionsNamesAndWidths) {
+  for (int i = 0; i < kPrecisionCount; ++i) {
+    const Precision p = static_cast<Precision>(i);
+    Precision back;
+    ASSERT_TRUE(precision_from_bits(key_bits(p), value_bits(p), &back)) << precision_name(p);
+    EXPECT_EQ(back, p);
+    const std::string name = precision_name(p);
+    if (key_bits(p) != value_bits(p)) {
+      EXPECT_EQ(name, "k" + std::to_string(key_bits(p)) + "v" + std::to_string(value_bits(p)));
+    }
+  }
+  Precision none;
+  EXPECT_FALSE(precision_from_bits(5, 2, &none));
+  EXPECT_EQ(default_group(64), 64);
+  EXPECT_EQ(default_group(128), 64);
+  EXPECT_EQ(default_group(96), 48);
+  EXPECT_EQ(default_group(40), 40);
 }
 
 TEST(PageCodec, ConstantAndZeroGroupsAreExactEnough) {

@@ -62,6 +62,21 @@ TEST(Ladder, ClearErrors) {
   expect_error("q2:64,q8", "must not rise");
   expect_error("f16:128,,q2", "rung 2 is empty");
   expect_error("q4", "sink", -1);
+  // Split widths: neither the key nor the value width may rise with age; kXvX is spelled qX.
+  expect_error("k4v2:64,q3", "must not rise");   // values 2 -> 3
+  expect_error("q3:64,k4v2", "must not rise");   // keys 3 -> 4
+  expect_error("k4v4:64,q2", "unknown precision \"k4v4\"");
+  expect_error("k5v2", "unknown precision");
+}
+
+TEST(Ladder, SplitPrecisions) {
+  Result<LadderSpec> l = parse_ladder("q4:256,k4v2:512,k3v2:1k,q2");
+  ASSERT_TRUE(l.ok()) << l.error();
+  ASSERT_EQ(l->rungs.size(), 4u);
+  EXPECT_EQ(l->rungs[1].precision, Precision::K4V2);
+  EXPECT_EQ(key_bits(l->rungs[2].precision), 3);
+  EXPECT_EQ(value_bits(l->rungs[2].precision), 2);
+  EXPECT_EQ(l->describe(), "q4:256,k4v2:512,k3v2:1024,q2 +4 sinks");
 }
 
 TEST(Ladder, PlanMovesWholePagesOnly) {

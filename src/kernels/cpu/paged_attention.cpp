@@ -234,7 +234,7 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
     for (int d = 0; d < hd; ++d) DecodeF16(section + static_cast<size_t>(d) * f.tokens * 2, rows, kt + d * kstride);
     return;
   }
-  const int bits = kv::precision_bits(f.precision);
+  const int bits = f.key_bits;
   const uint8_t* codes = section + f.key_codes_offset;
   const int fused = FusedLanes(f.tokens, bits, f.tokens);
   if (f.key_mode == kv::KeyMode::PerChannel) {
@@ -295,7 +295,7 @@ void DecodeValues(const kv::PageFormat& f, const uint8_t* page, int head, int ro
     DecodeF16(section, static_cast<size_t>(rows) * hd, v);
     return;
   }
-  const int bits = kv::precision_bits(f.precision);
+  const int bits = f.value_bits;
   const size_t n_params = 2 * static_cast<size_t>(rows) * f.n_groups;
   if (scratch.value_params.size() < n_params) scratch.value_params.resize(n_params);
   float* params = scratch.value_params.data();  // [rows][n_groups][scale, min]
