@@ -18,6 +18,18 @@ PageId BlockTable::replace(int layer, int64_t i, PageId page, int rung) {
   return old;
 }
 
+bool BlockTable::relocate(PageId from, PageId to) {
+  for (std::vector<PageId>& layer : pages_) {
+    for (PageId& id : layer) {
+      if (id == from) {
+        id = to;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 std::vector<PageId> BlockTable::truncate(int layer, int64_t n) {
   std::vector<PageId> removed;
   if (n >= n_pages(layer)) return removed;

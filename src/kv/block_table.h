@@ -25,6 +25,9 @@ class BlockTable {
   void append(int layer, PageId page, int rung);
   // Points logical page i at another page (after re-encoding); returns the page it held.
   PageId replace(int layer, int64_t i, PageId page, int rung);
+  // Points the entry that holds `from` at `to` (the pool moved the page: PagePool::compact); false if no
+  // entry holds it. Scans every layer: compaction moves few pages, and only after bursts of re-encoding.
+  bool relocate(PageId from, PageId to);
   // Removes pages [n, n_pages) of a layer and returns them (for the caller to release).
   std::vector<PageId> truncate(int layer, int64_t n);
 

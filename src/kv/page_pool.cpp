@@ -3,6 +3,7 @@
 
 #include <cassert>
 #include <cstdlib>
+#include <cstring>
 
 #include "kv/page_format.h"
 
@@ -19,9 +20,10 @@ int PagePool::add_size_class(size_t page_bytes, std::string name) {
   SizeClass c;
   c.name = std::move(name);
   c.page_bytes = page_bytes;
-  const size_t smallest = (page_bytes * kMinPagesPerSlab + kSlabGranule - 1) / kSlabGranule * kSlabGranule;
-  c.slab_bytes = smallest;
-  for (size_t bytes = smallest; bytes <= 2 * smallest; bytes += kSlabGranule) {
+  auto slab_for = [&](size_t pages) { return (page_bytes * pages + kSlabGranule - 1) / kSlabGranule * kSlabGranule; };
+  c.slab_bytes = slab_for(kMinPagesPerSlab);
+  for (size_t pages = kMinPagesPerSlab + 1; pages <= 2 * kMinPagesPerSlab; ++pages) {
+    const size_t bytes = slab_for(pages);
     // slack(bytes) / bytes < slack(best) / best, in integers.
     if ((bytes % page_bytes) * c.slab_bytes < (c.slab_bytes % page_bytes) * bytes) c.slab_bytes = bytes;
   }
@@ -47,7 +49,8 @@ Result<PageId> PagePool::allocate(int size_class) {
     if (first_index + c.pages_per_slab > (size_t{1} << PageId::kIndexBits)) {
       return Status::error("KV page pool: class " + c.name + " ran out of page indices");
     }
-    void* memory = std::aligned_alloc(kSlabGranule, c.slab_bytes);
+    void* memory = nullptr;
+    if (posix_memalign(&memory, kSlabBaseAlign, c.slab_bytes) != 0) memory = nullptr;
     if (memory == nullptr) {
       return Status::error("KV page pool: out of memory allocating a " + std::to_string(c.slab_bytes) +
                            "-byte slab for class " + c.name);
@@ -104,6 +107,51 @@ void PagePool::release(PageId id) {
   slab.data.reset();
   resident_ -= c.slab_bytes;
   --c.held_slabs;
+}
+
+size_t PagePool::compact(int size_class, const std::function<void(PageId from, PageId to)>& relocated) {
+  assert(size_class >= 0 && size_class < size_classes());
+  SizeClass& c = classes_[size_class];
+  size_t moved = 0;
+  while (c.free >= c.pages_per_slab && c.held_slabs > 1) {
+    // The sparsest held slab whose pages can all move (none shared); the highest on ties.
+    size_t victim = c.slabs.size();
+    for (size_t s = 0; s < c.slabs.size(); ++s) {
+      const Slab& slab = c.slabs[s];
+      if (!slab.data || slab.live == 0) continue;
+      bool movable = true;
+      for (size_t i = s * c.pages_per_slab; i < (s + 1) * c.pages_per_slab && movable; ++i) movable = c.ref_counts[i] <= 1;
+      if (movable && (victim == c.slabs.size() || slab.live <= c.slabs[victim].live)) victim = s;
+    }
+    // Its pages fit in the other slabs' free slots only if those hold at least its live count.
+    if (victim == c.slabs.size() || c.free - c.slabs[victim].free.size() < c.slabs[victim].live) break;
+    Slab& from_slab = c.slabs[victim];
+    for (size_t i = victim * c.pages_per_slab; i < (victim + 1) * c.pages_per_slab; ++i) {
+      if (c.ref_counts[i] == 0) continue;
+      size_t s = 0;  // the lowest other slab with a free slot
+      while (s == victim || c.slabs[s].free.empty()) ++s;
+      Slab& to_slab = c.slabs[s];
+      const uint32_t to = to_slab.free.back();
+      to_slab.free.pop_back();
+      ++to_slab.live;
+      --c.free;
+      std::memcpy(to_slab.data.get() + (to % c.pages_per_slab) * c.page_bytes,
+                  from_slab.data.get() + (i % c.pages_per_slab) * c.page_bytes, c.page_bytes);
+      c.ref_counts[to] = 1;
+      c.ref_counts[i] = 0;
+      --from_slab.live;
+      relocated(PageId::make(size_class, static_cast<uint32_t>(i)), PageId::make(size_class, to));
+      ++moved;
+    }
+    assert(from_slab.live == 0);
+    c.free -= from_slab.free.size();
+    from_slab.free.clear();
+    from_slab.free.shrink_to_fit();
+    from_slab.data.reset();
+    resident_ -= c.slab_bytes;
+    --c.held_slabs;
+  }
+  return moved;
 }
 
 uint32_t PagePool::ref_count(PageId id) const { return cls(id).ref_counts[id.index()]; }

@@ -1,17 +1,22 @@
-// The page pool: fixed-size pages carved out of 16 KiB-aligned slabs, one size class per page format.
+// The page pool: fixed-size pages carved out of 16 KiB-aligned slabs of a few pages, one size class per
+// page format.
 //
 // Pages are addressed by PageId (size class + index), never by pointer, so the block tables stay valid
 // when a page is written out to disk and read back. Pages carry reference counts so that later a prefix
 // can be shared between sequences; a page returns to its slab's free list when its count drops to zero.
 // Pages are handed out from the lowest-numbered slab that has a free one, so that live pages pack into
 // the first slabs and the last ones drain; a slab whose last page is freed goes back to the system at
-// once (its index range is reused by the next new slab). So after pages move down the ladder, a class
-// holds its live pages plus at most the free slots of partly used slabs. Every byte the pool holds is
-// reported by stats(): resident = in-use pages + free pages + slab slack.
+// once (its index range is reused by the next new slab). Moving pages down the ladder frees pages all
+// over a class's slabs (a prefill burst encodes many pages at the first rung, then all but the newest of
+// each layer move on); compact() then relocates the pages of sparse slabs into the free slots of the
+// others, for the owner to re-point its references, so that a class holds its live pages plus less than
+// one slab of free slots. Every byte the pool holds is reported by stats():
+// resident = in-use pages + free pages + slab slack.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,12 +61,13 @@ class PagePool {
   PagePool(const PagePool&) = delete;
   PagePool& operator=(const PagePool&) = delete;
 
-  // Adds a size class for pages of page_bytes (a multiple of 32). Its slabs are a multiple of
-  // kSlabGranule holding at least kMinPagesPerSlab pages: of the sizes from the smallest such one to twice
-  // it, the one with the least slack (tail too small for a page) per byte, the smaller on ties. Small
-  // slabs keep the free pages of a partly used slab few; slack stays under 1/kMinPagesPerSlab of a slab.
+  // Adds a size class for pages of page_bytes (a multiple of 32). Its slabs hold kMinPagesPerSlab to
+  // 2 * kMinPagesPerSlab pages, rounded up to kSlabGranule bytes: the count whose slab has the least slack
+  // (the tail too small for a page) per byte, the smaller on ties; slabs start kSlabBaseAlign-aligned.
+  // Small slabs keep a class's unused slots (less than one slab after compact()) to a few pages.
   static constexpr size_t kMinPagesPerSlab = 4;
-  static constexpr size_t kSlabGranule = 16 * 1024;
+  static constexpr size_t kSlabGranule = 4 * 1024;
+  static constexpr size_t kSlabBaseAlign = 16 * 1024;
   int add_size_class(size_t page_bytes, std::string name);
   int size_classes() const { return static_cast<int>(classes_.size()); }
 
@@ -70,6 +76,13 @@ class PagePool {
   void retain(PageId id);
   void release(PageId id);  // frees the page at count zero
   uint32_t ref_count(PageId id) const;
+
+  // Empties the sparsest slabs of a class while its free slots add up to a whole slab: each live page of
+  // such a slab is copied into a free slot of a fuller one, relocated(from, to) is called (the owner
+  // re-points its reference; `from` is invalid afterwards) and the emptied slab goes back. Pages with more
+  // than one reference stay where they are. Invalidates data() pointers of the moved pages only.
+  // Returns the number of pages moved.
+  size_t compact(int size_class, const std::function<void(PageId from, PageId to)>& relocated);
 
   uint8_t* data(PageId id);
   const uint8_t* data(PageId id) const;

@@ -265,6 +265,10 @@ Status TieredKvStore::apply(int layer, const std::vector<PageMove>& moves) {
                            std::to_string(layer) + " (plan again)");
     }
   }
+  // Re-encoding frees pages all over a class's slabs: move the pages of sparse slabs so those go back.
+  for (int p = 0; !moves.empty() && p < kPrecisionCount; ++p) {
+    pool_.compact(size_class_[p], [&](PageId from, PageId to) { [[maybe_unused]] const bool found = table_.relocate(from, to); assert(found); });
+  }
   return Status();
 }
 

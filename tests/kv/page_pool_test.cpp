@@ -24,7 +24,7 @@ TEST(PagePool, SlabsAreAlignedAndPagesDistinct) {
     const size_t bytes = pool.page_bytes(id->size_class());
     const SizeClassStats s = pool.stats(id->size_class());
     const size_t slot = id->index() % s.pages_per_slab;
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(p - slot * bytes) % PagePool::kSlabGranule, 0u) << "slab base not 16 KiB aligned";
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p - slot * bytes) % PagePool::kSlabBaseAlign, 0u) << "slab base not 16 KiB aligned";
     EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % kSectionAlign, 0u);
   }
   const SizeClassStats s = pool.stats(q2);
@@ -69,17 +69,69 @@ TEST(PagePool, ReferenceCountsAndReuse) {
 
 TEST(PagePool, SlabSizeMinimisesSlack) {
   PagePool pool;
-  // 5120-byte pages (q2 at head_dim 64, 2 heads): 32 KiB holds 6 with 2 KiB over; 48 and 64 KiB waste the same
-  // fraction, so the smallest wins.
-  const int q2 = pool.add_size_class(5120, "q2");
-  EXPECT_EQ(pool.stats(q2).slab_bytes, 32u * 1024);
-  EXPECT_EQ(pool.stats(q2).pages_per_slab, 6u);
-  // 7168-byte pages: 32 KiB holds 4 (4 KiB over, 1/8), 48 KiB holds 6 (6 KiB over), 64 KiB holds 9 (1 KiB over).
-  const int q3 = pool.add_size_class(7168, "q3");
-  EXPECT_EQ(pool.stats(q3).slab_bytes, 64u * 1024);
-  EXPECT_EQ(pool.stats(q3).pages_per_slab, 9u);
-  const int f16 = pool.add_size_class(32768, "f16");
-  EXPECT_EQ(pool.stats(f16).slab_bytes, 128u * 1024);
+  struct Case {
+    size_t page_bytes, slab_bytes, pages;
+  };
+  const Case cases[] = {
+      {5120, 20 * 1024, 4},   // q2 at head_dim 64, 2 heads: 4 pages are exactly 5 x 4 KiB
+      {7168, 28 * 1024, 4},   // q3
+      {32768, 128 * 1024, 4},  // f16
+      {5632, 44 * 1024, 8},   // 4 pages leave 2 KiB of a 24 KiB slab, 5 leave 512 B of 28 KiB, 8 fill 44 KiB
+  };
+  for (const Case& c : cases) {
+    const int id = pool.add_size_class(c.page_bytes, "c");
+    EXPECT_EQ(pool.stats(id).slab_bytes, c.slab_bytes) << c.page_bytes;
+    EXPECT_EQ(pool.stats(id).pages_per_slab, c.pages) << c.page_bytes;
+  }
+}
+
+TEST(PagePool, CompactMovesPagesOfSparseSlabsAndReturnsThem) {
+  PagePool pool;
+  const int c = pool.add_size_class(4096, "q8");  // 4 pages per 16 KiB slab
+  // 6 layers' worth of a burst: 24 pages in 6 slabs, then all but every fourth one freed (a page per
+  // slab survives), as after a prefill micro-batch moves down the ladder.
+  std::vector<PageId> ids;
+  for (int i = 0; i < 24; ++i) {
+    ids.push_back(*pool.allocate(c));
+    pool.data(ids.back())[0] = static_cast<uint8_t>(i);
+    pool.data(ids.back())[4095] = static_cast<uint8_t>(100 + i);
+  }
+  std::vector<PageId> live;
+  for (int i = 0; i < 24; ++i) {
+    if (i % 4 == 3) {
+      live.push_back(ids[i]);
+    } else {
+      pool.release(ids[i]);
+    }
+  }
+  pool.retain(live[2]);  // a shared page: its slab cannot be emptied
+  EXPECT_EQ(pool.stats(c).slabs, 6u);
+  std::vector<std::pair<PageId, PageId>> moves;
+  const size_t moved = pool.compact(c, [&](PageId from, PageId to) { moves.emplace_back(from, to); });
+  EXPECT_EQ(moved, moves.size());
+  const SizeClassStats s = pool.stats(c);
+  EXPECT_EQ(s.live_pages, 6u);
+  EXPECT_EQ(s.slabs, 2u);  // 6 pages: slab 2 (pinned by the shared page) and one more
+  EXPECT_LT(s.free_pages, s.pages_per_slab);
+  EXPECT_EQ(pool.resident_bytes(), 2u * s.slab_bytes);
+  // Every moved page kept its bytes and its count; the shared one did not move.
+  for (PageId& id : live) {
+    for (const auto& [from, to] : moves) {
+      EXPECT_NE(from, live[2]);
+      if (id == from) {
+        id = to;
+        break;
+      }
+    }
+  }
+  for (int j = 0; j < 6; ++j) {
+    const int i = 4 * j + 3;
+    EXPECT_EQ(pool.data(live[j])[0], i);
+    EXPECT_EQ(pool.data(live[j])[4095], 100 + i);
+    EXPECT_EQ(pool.ref_count(live[j]), j == 2 ? 2u : 1u);
+  }
+  // Nothing more to do: less than a slab free.
+  EXPECT_EQ(pool.compact(c, [](PageId, PageId) { FAIL(); }), 0u);
 }
 
 TEST(PagePool, LivePagesPackIntoLowSlabsAndEmptySlabsGoBack) {

@@ -58,6 +58,7 @@ float tolerance(Precision p) {
     case Precision::Q4: return 0.5f;
     case Precision::Q3: return 1.0f;
     case Precision::Q2: return 2.5f;
+    default: break;  // split widths: not used here
   }
   return 0;
 }
