@@ -33,6 +33,11 @@ class Session {
   KvCache& cache() { return *cache_; }
   Model& model() { return model_; }
   void set_warning_handler(std::function<void(const std::string&)> warn) { warn_ = std::move(warn); }
+  // A stop request (e.g. Ctrl-C) checked between the micro-batches of a long append(): when it returns
+  // true, append() stops there and returns OK with stopped() set; tokens() and the cache hold what was
+  // evaluated, and last_logits() follows its last token.
+  void set_stop_check(std::function<bool()> stop_requested) { stop_requested_ = std::move(stop_requested); }
+  bool stopped() const { return stopped_; }
 
   // Session files (include/kvtier/session_file.h): save writes tokens() and the cache atomically;
   // restore replaces both with the file's (the session is empty after an error; last_logits() is empty
@@ -46,6 +51,7 @@ class Session {
   std::vector<int32_t> reuse_prefix(const std::vector<int32_t>& prompt);
 
  private:
+  Status append_piece(const std::vector<int32_t>& tokens, const ProgressFn& progress);
   Status evaluate(int pos, const std::vector<int32_t>& tokens, const ProgressFn& progress);
   void cut(int n_tokens);  // truncates the cache and tokens_ together
 
@@ -55,6 +61,8 @@ class Session {
   std::vector<float> last_logits_;
   std::vector<int32_t> tokens_;  // [n_past()]
   std::function<void(const std::string&)> warn_;
+  std::function<bool()> stop_requested_;
+  bool stopped_ = false;
 };
 
 struct PerplexityResult {

@@ -120,17 +120,21 @@ int run(const RunOptions& o) {
   {
     ProgressBar bar("prompt");
     auto progress = [&](uint64_t done, uint64_t total) { bar.update(done, total); };
+    if (use_session) session.set_stop_check([] { return g_interrupted != 0; });
     if (Status s = session.append(to_evaluate, to_evaluate.size() > 256 ? ProgressFn(progress) : ProgressFn());
         !s.ok()) {
       return fail(s.message());
     }
+  }
+  if (session.stopped()) {
+    std::fprintf(stderr, "interrupted during the prompt after %d tokens\n", session.n_past());
   }
   const double prefill_seconds = seconds_since(prefill_start);
 
   StreamingDetokenizer detok(tokenizer);
   const auto decode_start = std::chrono::steady_clock::now();
   int generated = 0;
-  for (; generated < o.n_predict && !g_interrupted; ++generated) {
+  for (; generated < o.n_predict && !g_interrupted && !session.stopped(); ++generated) {
     const int32_t next = sampler.sample(session.last_logits().data(), c.n_vocab);
     if (!o.ignore_eos && tokenizer.is_end_of_generation(next)) break;
     const std::string text = detok.push(next);

@@ -27,6 +27,27 @@ void Session::cut(int n_tokens) {
 }
 
 Status Session::append(const std::vector<int32_t>& tokens, const ProgressFn& progress) {
+  stopped_ = false;
+  if (!stop_requested_ || static_cast<int>(tokens.size()) <= kMaxBatch) return append_piece(tokens, progress);
+  // Long inputs go in micro-batches so that a stop request (Ctrl-C) ends the evaluation at a batch boundary
+  // with the cache and tokens() still in step (a session saved then resumes where it stopped).
+  const size_t total = tokens.size();
+  for (size_t done = 0; done < total;) {
+    const size_t n = std::min(total - done, static_cast<size_t>(kMaxBatch));
+    const std::vector<int32_t> piece(tokens.begin() + static_cast<std::ptrdiff_t>(done),
+                                     tokens.begin() + static_cast<std::ptrdiff_t>(done + n));
+    if (Status s = append_piece(piece, {}); !s.ok()) return s;
+    done += n;
+    if (progress) progress(done, total);
+    if (done < total && stop_requested_()) {
+      stopped_ = true;
+      return Status();
+    }
+  }
+  return Status();
+}
+
+Status Session::append_piece(const std::vector<int32_t>& tokens, const ProgressFn& progress) {
   if (tokens.empty()) return {};
   const int start = static_cast<int>(tokens_.size());
   Status status = evaluate(start, tokens, progress);

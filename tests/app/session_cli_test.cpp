@@ -348,3 +348,35 @@ TEST(SessionCli, AFullDiskIsAClearErrorAndKeepsTheOldFile) {
 }
 
 }  // namespace
+
+// Ctrl-C during a long prompt: evaluation stops at a micro-batch boundary, the tokens read so far are saved,
+// and the next run reuses them and continues exactly as a run that was never interrupted.
+TEST(SessionCli, CtrlCDuringThePromptSavesWhatWasRead) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-31m.Q4_K_M.gguf");
+  KVTIER_REQUIRE_SHARED("eval/eval.txt");
+  const std::string model = kvtier::testing::shared_path("models/tiny-llama-31m.Q4_K_M.gguf").string();
+  const std::string prompt = slurp(kvtier::testing::shared_path("eval/eval.txt")).substr(0, 12000);  // ~3,000 tokens
+  const fs::path dir = test_dir();
+  const fs::path session = dir / "doc.kvs";
+  const std::vector<std::string> extra = {"-c", "4096", "--session", session.string()};
+  Child c = spawn(run_args(model, prompt, 16, extra), dir / "interrupted.txt");
+  std::this_thread::sleep_for(400ms);  // the prompt takes seconds: stop it part way
+  ::kill(c.pid, SIGINT);
+  ASSERT_EQ(c.finish(), 130) << c.err;
+  const size_t at = c.err.find("interrupted during the prompt after ");
+  ASSERT_NE(at, std::string::npos) << c.err;
+  const long read = std::atol(c.err.c_str() + at + 36);
+  EXPECT_GT(read, 0);
+  EXPECT_EQ(read % kvtier::kMaxBatch, 0) << "stops at a micro-batch boundary";
+  Loader loader(model);
+  auto saved = loader.tokens(session, "f16", 4096);
+  ASSERT_TRUE(saved.ok()) << saved.error();
+  EXPECT_EQ(static_cast<long>(saved->size()), read);
+  // Resume: only the rest of the prompt is evaluated, and the text is the uninterrupted run's.
+  Outcome resumed = run(run_args(model, prompt, 16, extra), dir);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("session: reused " + std::to_string(read) + " of"), std::string::npos) << resumed.err;
+  Outcome clean = run(run_args(model, prompt, 16, {"-c", "4096"}), dir);
+  ASSERT_EQ(clean.code, 0) << clean.err;
+  EXPECT_EQ(resumed.out, clean.out);
+}
