@@ -81,6 +81,10 @@ class KvCache {
   virtual int first_bad_position() const { return -1; }
 
   virtual KvIoStats io_stats() const { return {}; }
+
+  // A condition the user should hear about once, or empty: the RAM budget cannot be kept, or spilling to
+  // disk stopped after a write error (the cache then keeps running in RAM).
+  virtual std::string warning() const { return {}; }
 };
 
 }  // namespace kvtier

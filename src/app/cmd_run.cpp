@@ -126,6 +126,13 @@ int run(const RunOptions& o) {
       return fail(s.message());
     }
   }
+  std::string warned;  // the cache's warning, printed once when it appears or changes
+  auto report_cache_warning = [&] {
+    const std::string w = session.cache().warning();
+    if (!w.empty() && w != warned) std::fprintf(stderr, "\nwarning: %s\n", w.c_str());
+    warned = w;
+  };
+  report_cache_warning();
   if (session.stopped()) {
     std::fprintf(stderr, "interrupted during the prompt after %d tokens\n", session.n_past());
   }
@@ -147,6 +154,7 @@ int run(const RunOptions& o) {
       break;  // the last token needs no forward pass
     }
     if (Status s = session.append({next}); !s.ok()) return fail(s.message());
+    report_cache_warning();
   }
   const std::string rest = detok.flush();
   std::fwrite(rest.data(), 1, rest.size(), stdout);

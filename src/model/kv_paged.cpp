@@ -50,6 +50,8 @@ class PagedKvCache final : public KvCache {
     return store_->cold() != nullptr ? store_->cold()->first_bad_position() : -1;
   }
 
+  std::string warning() const override { return store_->budget_warning(); }
+
   KvIoStats io_stats() const override {
     KvIoStats io;
     if (const kv::ColdTier* cold = store_->cold()) {
