@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <mutex>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +22,15 @@ TieredKvStore::TieredKvStore(const KvGeometry& geometry, const TieredKvOptions& 
     : geometry_(geometry), options_(options), pool_(options.max_pool_bytes), table_(geometry.n_layers) {}
 
 TieredKvStore::~TieredKvStore() {
+  if (worker_.joinable()) {
+    drain();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    work_ready_.notify_all();
+    worker_.join();
+  }
   for (Layer& l : layers_) {
     std::free(l.sinks);
     std::free(l.ring);
@@ -64,6 +74,8 @@ Result<std::unique_ptr<TieredKvStore>> TieredKvStore::create(const KvGeometry& g
   const size_t page_elems = static_cast<size_t>(kTokensPerPage) * g.kv_dim();
   s.scratch_k_.resize(page_elems);
   s.scratch_v_.resize(page_elems);
+  s.pending_.resize(g.n_layers);
+  if (options.background_reencode) s.worker_ = std::thread([&s] { s.worker_loop(); });
   if (options.budget_bytes > 0) {
     ColdOptions cold = options.cold;
     // Staging buffers scale with the budget (1/16 each, at most the configured size, at least one page).
@@ -171,13 +183,26 @@ Status TieredKvStore::reencode(int layer, const uint8_t* source, const PageForma
   return Status();
 }
 
-Status TieredKvStore::evict_ring_front(int layer) {
+Status TieredKvStore::evict_ring_front(int layer, bool background) {
   Layer& l = layers_[layer];
   assert(l.ring_count > 0);
   const int64_t page = l.ring_first;
   const int64_t last_pos = page_first_pos(page) + kTokensPerPage - 1;
   assert(last_pos < l.n_tokens);
   const int to_rung = target_rung(rungs_, last_pos, l.n_tokens);
+  if (background && background_reencode() && rungs_.rungs[to_rung].precision != Precision::F16) {
+    // The ring slot is about to be reused: copy the page into an f16 pool page (rung 0) and encode that in
+    // the background; it is swapped for its encoding at this layer's next append() or rebalance().
+    const PageFormat& f16 = format(Precision::F16);
+    if (Status s = make_room(f16.page_bytes); !s.ok()) return s;
+    Result<PageId> copy = pool_.allocate(size_class_[static_cast<int>(Precision::F16)]);
+    if (!copy.ok()) return copy.status();
+    std::memcpy(pool_.data(*copy), ring_slot(layer, page), f16.page_bytes);
+    table_.append(layer, *copy, 0);
+    ++l.ring_first;
+    --l.ring_count;
+    return enqueue(layer, table_.n_pages(layer) - 1, *copy, f16, to_rung);
+  }
   PageId id;
   if (Status s = reencode(layer, ring_slot(layer, page), format(Precision::F16), to_rung, &id); !s.ok()) return s;
   table_.append(layer, id, to_rung);
@@ -194,6 +219,7 @@ Status TieredKvStore::append(int layer, int pos, int n, const float* k, const fl
                          " positions; cannot append " + std::to_string(n) + " at position " + std::to_string(pos) +
                          " (appends must be contiguous; truncate first)");
   }
+  complete(layer);  // encodings started at this layer's last step go into the table before it grows
   if (geometry_.max_tokens > 0 && pos + n > geometry_.max_tokens) {
     return Status::error("KV store: appending up to position " + std::to_string(pos + n) + " exceeds the capacity of " +
                          std::to_string(geometry_.max_tokens));
@@ -219,7 +245,9 @@ Status TieredKvStore::append(int layer, int pos, int n, const float* k, const fl
         if (l.ring_count == 0) l.ring_first = page;
         assert(page == l.ring_first + l.ring_count);
         if (l.ring_count == ring_pages_) {
-          if (Status s = evict_ring_front(layer); !s.ok()) return s;
+          // A prefill batch encodes the pages it pushes out in line, so that its own attention reads them
+          // at their rung; a decode step leaves the work to the background thread.
+          if (Status s = evict_ring_front(layer, n == 1); !s.ok()) return s;
         }
         ++l.ring_count;
         std::memset(ring_slot(layer, page), 0, format(Precision::F16).page_bytes);
@@ -254,25 +282,129 @@ Status TieredKvStore::apply(int layer, const std::vector<PageMove>& moves) {
       const PageId old = table_.page(layer, m.page);
       PageId id;
       const PageFormat& from = format(rungs_.rungs[m.from_rung].precision);
+      if (background_reencode() && from.precision != rungs_.rungs[m.to_rung].precision) {
+        if (pending(layer, m.page)) continue;  // already on its way
+        if (Status s = enqueue(layer, m.page, old, from, m.to_rung); !s.ok()) return s;
+        continue;
+      }
       if (Status s = reencode(layer, pool_.data(old), from, m.to_rung, &id); !s.ok()) return s;
       table_.replace(layer, m.page, id, m.to_rung);
       pool_.release(old);
     } else if (m.page == l.ring_first && l.ring_count > 0 &&
                page_first_pos(m.page) + kTokensPerPage <= l.n_tokens) {
-      if (Status s = evict_ring_front(layer); !s.ok()) return s;
+      if (Status s = evict_ring_front(layer, true); !s.ok()) return s;
     } else {
       return Status::error("KV store: stale page move for page " + std::to_string(m.page) + " of layer " +
                            std::to_string(layer) + " (plan again)");
     }
   }
-  // Re-encoding frees pages all over a class's slabs: move the pages of sparse slabs so those go back.
-  for (int p = 0; !moves.empty() && p < kPrecisionCount; ++p) {
-    pool_.compact(size_class_[p], [&](PageId from, PageId to) { [[maybe_unused]] const bool found = table_.relocate(from, to); assert(found); });
+  if (!moves.empty()) {
+    compaction_due_ = true;
+    if (!background_reencode()) compact_pool();  // else once no job holds pointers into the pool (complete)
   }
   return Status();
 }
 
+// Re-encoding frees pages all over a class's slabs: move the pages of sparse slabs so those go back.
+void TieredKvStore::compact_pool() {
+  for (int p = 0; p < kPrecisionCount; ++p) {
+    pool_.compact(size_class_[p], [&](PageId from, PageId to) { [[maybe_unused]] const bool found = table_.relocate(from, to); assert(found); });
+  }
+  compaction_due_ = false;
+}
+
+Status TieredKvStore::rebalance(int layer) {
+  complete(layer);
+  return apply(layer, plan(layer));
+}
+
+double TieredKvStore::reencode_seconds() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reencode_seconds_ + worker_seconds_;
+}
+
+Status TieredKvStore::enqueue(int layer, int64_t index, PageId source, const PageFormat& from, int to_rung) {
+  const PageFormat& to = format(rungs_.rungs[to_rung].precision);
+  if (Status s = make_room(to.page_bytes); !s.ok()) return s;
+  Result<PageId> target = pool_.allocate(size_class_[static_cast<int>(to.precision)]);
+  if (!target.ok()) return target.status();
+  auto job = std::make_unique<Job>();
+  job->layer = layer;
+  job->index = index;
+  job->to_rung = to_rung;
+  job->source = source;
+  job->target = *target;
+  job->source_data = pool_.data(source);
+  job->target_data = pool_.data(*target);
+  job->from = &from;
+  job->to = &to;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(job.get());
+  }
+  work_ready_.notify_one();
+  pending_[layer].push_back(std::move(job));
+  ++reencoded_pages_;
+  return Status();
+}
+
+bool TieredKvStore::pending(int layer, int64_t index) const {
+  for (const auto& job : pending_[layer]) {
+    if (job->index == index) return true;
+  }
+  return false;
+}
+
+void TieredKvStore::complete(int layer) {
+  std::vector<std::unique_ptr<Job>>& jobs = pending_[layer];
+  if (jobs.empty()) return;
+  const auto start = std::chrono::steady_clock::now();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (const auto& job : jobs) job_done_.wait(lock, [&] { return job->done; });
+  }
+  reencode_wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (const auto& job : jobs) {
+    const PageId old = table_.replace(layer, job->index, job->target, job->to_rung);
+    assert(old == job->source);
+    pool_.release(old);
+  }
+  jobs.clear();
+  if (compaction_due_ && std::all_of(pending_.begin(), pending_.end(), [](const auto& p) { return p.empty(); })) {
+    compact_pool();
+  }
+}
+
+void TieredKvStore::drain() {
+  for (int layer = 0; layer < static_cast<int>(pending_.size()); ++layer) complete(layer);
+}
+
+void TieredKvStore::worker_loop() {
+  std::vector<float> k(scratch_k_.size()), v(scratch_v_.size());  // [P, n_kv_heads, head_dim] each
+  for (;;) {
+    Job* job = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_ready_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stop_ and nothing left
+      job = queue_.front();
+      queue_.pop_front();
+    }
+    const auto start = std::chrono::steady_clock::now();
+    decode_page(*job->from, job->source_data, kTokensPerPage, k.data(), v.data());
+    encode_page(*job->to, k.data(), v.data(), kTokensPerPage, job->target_data);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job->done = true;
+      worker_seconds_ += seconds;
+    }
+    job_done_.notify_all();
+  }
+}
+
 void TieredKvStore::truncate(int n_tokens) {
+  drain();
   const PageFormat& f16 = format(Precision::F16);
   for (int layer = 0; layer < geometry_.n_layers; ++layer) {
     Layer& l = layers_[layer];

@@ -13,9 +13,13 @@
 #pragma once
 
 #include <array>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kv/block_table.h"
@@ -37,6 +41,10 @@ struct TieredKvOptions {
   // it by writing its oldest last-rung pages to a page file in cold.spill_dir (kv/cold_tier.h).
   size_t budget_bytes = 0;
   ColdOptions cold;
+  // Re-encode pages on a background thread (off the decode critical path). A page's new encoding is swapped
+  // into the block table at the layer's next append() or rebalance(), waiting for it if need be, so the
+  // pages attention sees do not depend on thread timing: results are deterministic.
+  bool background_reencode = false;
 };
 
 // Every byte the store holds, by tier and precision.
@@ -92,7 +100,7 @@ class TieredKvStore {
   // precision (decode to f32, encode), swaps it into the block table and frees the old one.
   std::vector<PageMove> plan(int layer) const;
   Status apply(int layer, const std::vector<PageMove>& moves);
-  Status rebalance(int layer) { return apply(layer, plan(layer)); }
+  Status rebalance(int layer);
 
   // The layer's pages in position order (sinks, pool pages, ring pages; the last one partial). Cold pages
   // are listed with data == nullptr: cold page i is entry i + lead_entries(layer); the cache fills them in
@@ -126,7 +134,11 @@ class TieredKvStore {
   Status load(ByteSource& in);
   void clear();  // drops every position of every layer
   int64_t reencoded_pages() const { return reencoded_pages_; }
-  double reencode_seconds() const { return reencode_seconds_; }
+  // Time spent re-encoding (on the background thread when it is on), and the time the caller's thread
+  // waited for background re-encodes to finish.
+  double reencode_seconds() const;
+  double reencode_wait_seconds() const { return reencode_wait_seconds_; }
+  bool background_reencode() const { return worker_.joinable(); }
   const PagePool& pool() const { return pool_; }
 
  private:
@@ -140,8 +152,27 @@ class TieredKvStore {
   TieredKvStore(const KvGeometry& geometry, const TieredKvOptions& options);
   uint8_t* ring_slot(int layer, int64_t page) const;
   int64_t page_first_pos(int64_t page) const { return n_sinks_ + page * kTokensPerPage; }
-  Status evict_ring_front(int layer);
+  Status evict_ring_front(int layer, bool background);
   Status reencode(int layer, const uint8_t* source, const PageFormat& source_format, int to_rung, PageId* out);
+  // Background re-encoding: a job encodes logical page `index` of a layer from `source` into a new page of
+  // its target rung; complete() swaps finished jobs into the table (waiting for them), drain() all layers.
+  struct Job {
+    int layer = 0;
+    int64_t index = 0;
+    int to_rung = 0;
+    PageId source, target;
+    const uint8_t* source_data = nullptr;  // raw pointers: the worker never touches the pool's tables
+    uint8_t* target_data = nullptr;
+    const PageFormat* from = nullptr;
+    const PageFormat* to = nullptr;
+    bool done = false;  // guarded by mu_
+  };
+  Status enqueue(int layer, int64_t index, PageId source, const PageFormat& from, int to_rung);
+  bool pending(int layer, int64_t index) const;
+  void complete(int layer);
+  void drain();
+  void compact_pool();
+  void worker_loop();
   // Spills the oldest last-rung pages until budget_resident_bytes() + incoming fits in the budget.
   Status make_room(size_t incoming);
   size_t ring_and_sink_bytes() const;
@@ -162,6 +193,15 @@ class TieredKvStore {
   int64_t reencoded_pages_ = 0;
   double reencode_seconds_ = 0;
   std::unique_ptr<ColdTier> cold_;
+  std::vector<std::vector<std::unique_ptr<Job>>> pending_;  // [n_layers] jobs not yet swapped in
+  bool compaction_due_ = false;
+  double reencode_wait_seconds_ = 0;
+  mutable std::mutex mu_;  // guards queue_, Job::done, worker_seconds_, stop_
+  std::condition_variable work_ready_, job_done_;
+  std::deque<Job*> queue_;
+  double worker_seconds_ = 0;
+  bool stop_ = false;
+  std::thread worker_;
   bool spill_disabled_ = false;  // a spill write failed: keep everything in RAM from now on
   std::string budget_warning_;
 };

@@ -38,6 +38,7 @@ std::string TieredKvStore::policy() const {
 }
 
 Status TieredKvStore::save(ByteSink& out) {
+  drain();  // background encodings into the table first: the stream holds settled pages
 #define KVTIER_TRY(expr)              \
   if (Status s_ = (expr); !s_.ok()) { \
     return s_;                        \
@@ -76,6 +77,7 @@ Status TieredKvStore::save(ByteSink& out) {
 }
 
 void TieredKvStore::clear() {
+  drain();
   for (int layer = 0; layer < geometry_.n_layers; ++layer) {
     if (cold_) cold_->truncate(layer, 0);
     for (PageId id : table_.truncate(layer, 0)) {

@@ -294,8 +294,11 @@ class PagedKvCache final : public KvCache {
 std::string PagedKvCache::describe() const {
   std::string s = "paged KV cache, ladder " + store_->ladder().describe() + ", keys " +
                   (store_->keys_rotated() ? "rotated per-token" : "per-channel") + "\n" + store_->memory().describe() +
-                  "\nre-encoded " + std::to_string(store_->reencoded_pages()) + " pages in " +
-                  std::to_string(store_->reencode_seconds() * 1e3) + " ms";
+                  "\nre-encoded " + std::to_string(store_->reencoded_pages()) + " pages: " +
+                  std::to_string(store_->reencode_seconds() * 1e3) + " ms of work" +
+                  (store_->background_reencode() ? " on the background thread, the decode thread waited " +
+                                                       std::to_string(store_->reencode_wait_seconds() * 1e3) + " ms"
+                                                 : std::string());
   if (const kv::ColdTier* cold = store_->cold()) {
     const kv::ColdStats& c = cold->stats();
     const kv::PageFileStats& f = cold->file().stats();
@@ -349,6 +352,7 @@ Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int ma
     return Status::error("--kv-spill needs --kv-budget BYTES (how much of the cache stays in RAM)");
   }
   tiered.budget_bytes = options.budget_bytes;
+  tiered.background_reencode = true;
   tiered.cold.spill_dir = options.spill_dir;
   if (options.cold_mode == "exact") {
     tiered.cold.mode = kv::ColdReadMode::Exact;

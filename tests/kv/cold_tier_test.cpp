@@ -403,3 +403,43 @@ TEST(CapacityPlan, MatchesWhatTheStoreHolds) {
 
 }  // namespace
 }  // namespace kvtier::kv
+
+namespace kvtier::kv {
+namespace {
+
+// Background re-encoding ends in exactly the pages synchronous re-encoding makes (and with a budget, the
+// same spills): the same sequence of prefill batches and decode steps, then both stores saved byte for byte.
+TEST(BackgroundReencode, SettlesToTheSynchronousPages) {
+  struct Buffer final : ByteSink {
+    std::vector<uint8_t> bytes;
+    Status write(const void* data, size_t n) override {
+      bytes.insert(bytes.end(), static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + n);
+      return Status();
+    }
+  };
+  TempDir dir;
+  for (size_t extra : {size_t{0}, size_t{40} << 10}) {
+    std::vector<Buffer> saved(2);
+    for (int background = 0; background < 2; ++background) {
+      TieredKvOptions options;
+      options.ladder = *parse_ladder("f16:64,q4:128,q2", 4);
+      options.background_reencode = background == 1;
+      options.cold.spill_dir = dir.path();
+      if (extra > 0) {
+        options.budget_bytes = size_t{1} << 40;
+        options.budget_bytes = TieredKvStore::create(kGeometry, options).value()->fixed_bytes() + extra;
+      }
+      auto store = TieredKvStore::create(kGeometry, options).value();
+      EXPECT_EQ(store->background_reencode(), background == 1);
+      fill(*store, 0, 700, 1);  // prefill batches
+      for (int t = 700; t < 1300; ++t) fill(*store, t, 1, t);  // decode steps
+      if (extra > 0) EXPECT_GT(store->n_cold(0), 0);
+      EXPECT_GT(store->reencoded_pages(), 20);
+      ASSERT_TRUE(store->save(saved[background]).ok());
+    }
+    EXPECT_EQ(saved[0].bytes, saved[1].bytes) << "budget extra " << extra;
+  }
+}
+
+}  // namespace
+}  // namespace kvtier::kv
