@@ -9,10 +9,12 @@
 #
 # A quick-pass TSV kept as $OUT/kv_frontier_2k_quick.tsv (same columns) is plotted as its own series.
 # Environment: KVTIER (binary, default build/kvtier), SHARED (../shared), THREADS (2), CHUNKS_2K (24),
-# CHUNKS_8K (4), ONLY (2k|8k|plot: run one part; the plot and table use whatever TSVs exist),
+# CHUNKS_8K (4), PARALLEL (1: runs at once; on a machine with C cores, C / THREADS),
+# NAME_2K (2k: the TSV is kv_frontier_$NAME_2K.tsv; 2k_quick for a quick pass),
+# ONLY (2k|8k|plot: run one part; the plot and table use whatever TSVs exist),
 # OUT (docs/). The markdown table replaces the block between the frontier markers in $OUT/kv_quality.md
 # when that file has them. The plot needs gnuplot (Debian gnuplot-nox); it is skipped with a note if absent.
-# Runs nice'd; about 20 minutes in all on 2 cores.
+# Runs nice'd; about 50 minutes in all on 2 cores (PARALLEL=7 on 16 cores: about 8 minutes).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +23,8 @@ SHARED=${SHARED:-$ROOT/../shared}
 THREADS=${THREADS:-2}
 CHUNKS_2K=${CHUNKS_2K:-24}
 CHUNKS_8K=${CHUNKS_8K:-4}
+PARALLEL=${PARALLEL:-1}
+NAME_2K=${NAME_2K:-2k}
 ONLY=${ONLY:-all}
 OUT=${OUT:-$ROOT/docs}
 TEXT=$SHARED/eval/eval.txt
@@ -33,44 +37,66 @@ q8 channel 4
 q4 channel 4
 q4 rotated 4
 q3 channel 4
-q3 rotated 4
 q2 channel 4
-q2 rotated 4
-f16:64,q4 channel 4
-f16:64,q3 channel 4
-f16:64,q2 channel 4
-f16:128,q8:256,q4:1024,q3 channel 4
+k4v2 channel 4
+k2v4 channel 4
+q8:1024,q4 channel 4
+q8:256,q4 channel 4
+q8:128,q4 channel 4
 q4:512,q3 channel 4
 q4:256,q3:1024,q2 channel 4
-q3:512,q2 channel 4
-q3:512,q2 channel 16
+q4:128,q3:256,q2 channel 4
+q4:64,q2 channel 4
+q4:64,q2 channel 2
+q4:64,q2 channel 1
+k4v3:64,q2 channel 1
 "}
 LADDERS_8K=${LADDERS_8K:-"
 q8 channel 4
 q4 channel 4
 q3 channel 4
-q4:1024,q2 channel 4
+q2 channel 4
+q3:512,q2 channel 4
+q4:512,q2 channel 4
+q4:1024,q3:1024,q2 channel 4
 "}
 
 mkdir -p "$OUT"
 [[ -x $KVTIER ]] || { echo "kv_frontier: no kvtier binary at $KVTIER (build it, or set KVTIER)" >&2; exit 1; }
+
+# run_one LOG MODEL CTX CHUNKS LADDER KEYS SINKS: one perplexity run into LOG.
+run_one() {
+  local log=$1 model=$2 ctx=$3 chunks=$4 ladder=$5 keys=$6 sinks=$7 start=$SECONDS
+  echo "kv_frontier: $ctx $ladder keys=$keys sinks=$sinks" >&2
+  if nice -n 10 "$KVTIER" perplexity -m "$model" -f "$TEXT" -c "$ctx" --chunks "$chunks" -t "$THREADS" \
+    --kv-ladder "$ladder" --kv-keys "$keys" --kv-sinks "$sinks" --kl-divergence >"$log" 2>&1; then
+    echo "kv_frontier:   $ladder $keys s$sinks: $(sed -n 's/^Mean KLD: //p' "$log"), $((SECONDS - start)) s" >&2
+  else
+    echo "kv_frontier: failed, see $log" >&2
+  fi
+}
 
 # sweep NAME MODEL CTX CHUNKS LADDERS -> $OUT/kv_frontier_NAME.tsv (+ raw logs in $OUT/kv_frontier_logs/)
 sweep() {
   local name=$1 model=$2 ctx=$3 chunks=$4 ladders=$5
   local tsv=$OUT/kv_frontier_$name.tsv logs=$OUT/kv_frontier_logs
   mkdir -p "$logs"
+  # Runs first, PARALLEL at a time; then one TSV row per configuration, in list order.
+  local running=0
+  while read -r ladder keys sinks; do
+    [[ -z ${ladder:-} ]] && continue
+    run_one "$logs/${name}_${ladder//[:,]/_}_${keys}_s${sinks}.log" "$model" "$ctx" "$chunks" "$ladder" "$keys" "$sinks" &
+    if ((++running >= PARALLEL)); then
+      wait -n || true
+      ((running--))
+    fi
+  done <<<"$ladders"
+  wait
   printf 'ladder\tkeys\tsinks\tbits_per_element\tmean_kld\tkld_error\tppl_ratio\tsame_top1_pct\tctx\tchunks\tbits_live\n' >"$tsv"
   while read -r ladder keys sinks; do
     [[ -z ${ladder:-} ]] && continue
     local log=$logs/${name}_${ladder//[:,]/_}_${keys}_s${sinks}.log
-    echo "kv_frontier: $name $ladder keys=$keys sinks=$sinks" >&2
-    local start=$SECONDS
-    nice -n 10 "$KVTIER" perplexity -m "$model" -f "$TEXT" -c "$ctx" --chunks "$chunks" -t "$THREADS" \
-      --kv-ladder "$ladder" --kv-keys "$keys" --kv-sinks "$sinks" --kl-divergence >"$log" 2>&1 || {
-      echo "kv_frontier: failed, see $log" >&2
-      continue
-    }
+    grep -q '^Mean KLD' "$log" 2>/dev/null || continue
     local bits live kld err ratio top1
     # bits: the harness line (resident bytes: ring capacity, sinks, pool slabs incl. free pages and slack);
     # live: the store's own count (live pages, filled ring pages, sinks), i.e. the format without allocator slack.
@@ -81,11 +107,10 @@ sweep() {
     top1=$(sed -n 's/^Same top-1: \([0-9.]*\)%$/\1/p' "$log")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ladder" "$keys" "$sinks" "$bits" "$kld" "$err" "$ratio" \
       "$top1" "$ctx" "$chunks" "$live" >>"$tsv"
-    echo "kv_frontier:   bits $bits  KLD $kld  ($((SECONDS - start)) s)" >&2
   done <<<"$ladders"
 }
 
-case $ONLY in all | 2k) sweep 2k "$MODEL_2K" 2048 "$CHUNKS_2K" "$LADDERS_2K" ;; esac
+case $ONLY in all | 2k) sweep "$NAME_2K" "$MODEL_2K" 2048 "$CHUNKS_2K" "$LADDERS_2K" ;; esac
 case $ONLY in all | 8k) sweep 8k "$MODEL_8K" 8192 "$CHUNKS_8K" "$LADDERS_8K" ;; esac
 
 # llama.cpp's KV types from the reference file: name, bits, KLD per context.

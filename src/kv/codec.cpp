@@ -30,6 +30,11 @@ uint16_t f16_round_up(float x) {
   return (h & 0x8000) ? static_cast<uint16_t>(h - 1) : static_cast<uint16_t>(h + 1);
 }
 
+// std::nearbyint for 0 <= v < 2^23 in the default rounding mode (round half to even), without the libm call
+// (baseline x86-64 has no roundss): adding and subtracting 2^23 leaves an integer. The encoder rounds
+// ~10^5 values per page in fit_group_params, and nearbyint is a libm call per value there.
+inline float round_half_even(float v) { return (v + 0x1p23f) - 0x1p23f; }
+
 // The planes of a code width: {2, 1} for 3 bits, {bits} otherwise.
 int plane_count(int bits) { return bits == 3 ? 2 : 1; }
 int plane_width(int bits, int plane) { return bits == 3 ? (plane == 0 ? 2 : 1) : bits; }
@@ -219,13 +224,17 @@ GroupParams fit_group_params(const float* x, size_t n, size_t stride, int bits) 
     if (std::isfinite(value)) lo = std::min(lo, value), hi = std::max(hi, value);
   }
   if (!(hi > lo)) return cover;  // constant (or empty): the covering parameters are exact
+  // The group's finite values, contiguous: [count].
+  thread_local std::vector<float> values;
+  values.clear();
+  for (size_t i = 0; i < n; ++i) {
+    if (std::isfinite(x[i * stride])) values.push_back(x[i * stride]);
+  }
   // Squared error of the group under f16 parameters p, codes chosen by quantize_value.
   auto error_of = [&](GroupParams p) {
     const float scale = f16_to_f32(p.scale), min = f16_to_f32(p.min);
     double err = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const float value = x[i * stride];
-      if (!std::isfinite(value)) continue;
+    for (const float value : values) {
       const float e = quantize_value(value, scale, min, bits) * scale + min - value;
       err += static_cast<double>(e) * e;
     }
@@ -238,13 +247,11 @@ GroupParams fit_group_params(const float* x, size_t n, size_t stride, int bits) 
   constexpr int kSteps = 12;
   for (int step = 0; step <= kSteps; ++step) {
     const float inverse = (levels - 0.5f + 3.0f * step / kSteps) / (hi - lo);
-    double sum_l = 0, sum_l2 = 0, sum_x = 0, sum_xl = 0, count = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const float value = x[i * stride];
-      if (!std::isfinite(value)) continue;
-      const float l = std::clamp(std::nearbyint((value - lo) * inverse), 0.0f, levels);
+    double sum_l = 0, sum_l2 = 0, sum_x = 0, sum_xl = 0;
+    const double count = static_cast<double>(values.size());
+    for (const float value : values) {
+      const float l = round_half_even(std::clamp((value - lo) * inverse, 0.0f, levels));
       sum_l += l, sum_l2 += static_cast<double>(l) * l, sum_x += value, sum_xl += static_cast<double>(value) * l;
-      count += 1;
     }
     const double det = count * sum_l2 - sum_l * sum_l;
     if (!(det > 0)) continue;
@@ -263,9 +270,10 @@ GroupParams fit_group_params(const float* x, size_t n, size_t stride, int bits) 
 
 uint8_t quantize_value(float x, float scale, float min, int bits) {
   if (!(scale > 0.0f)) return 0;
-  const float q = std::nearbyint((x - min) / scale);
+  const float v = (x - min) / scale;
   const float top = static_cast<float>((1u << bits) - 1);
-  return static_cast<uint8_t>(std::clamp(q, 0.0f, top));  // NaN clamps to 0
+  const float above = v > 0.0f ? v : 0.0f;  // below the range, or NaN: 0 (branch-free: min/max)
+  return static_cast<uint8_t>(round_half_even(above < top ? above : top));
 }
 
 namespace {

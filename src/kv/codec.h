@@ -36,7 +36,7 @@ GroupParams choose_group_params(const float* x, size_t n, size_t stride, int bit
 // bits this is what makes small groups usable (llama.cpp's K-quants search the same way). 8-bit groups
 // keep the covering parameters.
 GroupParams fit_group_params(const float* x, size_t n, size_t stride, int bits);
-// code = round((x - min) / scale) clamped to [0, 2^bits - 1].
+// code = round((x - min) / scale) (half to even) clamped to [0, 2^bits - 1]; NaN gives 0.
 uint8_t quantize_value(float x, float scale, float min, int bits);
 
 // Encodes n_tokens (1..format.tokens) rows into `page` (format.page_bytes bytes; rows past n_tokens zeroed).

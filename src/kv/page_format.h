@@ -2,8 +2,8 @@
 //
 // A page holds kTokensPerPage (P = 64) consecutive positions of ONE layer, all KV heads, keys and values,
 // at one precision. Why 64:
-//   - slabs: an f16 page of a 2-KV-head, head_dim-64 model is 64*2*64*2*2 = 32 KiB, so pages tile 64 KiB
-//     slabs exactly, and quantized pages are small enough that a slab wastes little;
+//   - slabs: an f16 page of a 2-KV-head, head_dim-64 model is 64*2*64*2*2 = 32 KiB, a whole number of 4 KiB
+//     slab granules, and quantized pages (5-18 KiB) are small enough that 4-8-page slabs waste little;
 //   - codec groups: KIVI keys quantize each channel over the page's tokens, and 64 tokens is inside KIVI's
 //     32..128 group range while making the per-channel scale+min cost 32/64 = 0.5 bits/element;
 //   - attention tile: one decoded page-head of keys or values is 64 x head_dim f32 = 16 KiB at head_dim 64,
@@ -37,7 +37,7 @@ namespace kvtier::kv {
 
 inline constexpr int kTokensPerPage = 64;
 inline constexpr size_t kSectionAlign = 32;
-inline constexpr size_t kSlabAlign = 64 * 1024;
+inline constexpr size_t kSlabAlign = 64 * 1024;  // a unit of pool caps (pool slabs: PagePool::kSlabBaseAlign)
 
 // Uniform precisions (keys and values at the same width) and split ones, kXvY: keys at X bits, values at
 // Y bits (X != Y, both in {8, 4, 3, 2}). The enum values are stable: they name size classes and appear in

@@ -160,7 +160,7 @@ TEST(PagePool, LivePagesPackIntoLowSlabsAndEmptySlabsGoBack) {
 }
 
 TEST(PagePool, CapIsAClearError) {
-  PagePool pool(kSlabAlign);  // one 64 KiB slab at most
+  PagePool pool(kSlabAlign);  // 64 KiB: four 16 KiB slabs of 4 pages at most
   const int c = pool.add_size_class(4096, "q8");
   for (int i = 0; i < 16; ++i) ASSERT_TRUE(pool.allocate(c).ok());
   Result<PageId> over = pool.allocate(c);
