@@ -111,6 +111,8 @@ class TieredKvStore {
   int lead_entries(int layer) const { return n_sinks_ > 0 && layers_[layer].n_tokens > 0 ? 1 : 0; }
 
   KvMemoryReport memory() const;
+  // Waits for background re-encodes and swaps them in, so that memory() reports settled pages.
+  void settle() { drain(); }
 
   // The cold tier (nullptr without a budget). Cold pages are the first n_cold(layer) logical pages of a
   // layer; gather_pages() leaves them out and the cache attends them from the cold tier.

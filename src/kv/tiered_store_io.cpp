@@ -1,7 +1,7 @@
 // Saving and restoring a TieredKvStore (sessions): every tier in the page format.
 //
 // Stream layout (little-endian, after the session file's own header):
-//   u32 magic "KVTS", u32 version (1)
+//   u32 magic "KVTS", u32 version (2)
 //   u32 n_layers, n_kv_heads, head_dim, group, n_sinks, u32 page_bytes[kPrecisionCount], u32 sink page bytes
 //   per layer:
 //     i32 n_tokens, i64 ring_first, i32 ring_count, u32 n_table_pages
@@ -20,7 +20,7 @@ namespace kvtier::kv {
 
 namespace {
 constexpr uint32_t kMagic = 0x5354564Bu;  // "KVTS"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: value groups of 64, split key/value rungs (page sizes changed)
 
 template <class T>
 Status put(ByteSink& out, T value) {

@@ -38,7 +38,10 @@ class PagedKvCache final : public KvCache {
     store_->truncate(n_tokens);
     for (auto& s : last_selection_) s.clear();
   }
-  size_t resident_bytes() const override { return store_->memory().total_bytes; }
+  size_t resident_bytes() const override {
+    store_->settle();  // pending re-encodes would count both the old and the new page
+    return store_->memory().total_bytes;
+  }
   std::string describe() const override;
   std::string policy() const override { return store_->policy(); }
   Status save(ByteSink& out) override { return store_->save(out); }
@@ -292,6 +295,7 @@ class PagedKvCache final : public KvCache {
 };
 
 std::string PagedKvCache::describe() const {
+  store_->settle();
   std::string s = "paged KV cache, ladder " + store_->ladder().describe() + ", keys " +
                   (store_->keys_rotated() ? "rotated per-token" : "per-channel") + "\n" + store_->memory().describe() +
                   "\nre-encoded " + std::to_string(store_->reencoded_pages()) + " pages: " +
