@@ -245,9 +245,9 @@ Status TieredKvStore::append(int layer, int pos, int n, const float* k, const fl
         if (l.ring_count == 0) l.ring_first = page;
         assert(page == l.ring_first + l.ring_count);
         if (l.ring_count == ring_pages_) {
-          // A prefill batch encodes the pages it pushes out in line, so that its own attention reads them
-          // at their rung; a decode step leaves the work to the background thread.
-          if (Status s = evict_ring_front(layer, n == 1); !s.ok()) return s;
+          // Pages pushed out go to the background thread; a prefill batch's cache settles them before its
+          // own attention (complete_layer, helping with the work), so that attention reads them at their rung.
+          if (Status s = evict_ring_front(layer, true); !s.ok()) return s;
         }
         ++l.ring_count;
         std::memset(ring_slot(layer, page), 0, format(Precision::F16).page_bytes);
@@ -359,6 +359,18 @@ void TieredKvStore::complete(int layer) {
   std::vector<std::unique_ptr<Job>>& jobs = pending_[layer];
   if (jobs.empty()) return;
   const auto start = std::chrono::steady_clock::now();
+  // Help rather than wait: run this layer's jobs the worker has not taken yet on this thread.
+  for (;;) {
+    Job* job = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = std::find_if(queue_.begin(), queue_.end(), [&](const Job* j) { return j->layer == layer; });
+      if (it == queue_.end()) break;
+      job = *it;
+      queue_.erase(it);
+    }
+    run_job(*job, scratch_k_.data(), scratch_v_.data());
+  }
   {
     std::unique_lock<std::mutex> lock(mu_);
     for (const auto& job : jobs) job_done_.wait(lock, [&] { return job->done; });
@@ -390,17 +402,23 @@ void TieredKvStore::worker_loop() {
       job = queue_.front();
       queue_.pop_front();
     }
-    const auto start = std::chrono::steady_clock::now();
-    decode_page(*job->from, job->source_data, kTokensPerPage, k.data(), v.data());
-    encode_page(*job->to, k.data(), v.data(), kTokensPerPage, job->target_data);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      job->done = true;
-      worker_seconds_ += seconds;
-    }
-    job_done_.notify_all();
+    run_job(*job, k.data(), v.data());
   }
+}
+
+// Decodes a job's source and encodes its target (on the worker or a helping caller), then marks it done.
+//   k, v: [P, n_kv_heads, head_dim] scratch of the running thread.
+void TieredKvStore::run_job(Job& job, float* k, float* v) {
+  const auto start = std::chrono::steady_clock::now();
+  decode_page(*job.from, job.source_data, kTokensPerPage, k, v);
+  encode_page(*job.to, k, v, kTokensPerPage, job.target_data);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job.done = true;
+    worker_seconds_ += seconds;
+  }
+  job_done_.notify_all();
 }
 
 void TieredKvStore::truncate(int n_tokens) {

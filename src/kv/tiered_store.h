@@ -111,8 +111,11 @@ class TieredKvStore {
   int lead_entries(int layer) const { return n_sinks_ > 0 && layers_[layer].n_tokens > 0 ? 1 : 0; }
 
   KvMemoryReport memory() const;
-  // Waits for background re-encodes and swaps them in, so that memory() reports settled pages.
+  // Waits for background re-encodes and swaps them in, so that memory() reports settled pages; the calling
+  // thread runs queued jobs itself instead of only waiting. settle_layer: one layer's (a prefill batch's
+  // cache calls it before the batch's attention).
   void settle() { drain(); }
+  void settle_layer(int layer) { complete(layer); }
 
   // The cold tier (nullptr without a budget). Cold pages are the first n_cold(layer) logical pages of a
   // layer; gather_pages() leaves them out and the cache attends them from the cold tier.
@@ -172,6 +175,7 @@ class TieredKvStore {
   Status enqueue(int layer, int64_t index, PageId source, const PageFormat& from, int to_rung);
   bool pending(int layer, int64_t index) const;
   void complete(int layer);
+  void run_job(Job& job, float* k, float* v);
   void drain();
   void compact_pool();
   void worker_loop();

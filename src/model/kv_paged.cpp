@@ -80,6 +80,9 @@ class PagedKvCache final : public KvCache {
     if (sparse) {  // the chosen pages' reads go out first, to overlap the resident segments
       if (Status s = issue_sparse(layer, n_heads, q, scale); !s.ok()) return s;
     }
+    // A prefill batch reads the pages it pushed out of the ring at their rung (as synchronous re-encoding
+    // would); a decode step reads them as they are and they settle at the layer's next step.
+    if (n > 1) store_->settle_layer(layer);
     store_->gather_pages(layer, pages_);
     const int lead = store_->lead_entries(layer);
     const int64_t n_entries = static_cast<int64_t>(pages_.size());
