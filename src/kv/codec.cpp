@@ -230,22 +230,18 @@ GroupParams fit_group_params(const float* x, size_t n, size_t stride, int bits) 
   for (size_t i = 0; i < n; ++i) {
     if (std::isfinite(x[i * stride])) values.push_back(x[i * stride]);
   }
-  // Squared error of the group under f16 parameters p, codes chosen by quantize_value. It stops once the
-  // sum reaches `bound`: a sum of squares only grows, so such a candidate cannot beat the best one.
-  auto error_of = [&](GroupParams p, double bound) {
+  // Squared error of the group under f16 parameters p, codes chosen by quantize_value.
+  auto error_of = [&](GroupParams p) {
     const float scale = f16_to_f32(p.scale), min = f16_to_f32(p.min);
     double err = 0;
-    for (size_t i = 0; i < values.size() && err < bound; ++i) {
-      const float e = quantize_value(values[i], scale, min, bits) * scale + min - values[i];
+    for (const float value : values) {
+      const float e = quantize_value(value, scale, min, bits) * scale + min - value;
       err += static_cast<double>(e) * e;
     }
     return err;
   };
   GroupParams best = cover;
-  double best_err = error_of(cover, INFINITY);
-  // Candidates often round to the same f16 pair: each distinct pair is evaluated once.
-  GroupParams seen[16] = {cover};
-  int n_seen = 1;
+  double best_err = error_of(cover);
   // Candidate grids with (levels - 0.5 .. levels + 2.5) steps over [lo, hi] (the covering grid has
   // `levels`): codes on the grid, then the least-squares scale and min for those codes.
   constexpr int kSteps = 12;
@@ -266,9 +262,7 @@ GroupParams fit_group_params(const float* x, size_t n, size_t stride, int bits) 
     p.scale = f32_to_f16(static_cast<float>(scale));
     p.min = f32_to_f16(static_cast<float>(min));
     if (!(f16_to_f32(p.scale) > 0.0f)) continue;
-    if (std::any_of(seen, seen + n_seen, [&](GroupParams q) { return q.scale == p.scale && q.min == p.min; })) continue;
-    if (n_seen < 16) seen[n_seen++] = p;
-    const double err = error_of(p, best_err);
+    const double err = error_of(p);
     if (err < best_err) best = p, best_err = err;
   }
   return best;
