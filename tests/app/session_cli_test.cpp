@@ -359,13 +359,25 @@ TEST(SessionCli, CtrlCDuringThePromptSavesWhatWasRead) {
   const fs::path dir = test_dir();
   const fs::path session = dir / "doc.kvs";
   const std::vector<std::string> extra = {"-c", "4096", "--session", session.string()};
-  Child c = spawn(run_args(model, prompt, 16, extra), dir / "interrupted.txt");
-  std::this_thread::sleep_for(400ms);  // the prompt takes seconds: stop it part way
-  ::kill(c.pid, SIGINT);
-  ASSERT_EQ(c.finish(), 130) << c.err;
-  const size_t at = c.err.find("interrupted during the prompt after ");
-  ASSERT_NE(at, std::string::npos) << c.err;
-  const long read = std::atol(c.err.c_str() + at + 36);
+  // Press Ctrl-C part way through the prompt. When it lands too early (before the handler is installed: death
+  // by SIGINT) the next try waits longer; too late (the prompt was done) it waits less: machines differ.
+  std::chrono::milliseconds delay = 400ms;
+  std::string err;
+  bool stopped_in_prompt = false;
+  for (int attempt = 0; attempt < 8 && !stopped_in_prompt; ++attempt) {
+    fs::remove(session);
+    Child c = spawn(run_args(model, prompt, 16, extra), dir / "interrupted.txt");
+    std::this_thread::sleep_for(delay);
+    ::kill(c.pid, SIGINT);
+    const int code = c.finish();
+    err = c.err;
+    stopped_in_prompt = code == 130 && err.find("interrupted during the prompt after ") != std::string::npos;
+    if (code == 1000 + SIGINT) delay *= 2;
+    if (!stopped_in_prompt && code != 1000 + SIGINT) delay /= 3;
+  }
+  ASSERT_TRUE(stopped_in_prompt) << err;
+  const size_t at = err.find("interrupted during the prompt after ");
+  const long read = std::atol(err.c_str() + at + 36);
   EXPECT_GT(read, 0);
   EXPECT_EQ(read % kvtier::kMaxBatch, 0) << "stops at a micro-batch boundary";
   Loader loader(model);
