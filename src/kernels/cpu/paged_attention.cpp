@@ -372,6 +372,48 @@ void Scores(const float* q, const float* kt, size_t kstride, int hd, int rows, f
   }
 }
 
+// Scores of two query heads of a GQA group at once: each key vector loaded feeds both heads (half the loads
+// of two Scores calls). Per head the arithmetic is Scores' exactly (same FMAs in the same order), so the
+// results are bit-identical to it.   qa, qb: [hd];  sa, sb: [rows] out.
+void ScoresPair(const float* qa, const float* qb, const float* kt, size_t kstride, int hd, int rows, float scale,
+                float* sa, float* sb) {
+  const DF df;
+  const size_t lanes = hn::Lanes(df);
+  const auto vscale = hn::Set(df, scale);
+  size_t t = 0;
+  for (; t + 3 * lanes < static_cast<size_t>(rows); t += 4 * lanes) {
+    auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+    auto b0 = hn::Zero(df), b1 = hn::Zero(df), b2 = hn::Zero(df), b3 = hn::Zero(df);
+    const float* k = kt + t;
+    for (int d = 0; d < hd; ++d, k += kstride) {
+      const auto qad = hn::Set(df, qa[d]), qbd = hn::Set(df, qb[d]);
+      const auto k0 = hn::LoadU(df, k), k1 = hn::LoadU(df, k + lanes);
+      const auto k2 = hn::LoadU(df, k + 2 * lanes), k3 = hn::LoadU(df, k + 3 * lanes);
+      a0 = hn::MulAdd(qad, k0, a0);
+      a1 = hn::MulAdd(qad, k1, a1);
+      a2 = hn::MulAdd(qad, k2, a2);
+      a3 = hn::MulAdd(qad, k3, a3);
+      b0 = hn::MulAdd(qbd, k0, b0);
+      b1 = hn::MulAdd(qbd, k1, b1);
+      b2 = hn::MulAdd(qbd, k2, b2);
+      b3 = hn::MulAdd(qbd, k3, b3);
+    }
+    hn::StoreU(hn::Mul(a0, vscale), df, sa + t);
+    hn::StoreU(hn::Mul(a1, vscale), df, sa + t + lanes);
+    hn::StoreU(hn::Mul(a2, vscale), df, sa + t + 2 * lanes);
+    hn::StoreU(hn::Mul(a3, vscale), df, sa + t + 3 * lanes);
+    hn::StoreU(hn::Mul(b0, vscale), df, sb + t);
+    hn::StoreU(hn::Mul(b1, vscale), df, sb + t + lanes);
+    hn::StoreU(hn::Mul(b2, vscale), df, sb + t + 2 * lanes);
+    hn::StoreU(hn::Mul(b3, vscale), df, sb + t + 3 * lanes);
+  }
+  if (t < static_cast<size_t>(rows)) {  // the short tail: one head at a time, as Scores does it
+    const int done = static_cast<int>(t);
+    Scores(qa, kt + t, kstride, hd, rows - done, scale, sa + t);
+    Scores(qb, kt + t, kstride, hd, rows - done, scale, sb + t);
+  }
+}
+
 // Folds scores[0, rows) and value rows [0, rows) into one query head's online-softmax state.
 //   v: [rows, hd]; scores: overwritten with the softmax weights; state: acc [hd], m, l.
 void FoldTile(const float* v, int rows, int hd, float* scores, float* state) {
@@ -447,7 +489,7 @@ HWY_NOINLINE void ProcessItem(const Work& w, int item) {
   thread_local DecodeScratch scratch;
   k_tile.resize(kstride * hd);                                   // [head_dim][kstride], keys transposed
   v_tile.resize(static_cast<size_t>(w.max_page_tokens) * hd);   // [max_page_tokens][head_dim]
-  scores.resize(kstride);                                        // [kstride]
+  scores.resize(2 * kstride);                                    // [2][kstride]: a pair of heads
   const int page_begin = static_cast<int>(static_cast<int64_t>(chunk) * w.n_pages / w.n_chunks);
   const int page_end = static_cast<int>(static_cast<int64_t>(chunk + 1) * w.n_pages / w.n_chunks);
   for (int pi = page_begin; pi < page_end; ++pi) {
@@ -460,10 +502,17 @@ HWY_NOINLINE void ProcessItem(const Work& w, int item) {
     for (int i = 0; i < nq; ++i) {
       const int rows = std::min(rows_needed, w.pos + q0 + i - page.first_pos + 1);
       if (rows <= 0) continue;
-      for (int g = 0; g < w.group; ++g) {
-        const int qh = kvh * w.group + g;
-        const float* q = w.q + (static_cast<size_t>(q0 + i) * w.n_heads + qh) * hd;
-        Scores(q, k_tile.data(), kstride, hd, rows, w.scale, scores.data());
+      const float* q_row = w.q + (static_cast<size_t>(q0 + i) * w.n_heads + static_cast<size_t>(kvh) * w.group) * hd;
+      int g = 0;
+      for (; g + 1 < w.group; g += 2) {  // heads in pairs: each key load serves two
+        float* sb = scores.data() + kstride;
+        ScoresPair(q_row + static_cast<size_t>(g) * hd, q_row + static_cast<size_t>(g + 1) * hd, k_tile.data(), kstride,
+                   hd, rows, w.scale, scores.data(), sb);
+        FoldTile(v_tile.data(), rows, hd, scores.data(), states + static_cast<size_t>(i * w.group + g) * w.state_floats);
+        FoldTile(v_tile.data(), rows, hd, sb, states + static_cast<size_t>(i * w.group + g + 1) * w.state_floats);
+      }
+      for (; g < w.group; ++g) {
+        Scores(q_row + static_cast<size_t>(g) * hd, k_tile.data(), kstride, hd, rows, w.scale, scores.data());
         FoldTile(v_tile.data(), rows, hd, scores.data(), states + static_cast<size_t>(i * w.group + g) * w.state_floats);
       }
     }
