@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/shared_data.h"
+#include "common/test_util.h"
 
 namespace {
 
@@ -65,20 +66,9 @@ std::string model_31m() { return kvtier::testing::shared_path("models/tiny-llama
 // The first `bytes` of the evaluation text (a long prompt of real prose).
 std::string eval_text(size_t bytes) { return slurp(kvtier::testing::shared_path("eval/eval.txt").string()).substr(0, bytes); }
 
-class SpillDir {
- public:
-  SpillDir() {
-    std::string pattern = ::testing::TempDir() + "/kvtier-spill-XXXXXX";
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~SpillDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+// A spill directory of these tests, under gtest's temp directory.
+struct SpillDir : kvtier::testing::TempDir {
+  SpillDir() : kvtier::testing::TempDir("kvtier-spill", ::testing::TempDir()) {}
 };
 
 // "spilled N pages" from the last -v report (0 when absent).

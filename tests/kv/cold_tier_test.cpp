@@ -21,33 +21,18 @@
 #include "kv/codec.h"
 #include "kv/page_file.h"
 #include "kv/tiered_store.h"
+#include "common/test_util.h"
 
 namespace kvtier::kv {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "kvtier-cold-XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
+using ::kvtier::testing::random_rows;
+using ::kvtier::testing::MemoryStream;
 
- private:
-  std::string path_;
+// Temporary directories of these tests.
+struct TempDir : ::kvtier::testing::TempDir {
+  TempDir() : ::kvtier::testing::TempDir("kvtier-cold") {}
 };
-
-std::vector<float> random_rows(int n, int kv_dim, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> x(static_cast<size_t>(n) * kv_dim);
-  for (auto& v : x) v = normal(rng);
-  return x;
-}
 
 const KvGeometry kGeometry{3, 2, 32, 4096};
 
@@ -220,25 +205,11 @@ TEST(ColdTier, DamagedPageIsDetectedNeverUsed) {
 }
 
 TEST(ColdTier, SaveLoadCarriesColdPages) {
-  struct Buffer final : ByteSink, ByteSource {
-    std::vector<uint8_t> bytes;
-    size_t read_at = 0;
-    Status write(const void* data, size_t n) override {
-      bytes.insert(bytes.end(), static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + n);
-      return Status();
-    }
-    Status read(void* data, size_t n) override {
-      if (read_at + n > bytes.size()) return Status::error("truncated");
-      std::memcpy(data, bytes.data() + read_at, n);
-      read_at += n;
-      return Status();
-    }
-  };
   TempDir dir;
   auto store = make_budgeted("f16:64,q4:128,q2", 60 << 10, dir.path());
   for (int step = 0; step < 15; ++step) fill(*store, step * 100, 100, step);
   ASSERT_GT(store->n_cold(0), 3);
-  Buffer buffer;
+  MemoryStream buffer;
   ASSERT_TRUE(store->save(buffer).ok());
   // Into an unbudgeted store, and into another budgeted one (which spills again as it loads).
   for (size_t budget : {size_t{0}, store->fixed_bytes() + (60 << 10)}) {
@@ -257,7 +228,7 @@ TEST(ColdTier, SaveLoadCarriesColdPages) {
   }
   // A stream cut anywhere is refused and leaves the store empty.
   for (size_t cut : {size_t{3}, size_t{40}, buffer.bytes.size() / 2, buffer.bytes.size() - 1}) {
-    Buffer cut_buffer;
+    MemoryStream cut_buffer;
     cut_buffer.bytes.assign(buffer.bytes.begin(), buffer.bytes.begin() + static_cast<std::ptrdiff_t>(cut));
     auto copy = make_store("f16:64,q4:128,q2", 0, "");
     EXPECT_FALSE(copy->load(cut_buffer).ok());
@@ -410,16 +381,9 @@ namespace {
 // Background re-encoding ends in exactly the pages synchronous re-encoding makes (and with a budget, the
 // same spills): the same sequence of prefill batches and decode steps, then both stores saved byte for byte.
 TEST(BackgroundReencode, SettlesToTheSynchronousPages) {
-  struct Buffer final : ByteSink {
-    std::vector<uint8_t> bytes;
-    Status write(const void* data, size_t n) override {
-      bytes.insert(bytes.end(), static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + n);
-      return Status();
-    }
-  };
   TempDir dir;
   for (size_t extra : {size_t{0}, size_t{40} << 10}) {
-    std::vector<Buffer> saved(2);
+    std::vector<MemoryStream> saved(2);
     for (int background = 0; background < 2; ++background) {
       TieredKvOptions options;
       options.ladder = *parse_ladder("f16:64,q4:128,q2", 4);

@@ -8,18 +8,13 @@
 
 #include "kv/codec.h"
 #include "kv/tiered_store.h"
+#include "common/test_util.h"
 #include "kvtier/f16.h"
 
 namespace kvtier::kv {
 namespace {
 
-std::vector<float> random_rows(int n, int kv_dim, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> x(static_cast<size_t>(n) * kv_dim);
-  for (auto& v : x) v = normal(rng);
-  return x;
-}
+using ::kvtier::testing::random_rows;
 
 std::unique_ptr<TieredKvStore> make_store(const KvGeometry& g, const char* ladder, int sinks,
                                           KeyMode mode = KeyMode::PerChannel) {
