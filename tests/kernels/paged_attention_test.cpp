@@ -156,6 +156,9 @@ TEST(PagedAttentionKernels, DecodeMatchesReferenceMixedPrecision) {
       {"f16:32,q4", 4, 8, 2, 64, 1, 1, kivi},                          // one token
       {"k8v4:64,q4:64,k4v2:128,k3v2:64,q2", 4, 8, 2, 64, 500, 1, kivi},  // split key/value widths
       {"k4v3:64,k2v3", 2, 6, 3, 40, 200, 1, rotated},
+      // Fused decode from the codes: head blocks of 4 + 1 (group 5), two value groups per row (head_dim 128).
+      {"q8:64,q4:64,q3:64,q2", 1, 10, 2, 128, 300, 1, kivi},
+      {"k3v4:64,k3v2", 0, 16, 2, 64, 150, 1, kivi},  // group 8: two blocks of 4; 3-bit keys
   };
   for (const Case& c : cases) check_case(c);
 }

@@ -414,9 +414,9 @@ void ScoresPair(const float* qa, const float* qb, const float* kt, size_t kstrid
   }
 }
 
-// Folds scores[0, rows) and value rows [0, rows) into one query head's online-softmax state.
-//   v: [rows, hd]; scores: overwritten with the softmax weights; state: acc [hd], m, l.
-void FoldTile(const float* v, int rows, int hd, float* scores, float* state) {
+// Online-softmax step of one query head over scores[0, rows): updates m and l of the state (acc [hd], m, l),
+// overwrites the scores with the weights e^(s - m_new) and returns the factor the old acc must be scaled by.
+float SoftmaxUpdate(int rows, int hd, float* scores, float* state) {
   const DF df;
   const int lanes = static_cast<int>(hn::Lanes(df));
   int t = 0;
@@ -438,6 +438,17 @@ void FoldTile(const float* v, int rows, int hd, float* scores, float* state) {
   }
   float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
   for (; t < rows; ++t) sum += scores[t] = std::exp(scores[t] - m_new);
+  m = m_new;
+  l = l * correction + sum;
+  return correction;
+}
+
+// Folds scores[0, rows) and value rows [0, rows) into one query head's online-softmax state.
+//   v: [rows, hd]; scores: overwritten with the softmax weights; state: acc [hd], m, l.
+void FoldTile(const float* v, int rows, int hd, float* scores, float* state) {
+  const DF df;
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  const float correction = SoftmaxUpdate(rows, hd, scores, state);
   float* acc = state;
   if (correction != 1.0f) {
     const auto vc = hn::Set(df, correction);
@@ -465,8 +476,236 @@ void FoldTile(const float* v, int rows, int hd, float* scores, float* state) {
   for (; d < hd; ++d) {
     for (int r = 0; r < rows; ++r) acc[d] += scores[r] * v[static_cast<size_t>(r) * hd + d];
   }
-  m = m_new;
-  l = l * correction + sum;
+}
+
+// ---- Fused decode: attention straight from the codes (one query token, per-channel keys) ----
+//
+// With KIVI keys k[t][d] = c[d][t] * s[d] + m[d] and per-token value groups v[t][d] = c[t][d] * s[t][g] + m[t][g]:
+//   q . k[t]        = sum_d (q[d] s[d]) c[d][t]  +  sum_d q[d] m[d]
+//   sum_t p[t] v[t] = sum_t (p[t] s[t][g]) c[t]  +  sum_t p[t] m[t][g]      (g: the group of the element)
+// so the scales fold into one coefficient per code row and the kernel multiplies codes (converted to f32) by
+// coefficients: no dequantized tile is written and read back, and every unpacked code vector feeds all query
+// heads of the GQA group (up to four at once). Decode only: prefill's 32-query blocks amortise the tile.
+
+// Rows of packed codes (layout: kv::unpack_code_row): row r at data + r * row_bytes, row_len codes each.
+struct CodeRows {
+  const uint8_t* data;
+  size_t row_bytes;
+  int n_rows, row_len, bits;
+  int group;  // elements sharing one coefficient per row (row_len for keys: a channel's scale covers the row)
+};
+// Coefficients of head h, group g: coef + h * head_stride + g * group_stride, one float per row.
+struct RowCoefficients {
+  const float* coef;
+  size_t head_stride, group_stride;
+};
+
+// out[h][e] += sum_{r < n_rows} coef[h][e / group][r] * code(row r, element e), for the H heads of a block and
+// every element e < row_len. out: head h at out + h * out_stride, [row_len] floats. Needs lanes | each plane's
+// byte count and lanes | group (FusedLanes). Two accumulator sets per head (even and odd rows) keep 2H
+// independent FMA chains in flight.
+template <int H, bool kThreeBit, class D>
+HWY_NOINLINE void AccumulateCodeRows(D df, const CodeRows& rows, const RowCoefficients& coefs, float* out,
+                                     size_t out_stride) {
+  static_assert(H >= 1 && H <= 4, "a block is one to four heads");
+  const hn::RebindToSigned<D> di;
+  const hn::RebindToUnsigned<D> du;
+  const hn::Rebind<uint8_t, D> d8;
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  const int low_width = kThreeBit ? 2 : rows.bits;
+  const int low_bytes = rows.row_len * low_width / 8;
+  const int high_bytes = rows.row_len / 8;  // the 1-bit plane of 3-bit rows
+  const auto low_mask = hn::Set(du, (1u << low_width) - 1);
+  const auto one = hn::Set(du, 1u);
+  for (int e = 0; e < rows.row_len; e += lanes) {
+    // Where element e's codes sit: byte e % plane_bytes, bit (e / plane_bytes) * width of each plane.
+    const int low_offset = e % low_bytes, low_shift = e / low_bytes * low_width;
+    const int high_offset = kThreeBit ? low_bytes + e % high_bytes : 0, high_shift = kThreeBit ? e / high_bytes : 0;
+    const auto codes_of = [&](const uint8_t* row) {
+      auto code = hn::And(hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, row + low_offset)), low_shift), low_mask);
+      if constexpr (kThreeBit) {
+        const auto hi = hn::And(hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, row + high_offset)), high_shift), one);
+        code = hn::Or(code, hn::ShiftLeft<2>(hi));
+      }
+      return hn::ConvertTo(df, hn::BitCast(di, code));
+    };
+    const float* c0 = coefs.coef + static_cast<size_t>(e / rows.group) * coefs.group_stride;
+    const float* c1 = c0 + coefs.head_stride;
+    const float* c2 = c1 + coefs.head_stride;
+    const float* c3 = c2 + coefs.head_stride;
+    float* o0 = out + e;
+    float* o1 = o0 + out_stride;
+    float* o2 = o1 + out_stride;
+    float* o3 = o2 + out_stride;
+    auto a0 = hn::LoadU(df, o0), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+    auto b0 = hn::Zero(df), b1 = hn::Zero(df), b2 = hn::Zero(df), b3 = hn::Zero(df);
+    if constexpr (H > 1) a1 = hn::LoadU(df, o1);
+    if constexpr (H > 2) a2 = hn::LoadU(df, o2);
+    if constexpr (H > 3) a3 = hn::LoadU(df, o3);
+    const uint8_t* row = rows.data;
+    int r = 0;
+    for (; r + 1 < rows.n_rows; r += 2, row += 2 * rows.row_bytes) {
+      const auto x = codes_of(row), y = codes_of(row + rows.row_bytes);
+      a0 = hn::MulAdd(hn::Set(df, c0[r]), x, a0);
+      b0 = hn::MulAdd(hn::Set(df, c0[r + 1]), y, b0);
+      if constexpr (H > 1) {
+        a1 = hn::MulAdd(hn::Set(df, c1[r]), x, a1);
+        b1 = hn::MulAdd(hn::Set(df, c1[r + 1]), y, b1);
+      }
+      if constexpr (H > 2) {
+        a2 = hn::MulAdd(hn::Set(df, c2[r]), x, a2);
+        b2 = hn::MulAdd(hn::Set(df, c2[r + 1]), y, b2);
+      }
+      if constexpr (H > 3) {
+        a3 = hn::MulAdd(hn::Set(df, c3[r]), x, a3);
+        b3 = hn::MulAdd(hn::Set(df, c3[r + 1]), y, b3);
+      }
+    }
+    if (r < rows.n_rows) {
+      const auto x = codes_of(row);
+      a0 = hn::MulAdd(hn::Set(df, c0[r]), x, a0);
+      if constexpr (H > 1) a1 = hn::MulAdd(hn::Set(df, c1[r]), x, a1);
+      if constexpr (H > 2) a2 = hn::MulAdd(hn::Set(df, c2[r]), x, a2);
+      if constexpr (H > 3) a3 = hn::MulAdd(hn::Set(df, c3[r]), x, a3);
+    }
+    hn::StoreU(hn::Add(a0, b0), df, o0);
+    if constexpr (H > 1) hn::StoreU(hn::Add(a1, b1), df, o1);
+    if constexpr (H > 2) hn::StoreU(hn::Add(a2, b2), df, o2);
+    if constexpr (H > 3) hn::StoreU(hn::Add(a3, b3), df, o3);
+  }
+}
+
+template <int H, class D>
+void AccumulateHeadBlock(D df, const CodeRows& rows, const RowCoefficients& coefs, float* out, size_t out_stride) {
+  if (rows.bits == 3) return AccumulateCodeRows<H, true>(df, rows, coefs, out, out_stride);
+  AccumulateCodeRows<H, false>(df, rows, coefs, out, out_stride);
+}
+
+// AccumulateCodeRows over `heads` heads in blocks of up to four, on vectors of `lanes` (FusedLanes' choice).
+template <class D>
+void AccumulateAllHeads(D df, int heads, const CodeRows& rows, RowCoefficients coefs, float* out, size_t out_stride) {
+  for (int h = 0; h < heads; h += 4, coefs.coef += 4 * coefs.head_stride, out += 4 * out_stride) {
+    switch (std::min(4, heads - h)) {
+      case 4: AccumulateHeadBlock<4>(df, rows, coefs, out, out_stride); break;
+      case 3: AccumulateHeadBlock<3>(df, rows, coefs, out, out_stride); break;
+      case 2: AccumulateHeadBlock<2>(df, rows, coefs, out, out_stride); break;
+      default: AccumulateHeadBlock<1>(df, rows, coefs, out, out_stride); break;
+    }
+  }
+}
+void AccumulateAt(int lanes, int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out,
+                  size_t out_stride) {
+  if (lanes == static_cast<int>(hn::Lanes(DF()))) return AccumulateAllHeads(DF(), heads, rows, coefs, out, out_stride);
+  if (lanes == 8) return AccumulateAllHeads(hn::CappedTag<float, 8>(), heads, rows, coefs, out, out_stride);
+  AccumulateAllHeads(hn::CappedTag<float, 4>(), heads, rows, coefs, out, out_stride);
+}
+
+// Per-thread scratch of the fused decode.
+struct FusedScratch {
+  std::vector<float> key_params;    // [head_dim][scale, min]
+  std::vector<float> value_params;  // [tokens][n_groups][scale, min]
+  std::vector<float> value_scale;   // [n_groups][rows]
+  std::vector<float> value_min;     // [n_groups][rows]
+  std::vector<float> key_coef;      // [group][head_dim]: q[d] * s[d] * softmax scale
+  std::vector<float> scores;        // [group][tokens]: scores, then softmax weights
+  std::vector<float> value_coef;    // [group][n_groups][tokens]: p[t] * s[t][g]
+  std::vector<float> corrections;   // [group]
+};
+
+// Whether a page can take the fused decode: quantized, per-channel keys, rows that some vector width tiles.
+bool CanFuse(const kv::PageFormat& f, int* key_lanes, int* value_lanes) {
+  if (f.precision == kv::Precision::F16 || f.key_mode != kv::KeyMode::PerChannel) return false;
+  *key_lanes = FusedLanes(f.tokens, f.key_bits, f.tokens);
+  *value_lanes = FusedLanes(f.head_dim, f.value_bits, f.group);
+  return *key_lanes > 0 && *value_lanes > 0;
+}
+
+// Folds `rows` tokens of one page (KV head kvh) into the online-softmax states of the GQA group's query heads
+// for one query token.  q: [group][hd] (the group's query heads);  states: [group][state_floats].
+void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, int key_lanes, int value_lanes,
+                     const float* q, float* states, FusedScratch& s) {
+  const kv::PageFormat& f = *page.format;
+  const int hd = f.head_dim, tokens = f.tokens, n_heads = w.group, n_groups = f.n_groups;
+  const uint8_t* keys = page.data + f.key_section(kvh);
+  const uint8_t* values = page.data + f.value_section(kvh);
+  s.key_params.resize(2 * static_cast<size_t>(hd));
+  s.key_coef.resize(static_cast<size_t>(n_heads) * hd);
+  s.scores.resize(static_cast<size_t>(n_heads) * tokens);
+  s.value_params.resize(2 * static_cast<size_t>(rows) * n_groups);
+  s.value_coef.resize(static_cast<size_t>(n_heads) * n_groups * tokens);
+  s.corrections.resize(n_heads);
+
+  // Scores: coefficient q[d] s[d] per key row (channel d), constant sum_d q[d] m[d] as the start value.
+  const DF df;
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  DecodeF16(keys, 2 * static_cast<size_t>(hd), s.key_params.data());
+  const auto vscale = hn::Set(df, w.scale);
+  for (int h = 0; h < n_heads; ++h) {
+    const float* qh = q + static_cast<size_t>(h) * hd;
+    const float* params = s.key_params.data();
+    float* coef = s.key_coef.data() + static_cast<size_t>(h) * hd;
+    auto vconstant = hn::Zero(df);
+    int d = 0;
+    for (; d + lanes <= hd; d += lanes) {
+      hn::Vec<DF> scale, min;
+      hn::LoadInterleaved2(df, params + 2 * d, scale, min);
+      const auto qd = hn::LoadU(df, qh + d);
+      hn::StoreU(hn::Mul(hn::Mul(qd, scale), vscale), df, coef + d);
+      vconstant = hn::MulAdd(qd, min, vconstant);
+    }
+    float constant = hn::GetLane(hn::SumOfLanes(df, vconstant));
+    for (; d < hd; ++d) {
+      coef[d] = qh[d] * params[2 * d] * w.scale;
+      constant += qh[d] * params[2 * d + 1];
+    }
+    std::fill_n(s.scores.data() + static_cast<size_t>(h) * tokens, tokens, constant * w.scale);
+  }
+  const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, f.key_bits, tokens};
+  AccumulateAt(key_lanes, n_heads, key_rows, {s.key_coef.data(), static_cast<size_t>(hd), 0}, s.scores.data(), tokens);
+
+  // Value parameters regrouped as scale [n_groups][rows] and min [n_groups][rows] (shared by the heads).
+  DecodeF16(values, s.value_params.size(), s.value_params.data());
+  s.value_scale.resize(static_cast<size_t>(n_groups) * rows);
+  s.value_min.resize(static_cast<size_t>(n_groups) * rows);
+  for (int t = 0; t < rows; ++t) {
+    for (int g = 0; g < n_groups; ++g) {
+      s.value_scale[static_cast<size_t>(g) * rows + t] = s.value_params[(static_cast<size_t>(t) * n_groups + g) * 2];
+      s.value_min[static_cast<size_t>(g) * rows + t] = s.value_params[(static_cast<size_t>(t) * n_groups + g) * 2 + 1];
+    }
+  }
+  // Softmax weights p[t] per head; value coefficients p[t] s[t][g] and the min term sum_t p[t] m[t][g].
+  for (int h = 0; h < n_heads; ++h) {
+    float* p = s.scores.data() + static_cast<size_t>(h) * tokens;
+    float* state = states + static_cast<size_t>(h) * w.state_floats;
+    const auto vcorrection = hn::Set(df, SoftmaxUpdate(rows, hd, p, state));
+    for (int g = 0; g < n_groups; ++g) {
+      const float* scale = s.value_scale.data() + static_cast<size_t>(g) * rows;
+      const float* min = s.value_min.data() + static_cast<size_t>(g) * rows;
+      float* coef = s.value_coef.data() + (static_cast<size_t>(h) * n_groups + g) * tokens;
+      auto vmin_term = hn::Zero(df);
+      int t = 0;
+      for (; t + lanes <= rows; t += lanes) {
+        const auto pt = hn::LoadU(df, p + t);
+        hn::StoreU(hn::Mul(pt, hn::LoadU(df, scale + t)), df, coef + t);
+        vmin_term = hn::MulAdd(pt, hn::LoadU(df, min + t), vmin_term);
+      }
+      float min_term = hn::GetLane(hn::SumOfLanes(df, vmin_term));
+      for (; t < rows; ++t) {
+        coef[t] = p[t] * scale[t];
+        min_term += p[t] * min[t];
+      }
+      // acc = acc * correction + min term; the code rows add the rest. (lanes | group: FusedLanes.)
+      const auto vmin = hn::Set(df, min_term);
+      const int end = (g + 1) * f.group;
+      int d = g * f.group;
+      for (; d + lanes <= end; d += lanes) hn::StoreU(hn::MulAdd(hn::LoadU(df, state + d), vcorrection, vmin), df, state + d);
+      for (; d < end; ++d) state[d] = state[d] * hn::GetLane(vcorrection) + min_term;
+    }
+  }
+  const CodeRows value_rows{values + f.value_codes_offset, f.row_code_bytes, rows, hd, f.value_bits, f.group};
+  AccumulateAt(value_lanes, n_heads, value_rows,
+               {s.value_coef.data(), static_cast<size_t>(n_groups) * tokens, static_cast<size_t>(tokens)}, states,
+               w.state_floats);
 }
 
 HWY_NOINLINE void ProcessItem(const Work& w, int item) {
@@ -487,6 +726,7 @@ HWY_NOINLINE void ProcessItem(const Work& w, int item) {
   const size_t kstride = KeyStride(w.max_page_tokens);
   thread_local std::vector<float> k_tile, v_tile, scores;
   thread_local DecodeScratch scratch;
+  thread_local FusedScratch fused;
   k_tile.resize(kstride * hd);                                   // [head_dim][kstride], keys transposed
   v_tile.resize(static_cast<size_t>(w.max_page_tokens) * hd);   // [max_page_tokens][head_dim]
   scores.resize(2 * kstride);                                    // [2][kstride]: a pair of heads
@@ -496,6 +736,12 @@ HWY_NOINLINE void ProcessItem(const Work& w, int item) {
     const kv::PageRef& page = w.pages[pi];
     if (page.first_pos > last_visible) break;
     const int rows_needed = std::min(page.n_tokens, last_visible - page.first_pos + 1);
+    int key_lanes = 0, value_lanes = 0;
+    if (nq == 1 && CanFuse(*page.format, &key_lanes, &value_lanes)) {
+      const float* q_row = w.q + (static_cast<size_t>(q0) * w.n_heads + static_cast<size_t>(kvh) * w.group) * hd;
+      FusedDecodePage(w, page, kvh, rows_needed, key_lanes, value_lanes, q_row, states, fused);
+      continue;
+    }
     // Decoded once here, read by every query head of the group and every query of the block.
     DecodeKeysTransposed(*page.format, page.data, kvh, rows_needed, k_tile.data(), kstride, scratch);
     DecodeValues(*page.format, page.data, kvh, rows_needed, v_tile.data(), scratch);
