@@ -20,6 +20,7 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
+#include <hwy/cache_control.h>
 
 #ifndef KVTIER_PAGED_ATTENTION_SHARED
 #define KVTIER_PAGED_ATTENTION_SHARED
@@ -427,7 +428,7 @@ float SoftmaxUpdate(int rows, int hd, float* scores, float* state) {
   float& m = state[hd];
   float& l = state[hd + 1];
   const float m_new = std::max(m, page_max);
-  const float correction = m == -INFINITY ? 0.0f : std::exp(m - m_new);
+  const float correction = m == m_new ? 1.0f : m == -INFINITY ? 0.0f : std::exp(m - m_new);  // max unchanged: most pages
   const auto vmax = hn::Set(df, m_new);
   auto vsum = hn::Zero(df);
   t = 0;
@@ -604,8 +605,6 @@ void AccumulateAt(int lanes, int heads, const CodeRows& rows, const RowCoefficie
 struct FusedScratch {
   std::vector<float> key_params;    // [head_dim][scale, min]
   std::vector<float> value_params;  // [tokens][n_groups][scale, min]
-  std::vector<float> value_scale;   // [n_groups][rows]
-  std::vector<float> value_min;     // [n_groups][rows]
   std::vector<float> key_coef;      // [group][head_dim]: q[d] * s[d] * softmax scale
   std::vector<float> scores;        // [group][tokens]: scores, then softmax weights
   std::vector<float> value_coef;    // [group][n_groups][tokens]: p[t] * s[t][g]
@@ -663,36 +662,31 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
   const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, f.key_bits, tokens};
   AccumulateAt(key_lanes, n_heads, key_rows, {s.key_coef.data(), static_cast<size_t>(hd), 0}, s.scores.data(), tokens);
 
-  // Value parameters regrouped as scale [n_groups][rows] and min [n_groups][rows] (shared by the heads).
-  DecodeF16(values, s.value_params.size(), s.value_params.data());
-  s.value_scale.resize(static_cast<size_t>(n_groups) * rows);
-  s.value_min.resize(static_cast<size_t>(n_groups) * rows);
-  for (int t = 0; t < rows; ++t) {
-    for (int g = 0; g < n_groups; ++g) {
-      s.value_scale[static_cast<size_t>(g) * rows + t] = s.value_params[(static_cast<size_t>(t) * n_groups + g) * 2];
-      s.value_min[static_cast<size_t>(g) * rows + t] = s.value_params[(static_cast<size_t>(t) * n_groups + g) * 2 + 1];
-    }
-  }
   // Softmax weights p[t] per head; value coefficients p[t] s[t][g] and the min term sum_t p[t] m[t][g].
+  DecodeF16(values, s.value_params.size(), s.value_params.data());  // [rows][n_groups][scale, min]
   for (int h = 0; h < n_heads; ++h) {
     float* p = s.scores.data() + static_cast<size_t>(h) * tokens;
     float* state = states + static_cast<size_t>(h) * w.state_floats;
     const auto vcorrection = hn::Set(df, SoftmaxUpdate(rows, hd, p, state));
     for (int g = 0; g < n_groups; ++g) {
-      const float* scale = s.value_scale.data() + static_cast<size_t>(g) * rows;
-      const float* min = s.value_min.data() + static_cast<size_t>(g) * rows;
+      const float* params = s.value_params.data() + 2 * g;  // token t's pair at params[t * 2 * n_groups]
       float* coef = s.value_coef.data() + (static_cast<size_t>(h) * n_groups + g) * tokens;
       auto vmin_term = hn::Zero(df);
       int t = 0;
-      for (; t + lanes <= rows; t += lanes) {
-        const auto pt = hn::LoadU(df, p + t);
-        hn::StoreU(hn::Mul(pt, hn::LoadU(df, scale + t)), df, coef + t);
-        vmin_term = hn::MulAdd(pt, hn::LoadU(df, min + t), vmin_term);
+      if (n_groups == 1) {  // pairs are contiguous: deinterleave a vector at a time
+        for (; t + lanes <= rows; t += lanes) {
+          hn::Vec<DF> scale, min;
+          hn::LoadInterleaved2(df, params + 2 * t, scale, min);
+          const auto pt = hn::LoadU(df, p + t);
+          hn::StoreU(hn::Mul(pt, scale), df, coef + t);
+          vmin_term = hn::MulAdd(pt, min, vmin_term);
+        }
       }
       float min_term = hn::GetLane(hn::SumOfLanes(df, vmin_term));
       for (; t < rows; ++t) {
-        coef[t] = p[t] * scale[t];
-        min_term += p[t] * min[t];
+        const float* pair = params + static_cast<size_t>(t) * 2 * n_groups;
+        coef[t] = p[t] * pair[0];
+        min_term += p[t] * pair[1];
       }
       // acc = acc * correction + min term; the code rows add the rest. (lanes | group: FusedLanes.)
       const auto vmin = hn::Set(df, min_term);
@@ -706,6 +700,13 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
   AccumulateAt(value_lanes, n_heads, value_rows,
                {s.value_coef.data(), static_cast<size_t>(n_groups) * tokens, static_cast<size_t>(tokens)}, states,
                w.state_floats);
+}
+
+// Asks for KV head kvh's bytes of a page ahead of use: pages sit in separate slab slots, so the hardware
+// prefetchers cannot guess the next one, and each page's first loads would otherwise wait on memory.
+void PrefetchHead(const kv::PageRef& page, int kvh) {
+  const uint8_t* begin = page.data + page.format->key_section(kvh);
+  for (size_t offset = 0; offset < page.format->head_bytes; offset += 64) hwy::Prefetch(begin + offset);
 }
 
 HWY_NOINLINE void ProcessItem(const Work& w, int item) {
@@ -737,6 +738,7 @@ HWY_NOINLINE void ProcessItem(const Work& w, int item) {
     if (page.first_pos > last_visible) break;
     const int rows_needed = std::min(page.n_tokens, last_visible - page.first_pos + 1);
     int key_lanes = 0, value_lanes = 0;
+    if (pi + 1 < page_end) PrefetchHead(w.pages[pi + 1], kvh);
     if (nq == 1 && CanFuse(*page.format, &key_lanes, &value_lanes)) {
       const float* q_row = w.q + (static_cast<size_t>(q0) * w.n_heads + static_cast<size_t>(kvh) * w.group) * hd;
       FusedDecodePage(w, page, kvh, rows_needed, key_lanes, value_lanes, q_row, states, fused);
