@@ -5,7 +5,10 @@
 //   build-bench/attention_bench --benchmark_min_time=0.5
 //
 // bytes_per_second = KV page bytes read per decode step (all 8 layers, K and V, scales included) / time.
-// BM_Memcpy reports the bytes it reads (it writes as many) from a buffer far larger than the caches.
+// GFLOP/s = the attention's arithmetic, 2 flops per multiply-add of q.k and p.V for every query head and
+// cached token (8 layers x 8 heads x tokens x 64 x 2 x 2 per step), whatever the codec costs to unpack.
+// BM_Memcpy reports the bytes it reads (it writes as many) from a buffer far larger than the caches: the
+// memory limit. BM_FmaPeak reports the f32 FMA rate of the dispatched Highway target: the arithmetic limit.
 // Single-thread runs report rates from CPU time (robust on a shared machine), two-thread runs from wall time.
 #include <benchmark/benchmark.h>
 
@@ -18,6 +21,16 @@
 #include "kernels/paged_attention.h"
 #include "kv/codec.h"
 #include "kv/page_pool.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "bench/fma_peak-inl.h"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+#include "bench/fma_peak-inl.h"
+
+namespace kvtier_bench {
+HWY_EXPORT(FmaChains);
+}
 
 namespace {
 
@@ -93,6 +106,9 @@ void BM_DecodeAttention(benchmark::State& state) {
                  std::to_string(cache.format.bits_per_element()).substr(0, 5) + " bits");
   state.counters["KV_MiB"] = static_cast<double>(cache.bytes_per_step) / 1048576.0;
   state.counters["tok/s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  const double flops_per_step = 2.0 * 2.0 * kLayers * kHeads * static_cast<double>(n_tokens) * kHeadDim;
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops_per_step * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 
 template <int kThreads>
@@ -146,6 +162,24 @@ void BM_Memcpy(benchmark::State& state) {
 }
 BENCHMARK(BM_Memcpy)->Arg(1)->ArgNames({"threads"})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Memcpy)->Arg(2)->ArgNames({"threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The f32 FMA issue rate on the dispatched target, per thread or over the pool's threads.
+void BM_FmaPeak(benchmark::State& state) {
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  const int64_t rounds = 1 << 20;
+  std::vector<int64_t> lanes(pool.size());
+  std::vector<float> sinks(pool.size());
+  for (auto _ : state) {
+    pool.run([&](int slot, int) { sinks[slot] += HWY_DYNAMIC_DISPATCH(kvtier_bench::FmaChains)(rounds, &lanes[slot]); });
+    benchmark::DoNotOptimize(sinks.data());
+  }
+  const double flops = 2.0 * 12 * static_cast<double>(lanes[0]) * static_cast<double>(rounds) * pool.size();
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(kernels::paged_attention_target()) + ", " + std::to_string(lanes[0]) + " f32 lanes");
+}
+BENCHMARK(BM_FmaPeak)->Arg(1)->ArgNames({"threads"})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FmaPeak)->Arg(2)->ArgNames({"threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
