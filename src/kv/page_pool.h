@@ -94,6 +94,7 @@ class PagePool {
 
  private:
   struct SlabDeleter {
+    size_t bytes;  // the mapping's length (munmap); set whenever a slab is held
     void operator()(uint8_t* p) const;
   };
   struct Slab {
