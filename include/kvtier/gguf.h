@@ -101,6 +101,12 @@ class File {
   // xxHash64 of the header and tensor table (everything before the data section).
   uint64_t header_hash() const;
 
+  // Drops the mapped pages before the data section (header, metadata, tensor table) from the process's
+  // resident set once the model and tokenizer have been built from them: a large vocabulary's token and merge
+  // arrays are several MiB. Pages touched again are read back from the file, so every accessor stays valid.
+  // No effect on from_bytes images.
+  void release_metadata_pages() const;
+
  private:
   File() = default;
   Status parse();

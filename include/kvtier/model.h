@@ -106,13 +106,17 @@ class Model {
   std::vector<float> k_;      // [n, n_kv*head_dim]
   std::vector<float> v_;      // [n, n_kv*head_dim]
   std::vector<float> attn_;   // [n, n_heads*head_dim]
-  std::vector<float> gate_;   // [n, n_ff]
-  std::vector<float> up_;     // [n, n_ff]
+  std::vector<float> gate_;   // [min(n, kFfnChunk), n_ff]
+  std::vector<float> up_;     // [min(n, kFfnChunk), n_ff]
   std::vector<float> proj_;   // [n, n_embd] output of wo / w_down before the residual add
 };
 
 // Largest number of tokens one forward micro-batch processes.
 constexpr int kMaxBatch = 512;
+// The feed-forward block runs over a micro-batch in chunks of this many tokens: its two n_ff-wide activations
+// are the largest buffers of a prefill (a 512-token batch of a Llama-3.2-1B-shaped model: 32 MiB), and
+// chunks of 64 still amortise each decoded weight block over many tokens.
+constexpr int kFfnChunk = 64;
 
 // Creates the plain contiguous KV cache (f16 by default) for a model.
 std::unique_ptr<KvCache> make_contiguous_kv_cache(const ModelConfig& config, int max_tokens, bool f16 = true);

@@ -16,6 +16,7 @@ Result<LoadedModel> load_model_and_tokenizer(const std::string& path) {
   auto tokenizer = Tokenizer::from_gguf(loaded.model->file());
   if (!tokenizer.ok()) return Status::error(path + ": " + tokenizer.error());
   loaded.tokenizer = std::move(*tokenizer);
+  loaded.model->file().release_metadata_pages();  // model and tokenizer hold what they need from it now
   return loaded;
 }
 

@@ -25,10 +25,19 @@ struct StringHash {
   size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
 };
 using TextIndex = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
+// The same over views of strings kept elsewhere (a vocabulary's texts: no second copy of 100K+ strings).
+using TextViewIndex = std::unordered_map<std::string_view, int32_t, StringHash, std::equal_to<>>;
 
 // Everything llama.cpp derives from tokenizer.ggml.* that is not specific to one
 // algorithm. Arrays are indexed by token id: [n_vocab].
+// Move-only: `index` views the strings of `texts`, which a move keeps in place and a copy would not.
 struct Vocab {
+  Vocab() = default;
+  Vocab(Vocab&&) = default;
+  Vocab& operator=(Vocab&&) = default;
+  Vocab(const Vocab&) = delete;
+  Vocab& operator=(const Vocab&) = delete;
+
   std::string model;  // tokenizer.ggml.model: "gpt2" or "llama"
   std::string pre;    // tokenizer.ggml.pre as used ("default" if absent; "" for llama)
 
@@ -38,7 +47,7 @@ struct Vocab {
   std::vector<uint8_t> lstrip;     // [n_vocab] 1: eat whitespace left of this special token
   std::vector<uint8_t> rstrip;     // [n_vocab] 1: eat whitespace right of it
   std::vector<uint8_t> eog;        // [n_vocab] 1: ends generation
-  TextIndex index;                 // text -> id
+  TextViewIndex index;             // text -> id; views into `texts`
 
   int32_t bos = -1, eos = -1, eot = -1, eom = -1, unk = -1, sep = -1, pad = -1, mask = -1;
   int32_t fim_pre = -1, fim_suf = -1, fim_mid = -1, fim_pad = -1, fim_rep = -1, fim_sep = -1;

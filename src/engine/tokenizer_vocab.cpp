@@ -102,16 +102,19 @@ Result<Vocab> load_vocab(const gguf::File& file, std::string model, std::string 
   if (n > static_cast<size_t>(INT32_MAX)) return Status::error("tokenizer: too many tokens");
 
   v.texts.reserve(n);
-  v.index.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     std::string text((*tokens)[i]);
     if (text.empty()) text = "[EMPTY_" + std::to_string(i) + "]";  // as llama.cpp renames them
-    auto [it, inserted] = v.index.emplace(text, static_cast<int32_t>(i));
+    v.texts.push_back(std::move(text));
+  }
+  // The index views the finished texts (they never change after this; moving the Vocab keeps them in place).
+  v.index.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto [it, inserted] = v.index.emplace(v.texts[i], static_cast<int32_t>(i));
     if (!inserted) {
-      return Status::error("tokenizer: duplicate token in 'tokenizer.ggml.tokens': '" + text + "' has ids " +
+      return Status::error("tokenizer: duplicate token in 'tokenizer.ggml.tokens': '" + v.texts[i] + "' has ids " +
                            std::to_string(it->second) + " and " + std::to_string(i));
     }
-    v.texts.push_back(std::move(text));
   }
 
   v.scores.assign(n, 0.0f);

@@ -324,6 +324,13 @@ Result<std::unique_ptr<File>> File::from_bytes(const uint8_t* data, size_t size)
   return file;
 }
 
+void File::release_metadata_pages() const {
+  if (!mapped_) return;
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t end = std::min<size_t>(data_offset_, size_) / page * page;  // whole pages before the data
+  if (end > 0) ::madvise(const_cast<uint8_t*>(base_), end, MADV_DONTNEED);  // advisory: failure changes nothing
+}
+
 File::~File() {
   if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_);
 }

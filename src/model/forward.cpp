@@ -7,7 +7,7 @@
 //               cache.store(k, v);  attn = cache.attend(q)   (causal, GQA)
 //               x += attn Wo^T
 //               xn = rmsnorm(x) * ffn_norm
-//               x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T
+//               x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T      (in chunks of kFfnChunk tokens)
 //   logits = (rmsnorm(x) * output_norm) Woutput^T            for the rows asked for
 #include <algorithm>
 #include <cassert>
@@ -84,8 +84,9 @@ void Model::ensure_scratch(int n) {
   k_.resize(tokens * kv_dim);
   v_.resize(tokens * kv_dim);
   attn_.resize(tokens * q_dim);
-  gate_.resize(tokens * c.n_ff);
-  up_.resize(tokens * c.n_ff);
+  const size_t ffn_tokens = std::min<size_t>(tokens, kFfnChunk);
+  gate_.resize(ffn_tokens * c.n_ff);
+  up_.resize(ffn_tokens * c.n_ff);
   proj_.resize(tokens * c.n_embd);
   scratch_tokens_ = n;
 }
@@ -151,14 +152,18 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += proj_[i];
 
     rms_norm(x_.data(), w.ffn_norm, n, d, c.rms_eps, xn_.data());
-    kernels::matmul(w.w_gate, xn_.data(), n, gate_.data(), pool);
-    kernels::matmul(w.w_up, xn_.data(), n, up_.data(), pool);
-    const size_t ff_elems = static_cast<size_t>(n) * c.n_ff;
-    for (size_t i = 0; i < ff_elems; ++i) {
-      const float g = gate_[i];
-      gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];  // SwiGLU
+    for (int first = 0; first < n; first += kFfnChunk) {  // tokens [first, first + rows)
+      const int rows = std::min(kFfnChunk, n - first);
+      const float* xn_rows = xn_.data() + static_cast<size_t>(first) * d;
+      kernels::matmul(w.w_gate, xn_rows, rows, gate_.data(), pool);
+      kernels::matmul(w.w_up, xn_rows, rows, up_.data(), pool);
+      const size_t ff_elems = static_cast<size_t>(rows) * c.n_ff;
+      for (size_t i = 0; i < ff_elems; ++i) {
+        const float g = gate_[i];
+        gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];  // SwiGLU
+      }
+      kernels::matmul(w.w_down, gate_.data(), rows, proj_.data() + static_cast<size_t>(first) * d, pool);
     }
-    kernels::matmul(w.w_down, gate_.data(), n, proj_.data(), pool);
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += proj_[i];
   }
 
