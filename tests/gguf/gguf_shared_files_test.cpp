@@ -1,7 +1,9 @@
 // The reader on the real files in ../shared: every model and vocabulary opens,
 // its tensors lie inside the file, and the metadata the model layer needs reads back.
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <filesystem>
 #include <string>
 
@@ -117,6 +119,47 @@ TEST(GgufSharedFiles, FromBytesMatchesOpen) {
     EXPECT_EQ(x.offset, y.offset);
     EXPECT_EQ(0, std::memcmp(x.data, y.data, x.n_bytes));
   }
+}
+
+// Resident KiB of the mapping that contains `address`, from /proc/self/smaps (-1 if not found).
+long mapping_rss_kib(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto target = reinterpret_cast<uintptr_t>(address);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    unsigned long start = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &start, &end) == 2 && line.find(':') > line.find(' ')) {
+      inside = target >= start && target < end;
+    } else if (inside && line.rfind("Rss:", 0) == 0) {
+      return std::stol(line.substr(4));
+    }
+  }
+  return -1;
+}
+
+TEST(GgufSharedFiles, ReleasedMetadataPagesLeaveTheResidentSetAndReadBack) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-31m.Q4_K_M.gguf");
+  auto f = File::open(kvtier::testing::shared_path("models/tiny-llama-31m.Q4_K_M.gguf").string());
+  ASSERT_TRUE(f.ok()) << f.error();
+  const File& file = **f;
+  ASSERT_GT(file.data_offset(), 64u * 1024) << "the test needs metadata spanning several pages";
+  auto tokens = file.get_string_array("tokenizer.ggml.tokens");  // touches the metadata pages
+  ASSERT_TRUE(tokens.ok()) << tokens.error();
+  const std::vector<std::string> before(tokens->begin(), tokens->end());
+  const uint64_t hash = file.header_hash();
+  const long resident = mapping_rss_kib(file.base());
+  ASSERT_GT(resident, 0);
+
+  file.release_metadata_pages();
+  const long released = mapping_rss_kib(file.base());
+  EXPECT_LT(released, resident - 32) << "metadata pages should have left the resident set";
+
+  auto again = file.get_string_array("tokenizer.ggml.tokens");  // read back from the file
+  ASSERT_TRUE(again.ok()) << again.error();
+  ASSERT_EQ(again->size(), before.size());
+  for (size_t i = 0; i < before.size(); ++i) ASSERT_EQ((*again)[i], before[i]) << "token " << i;
+  EXPECT_EQ(file.header_hash(), hash);
 }
 
 TEST(GgufSharedFiles, MissingFileNamesThePath) {
