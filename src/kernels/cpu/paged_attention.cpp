@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cassert>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels/paged_attention.h"
@@ -518,6 +519,9 @@ HWY_NOINLINE void AccumulateCodeRows(D df, const CodeRows& rows, const RowCoeffi
   const int high_bytes = rows.row_len / 8;  // the 1-bit plane of 3-bit rows
   const auto low_mask = hn::Set(du, (1u << low_width) - 1);
   const auto one = hn::Set(du, 1u);
+  // 16-lane vectors over 3-bit rows of 64 codes: the 1-bit plane is only 8 bytes, so a vector's lanes i and
+  // i + 8 read the same byte at consecutive bits (FusedDecodeLanes allows this case on 16-lane targets only).
+  const bool twice_high_plane = kThreeBit && lanes == 2 * high_bytes;
   for (int e = 0; e < rows.row_len; e += lanes) {
     // Where element e's codes sit: byte e % plane_bytes, bit (e / plane_bytes) * width of each plane.
     const int low_offset = e % low_bytes, low_shift = e / low_bytes * low_width;
@@ -525,8 +529,21 @@ HWY_NOINLINE void AccumulateCodeRows(D df, const CodeRows& rows, const RowCoeffi
     const auto codes_of = [&](const uint8_t* row) {
       auto code = hn::And(hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, row + low_offset)), low_shift), low_mask);
       if constexpr (kThreeBit) {
-        const auto hi = hn::And(hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, row + high_offset)), high_shift), one);
-        code = hn::Or(code, hn::ShiftLeft<2>(hi));
+        auto hi = hn::Zero(du);
+        if constexpr (hn::MaxLanes(D()) == 16) {
+          if (twice_high_plane) {
+            const hn::Repartition<uint64_t, decltype(d8)> d64;  // the 8 plane bytes in both halves
+            uint64_t plane;
+            std::memcpy(&plane, row + low_bytes, sizeof(plane));
+            const auto shifts = hn::Add(hn::Set(du, static_cast<uint32_t>(high_shift)), hn::ShiftRight<3>(hn::Iota(du, 0)));
+            hi = hn::PromoteTo(du, hn::BitCast(d8, hn::Set(d64, plane))) >> shifts;
+          } else {
+            hi = hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, row + high_offset)), high_shift);
+          }
+        } else {
+          hi = hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, row + high_offset)), high_shift);
+        }
+        code = hn::Or(code, hn::ShiftLeft<2>(hn::And(hi, one)));
       }
       return hn::ConvertTo(df, hn::BitCast(di, code));
     };
@@ -611,11 +628,19 @@ struct FusedScratch {
   std::vector<float> corrections;   // [group]
 };
 
+// FusedLanes, plus full 16-lane vectors over 3-bit rows of 64 codes (AccumulateCodeRows reads their 8-byte
+// 1-bit plane twice), which FusedLanes would run on 8 lanes.
+int FusedDecodeLanes(int n, int bits, int group) {
+  const int full = static_cast<int>(hn::Lanes(DF()));
+  if (hn::MaxLanes(DF()) == 16 && full == 16 && bits == 3 && n == 64 && group % 16 == 0) return 16;
+  return FusedLanes(n, bits, group);
+}
+
 // Whether a page can take the fused decode: quantized, per-channel keys, rows that some vector width tiles.
 bool CanFuse(const kv::PageFormat& f, int* key_lanes, int* value_lanes) {
   if (f.precision == kv::Precision::F16 || f.key_mode != kv::KeyMode::PerChannel) return false;
-  *key_lanes = FusedLanes(f.tokens, f.key_bits, f.tokens);
-  *value_lanes = FusedLanes(f.head_dim, f.value_bits, f.group);
+  *key_lanes = FusedDecodeLanes(f.tokens, f.key_bits, f.tokens);
+  *value_lanes = FusedDecodeLanes(f.head_dim, f.value_bits, f.group);
   return *key_lanes > 0 && *value_lanes > 0;
 }
 
