@@ -33,6 +33,16 @@ uint8_t* map_slab(size_t bytes, size_t align) {
 
 void PagePool::SlabDeleter::operator()(uint8_t* p) const { ::munmap(p, bytes); }
 
+// Unmaps a slab with no live page and drops its free entries; its index range stays for reuse.
+void PagePool::return_slab(SizeClass& c, Slab& slab) {
+  c.free -= slab.free.size();
+  slab.free.clear();
+  slab.free.shrink_to_fit();
+  slab.data.reset();
+  resident_ -= c.slab_bytes;
+  --c.held_slabs;
+}
+
 PagePool::PagePool(size_t max_bytes) : max_bytes_(max_bytes) {}
 PagePool::~PagePool() = default;
 
@@ -121,13 +131,7 @@ void PagePool::release(PageId id) {
     ++c.free;
     return;
   }
-  // The slab's last page: give the slab back.
-  c.free -= slab.free.size();
-  slab.free.clear();
-  slab.free.shrink_to_fit();
-  slab.data.reset();
-  resident_ -= c.slab_bytes;
-  --c.held_slabs;
+  return_slab(c, slab);  // the slab's last page: give the slab back
 }
 
 size_t PagePool::compact(int size_class, const std::function<void(PageId from, PageId to)>& relocated) {
@@ -165,12 +169,7 @@ size_t PagePool::compact(int size_class, const std::function<void(PageId from, P
       ++moved;
     }
     assert(from_slab.live == 0);
-    c.free -= from_slab.free.size();
-    from_slab.free.clear();
-    from_slab.free.shrink_to_fit();
-    from_slab.data.reset();
-    resident_ -= c.slab_bytes;
-    --c.held_slabs;
+    return_slab(c, from_slab);
   }
   return moved;
 }

@@ -113,6 +113,8 @@ class PagePool {
     size_t free = 0;                   // free slots of held slabs
     size_t live = 0;
   };
+  void return_slab(SizeClass& c, Slab& slab);
+
   const SizeClass& cls(PageId id) const;
 
   std::vector<SizeClass> classes_;
