@@ -50,5 +50,9 @@ void decode_page_head_simd(const kv::PageFormat& format, const uint8_t* page, in
 
 // Name of the Highway target the dispatched kernels run on now (for tests and benchmark labels).
 const char* paged_attention_target();
+// Whether that target's decode multiplies 2- and 4-bit per-channel-key pages' codes by 8-bit coefficients
+// (AVX-512 VNNI): its results then differ from the f32 reference by the coefficients' rounding, not just
+// by the order of f32 sums.
+bool paged_attention_int8_coefficients();
 
 }  // namespace kvtier::kernels

@@ -134,12 +134,21 @@ void check_case(const Case& c) {
       ThreadPool pool(threads);
       std::vector<float> out(q_elems, NAN);
       paged_attention(view, pos, c.n_q, c.n_heads, q.data(), scale, out.data(), pool);
+      // f32 kernels differ from the reference only in the order of sums. The VNNI decode multiplies 2-bit value
+      // rows by coefficients p[t] s[t] rounded to 8 bits of their page maximum (keys and 4-bit values keep ~16
+      // bits: 8 plus a residual byte): with values ~N(0, 1) that moves outputs by up to ~1e-2 (mean 1-3e-3;
+      // tiny-llama's decode KLD moved by 0.3%), while a lost group of 4 rows moves them by ~6e-2.
+      const bool int8 = c.n_q == 1 && paged_attention_int8_coefficients();
+      const float max_error = int8 ? 2e-2f : 2e-4f, max_mean_error = int8 ? 5e-3f : 2e-4f;
+      double error_sum = 0;
       for (size_t i = 0; i < q_elems; ++i) {
-        ASSERT_NEAR(out[i], expected[i], 2e-4f)
+        ASSERT_NEAR(out[i], expected[i], max_error)
             << hwy::TargetName(target) << " threads " << threads << " ladder " << c.ladder << " heads " << c.n_heads
             << "/" << c.n_kv_heads << " dim " << c.head_dim << " tokens " << c.n_tokens << " n_q " << c.n_q
             << " element " << i;
+        error_sum += std::abs(out[i] - expected[i]);
       }
+      EXPECT_LE(error_sum / q_elems, max_mean_error) << hwy::TargetName(target) << " ladder " << c.ladder;
     }
   }
 }

@@ -611,13 +611,6 @@ void AccumulateAllHeads(D df, int heads, const CodeRows& rows, RowCoefficients c
     }
   }
 }
-void AccumulateAt(int lanes, int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out,
-                  size_t out_stride) {
-  if (lanes == static_cast<int>(hn::Lanes(DF()))) return AccumulateAllHeads(DF(), heads, rows, coefs, out, out_stride);
-  if (lanes == 8) return AccumulateAllHeads(hn::CappedTag<float, 8>(), heads, rows, coefs, out, out_stride);
-  AccumulateAllHeads(hn::CappedTag<float, 4>(), heads, rows, coefs, out, out_stride);
-}
-
 // Per-thread scratch of the fused decode.
 struct FusedScratch {
   std::vector<float> key_params;    // [head_dim][scale, min]
@@ -626,7 +619,198 @@ struct FusedScratch {
   std::vector<float> scores;        // [group][tokens]: scores, then softmax weights
   std::vector<float> value_coef;    // [group][n_groups][tokens]: p[t] * s[t][g]
   std::vector<float> corrections;   // [group]
+  std::vector<int8_t> coef_i8;      // [group][n_groups][rows rounded up to 16]: the integer kernel's coefficients
+  std::vector<float> coef_scale;    // [group][n_groups]
 };
+
+#undef KVTIER_FUSED_VNNI
+#if HWY_TARGET == HWY_AVX3_DL
+#define KVTIER_FUSED_VNNI 1
+// Highway 1.0.3's AVX3_DL target string names VBMI but not AVX512-VNNI (which its runtime check requires).
+#pragma GCC push_options
+#pragma GCC target("avx512vnni")
+
+// ---- Integer fused decode (AVX-512 VNNI + VBMI): 2- and 4-bit codes times 8-bit coefficients ----
+//
+// vpdpbusd multiplies the 4 unsigned bytes of each 32-bit lane by 4 signed bytes and adds the 4 products to
+// the lane's int32: with lane i holding element i's codes in 4 consecutive rows r..r+3 and the broadcast word
+// holding those rows' 8-bit coefficients, one instruction does 64 multiply-adds (the f32 path: 16 per FMA,
+// plus a shift, mask and convert per 16 codes). Transposing packed rows (kv::unpack_code_row: byte b of a
+// w-bit plane of s bytes holds elements b + j*s, j < 8/w), 16 bytes of each of 4 rows at a time:
+//   gathered = [row r, bytes b..b+15][row r+1, same][row r+2][row r+3]      (four 128-bit loads)
+//   lanes    = vpermb(gathered):  lane i = bytes (r, b+i) (r+1, b+i) (r+2, b+i) (r+3, b+i)
+//   codes_j  = (lanes >> j*w) & (2^w - 1) per byte:  element b + i + j*s of rows r..r+3
+// Coefficients (keys: q[d] s[d]; values: p[t] s[t][g]) are quantized per head and group to int8 with
+// scale max|coef| / 127 (round to nearest), as llama.cpp quantizes the query to q8 against quantized keys.
+// Key coefficients also get a second int8 term, the rounding residual at 1/254 of that scale (about 16 bits in
+// all): scores are exponentiated, and with 8 bits alone the decode KLD of a q4/q2 ladder rose by 1.4%; values'
+// 8-bit rounding moves outputs far less than their own 2-4-bit codes do (docs/kv_quality.md).
+
+// Whether a row set takes the integer kernel: 2- or 4-bit codes, planes of whole 16-byte chunks, and value
+// groups of whole 16-lane vectors.
+bool VnniFits(const CodeRows& rows) {
+  return (rows.bits == 2 || rows.bits == 4) && rows.row_len * rows.bits / 8 % 16 == 0 && rows.group % 16 == 0;
+}
+
+// Quantizes x[0, n) to int8 in out[0, round_up(n, 16)) (zero-padded) and returns the scale (0: all zero):
+// x ~ scale * out. With `residual`, also its rounding error: x ~ scale * (out + residual / 254).
+float QuantizeCoefficients(const float* x, int n, int8_t* out, int8_t* residual) {
+  const auto lanes_of = [n](int i) { return static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1); };
+  __m512 vmax = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(lanes_of(i), x + i)));
+  const float max_abs = _mm512_reduce_max_ps(vmax);
+  const __m512 inverse = _mm512_set1_ps(max_abs > 0 ? 127.0f / max_abs : 0.0f);
+  for (int i = 0; i < n; i += 16) {
+    const __m512 scaled = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes_of(i), x + i), inverse);
+    const __m512i q = _mm512_cvtps_epi32(scaled);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtsepi32_epi8(q));
+    if (residual != nullptr) {
+      const __m512 error = _mm512_mul_ps(_mm512_sub_ps(scaled, _mm512_cvtepi32_ps(q)), _mm512_set1_ps(254.0f));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(residual + i), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(error)));
+    }
+  }
+  return max_abs / 127.0f;
+}
+
+// Coefficients of head h, group g: coef + h * head_stride + g * group_stride, int8, one per row (rows padded
+// to a multiple of 16 with zeros); scale[h * n_groups + g] turns their products back into f32. The residual
+// terms (keys), where present, sit at the same offsets from `residual` and weigh scale / 254.
+struct Int8Coefficients {
+  const int8_t* coef;
+  const int8_t* residual;
+  const float* scale;
+  size_t head_stride, group_stride;
+  int n_groups;
+};
+
+// out[h][e] += scale[h][g(e)] * sum_{r < n_rows} coef[h][g(e)][r] * code(row r, element e), for the H heads of
+// a block, every element e < row_len (VnniFits). Reads whole groups of 4 rows: rows up to the next multiple of
+// 4 must be readable (a page's rows past its valid tokens are; their coefficients are 0).
+template <int H, int kBits, bool kResidual>
+HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coefficients& c, float* out,
+                                         size_t out_stride) {
+  static_assert(H >= 1 && H <= 4 && (kBits == 2 || kBits == 4), "one to four heads, 2- or 4-bit codes");
+  static_assert(!kResidual || H <= 2, "residual terms double the accumulators: at most two heads");
+  constexpr int kPerByte = 8 / kBits;
+  const int plane_bytes = rows.row_len * kBits / 8;
+  alignas(64) static constexpr uint8_t kTranspose[64] = {  // lane i, byte j <- row j, byte i
+      0, 16, 32, 48, 1, 17, 33, 49, 2, 18, 34, 50, 3, 19, 35, 51, 4, 20, 36, 52, 5, 21, 37, 53,
+      6, 22, 38, 54, 7, 23, 39, 55, 8, 24, 40, 56, 9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59,
+      12, 28, 44, 60, 13, 29, 45, 61, 14, 30, 46, 62, 15, 31, 47, 63};
+  const __m512i transpose = _mm512_load_si512(kTranspose);
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << kBits) - 1));
+  const size_t stride = rows.row_bytes;
+  const int quads = (rows.n_rows + 3) / 4;
+  for (int b = 0; b < plane_bytes; b += 16) {
+    size_t offset[kPerByte][H];  // of the coefficients of head h for the group of codes_j
+    float scale[kPerByte][H];
+    for (int j = 0; j < kPerByte; ++j) {
+      const int g = (b + j * plane_bytes) / rows.group;
+      for (int h = 0; h < H; ++h) {
+        offset[j][h] = h * c.head_stride + g * c.group_stride;
+        scale[j][h] = c.scale[h * c.n_groups + g];
+      }
+    }
+    __m512i acc[kPerByte][H], acc_residual[kPerByte][H];
+    for (int j = 0; j < kPerByte; ++j) {
+      for (int h = 0; h < H; ++h) acc[j][h] = acc_residual[j][h] = _mm512_setzero_si512();
+    }
+    const auto coefficients = [](const int8_t* at) {  // the 4 int8 coefficients of rows r..r+3, in every lane
+      int32_t word;
+      std::memcpy(&word, at, sizeof(word));
+      return _mm512_set1_epi32(word);
+    };
+    const uint8_t* row = rows.data + b;
+    for (int quad = 0; quad < quads; ++quad, row += 4 * stride) {
+      __m512i gathered = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+      gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + stride)), 1);
+      gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * stride)), 2);
+      gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 3 * stride)), 3);
+      const __m512i lanes = _mm512_permutexvar_epi8(transpose, gathered);
+      for (int j = 0; j < kPerByte; ++j) {
+        const __m512i codes = _mm512_and_si512(_mm512_srli_epi16(lanes, j * kBits), mask);
+        for (int h = 0; h < H; ++h) {
+          const size_t at = offset[j][h] + 4 * quad;
+          acc[j][h] = _mm512_dpbusd_epi32(acc[j][h], codes, coefficients(c.coef + at));
+          if constexpr (kResidual) {
+            acc_residual[j][h] = _mm512_dpbusd_epi32(acc_residual[j][h], codes, coefficients(c.residual + at));
+          }
+        }
+      }
+    }
+    for (int j = 0; j < kPerByte; ++j) {
+      for (int h = 0; h < H; ++h) {
+        float* o = out + h * out_stride + b + j * plane_bytes;
+        __m512 sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[j][h]), _mm512_set1_ps(scale[j][h]), _mm512_loadu_ps(o));
+        if constexpr (kResidual) {
+          sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_residual[j][h]), _mm512_set1_ps(scale[j][h] / 254.0f), sum);
+        }
+        _mm512_storeu_ps(o, sum);
+      }
+    }
+  }
+}
+
+// Quantizes the f32 coefficients of `heads` heads (with residual terms: keys) and runs
+// AccumulateCodeRowsVnni over them in blocks of 4 heads (2 with residual terms).
+template <bool kResidual>
+void AccumulateVnni(int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out, size_t out_stride,
+                    FusedScratch& s) {
+  const int n_groups = rows.row_len / rows.group;
+  const size_t padded = (static_cast<size_t>(rows.n_rows) + 15) / 16 * 16;
+  const size_t n_coef = static_cast<size_t>(heads) * n_groups * padded;
+  s.coef_i8.resize((kResidual ? 2 : 1) * n_coef);  // [2 if residual][heads][n_groups][padded]
+  s.coef_scale.resize(static_cast<size_t>(heads) * n_groups);
+  for (int h = 0; h < heads; ++h) {
+    for (int g = 0; g < n_groups; ++g) {
+      const size_t slot = static_cast<size_t>(h) * n_groups + g;
+      s.coef_scale[slot] = QuantizeCoefficients(coefs.coef + h * coefs.head_stride + g * coefs.group_stride,
+                                                rows.n_rows, s.coef_i8.data() + slot * padded,
+                                                kResidual ? s.coef_i8.data() + n_coef + slot * padded : nullptr);
+    }
+  }
+  constexpr int kBlock = kResidual ? 2 : 4;
+  Int8Coefficients c{s.coef_i8.data(), s.coef_i8.data() + n_coef, s.coef_scale.data(), n_groups * padded, padded,
+                     n_groups};
+  for (int h = 0; h < heads; h += kBlock) {
+    const auto block = [&](auto kHeads) {
+      if (rows.bits == 2) return AccumulateCodeRowsVnni<kHeads(), 2, kResidual>(rows, c, out, out_stride);
+      AccumulateCodeRowsVnni<kHeads(), 4, kResidual>(rows, c, out, out_stride);
+    };
+    const int block_heads = std::min(kBlock, heads - h);
+    if (block_heads == 1) block(std::integral_constant<int, 1>());
+    if (block_heads == 2) block(std::integral_constant<int, 2>());
+    if constexpr (!kResidual) {
+      if (block_heads == 3) block(std::integral_constant<int, 3>());
+      if (block_heads == 4) block(std::integral_constant<int, 4>());
+    }
+    c.coef += kBlock * c.head_stride;
+    c.residual += kBlock * c.head_stride;
+    c.scale += kBlock * n_groups;
+    out += kBlock * out_stride;
+  }
+}
+
+#pragma GCC pop_options
+#endif  // HWY_TARGET == HWY_AVX3_DL
+
+// out[h][e] += sum_r coef[h][e / group][r] * code(row r, element e) for `heads` heads: the integer kernel
+// where the target and the rows allow it, else AccumulateCodeRows on vectors of `lanes` (FusedDecodeLanes).
+void AccumulateAt(int lanes, int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out,
+                  size_t out_stride, bool key_rows, FusedScratch& s) {
+#ifdef KVTIER_FUSED_VNNI
+  if (VnniFits(rows)) {
+    if (key_rows || rows.bits == 4) return AccumulateVnni<true>(heads, rows, coefs, out, out_stride, s);
+    return AccumulateVnni<false>(heads, rows, coefs, out, out_stride, s);
+  }
+#else
+  (void)key_rows, (void)s;
+#endif
+  if (lanes == static_cast<int>(hn::Lanes(DF()))) return AccumulateAllHeads(DF(), heads, rows, coefs, out, out_stride);
+  if (lanes == 8) return AccumulateAllHeads(hn::CappedTag<float, 8>(), heads, rows, coefs, out, out_stride);
+  AccumulateAllHeads(hn::CappedTag<float, 4>(), heads, rows, coefs, out, out_stride);
+}
+
 
 // FusedLanes, plus full 16-lane vectors over 3-bit rows of 64 codes (AccumulateCodeRows reads their 8-byte
 // 1-bit plane twice), which FusedLanes would run on 8 lanes.
@@ -685,7 +869,8 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
     std::fill_n(s.scores.data() + static_cast<size_t>(h) * tokens, tokens, constant * w.scale);
   }
   const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, f.key_bits, tokens};
-  AccumulateAt(key_lanes, n_heads, key_rows, {s.key_coef.data(), static_cast<size_t>(hd), 0}, s.scores.data(), tokens);
+  AccumulateAt(key_lanes, n_heads, key_rows, {s.key_coef.data(), static_cast<size_t>(hd), 0}, s.scores.data(), tokens,
+               /*key_rows=*/true, s);
 
   // Softmax weights p[t] per head; value coefficients p[t] s[t][g] and the min term sum_t p[t] m[t][g].
   DecodeF16(values, s.value_params.size(), s.value_params.data());  // [rows][n_groups][scale, min]
@@ -724,7 +909,7 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
   const CodeRows value_rows{values + f.value_codes_offset, f.row_code_bytes, rows, hd, f.value_bits, f.group};
   AccumulateAt(value_lanes, n_heads, value_rows,
                {s.value_coef.data(), static_cast<size_t>(n_groups) * tokens, static_cast<size_t>(tokens)}, states,
-               w.state_floats);
+               w.state_floats, /*key_rows=*/false, s);
 }
 
 // Asks for KV head kvh's bytes of a page ahead of use: pages sit in separate slab slots, so the hardware
@@ -860,6 +1045,13 @@ void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const floa
 }
 
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+bool Int8Coefficients() {
+#ifdef KVTIER_FUSED_VNNI
+  return true;
+#else
+  return false;
+#endif
+}
 
 }  // namespace kvtier::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -869,6 +1061,7 @@ namespace kvtier::kernels {
 HWY_EXPORT(PagedAttention);
 HWY_EXPORT(DecodePageHeadSimd);
 HWY_EXPORT(TargetName);
+HWY_EXPORT(Int8Coefficients);
 
 void paged_attention(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale, float* out,
                      ThreadPool& pool, float* lse) {
@@ -886,6 +1079,7 @@ void decode_page_head_simd(const kv::PageFormat& format, const uint8_t* page, in
 }
 
 const char* paged_attention_target() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+bool paged_attention_int8_coefficients() { return HWY_DYNAMIC_DISPATCH(Int8Coefficients)(); }
 
 void merge_attention(float* out_a, float* lse_a, const float* out_b, const float* lse_b, int64_t rows,
                      int head_dim) {

@@ -27,11 +27,6 @@
 #define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
 #endif
 
-// AVX3_DL (Ice Lake, Zen 4 and later) brings AVX512-VNNI, the int8 dot product.
-#ifndef HWY_WANT_AVX3_DL
-#define HWY_WANT_AVX3_DL
-#endif
-
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/weight_kernels.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
