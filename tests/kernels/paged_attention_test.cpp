@@ -134,10 +134,10 @@ void check_case(const Case& c) {
       ThreadPool pool(threads);
       std::vector<float> out(q_elems, NAN);
       paged_attention(view, pos, c.n_q, c.n_heads, q.data(), scale, out.data(), pool);
-      // f32 kernels differ from the reference only in the order of sums. The VNNI decode multiplies 2-bit value
-      // rows by coefficients p[t] s[t] rounded to 8 bits of their page maximum (keys and 4-bit values keep ~16
+      // f32 kernels differ from the reference only in the order of sums. The VNNI decode multiplies 2-bit code
+      // rows by coefficients (q[d] s[d], p[t] s[t]) rounded to 8 bits of their page maximum (4-bit rows keep ~16
       // bits: 8 plus a residual byte): with values ~N(0, 1) that moves outputs by up to ~1e-2 (mean 1-3e-3;
-      // tiny-llama's decode KLD moved by 0.3%), while a lost group of 4 rows moves them by ~6e-2.
+      // tiny-llama's decode KLD moved within its noise), while a lost group of 4 rows moves them by ~6e-2.
       const bool int8 = c.n_q == 1 && paged_attention_int8_coefficients();
       const float max_error = int8 ? 2e-2f : 2e-4f, max_mean_error = int8 ? 5e-3f : 2e-4f;
       double error_sum = 0;

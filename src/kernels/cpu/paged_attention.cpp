@@ -619,8 +619,8 @@ struct FusedScratch {
   std::vector<float> scores;        // [group][tokens]: scores, then softmax weights
   std::vector<float> value_coef;    // [group][n_groups][tokens]: p[t] * s[t][g]
   std::vector<float> corrections;   // [group]
-  std::vector<int8_t> coef_i8;      // [group][n_groups][rows rounded up to 16]: the integer kernel's coefficients
-  std::vector<float> coef_scale;    // [group][n_groups]
+  std::vector<int32_t> coef_words;  // the integer kernel's coefficients (Int8Coefficients)
+  std::vector<float> coef_scale;     // [group][n_groups]
 };
 
 #undef KVTIER_FUSED_VNNI
@@ -642,9 +642,10 @@ struct FusedScratch {
 //   codes_j  = (lanes >> j*w) & (2^w - 1) per byte:  element b + i + j*s of rows r..r+3
 // Coefficients (keys: q[d] s[d]; values: p[t] s[t][g]) are quantized per head and group to int8 with
 // scale max|coef| / 127 (round to nearest), as llama.cpp quantizes the query to q8 against quantized keys.
-// Key coefficients also get a second int8 term, the rounding residual at 1/254 of that scale (about 16 bits in
-// all): scores are exponentiated, and with 8 bits alone the decode KLD of a q4/q2 ladder rose by 1.4%; values'
-// 8-bit rounding moves outputs far less than their own 2-4-bit codes do (docs/kv_quality.md).
+// Against 4-bit codes they also get a second int8 term, the rounding residual at 1/254 of that scale (about
+// 16 bits in all): with 8 bits alone, uniform q4's decode KLD on tiny-llama-31m rose from 0.0088 to 0.0100
+// (values) and 0.0093 (keys), while against 2-bit codes 8 bits changed it by less than its noise (0.1651 ->
+// 0.1646-0.1655; docs/kv_quality.md): there the codes' own error dwarfs the coefficients'.
 
 // Whether a row set takes the integer kernel: 2- or 4-bit codes, planes of whole 16-byte chunks, and value
 // groups of whole 16-lane vectors.
@@ -652,46 +653,63 @@ bool VnniFits(const CodeRows& rows) {
   return (rows.bits == 2 || rows.bits == 4) && rows.row_len * rows.bits / 8 % 16 == 0 && rows.group % 16 == 0;
 }
 
-// Quantizes x[0, n) to int8 in out[0, round_up(n, 16)) (zero-padded) and returns the scale (0: all zero):
-// x ~ scale * out. With `residual`, also its rounding error: x ~ scale * (out + residual / 254).
-float QuantizeCoefficients(const float* x, int n, int8_t* out, int8_t* residual) {
+// Quantizes x[0, n) to int8 (x ~ scale * q, scale = max|x| / 127, returned; 0 if all are zero) and stores the
+// 4-coefficient words of rows 4k..4k+3 at words[k * word_stride], k < round_up(n, 16) / 4 (zero-padded). With
+// `residual`, also the rounding error's words (x ~ scale * (q + residual / 254)) at the same offsets.
+float QuantizeCoefficients(const float* x, int n, int32_t* words, int32_t* residual, size_t word_stride) {
   const auto lanes_of = [n](int i) { return static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1); };
   __m512 vmax = _mm512_setzero_ps();
   for (int i = 0; i < n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(lanes_of(i), x + i)));
   const float max_abs = _mm512_reduce_max_ps(vmax);
   const __m512 inverse = _mm512_set1_ps(max_abs > 0 ? 127.0f / max_abs : 0.0f);
+  const auto store_words = [word_stride](__m128i bytes, int32_t* at) {  // 16 coefficients = 4 words
+    at[0] = _mm_extract_epi32(bytes, 0);
+    at[word_stride] = _mm_extract_epi32(bytes, 1);
+    at[2 * word_stride] = _mm_extract_epi32(bytes, 2);
+    at[3 * word_stride] = _mm_extract_epi32(bytes, 3);
+  };
   for (int i = 0; i < n; i += 16) {
     const __m512 scaled = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes_of(i), x + i), inverse);
     const __m512i q = _mm512_cvtps_epi32(scaled);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtsepi32_epi8(q));
+    store_words(_mm512_cvtsepi32_epi8(q), words + i / 4 * word_stride);
     if (residual != nullptr) {
       const __m512 error = _mm512_mul_ps(_mm512_sub_ps(scaled, _mm512_cvtepi32_ps(q)), _mm512_set1_ps(254.0f));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(residual + i), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(error)));
+      store_words(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(error)), residual + i / 4 * word_stride);
     }
   }
   return max_abs / 127.0f;
 }
 
-// Coefficients of head h, group g: coef + h * head_stride + g * group_stride, int8, one per row (rows padded
-// to a multiple of 16 with zeros); scale[h * n_groups + g] turns their products back into f32. The residual
-// terms (keys), where present, sit at the same offsets from `residual` and weigh scale / 254.
+// The coefficients of one call, as 32-bit words of 4 int8 coefficients (rows 4k..4k+3), laid out so that the
+// kernel's inner loop reads every head's word at a fixed offset from one index:
+//   words[(g * quads + k) * heads + h]  (group g, row quad k, head h);  scale[h * n_groups + g].
+// The residual words (4-bit rows), where present, have the same layout and weigh scale / 254.
 struct Int8Coefficients {
-  const int8_t* coef;
-  const int8_t* residual;
+  const int32_t* words;
+  const int32_t* residual;
   const float* scale;
-  size_t head_stride, group_stride;
-  int n_groups;
+  int heads, quads, n_groups;
 };
 
-// out[h][e] += scale[h][g(e)] * sum_{r < n_rows} coef[h][g(e)][r] * code(row r, element e), for the H heads of
-// a block, every element e < row_len (VnniFits). Reads whole groups of 4 rows: rows up to the next multiple of
-// 4 must be readable (a page's rows past its valid tokens are; their coefficients are 0).
+// out[h][e] += scale[h][g(e)] * sum_{r < n_rows} coef[h][g(e)][r] * code(row r, element e), for heads
+// first_head .. first_head + H - 1 (out: the first of them), every element e < row_len (VnniFits). Reads whole
+// groups of 4 rows: rows up to the next multiple of 4 must be readable (a page's rows past its valid tokens
+// are; their coefficients are 0).
+constexpr int kPerByteOf(int bits) { return 8 / bits; }
+
+// acc += vpdpbusd(codes, the word at `word` in every lane), in place. Written as asm because GCC 12 wraps the
+// intrinsic in this loop with register-to-register copies of the accumulators (one per multiply-add, plus
+// reloads of the transpose index), which cost as much as the arithmetic.
+HWY_INLINE void DotBytes(__m512i& acc, __m512i codes, const int32_t* word) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(codes), "m"(*word));
+}
+
 template <int H, int kBits, bool kResidual>
-HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coefficients& c, float* out,
+HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coefficients& c, int first_head, float* out,
                                          size_t out_stride) {
   static_assert(H >= 1 && H <= 4 && (kBits == 2 || kBits == 4), "one to four heads, 2- or 4-bit codes");
-  static_assert(!kResidual || H <= 2, "residual terms double the accumulators: at most two heads");
-  constexpr int kPerByte = 8 / kBits;
+  static_assert(kPerByteOf(kBits) * H * (kResidual ? 2 : 1) <= 16, "at most 16 accumulators (of 32 registers)");
+  constexpr int kPerByte = kPerByteOf(kBits);
   const int plane_bytes = rows.row_len * kBits / 8;
   alignas(64) static constexpr uint8_t kTranspose[64] = {  // lane i, byte j <- row j, byte i
       0, 16, 32, 48, 1, 17, 33, 49, 2, 18, 34, 50, 3, 19, 35, 51, 4, 20, 36, 52, 5, 21, 37, 53,
@@ -702,48 +720,45 @@ HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coeffic
   const size_t stride = rows.row_bytes;
   const int quads = (rows.n_rows + 3) / 4;
   for (int b = 0; b < plane_bytes; b += 16) {
-    size_t offset[kPerByte][H];  // of the coefficients of head h for the group of codes_j
-    float scale[kPerByte][H];
+    const int32_t* words[kPerByte];     // codes_j's group: its words of head first_head, quad 0
+    const int32_t* residual[kPerByte];
+    const float* scale[kPerByte];       // codes_j's group: the scale of head first_head
     for (int j = 0; j < kPerByte; ++j) {
       const int g = (b + j * plane_bytes) / rows.group;
-      for (int h = 0; h < H; ++h) {
-        offset[j][h] = h * c.head_stride + g * c.group_stride;
-        scale[j][h] = c.scale[h * c.n_groups + g];
-      }
+      const size_t at = static_cast<size_t>(g) * c.quads * c.heads + first_head;
+      words[j] = c.words + at;
+      residual[j] = kResidual ? c.residual + at : nullptr;
+      scale[j] = c.scale + first_head * c.n_groups + g;
     }
     __m512i acc[kPerByte][H], acc_residual[kPerByte][H];
     for (int j = 0; j < kPerByte; ++j) {
       for (int h = 0; h < H; ++h) acc[j][h] = acc_residual[j][h] = _mm512_setzero_si512();
     }
-    const auto coefficients = [](const int8_t* at) {  // the 4 int8 coefficients of rows r..r+3, in every lane
-      int32_t word;
-      std::memcpy(&word, at, sizeof(word));
-      return _mm512_set1_epi32(word);
-    };
     const uint8_t* row = rows.data + b;
     for (int quad = 0; quad < quads; ++quad, row += 4 * stride) {
+      const size_t at = static_cast<size_t>(quad) * c.heads;
       __m512i gathered = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
       gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + stride)), 1);
       gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * stride)), 2);
       gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 3 * stride)), 3);
       const __m512i lanes = _mm512_permutexvar_epi8(transpose, gathered);
+#pragma GCC unroll 4
       for (int j = 0; j < kPerByte; ++j) {
         const __m512i codes = _mm512_and_si512(_mm512_srli_epi16(lanes, j * kBits), mask);
+#pragma GCC unroll 4
         for (int h = 0; h < H; ++h) {
-          const size_t at = offset[j][h] + 4 * quad;
-          acc[j][h] = _mm512_dpbusd_epi32(acc[j][h], codes, coefficients(c.coef + at));
-          if constexpr (kResidual) {
-            acc_residual[j][h] = _mm512_dpbusd_epi32(acc_residual[j][h], codes, coefficients(c.residual + at));
-          }
+          DotBytes(acc[j][h], codes, words[j] + at + h);
+          if constexpr (kResidual) DotBytes(acc_residual[j][h], codes, residual[j] + at + h);
         }
       }
     }
     for (int j = 0; j < kPerByte; ++j) {
       for (int h = 0; h < H; ++h) {
         float* o = out + h * out_stride + b + j * plane_bytes;
-        __m512 sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[j][h]), _mm512_set1_ps(scale[j][h]), _mm512_loadu_ps(o));
+        const float sc = scale[j][h * c.n_groups];
+        __m512 sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[j][h]), _mm512_set1_ps(sc), _mm512_loadu_ps(o));
         if constexpr (kResidual) {
-          sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_residual[j][h]), _mm512_set1_ps(scale[j][h] / 254.0f), sum);
+          sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_residual[j][h]), _mm512_set1_ps(sc / 254.0f), sum);
         }
         _mm512_storeu_ps(o, sum);
       }
@@ -751,43 +766,34 @@ HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coeffic
   }
 }
 
-// Quantizes the f32 coefficients of `heads` heads (with residual terms: keys) and runs
-// AccumulateCodeRowsVnni over them in blocks of 4 heads (2 with residual terms).
-template <bool kResidual>
+// Quantizes the f32 coefficients of `heads` heads and runs AccumulateCodeRowsVnni over them in blocks of 4
+// heads; 4-bit rows with residual coefficient terms, 2-bit rows without.
+template <int kBits>
 void AccumulateVnni(int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out, size_t out_stride,
                     FusedScratch& s) {
+  constexpr bool kResidual = kBits == 4;
   const int n_groups = rows.row_len / rows.group;
-  const size_t padded = (static_cast<size_t>(rows.n_rows) + 15) / 16 * 16;
-  const size_t n_coef = static_cast<size_t>(heads) * n_groups * padded;
-  s.coef_i8.resize((kResidual ? 2 : 1) * n_coef);  // [2 if residual][heads][n_groups][padded]
+  const int quads = (rows.n_rows + 15) / 16 * 4;  // whole vectors of 16 coefficients
+  const size_t n_words = static_cast<size_t>(n_groups) * quads * heads;
+  s.coef_words.resize((kResidual ? 2 : 1) * n_words);  // [1 or 2][n_groups][quads][heads]
   s.coef_scale.resize(static_cast<size_t>(heads) * n_groups);
+  int32_t* words = s.coef_words.data();
   for (int h = 0; h < heads; ++h) {
     for (int g = 0; g < n_groups; ++g) {
-      const size_t slot = static_cast<size_t>(h) * n_groups + g;
-      s.coef_scale[slot] = QuantizeCoefficients(coefs.coef + h * coefs.head_stride + g * coefs.group_stride,
-                                                rows.n_rows, s.coef_i8.data() + slot * padded,
-                                                kResidual ? s.coef_i8.data() + n_coef + slot * padded : nullptr);
+      const size_t at = static_cast<size_t>(g) * quads * heads + h;
+      s.coef_scale[h * n_groups + g] =
+          QuantizeCoefficients(coefs.coef + h * coefs.head_stride + g * coefs.group_stride, rows.n_rows, words + at,
+                               kResidual ? words + n_words + at : nullptr, heads);
     }
   }
-  constexpr int kBlock = kResidual ? 2 : 4;
-  Int8Coefficients c{s.coef_i8.data(), s.coef_i8.data() + n_coef, s.coef_scale.data(), n_groups * padded, padded,
-                     n_groups};
-  for (int h = 0; h < heads; h += kBlock) {
-    const auto block = [&](auto kHeads) {
-      if (rows.bits == 2) return AccumulateCodeRowsVnni<kHeads(), 2, kResidual>(rows, c, out, out_stride);
-      AccumulateCodeRowsVnni<kHeads(), 4, kResidual>(rows, c, out, out_stride);
-    };
-    const int block_heads = std::min(kBlock, heads - h);
-    if (block_heads == 1) block(std::integral_constant<int, 1>());
-    if (block_heads == 2) block(std::integral_constant<int, 2>());
-    if constexpr (!kResidual) {
-      if (block_heads == 3) block(std::integral_constant<int, 3>());
-      if (block_heads == 4) block(std::integral_constant<int, 4>());
+  const Int8Coefficients c{words, words + n_words, s.coef_scale.data(), heads, quads, n_groups};
+  for (int h = 0; h < heads; h += 4, out += 4 * out_stride) {
+    switch (std::min(4, heads - h)) {
+      case 4: AccumulateCodeRowsVnni<4, kBits, kResidual>(rows, c, h, out, out_stride); break;
+      case 3: AccumulateCodeRowsVnni<3, kBits, kResidual>(rows, c, h, out, out_stride); break;
+      case 2: AccumulateCodeRowsVnni<2, kBits, kResidual>(rows, c, h, out, out_stride); break;
+      default: AccumulateCodeRowsVnni<1, kBits, kResidual>(rows, c, h, out, out_stride); break;
     }
-    c.coef += kBlock * c.head_stride;
-    c.residual += kBlock * c.head_stride;
-    c.scale += kBlock * n_groups;
-    out += kBlock * out_stride;
   }
 }
 
@@ -797,14 +803,14 @@ void AccumulateVnni(int heads, const CodeRows& rows, const RowCoefficients& coef
 // out[h][e] += sum_r coef[h][e / group][r] * code(row r, element e) for `heads` heads: the integer kernel
 // where the target and the rows allow it, else AccumulateCodeRows on vectors of `lanes` (FusedDecodeLanes).
 void AccumulateAt(int lanes, int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out,
-                  size_t out_stride, bool key_rows, FusedScratch& s) {
+                  size_t out_stride, FusedScratch& s) {
 #ifdef KVTIER_FUSED_VNNI
   if (VnniFits(rows)) {
-    if (key_rows || rows.bits == 4) return AccumulateVnni<true>(heads, rows, coefs, out, out_stride, s);
-    return AccumulateVnni<false>(heads, rows, coefs, out, out_stride, s);
+    if (rows.bits == 4) return AccumulateVnni<4>(heads, rows, coefs, out, out_stride, s);
+    return AccumulateVnni<2>(heads, rows, coefs, out, out_stride, s);
   }
 #else
-  (void)key_rows, (void)s;
+  (void)s;
 #endif
   if (lanes == static_cast<int>(hn::Lanes(DF()))) return AccumulateAllHeads(DF(), heads, rows, coefs, out, out_stride);
   if (lanes == 8) return AccumulateAllHeads(hn::CappedTag<float, 8>(), heads, rows, coefs, out, out_stride);
@@ -870,7 +876,7 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
   }
   const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, f.key_bits, tokens};
   AccumulateAt(key_lanes, n_heads, key_rows, {s.key_coef.data(), static_cast<size_t>(hd), 0}, s.scores.data(), tokens,
-               /*key_rows=*/true, s);
+               s);
 
   // Softmax weights p[t] per head; value coefficients p[t] s[t][g] and the min term sum_t p[t] m[t][g].
   DecodeF16(values, s.value_params.size(), s.value_params.data());  // [rows][n_groups][scale, min]
@@ -909,7 +915,7 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
   const CodeRows value_rows{values + f.value_codes_offset, f.row_code_bytes, rows, hd, f.value_bits, f.group};
   AccumulateAt(value_lanes, n_heads, value_rows,
                {s.value_coef.data(), static_cast<size_t>(n_groups) * tokens, static_cast<size_t>(tokens)}, states,
-               w.state_floats, /*key_rows=*/false, s);
+               w.state_floats, s);
 }
 
 // Asks for KV head kvh's bytes of a page ahead of use: pages sit in separate slab slots, so the hardware
