@@ -416,6 +416,26 @@ void ScoresPair(const float* qa, const float* qb, const float* kt, size_t kstrid
   }
 }
 
+// e^x for x <= 0 (softmax weights: a score minus the running maximum), about half the instructions of hn::Exp
+// (which also serves positive and extreme inputs). e^x = 2^n 2^f with y = x log2(e), n = round(y), f = y - n in
+// [-1/2, 1/2]; 2^f = e^(f ln 2) by its degree-6 Taylor polynomial (relative error < 1.3e-7, about one f32 ulp).
+// Below e^-87 (2^-126, the smallest normal f32) the result stays 2^-126 instead of falling to 0.
+template <class D, class V>
+HWY_INLINE V ExpNonPositive(D d, V x) {
+  const hn::RebindToSigned<D> di;
+  const auto y = hn::Max(hn::Set(d, -126.0f), hn::Mul(x, hn::Set(d, 1.44269504088896341f)));
+  const auto n = hn::Round(y);
+  const auto f = hn::Sub(y, n);
+  auto poly = hn::Set(d, 1.5403530393381609e-4f);                  // ln2^6 / 6!
+  poly = hn::MulAdd(poly, f, hn::Set(d, 1.3333558146428443e-3f));  // ln2^5 / 5!
+  poly = hn::MulAdd(poly, f, hn::Set(d, 9.6181291076284772e-3f));  // ln2^4 / 4!
+  poly = hn::MulAdd(poly, f, hn::Set(d, 5.5504108664821580e-2f));  // ln2^3 / 3!
+  poly = hn::MulAdd(poly, f, hn::Set(d, 0.24022650695910071f));    // ln2^2 / 2!
+  poly = hn::MulAdd(poly, f, hn::Set(d, 0.69314718055994531f));    // ln2
+  poly = hn::MulAdd(poly, f, hn::Set(d, 1.0f));
+  return hn::BitCast(d, hn::Add(hn::BitCast(di, poly), hn::ShiftLeft<23>(hn::ConvertTo(di, n))));
+}
+
 // Online-softmax step of one query head over scores[0, rows): updates m and l of the state (acc [hd], m, l),
 // overwrites the scores with the weights e^(s - m_new) and returns the factor the old acc must be scaled by.
 float SoftmaxUpdate(int rows, int hd, float* scores, float* state) {
@@ -434,7 +454,7 @@ float SoftmaxUpdate(int rows, int hd, float* scores, float* state) {
   auto vsum = hn::Zero(df);
   t = 0;
   for (; t + lanes <= rows; t += lanes) {
-    const auto p = hn::Exp(df, hn::Sub(hn::LoadU(df, scores + t), vmax));
+    const auto p = ExpNonPositive(df, hn::Sub(hn::LoadU(df, scores + t), vmax));
     vsum = hn::Add(vsum, p);
     hn::StoreU(p, df, scores + t);
   }
@@ -615,6 +635,8 @@ void AccumulateAllHeads(D df, int heads, const CodeRows& rows, RowCoefficients c
 struct FusedScratch {
   std::vector<float> key_params;    // [head_dim][scale, min]
   std::vector<float> value_params;  // [tokens][n_groups][scale, min]
+  std::vector<float> value_scale;   // [n_groups][tokens], from value_params
+  std::vector<float> value_min;     // [n_groups][tokens]
   std::vector<float> key_coef;      // [group][head_dim]: q[d] * s[d] * softmax scale
   std::vector<float> scores;        // [group][tokens]: scores, then softmax weights
   std::vector<float> value_coef;    // [group][n_groups][tokens]: p[t] * s[t][g]
@@ -653,36 +675,56 @@ bool VnniFits(const CodeRows& rows) {
   return (rows.bits == 2 || rows.bits == 4) && rows.row_len * rows.bits / 8 % 16 == 0 && rows.group % 16 == 0;
 }
 
-// Quantizes x[0, n) to int8 (x ~ scale * q, scale = max|x| / 127, returned; 0 if all are zero) and stores the
-// 4-coefficient words of rows 4k..4k+3 at words[k * word_stride], k < round_up(n, 16) / 4 (zero-padded). With
-// `residual`, also the rounding error's words (x ~ scale * (q + residual / 254)) at the same offsets.
-float QuantizeCoefficients(const float* x, int n, int32_t* words, int32_t* residual, size_t word_stride) {
+// Quantizes the coefficients of up to 4 heads, x[h][0, n) (h < n_heads; x[h] = x0 + h * x_stride), to int8
+// (x ~ scale[h] * q, scale = max|x[h]| / 127; 0 if all are zero) and stores them as words: the 4 coefficients of
+// rows 4k..4k+3 of heads 0..3 at words[k * word_stride + 0..3] (rows past n and heads past n_heads zero, up to
+// the next multiple of 16 rows). With `residual`, also the rounding error's words (x ~ scale * (q + residual /
+// 254)) at the same offsets. A 4x4 transpose of 32-bit words turns 4 heads' 16 bytes into 4 rows' 16 bytes.
+void QuantizeCoefficients(const float* x0, size_t x_stride, int n_heads, int n, int32_t* words, int32_t* residual,
+                          size_t word_stride, float* scale) {
   const auto lanes_of = [n](int i) { return static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1); };
-  __m512 vmax = _mm512_setzero_ps();
-  for (int i = 0; i < n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(lanes_of(i), x + i)));
-  const float max_abs = _mm512_reduce_max_ps(vmax);
-  const __m512 inverse = _mm512_set1_ps(max_abs > 0 ? 127.0f / max_abs : 0.0f);
-  const auto store_words = [word_stride](__m128i bytes, int32_t* at) {  // 16 coefficients = 4 words
-    at[0] = _mm_extract_epi32(bytes, 0);
-    at[word_stride] = _mm_extract_epi32(bytes, 1);
-    at[2 * word_stride] = _mm_extract_epi32(bytes, 2);
-    at[3 * word_stride] = _mm_extract_epi32(bytes, 3);
+  __m512 inverse[4];
+  for (int h = 0; h < 4; ++h) {
+    float max_abs = 0;
+    if (h < n_heads) {
+      __m512 vmax = _mm512_setzero_ps();
+      for (int i = 0; i < n; i += 16) {
+        vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(lanes_of(i), x0 + h * x_stride + i)));
+      }
+      max_abs = _mm512_reduce_max_ps(vmax);
+      scale[h] = max_abs / 127.0f;
+    }
+    inverse[h] = _mm512_set1_ps(max_abs > 0 ? 127.0f / max_abs : 0.0f);
+  }
+  const auto store_transposed = [word_stride](const __m128i (&bytes)[4], int32_t* at) {
+    const __m128i ab_low = _mm_unpacklo_epi32(bytes[0], bytes[1]), ab_high = _mm_unpackhi_epi32(bytes[0], bytes[1]);
+    const __m128i cd_low = _mm_unpacklo_epi32(bytes[2], bytes[3]), cd_high = _mm_unpackhi_epi32(bytes[2], bytes[3]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(at), _mm_unpacklo_epi64(ab_low, cd_low));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(at + word_stride), _mm_unpackhi_epi64(ab_low, cd_low));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(at + 2 * word_stride), _mm_unpacklo_epi64(ab_high, cd_high));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(at + 3 * word_stride), _mm_unpackhi_epi64(ab_high, cd_high));
   };
   for (int i = 0; i < n; i += 16) {
-    const __m512 scaled = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes_of(i), x + i), inverse);
-    const __m512i q = _mm512_cvtps_epi32(scaled);
-    store_words(_mm512_cvtsepi32_epi8(q), words + i / 4 * word_stride);
-    if (residual != nullptr) {
-      const __m512 error = _mm512_mul_ps(_mm512_sub_ps(scaled, _mm512_cvtepi32_ps(q)), _mm512_set1_ps(254.0f));
-      store_words(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(error)), residual + i / 4 * word_stride);
+    __m128i q8[4], residual8[4];
+    for (int h = 0; h < 4; ++h) {
+      const __m512 scaled = h < n_heads ? _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes_of(i), x0 + h * x_stride + i), inverse[h])
+                                        : _mm512_setzero_ps();
+      const __m512i q = _mm512_cvtps_epi32(scaled);
+      q8[h] = _mm512_cvtsepi32_epi8(q);
+      if (residual != nullptr) {
+        const __m512 error = _mm512_mul_ps(_mm512_sub_ps(scaled, _mm512_cvtepi32_ps(q)), _mm512_set1_ps(254.0f));
+        residual8[h] = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(error));
+      }
     }
+    store_transposed(q8, words + i / 4 * word_stride);
+    if (residual != nullptr) store_transposed(residual8, residual + i / 4 * word_stride);
   }
-  return max_abs / 127.0f;
 }
 
 // The coefficients of one call, as 32-bit words of 4 int8 coefficients (rows 4k..4k+3), laid out so that the
 // kernel's inner loop reads every head's word at a fixed offset from one index:
-//   words[(g * quads + k) * heads + h]  (group g, row quad k, head h);  scale[h * n_groups + g].
+//   words[(g * quads + k) * heads + h]  (group g, row quad k, head h; heads: the call's, rounded up to 4);
+//   scale[h * n_groups + g].
 // The residual words (4-bit rows), where present, have the same layout and weigh scale / 254.
 struct Int8Coefficients {
   const int32_t* words;
@@ -774,19 +816,23 @@ void AccumulateVnni(int heads, const CodeRows& rows, const RowCoefficients& coef
   constexpr bool kResidual = kBits == 4;
   const int n_groups = rows.row_len / rows.group;
   const int quads = (rows.n_rows + 15) / 16 * 4;  // whole vectors of 16 coefficients
-  const size_t n_words = static_cast<size_t>(n_groups) * quads * heads;
-  s.coef_words.resize((kResidual ? 2 : 1) * n_words);  // [1 or 2][n_groups][quads][heads]
-  s.coef_scale.resize(static_cast<size_t>(heads) * n_groups);
+  const int padded_heads = (heads + 3) / 4 * 4;
+  const size_t n_words = static_cast<size_t>(n_groups) * quads * padded_heads;
+  s.coef_words.resize((kResidual ? 2 : 1) * n_words);  // [1 or 2][n_groups][quads][padded_heads]
+  s.coef_scale.resize(static_cast<size_t>(padded_heads) * n_groups);
   int32_t* words = s.coef_words.data();
-  for (int h = 0; h < heads; ++h) {
+  std::vector<float>& scale = s.coef_scale;
+  for (int h = 0; h < heads; h += 4) {
     for (int g = 0; g < n_groups; ++g) {
-      const size_t at = static_cast<size_t>(g) * quads * heads + h;
-      s.coef_scale[h * n_groups + g] =
-          QuantizeCoefficients(coefs.coef + h * coefs.head_stride + g * coefs.group_stride, rows.n_rows, words + at,
-                               kResidual ? words + n_words + at : nullptr, heads);
+      const size_t at = static_cast<size_t>(g) * quads * padded_heads + h;
+      float block_scale[4];
+      QuantizeCoefficients(coefs.coef + h * coefs.head_stride + g * coefs.group_stride, coefs.head_stride,
+                           std::min(4, heads - h), rows.n_rows, words + at, kResidual ? words + n_words + at : nullptr,
+                           padded_heads, block_scale);
+      for (int i = 0; i < std::min(4, heads - h); ++i) scale[(h + i) * n_groups + g] = block_scale[i];
     }
   }
-  const Int8Coefficients c{words, words + n_words, s.coef_scale.data(), heads, quads, n_groups};
+  const Int8Coefficients c{words, words + n_words, s.coef_scale.data(), padded_heads, quads, n_groups};
   for (int h = 0; h < heads; h += 4, out += 4 * out_stride) {
     switch (std::min(4, heads - h)) {
       case 4: AccumulateCodeRowsVnni<4, kBits, kResidual>(rows, c, h, out, out_stride); break;
@@ -880,36 +926,61 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
 
   // Softmax weights p[t] per head; value coefficients p[t] s[t][g] and the min term sum_t p[t] m[t][g].
   DecodeF16(values, s.value_params.size(), s.value_params.data());  // [rows][n_groups][scale, min]
-  for (int h = 0; h < n_heads; ++h) {
-    float* p = s.scores.data() + static_cast<size_t>(h) * tokens;
-    float* state = states + static_cast<size_t>(h) * w.state_floats;
-    const auto vcorrection = hn::Set(df, SoftmaxUpdate(rows, hd, p, state));
+  s.value_scale.resize(static_cast<size_t>(n_groups) * tokens);
+  s.value_min.resize(static_cast<size_t>(n_groups) * tokens);
+  int first_scalar = 0;  // to [n_groups][tokens] once per page, read by every head
+  float* scale0 = s.value_scale.data();
+  float* min0 = s.value_min.data();
+  if (n_groups == 1) {
+    for (; first_scalar + lanes <= rows; first_scalar += lanes) {
+      hn::Vec<DF> scale, min;
+      hn::LoadInterleaved2(df, s.value_params.data() + 2 * first_scalar, scale, min);
+      hn::StoreU(scale, df, scale0 + first_scalar);
+      hn::StoreU(min, df, min0 + first_scalar);
+    }
+  } else if (n_groups == 2) {
+    for (; first_scalar + lanes <= rows; first_scalar += lanes) {
+      hn::Vec<DF> scale_a, min_a, scale_b, min_b;
+      hn::LoadInterleaved4(df, s.value_params.data() + 4 * first_scalar, scale_a, min_a, scale_b, min_b);
+      hn::StoreU(scale_a, df, scale0 + first_scalar);
+      hn::StoreU(min_a, df, min0 + first_scalar);
+      hn::StoreU(scale_b, df, scale0 + tokens + first_scalar);
+      hn::StoreU(min_b, df, min0 + tokens + first_scalar);
+    }
+  }
+  for (int t = first_scalar; t < rows; ++t) {
     for (int g = 0; g < n_groups; ++g) {
-      const float* params = s.value_params.data() + 2 * g;  // token t's pair at params[t * 2 * n_groups]
+      s.value_scale[static_cast<size_t>(g) * tokens + t] = s.value_params[(static_cast<size_t>(t) * n_groups + g) * 2];
+      s.value_min[static_cast<size_t>(g) * tokens + t] = s.value_params[(static_cast<size_t>(t) * n_groups + g) * 2 + 1];
+    }
+  }
+  for (int h = 0; h < n_heads; ++h) {
+    const float* p = s.scores.data() + static_cast<size_t>(h) * tokens;
+    float* state = states + static_cast<size_t>(h) * w.state_floats;
+    const float correction = SoftmaxUpdate(rows, hd, s.scores.data() + static_cast<size_t>(h) * tokens, state);
+    const auto vcorrection = hn::Set(df, correction);
+    for (int g = 0; g < n_groups; ++g) {
+      const float* scale = s.value_scale.data() + static_cast<size_t>(g) * tokens;
+      const float* min = s.value_min.data() + static_cast<size_t>(g) * tokens;
       float* coef = s.value_coef.data() + (static_cast<size_t>(h) * n_groups + g) * tokens;
       auto vmin_term = hn::Zero(df);
       int t = 0;
-      if (n_groups == 1) {  // pairs are contiguous: deinterleave a vector at a time
-        for (; t + lanes <= rows; t += lanes) {
-          hn::Vec<DF> scale, min;
-          hn::LoadInterleaved2(df, params + 2 * t, scale, min);
-          const auto pt = hn::LoadU(df, p + t);
-          hn::StoreU(hn::Mul(pt, scale), df, coef + t);
-          vmin_term = hn::MulAdd(pt, min, vmin_term);
-        }
+      for (; t + lanes <= rows; t += lanes) {
+        const auto pt = hn::LoadU(df, p + t);
+        hn::StoreU(hn::Mul(pt, hn::LoadU(df, scale + t)), df, coef + t);
+        vmin_term = hn::MulAdd(pt, hn::LoadU(df, min + t), vmin_term);
       }
       float min_term = hn::GetLane(hn::SumOfLanes(df, vmin_term));
       for (; t < rows; ++t) {
-        const float* pair = params + static_cast<size_t>(t) * 2 * n_groups;
-        coef[t] = p[t] * pair[0];
-        min_term += p[t] * pair[1];
+        coef[t] = p[t] * scale[t];
+        min_term += p[t] * min[t];
       }
       // acc = acc * correction + min term; the code rows add the rest. (lanes | group: FusedLanes.)
       const auto vmin = hn::Set(df, min_term);
       const int end = (g + 1) * f.group;
       int d = g * f.group;
       for (; d + lanes <= end; d += lanes) hn::StoreU(hn::MulAdd(hn::LoadU(df, state + d), vcorrection, vmin), df, state + d);
-      for (; d < end; ++d) state[d] = state[d] * hn::GetLane(vcorrection) + min_term;
+      for (; d < end; ++d) state[d] = state[d] * correction + min_term;
     }
   }
   const CodeRows value_rows{values + f.value_codes_offset, f.row_code_bytes, rows, hd, f.value_bits, f.group};
