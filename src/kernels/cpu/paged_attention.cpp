@@ -734,10 +734,6 @@ struct Int8Coefficients {
   int heads, quads, n_groups;
 };
 
-// out[h][e] += scale[h][g(e)] * sum_{r < n_rows} coef[h][g(e)][r] * code(row r, element e), for heads
-// first_head .. first_head + H - 1 (out: the first of them), every element e < row_len (VnniFits). Reads whole
-// groups of 4 rows: rows up to the next multiple of 4 must be readable (a page's rows past its valid tokens
-// are; their coefficients are 0).
 constexpr int kPerByteOf(int bits) { return 8 / bits; }
 
 // acc += vpdpbusd(codes, the word at `word` in every lane), in place. Written as asm because GCC 12 wraps the
@@ -747,6 +743,10 @@ HWY_INLINE void DotBytes(__m512i& acc, __m512i codes, const int32_t* word) {
   asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(codes), "m"(*word));
 }
 
+// out[h][e] += scale[h][g(e)] * sum_{r < n_rows} coef[h][g(e)][r] * code(row r, element e), for heads
+// first_head .. first_head + H - 1 (out: the first of them), every element e < row_len (VnniFits). Reads whole
+// groups of 4 rows: rows up to the next multiple of 4 must be readable (a page's rows past its valid tokens
+// are; their coefficients are 0).
 template <int H, int kBits, bool kResidual>
 HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coefficients& c, int first_head, float* out,
                                          size_t out_stride) {
@@ -864,7 +864,6 @@ void AccumulateAt(int lanes, int heads, const CodeRows& rows, const RowCoefficie
   AccumulateAllHeads(hn::CappedTag<float, 4>(), heads, rows, coefs, out, out_stride);
 }
 
-
 // FusedLanes, plus full 16-lane vectors over 3-bit rows of 64 codes (AccumulateCodeRows reads their 8-byte
 // 1-bit plane twice), which FusedLanes would run on 8 lanes.
 int FusedDecodeLanes(int n, int bits, int group) {
@@ -956,9 +955,9 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
     }
   }
   for (int h = 0; h < n_heads; ++h) {
-    const float* p = s.scores.data() + static_cast<size_t>(h) * tokens;
+    float* p = s.scores.data() + static_cast<size_t>(h) * tokens;  // scores, then softmax weights
     float* state = states + static_cast<size_t>(h) * w.state_floats;
-    const float correction = SoftmaxUpdate(rows, hd, s.scores.data() + static_cast<size_t>(h) * tokens, state);
+    const float correction = SoftmaxUpdate(rows, hd, p, state);
     const auto vcorrection = hn::Set(df, correction);
     for (int g = 0; g < n_groups; ++g) {
       const float* scale = s.value_scale.data() + static_cast<size_t>(g) * tokens;
@@ -1127,7 +1126,7 @@ void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const floa
 }
 
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
-bool Int8Coefficients() {
+bool UsesInt8Coefficients() {
 #ifdef KVTIER_FUSED_VNNI
   return true;
 #else
@@ -1143,7 +1142,7 @@ namespace kvtier::kernels {
 HWY_EXPORT(PagedAttention);
 HWY_EXPORT(DecodePageHeadSimd);
 HWY_EXPORT(TargetName);
-HWY_EXPORT(Int8Coefficients);
+HWY_EXPORT(UsesInt8Coefficients);
 
 void paged_attention(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale, float* out,
                      ThreadPool& pool, float* lse) {
@@ -1161,7 +1160,7 @@ void decode_page_head_simd(const kv::PageFormat& format, const uint8_t* page, in
 }
 
 const char* paged_attention_target() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
-bool paged_attention_int8_coefficients() { return HWY_DYNAMIC_DISPATCH(Int8Coefficients)(); }
+bool paged_attention_int8_coefficients() { return HWY_DYNAMIC_DISPATCH(UsesInt8Coefficients)(); }
 
 void merge_attention(float* out_a, float* lse_a, const float* out_b, const float* lse_b, int64_t rows,
                      int head_dim) {
