@@ -136,10 +136,11 @@ void check_case(const Case& c) {
       paged_attention(view, pos, c.n_q, c.n_heads, q.data(), scale, out.data(), pool);
       // f32 kernels differ from the reference only in the order of sums. The VNNI decode multiplies 2-bit code
       // rows by coefficients (q[d] s[d], p[t] s[t]) rounded to 8 bits of their page maximum (4-bit rows keep ~16
-      // bits: 8 plus a residual byte): with values ~N(0, 1) that moves outputs by up to ~1e-2 (mean 1-3e-3;
-      // tiny-llama's decode KLD moved within its noise), while a lost group of 4 rows moves them by ~6e-2.
+      // bits: 8 plus a residual byte): with values ~N(0, 1) that moves outputs by up to ~1e-2 (mean 1-3e-3, 5.3e-3
+      // with 2-bit values over only 330 tokens; tiny-llama's decode KLD moved within its noise), while a lost group
+      // of 4 rows moves them by ~6e-2.
       const bool int8 = c.n_q == 1 && paged_attention_int8_coefficients();
-      const float max_error = int8 ? 2e-2f : 2e-4f, max_mean_error = int8 ? 5e-3f : 2e-4f;
+      const float max_error = int8 ? 2e-2f : 2e-4f, max_mean_error = int8 ? 8e-3f : 2e-4f;
       double error_sum = 0;
       for (size_t i = 0; i < q_elems; ++i) {
         ASSERT_NEAR(out[i], expected[i], max_error)
@@ -168,6 +169,11 @@ TEST(PagedAttentionKernels, DecodeMatchesReferenceMixedPrecision) {
       // Fused decode from the codes: head blocks of 4 + 1 (group 5), two value groups per row (head_dim 128).
       {"q8:64,q4:64,q3:64,q2", 1, 10, 2, 128, 300, 1, kivi},
       {"k3v4:64,k3v2", 0, 16, 2, 64, 150, 1, kivi},  // group 8: two blocks of 4; 3-bit keys
+      // The VNNI page step (full 2/4-bit pages, group a multiple of 4): two value groups and two head blocks;
+      // split widths both ways; and a partial last page, which takes the general path.
+      {"q4:128,q2", 0, 8, 1, 128, 400, 1, kivi},
+      {"q4:64,k4v2", 1, 8, 2, 64, 330, 1, kivi},
+      {"q4:64,k2v4", 2, 4, 1, 64, 270, 1, kivi},
   };
   for (const Case& c : cases) check_case(c);
 }

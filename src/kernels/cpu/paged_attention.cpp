@@ -652,198 +652,7 @@ struct FusedScratch {
 // Highway 1.0.3's AVX3_DL target string names VBMI but not AVX512-VNNI (which its runtime check requires).
 #pragma GCC push_options
 #pragma GCC target("avx512vnni")
-
-// ---- Integer fused decode (AVX-512 VNNI + VBMI): 2- and 4-bit codes times 8-bit coefficients ----
-//
-// vpdpbusd multiplies the 4 unsigned bytes of each 32-bit lane by 4 signed bytes and adds the 4 products to
-// the lane's int32: with lane i holding element i's codes in 4 consecutive rows r..r+3 and the broadcast word
-// holding those rows' 8-bit coefficients, one instruction does 64 multiply-adds (the f32 path: 16 per FMA,
-// plus a shift, mask and convert per 16 codes). Transposing packed rows (kv::unpack_code_row: byte b of a
-// w-bit plane of s bytes holds elements b + j*s, j < 8/w), 16 bytes of each of 4 rows at a time:
-//   gathered = [row r, bytes b..b+15][row r+1, same][row r+2][row r+3]      (four 128-bit loads)
-//   lanes    = vpermb(gathered):  lane i = bytes (r, b+i) (r+1, b+i) (r+2, b+i) (r+3, b+i)
-//   codes_j  = (lanes >> j*w) & (2^w - 1) per byte:  element b + i + j*s of rows r..r+3
-// Coefficients (keys: q[d] s[d]; values: p[t] s[t][g]) are quantized per head and group to int8 with
-// scale max|coef| / 127 (round to nearest), as llama.cpp quantizes the query to q8 against quantized keys.
-// Against 4-bit codes they also get a second int8 term, the rounding residual at 1/254 of that scale (about
-// 16 bits in all): with 8 bits alone, uniform q4's decode KLD on tiny-llama-31m rose from 0.0088 to 0.0100
-// (values) and 0.0093 (keys), while against 2-bit codes 8 bits changed it by less than its noise (0.1651 ->
-// 0.1646-0.1655; docs/kv_quality.md): there the codes' own error dwarfs the coefficients'.
-
-// Whether a row set takes the integer kernel: 2- or 4-bit codes, planes of whole 16-byte chunks, and value
-// groups of whole 16-lane vectors.
-bool VnniFits(const CodeRows& rows) {
-  return (rows.bits == 2 || rows.bits == 4) && rows.row_len * rows.bits / 8 % 16 == 0 && rows.group % 16 == 0;
-}
-
-// Quantizes the coefficients of up to 4 heads, x[h][0, n) (h < n_heads; x[h] = x0 + h * x_stride), to int8
-// (x ~ scale[h] * q, scale = max|x[h]| / 127; 0 if all are zero) and stores them as words: the 4 coefficients of
-// rows 4k..4k+3 of heads 0..3 at words[k * word_stride + 0..3] (rows past n and heads past n_heads zero, up to
-// the next multiple of 16 rows). With `residual`, also the rounding error's words (x ~ scale * (q + residual /
-// 254)) at the same offsets. A 4x4 transpose of 32-bit words turns 4 heads' 16 bytes into 4 rows' 16 bytes.
-void QuantizeCoefficients(const float* x0, size_t x_stride, int n_heads, int n, int32_t* words, int32_t* residual,
-                          size_t word_stride, float* scale) {
-  const auto lanes_of = [n](int i) { return static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1); };
-  __m512 inverse[4];
-  for (int h = 0; h < 4; ++h) {
-    float max_abs = 0;
-    if (h < n_heads) {
-      __m512 vmax = _mm512_setzero_ps();
-      for (int i = 0; i < n; i += 16) {
-        vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(lanes_of(i), x0 + h * x_stride + i)));
-      }
-      max_abs = _mm512_reduce_max_ps(vmax);
-      scale[h] = max_abs / 127.0f;
-    }
-    inverse[h] = _mm512_set1_ps(max_abs > 0 ? 127.0f / max_abs : 0.0f);
-  }
-  const auto store_transposed = [word_stride](const __m128i (&bytes)[4], int32_t* at) {
-    const __m128i ab_low = _mm_unpacklo_epi32(bytes[0], bytes[1]), ab_high = _mm_unpackhi_epi32(bytes[0], bytes[1]);
-    const __m128i cd_low = _mm_unpacklo_epi32(bytes[2], bytes[3]), cd_high = _mm_unpackhi_epi32(bytes[2], bytes[3]);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(at), _mm_unpacklo_epi64(ab_low, cd_low));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(at + word_stride), _mm_unpackhi_epi64(ab_low, cd_low));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(at + 2 * word_stride), _mm_unpacklo_epi64(ab_high, cd_high));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(at + 3 * word_stride), _mm_unpackhi_epi64(ab_high, cd_high));
-  };
-  for (int i = 0; i < n; i += 16) {
-    __m128i q8[4], residual8[4];
-    for (int h = 0; h < 4; ++h) {
-      const __m512 scaled = h < n_heads ? _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes_of(i), x0 + h * x_stride + i), inverse[h])
-                                        : _mm512_setzero_ps();
-      const __m512i q = _mm512_cvtps_epi32(scaled);
-      q8[h] = _mm512_cvtsepi32_epi8(q);
-      if (residual != nullptr) {
-        const __m512 error = _mm512_mul_ps(_mm512_sub_ps(scaled, _mm512_cvtepi32_ps(q)), _mm512_set1_ps(254.0f));
-        residual8[h] = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(error));
-      }
-    }
-    store_transposed(q8, words + i / 4 * word_stride);
-    if (residual != nullptr) store_transposed(residual8, residual + i / 4 * word_stride);
-  }
-}
-
-// The coefficients of one call, as 32-bit words of 4 int8 coefficients (rows 4k..4k+3), laid out so that the
-// kernel's inner loop reads every head's word at a fixed offset from one index:
-//   words[(g * quads + k) * heads + h]  (group g, row quad k, head h; heads: the call's, rounded up to 4);
-//   scale[h * n_groups + g].
-// The residual words (4-bit rows), where present, have the same layout and weigh scale / 254.
-struct Int8Coefficients {
-  const int32_t* words;
-  const int32_t* residual;
-  const float* scale;
-  int heads, quads, n_groups;
-};
-
-constexpr int kPerByteOf(int bits) { return 8 / bits; }
-
-// acc += vpdpbusd(codes, the word at `word` in every lane), in place. Written as asm because GCC 12 wraps the
-// intrinsic in this loop with register-to-register copies of the accumulators (one per multiply-add, plus
-// reloads of the transpose index), which cost as much as the arithmetic.
-HWY_INLINE void DotBytes(__m512i& acc, __m512i codes, const int32_t* word) {
-  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(codes), "m"(*word));
-}
-
-// out[h][e] += scale[h][g(e)] * sum_{r < n_rows} coef[h][g(e)][r] * code(row r, element e), for heads
-// first_head .. first_head + H - 1 (out: the first of them), every element e < row_len (VnniFits). Reads whole
-// groups of 4 rows: rows up to the next multiple of 4 must be readable (a page's rows past its valid tokens
-// are; their coefficients are 0).
-template <int H, int kBits, bool kResidual>
-HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coefficients& c, int first_head, float* out,
-                                         size_t out_stride) {
-  static_assert(H >= 1 && H <= 4 && (kBits == 2 || kBits == 4), "one to four heads, 2- or 4-bit codes");
-  static_assert(kPerByteOf(kBits) * H * (kResidual ? 2 : 1) <= 16, "at most 16 accumulators (of 32 registers)");
-  constexpr int kPerByte = kPerByteOf(kBits);
-  const int plane_bytes = rows.row_len * kBits / 8;
-  alignas(64) static constexpr uint8_t kTranspose[64] = {  // lane i, byte j <- row j, byte i
-      0, 16, 32, 48, 1, 17, 33, 49, 2, 18, 34, 50, 3, 19, 35, 51, 4, 20, 36, 52, 5, 21, 37, 53,
-      6, 22, 38, 54, 7, 23, 39, 55, 8, 24, 40, 56, 9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59,
-      12, 28, 44, 60, 13, 29, 45, 61, 14, 30, 46, 62, 15, 31, 47, 63};
-  const __m512i transpose = _mm512_load_si512(kTranspose);
-  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << kBits) - 1));
-  const size_t stride = rows.row_bytes;
-  const int quads = (rows.n_rows + 3) / 4;
-  for (int b = 0; b < plane_bytes; b += 16) {
-    const int32_t* words[kPerByte];     // codes_j's group: its words of head first_head, quad 0
-    const int32_t* residual[kPerByte];
-    const float* scale[kPerByte];       // codes_j's group: the scale of head first_head
-    for (int j = 0; j < kPerByte; ++j) {
-      const int g = (b + j * plane_bytes) / rows.group;
-      const size_t at = static_cast<size_t>(g) * c.quads * c.heads + first_head;
-      words[j] = c.words + at;
-      residual[j] = kResidual ? c.residual + at : nullptr;
-      scale[j] = c.scale + first_head * c.n_groups + g;
-    }
-    __m512i acc[kPerByte][H], acc_residual[kPerByte][H];
-    for (int j = 0; j < kPerByte; ++j) {
-      for (int h = 0; h < H; ++h) acc[j][h] = acc_residual[j][h] = _mm512_setzero_si512();
-    }
-    const uint8_t* row = rows.data + b;
-    for (int quad = 0; quad < quads; ++quad, row += 4 * stride) {
-      const size_t at = static_cast<size_t>(quad) * c.heads;
-      __m512i gathered = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
-      gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + stride)), 1);
-      gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * stride)), 2);
-      gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 3 * stride)), 3);
-      const __m512i lanes = _mm512_permutexvar_epi8(transpose, gathered);
-#pragma GCC unroll 4
-      for (int j = 0; j < kPerByte; ++j) {
-        const __m512i codes = _mm512_and_si512(_mm512_srli_epi16(lanes, j * kBits), mask);
-#pragma GCC unroll 4
-        for (int h = 0; h < H; ++h) {
-          DotBytes(acc[j][h], codes, words[j] + at + h);
-          if constexpr (kResidual) DotBytes(acc_residual[j][h], codes, residual[j] + at + h);
-        }
-      }
-    }
-    for (int j = 0; j < kPerByte; ++j) {
-      for (int h = 0; h < H; ++h) {
-        float* o = out + h * out_stride + b + j * plane_bytes;
-        const float sc = scale[j][h * c.n_groups];
-        __m512 sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[j][h]), _mm512_set1_ps(sc), _mm512_loadu_ps(o));
-        if constexpr (kResidual) {
-          sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_residual[j][h]), _mm512_set1_ps(sc / 254.0f), sum);
-        }
-        _mm512_storeu_ps(o, sum);
-      }
-    }
-  }
-}
-
-// Quantizes the f32 coefficients of `heads` heads and runs AccumulateCodeRowsVnni over them in blocks of 4
-// heads; 4-bit rows with residual coefficient terms, 2-bit rows without.
-template <int kBits>
-void AccumulateVnni(int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out, size_t out_stride,
-                    FusedScratch& s) {
-  constexpr bool kResidual = kBits == 4;
-  const int n_groups = rows.row_len / rows.group;
-  const int quads = (rows.n_rows + 15) / 16 * 4;  // whole vectors of 16 coefficients
-  const int padded_heads = (heads + 3) / 4 * 4;
-  const size_t n_words = static_cast<size_t>(n_groups) * quads * padded_heads;
-  s.coef_words.resize((kResidual ? 2 : 1) * n_words);  // [1 or 2][n_groups][quads][padded_heads]
-  s.coef_scale.resize(static_cast<size_t>(padded_heads) * n_groups);
-  int32_t* words = s.coef_words.data();
-  std::vector<float>& scale = s.coef_scale;
-  for (int h = 0; h < heads; h += 4) {
-    for (int g = 0; g < n_groups; ++g) {
-      const size_t at = static_cast<size_t>(g) * quads * padded_heads + h;
-      float block_scale[4];
-      QuantizeCoefficients(coefs.coef + h * coefs.head_stride + g * coefs.group_stride, coefs.head_stride,
-                           std::min(4, heads - h), rows.n_rows, words + at, kResidual ? words + n_words + at : nullptr,
-                           padded_heads, block_scale);
-      for (int i = 0; i < std::min(4, heads - h); ++i) scale[(h + i) * n_groups + g] = block_scale[i];
-    }
-  }
-  const Int8Coefficients c{words, words + n_words, s.coef_scale.data(), padded_heads, quads, n_groups};
-  for (int h = 0; h < heads; h += 4, out += 4 * out_stride) {
-    switch (std::min(4, heads - h)) {
-      case 4: AccumulateCodeRowsVnni<4, kBits, kResidual>(rows, c, h, out, out_stride); break;
-      case 3: AccumulateCodeRowsVnni<3, kBits, kResidual>(rows, c, h, out, out_stride); break;
-      case 2: AccumulateCodeRowsVnni<2, kBits, kResidual>(rows, c, h, out, out_stride); break;
-      default: AccumulateCodeRowsVnni<1, kBits, kResidual>(rows, c, h, out, out_stride); break;
-    }
-  }
-}
-
+#include "kernels/cpu/fused_decode_vnni-inl.h"
 #pragma GCC pop_options
 #endif  // HWY_TARGET == HWY_AVX3_DL
 
@@ -1018,6 +827,16 @@ HWY_NOINLINE void ProcessItem(const Work& w, int item) {
   k_tile.resize(kstride * hd);                                   // [head_dim][kstride], keys transposed
   v_tile.resize(static_cast<size_t>(w.max_page_tokens) * hd);   // [max_page_tokens][head_dim]
   scores.resize(2 * kstride);                                    // [2][kstride]: a pair of heads
+#ifdef KVTIER_FUSED_VNNI
+  // Decode: the group's queries times the softmax scale, for VnniDecodePage. [group][head_dim]
+  thread_local std::vector<float> q_scaled;
+  const bool vnni_heads = nq == 1 && w.group % 4 == 0;
+  if (vnni_heads) {
+    const float* q_row = w.q + (static_cast<size_t>(q0) * w.n_heads + static_cast<size_t>(kvh) * w.group) * hd;
+    q_scaled.resize(static_cast<size_t>(w.group) * hd);
+    for (size_t i = 0; i < q_scaled.size(); ++i) q_scaled[i] = q_row[i] * w.scale;
+  }
+#endif
   const int page_begin = static_cast<int>(static_cast<int64_t>(chunk) * w.n_pages / w.n_chunks);
   const int page_end = static_cast<int>(static_cast<int64_t>(chunk + 1) * w.n_pages / w.n_chunks);
   for (int pi = page_begin; pi < page_end; ++pi) {
@@ -1026,6 +845,12 @@ HWY_NOINLINE void ProcessItem(const Work& w, int item) {
     const int rows_needed = std::min(page.n_tokens, last_visible - page.first_pos + 1);
     int key_lanes = 0, value_lanes = 0;
     if (pi + 1 < page_end) PrefetchHead(w.pages[pi + 1], kvh);
+#ifdef KVTIER_FUSED_VNNI
+    if (vnni_heads && VnniPageFits(*page.format, rows_needed)) {
+      VnniDecodePage(*page.format, page.data, kvh, w.group, q_scaled.data(), states, w.state_floats, fused);
+      continue;
+    }
+#endif
     if (nq == 1 && CanFuse(*page.format, &key_lanes, &value_lanes)) {
       const float* q_row = w.q + (static_cast<size_t>(q0) * w.n_heads + static_cast<size_t>(kvh) * w.group) * hd;
       FusedDecodePage(w, page, kvh, rows_needed, key_lanes, value_lanes, q_row, states, fused);

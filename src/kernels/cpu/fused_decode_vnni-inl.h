@@ -1,0 +1,442 @@
+// Integer fused decode for AVX-512 VNNI + VBMI (Highway's AVX3_DL target: Ice Lake, Zen 4/5). Included by
+// kernels/cpu/paged_attention.cpp inside its per-target namespace, for HWY_TARGET == HWY_AVX3_DL only, after
+// CodeRows, RowCoefficients, FusedScratch and ExpNonPositive; no include guard (one copy per target pass).
+// Requires: #pragma GCC target("avx512vnni") around the include.
+
+// ---- Integer fused decode (AVX-512 VNNI + VBMI): 2- and 4-bit codes times 8-bit coefficients ----
+//
+// vpdpbusd multiplies the 4 unsigned bytes of each 32-bit lane by 4 signed bytes and adds the 4 products to
+// the lane's int32: with lane i holding element i's codes in 4 consecutive rows r..r+3 and the broadcast word
+// holding those rows' 8-bit coefficients, one instruction does 64 multiply-adds (the f32 path: 16 per FMA,
+// plus a shift, mask and convert per 16 codes). Transposing packed rows (kv::unpack_code_row: byte b of a
+// w-bit plane of s bytes holds elements b + j*s, j < 8/w), 16 bytes of each of 4 rows at a time:
+//   gathered = [row r, bytes b..b+15][row r+1, same][row r+2][row r+3]      (four 128-bit loads)
+//   lanes    = vpermb(gathered):  lane i = bytes (r, b+i) (r+1, b+i) (r+2, b+i) (r+3, b+i)
+//   codes_j  = (lanes >> j*w) & (2^w - 1) per byte:  element b + i + j*s of rows r..r+3
+// Coefficients (keys: q[d] s[d]; values: p[t] s[t][g]) are quantized per head and group to int8 with
+// scale max|coef| / 127 (round to nearest), as llama.cpp quantizes the query to q8 against quantized keys.
+// Against 4-bit codes they also get a second int8 term, the rounding residual at 1/254 of that scale (about
+// 16 bits in all): with 8 bits alone, uniform q4's decode KLD on tiny-llama-31m rose from 0.0088 to 0.0100
+// (values) and 0.0093 (keys), while against 2-bit codes 8 bits changed it by less than its noise (0.1651 ->
+// 0.1646-0.1655; docs/kv_quality.md): there the codes' own error dwarfs the coefficients'.
+
+// Whether a row set takes the integer kernel: 2- or 4-bit codes, planes of whole 16-byte chunks, and value
+// groups of whole 16-lane vectors.
+bool VnniFits(const CodeRows& rows) {
+  return (rows.bits == 2 || rows.bits == 4) && rows.row_len * rows.bits / 8 % 16 == 0 && rows.group % 16 == 0;
+}
+
+// Quantizes the coefficients of up to 4 heads, x[h][0, n) (h < n_heads; x[h] = x0 + h * x_stride), to int8
+// as q = round(x * inverse[h]) (inverse = 127 / max|x[h]|, or 0 if all are zero) and stores them as words: the
+// 4 coefficients of rows 4k..4k+3 of heads 0..3 at words[k * word_stride + 0..3] (rows past n and heads past
+// n_heads zero, up to the next multiple of 16 rows). With `residual`, also the rounding error's words
+// (x ~ (q + residual / 254) / inverse) at the same offsets. A 4x4 transpose of 32-bit words turns 4 heads'
+// 16 bytes into 4 rows' 16 bytes.
+void QuantizeWithInverse(const float* x0, size_t x_stride, int n_heads, int n, const float* inverse, int32_t* words,
+                         int32_t* residual, size_t word_stride) {
+  const auto lanes_of = [n](int i) { return static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1); };
+  const auto store_transposed = [word_stride](const __m128i (&bytes)[4], int32_t* at) {
+    const __m128i ab_low = _mm_unpacklo_epi32(bytes[0], bytes[1]), ab_high = _mm_unpackhi_epi32(bytes[0], bytes[1]);
+    const __m128i cd_low = _mm_unpacklo_epi32(bytes[2], bytes[3]), cd_high = _mm_unpackhi_epi32(bytes[2], bytes[3]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(at), _mm_unpacklo_epi64(ab_low, cd_low));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(at + word_stride), _mm_unpackhi_epi64(ab_low, cd_low));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(at + 2 * word_stride), _mm_unpacklo_epi64(ab_high, cd_high));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(at + 3 * word_stride), _mm_unpackhi_epi64(ab_high, cd_high));
+  };
+  for (int i = 0; i < n; i += 16) {
+    __m128i q8[4], residual8[4];
+    for (int h = 0; h < 4; ++h) {
+      const __m512 scaled = h < n_heads ? _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes_of(i), x0 + h * x_stride + i),
+                                                        _mm512_set1_ps(inverse[h]))
+                                        : _mm512_setzero_ps();
+      const __m512i q = _mm512_cvtps_epi32(scaled);
+      q8[h] = _mm512_cvtsepi32_epi8(q);
+      if (residual != nullptr) {
+        const __m512 error = _mm512_mul_ps(_mm512_sub_ps(scaled, _mm512_cvtepi32_ps(q)), _mm512_set1_ps(254.0f));
+        residual8[h] = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(error));
+      }
+    }
+    store_transposed(q8, words + i / 4 * word_stride);
+    if (residual != nullptr) store_transposed(residual8, residual + i / 4 * word_stride);
+  }
+}
+
+// QuantizeWithInverse with each head's scale found here: scale[h] = max|x[h]| / 127.
+void QuantizeCoefficients(const float* x0, size_t x_stride, int n_heads, int n, int32_t* words, int32_t* residual,
+                          size_t word_stride, float* scale) {
+  const auto lanes_of = [n](int i) { return static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1); };
+  float inverse[4] = {0, 0, 0, 0};
+  for (int h = 0; h < n_heads; ++h) {
+    __m512 vmax = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+      vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(lanes_of(i), x0 + h * x_stride + i)));
+    }
+    const float max_abs = _mm512_reduce_max_ps(vmax);
+    scale[h] = max_abs / 127.0f;
+    inverse[h] = max_abs > 0 ? 127.0f / max_abs : 0.0f;
+  }
+  QuantizeWithInverse(x0, x_stride, n_heads, n, inverse, words, residual, word_stride);
+}
+
+// The coefficients of one call, as 32-bit words of 4 int8 coefficients (rows 4k..4k+3), laid out so that the
+// kernel's inner loop reads every head's word at a fixed offset from one index:
+//   words[(g * quads + k) * heads + h]  (group g, row quad k, head h; heads: the call's, rounded up to 4);
+//   scale[h * n_groups + g].
+// The residual words (4-bit rows), where present, have the same layout and weigh scale / 254.
+// The kernel's epilogue writes out = (overwrite ? 0 : out) * keep[h] + add[h * n_groups + g] + the sum (keep,
+// add: absent = 1, 0): the page step uses it to start scores at their constant and to apply the softmax
+// correction and the min term to the state in the same pass.
+struct Int8Coefficients {
+  const int32_t* words;
+  const int32_t* residual;
+  const float* scale;
+  int heads, quads, n_groups;
+  bool overwrite = false;
+  const float* keep = nullptr;  // [heads]
+  const float* add = nullptr;   // [heads][n_groups]
+};
+
+constexpr int kPerByteOf(int bits) { return 8 / bits; }
+
+// acc += vpdpbusd(codes, the word at `word` in every lane), in place. Written as asm because GCC 12 wraps the
+// intrinsic in this loop with register-to-register copies of the accumulators (one per multiply-add, plus
+// reloads of the transpose index), which cost as much as the arithmetic.
+HWY_INLINE void DotBytes(__m512i& acc, __m512i codes, const int32_t* word) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(codes), "m"(*word));
+}
+
+// out[h][e] += scale[h][g(e)] * sum_{r < n_rows} coef[h][g(e)][r] * code(row r, element e), for heads
+// first_head .. first_head + H - 1 (out: the first of them), every element e < row_len (VnniFits). Reads whole
+// groups of 4 rows: rows up to the next multiple of 4 must be readable (a page's rows past its valid tokens
+// are; their coefficients are 0).
+template <int H, int kBits, bool kResidual>
+HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coefficients& c, int first_head, float* out,
+                                         size_t out_stride) {
+  static_assert(H >= 1 && H <= 4 && (kBits == 2 || kBits == 4), "one to four heads, 2- or 4-bit codes");
+  static_assert(kPerByteOf(kBits) * H * (kResidual ? 2 : 1) <= 16, "at most 16 accumulators (of 32 registers)");
+  constexpr int kPerByte = kPerByteOf(kBits);
+  const int plane_bytes = rows.row_len * kBits / 8;
+  alignas(64) static constexpr uint8_t kTranspose[64] = {  // lane i, byte j <- row j, byte i
+      0, 16, 32, 48, 1, 17, 33, 49, 2, 18, 34, 50, 3, 19, 35, 51, 4, 20, 36, 52, 5, 21, 37, 53,
+      6, 22, 38, 54, 7, 23, 39, 55, 8, 24, 40, 56, 9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59,
+      12, 28, 44, 60, 13, 29, 45, 61, 14, 30, 46, 62, 15, 31, 47, 63};
+  const __m512i transpose = _mm512_load_si512(kTranspose);
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << kBits) - 1));
+  const size_t stride = rows.row_bytes;
+  const int quads = (rows.n_rows + 3) / 4;
+  for (int b = 0; b < plane_bytes; b += 16) {
+    const int32_t* words[kPerByte];     // codes_j's group: its words of head first_head, quad 0
+    const int32_t* residual[kPerByte];
+    int per_group[kPerByte];            // codes_j's group: index of head first_head's scale (and add)
+    for (int j = 0; j < kPerByte; ++j) {
+      const int g = (b + j * plane_bytes) / rows.group;
+      const size_t at = static_cast<size_t>(g) * c.quads * c.heads + first_head;
+      words[j] = c.words + at;
+      residual[j] = kResidual ? c.residual + at : nullptr;
+      per_group[j] = first_head * c.n_groups + g;
+    }
+    __m512i acc[kPerByte][H], acc_residual[kPerByte][H];
+    for (int j = 0; j < kPerByte; ++j) {
+      for (int h = 0; h < H; ++h) acc[j][h] = acc_residual[j][h] = _mm512_setzero_si512();
+    }
+    const uint8_t* row = rows.data + b;
+    for (int quad = 0; quad < quads; ++quad, row += 4 * stride) {
+      const size_t at = static_cast<size_t>(quad) * c.heads;
+      __m512i gathered;
+      if (stride == 16) {  // 16-byte rows (2-bit codes of 64): the 4 rows are one 64-byte load
+        gathered = _mm512_loadu_si512(row);
+      } else {
+        gathered = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+        gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + stride)), 1);
+        gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * stride)), 2);
+        gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 3 * stride)), 3);
+      }
+      const __m512i lanes = _mm512_permutexvar_epi8(transpose, gathered);
+#pragma GCC unroll 4
+      for (int j = 0; j < kPerByte; ++j) {
+        const __m512i codes = _mm512_and_si512(_mm512_srli_epi16(lanes, j * kBits), mask);
+#pragma GCC unroll 4
+        for (int h = 0; h < H; ++h) {
+          DotBytes(acc[j][h], codes, words[j] + at + h);
+          if constexpr (kResidual) DotBytes(acc_residual[j][h], codes, residual[j] + at + h);
+        }
+      }
+    }
+    // Unrolled and branch-free, so that the accumulators stay in registers (a loop here spilled them all).
+    const __mmask16 keep_out = c.overwrite ? 0 : 0xFFFF;
+#pragma GCC unroll 4
+    for (int j = 0; j < kPerByte; ++j) {
+#pragma GCC unroll 4
+      for (int h = 0; h < H; ++h) {
+        float* o = out + h * out_stride + b + j * plane_bytes;
+        const int at = per_group[j] + h * c.n_groups;
+        const float sc = c.scale[at];
+        const float keep = c.keep != nullptr ? c.keep[first_head + h] : 1.0f;
+        const float add = c.add != nullptr ? c.add[at] : 0.0f;
+        const __m512 base = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(keep_out, o), _mm512_set1_ps(keep), _mm512_set1_ps(add));
+        __m512 sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[j][h]), _mm512_set1_ps(sc), base);
+        if constexpr (kResidual) {
+          sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_residual[j][h]), _mm512_set1_ps(sc / 254.0f), sum);
+        }
+        _mm512_storeu_ps(o, sum);
+      }
+    }
+  }
+}
+
+// Quantizes the f32 coefficients of `heads` heads and runs AccumulateCodeRowsVnni over them in blocks of 4
+// heads; 4-bit rows with residual coefficient terms, 2-bit rows without.
+template <int kBits>
+void AccumulateVnni(int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out, size_t out_stride,
+                    FusedScratch& s) {
+  constexpr bool kResidual = kBits == 4;
+  const int n_groups = rows.row_len / rows.group;
+  const int quads = (rows.n_rows + 15) / 16 * 4;  // whole vectors of 16 coefficients
+  const int padded_heads = (heads + 3) / 4 * 4;
+  const size_t n_words = static_cast<size_t>(n_groups) * quads * padded_heads;
+  s.coef_words.resize((kResidual ? 2 : 1) * n_words);  // [1 or 2][n_groups][quads][padded_heads]
+  s.coef_scale.resize(static_cast<size_t>(padded_heads) * n_groups);
+  int32_t* words = s.coef_words.data();
+  std::vector<float>& scale = s.coef_scale;
+  for (int h = 0; h < heads; h += 4) {
+    for (int g = 0; g < n_groups; ++g) {
+      const size_t at = static_cast<size_t>(g) * quads * padded_heads + h;
+      float block_scale[4];
+      QuantizeCoefficients(coefs.coef + h * coefs.head_stride + g * coefs.group_stride, coefs.head_stride,
+                           std::min(4, heads - h), rows.n_rows, words + at, kResidual ? words + n_words + at : nullptr,
+                           padded_heads, block_scale);
+      for (int i = 0; i < std::min(4, heads - h); ++i) scale[(h + i) * n_groups + g] = block_scale[i];
+    }
+  }
+  const Int8Coefficients c{words, words + n_words, s.coef_scale.data(), padded_heads, quads, n_groups};
+  for (int h = 0; h < heads; h += 4, out += 4 * out_stride) {
+    switch (std::min(4, heads - h)) {
+      case 4: AccumulateCodeRowsVnni<4, kBits, kResidual>(rows, c, h, out, out_stride); break;
+      case 3: AccumulateCodeRowsVnni<3, kBits, kResidual>(rows, c, h, out, out_stride); break;
+      case 2: AccumulateCodeRowsVnni<2, kBits, kResidual>(rows, c, h, out, out_stride); break;
+      default: AccumulateCodeRowsVnni<1, kBits, kResidual>(rows, c, h, out, out_stride); break;
+    }
+  }
+}
+
+// ---- The page step: one full page, one block of 4 query heads, every per-page reduction batched ----
+//
+// The general path above (FusedDecodePage + AccumulateVnni) spends ~70% of its time around the vpdpbusd loops:
+// per head a horizontal max, sum and min-term reduction, a scalar softmax update, and f32 coefficient arrays
+// written, reread and quantized. Here the 4 heads of a block go through every stage together: 4 horizontal
+// reductions share one shuffle tree (SumOfLanes4), the softmax correction is one 4-lane exp, coefficient
+// maxima are taken as the coefficients are made, and the kernels' epilogue writes scores and the corrected
+// state directly.
+
+// Lane h of the result: the sum (max) of the 16 lanes of v[h], h < 4. Per 128-bit block unpack + add gives
+// [a0+a2, b0+b2, a1+a3, b1+b3], a shuffle pair + add [a, b, c, d]; then the 4 blocks are added.
+template <bool kMax>
+HWY_INLINE __m128 ReduceLanes4(const __m512 (&v)[4]) {
+  const auto op = [](__m512 x, __m512 y) { return kMax ? _mm512_max_ps(x, y) : _mm512_add_ps(x, y); };
+  const __m512 ab = op(_mm512_unpacklo_ps(v[0], v[1]), _mm512_unpackhi_ps(v[0], v[1]));
+  const __m512 cd = op(_mm512_unpacklo_ps(v[2], v[3]), _mm512_unpackhi_ps(v[2], v[3]));
+  const __m512 abcd = op(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 low = _mm512_castps512_ps256(abcd), high = _mm512_extractf32x8_ps(abcd, 1);
+  const __m256 half = kMax ? _mm256_max_ps(low, high) : _mm256_add_ps(low, high);
+  const __m128 a = _mm256_castps256_ps128(half), b = _mm256_extractf128_ps(half, 1);
+  return kMax ? _mm_max_ps(a, b) : _mm_add_ps(a, b);
+}
+
+// e^x for x <= 0 on 16 lanes, for softmax weights that are then rounded to 8 (or ~16) bits: ExpNonPositive's
+// reduction (n = round(x / ln 2), r = x - n ln 2 with ln 2 in two parts) with a degree-5 Taylor polynomial
+// (relative error < 2e-6 on |r| <= ln2/2) and vscalefps for the 2^n (which flushes huge negative n to 0: no
+// clamp needed). 9 instructions; Highway's Round + ConvertTo cost 4 more for out-of-range fix-ups.
+HWY_INLINE __m512 ExpWeights(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693145751953125f), x);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-1.428606765330187045e-6f), r);
+  __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 120), r, _mm512_set1_ps(1.0f / 24));
+  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.0f / 6));
+  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(0.5f));
+  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.0f));
+  poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(poly, n);
+}
+
+// Scale and inverse of 4 heads' coefficients from their maxima: scale = max / 127, inverse = 127 / max (0 if 0).
+HWY_INLINE void ScaleAndInverse(__m128 max_abs, float* scale, float* inverse) {
+  _mm_storeu_ps(scale, _mm_mul_ps(max_abs, _mm_set1_ps(1.0f / 127.0f)));
+  const __mmask8 nonzero = _mm_cmp_ps_mask(max_abs, _mm_setzero_ps(), _CMP_GT_OQ);
+  _mm_storeu_ps(inverse, _mm_maskz_div_ps(nonzero, _mm_set1_ps(127.0f), max_abs));
+}
+
+// 16 (scale, min) half pairs -> scales and mins as f32 (the key parameters [channel][scale, min]; the value
+// parameters [token][scale, min] with one group).
+HWY_INLINE void LoadParamPairs(const uint16_t* halves, __m512& scale, __m512& min) {
+  alignas(64) static constexpr int32_t kEven[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+  const __m512i even = _mm512_load_si512(kEven), odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512 low = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(halves)));
+  const __m512 high = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(halves + 16)));
+  scale = _mm512_permutex2var_ps(low, even, high);
+  min = _mm512_permutex2var_ps(low, odd, high);
+}
+
+// The value parameters of 16 tokens, [token][group][scale, min] halves, as scale[g] and min[g] over the tokens.
+template <int kGroups>
+HWY_INLINE void LoadValueParams(const uint16_t* halves, __m512 (&scale)[kGroups], __m512 (&min)[kGroups]) {
+  static_assert(kGroups == 1 || kGroups == 2, "one or two value groups per row");
+  if constexpr (kGroups == 1) {
+    LoadParamPairs(halves, scale[0], min[0]);
+  } else {
+    // 4 tokens per 16 halves: [s0 m0 s1 m1] x 4. Picking every 4th lane of two vectors gives 8 tokens.
+    alignas(64) static constexpr int32_t kFourth[16] = {0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0};
+    const __m512i fourth = _mm512_load_si512(kFourth);
+    __m512 part[4];
+    for (int i = 0; i < 4; ++i) part[i] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(halves + 16 * i)));
+    for (int k = 0; k < 4; ++k) {  // k: s0, m0, s1, m1
+      const __m512i index = _mm512_add_epi32(fourth, _mm512_set1_epi32(k));
+      const __m512 first = _mm512_permutex2var_ps(part[0], index, part[1]);   // tokens 0..7 in lanes 0..7
+      const __m512 second = _mm512_permutex2var_ps(part[2], index, part[3]);  // tokens 8..15 in lanes 0..7
+      const __m512 both = _mm512_insertf32x8(first, _mm512_castps512_ps256(second), 1);
+      (k % 2 == 0 ? scale : min)[k / 2] = both;
+    }
+  }
+}
+
+// Whether VnniPageStep takes this page of `rows` valid tokens: a full page, 2- or 4-bit per-channel keys and
+// values, head_dim a multiple of 16 with one or two value groups, each a whole number of 16-byte code chunks.
+bool VnniPageFits(const kv::PageFormat& f, int rows) {
+  if (rows != f.tokens || f.tokens % 16 != 0 || f.key_mode != kv::KeyMode::PerChannel || f.head_dim % 16 != 0) return false;
+  if (f.n_groups != 1 && f.n_groups != 2) return false;
+  const CodeRows keys{nullptr, f.key_row_code_bytes, f.head_dim, f.tokens, f.key_bits, f.tokens};
+  const CodeRows values{nullptr, f.row_code_bytes, f.tokens, f.head_dim, f.value_bits, f.group};
+  return VnniFits(keys) && VnniFits(values);
+}
+
+// Folds one full page (KV head section `keys` / `values`) into the online-softmax states of 4 query heads.
+//   qs: [4][head_dim], the queries times the softmax scale;  states: head h at states + h * state_stride.
+template <int kKeyBits, int kValueBits, int kGroups>
+HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, const uint8_t* values, const float* qs,
+                               float* states, size_t state_stride, FusedScratch& s) {
+  const int hd = f.head_dim, tokens = f.tokens;
+  // Scores start from sum_d q[d] m[d]; the code rows (channels) carry the coefficients q[d] s[d].
+  const auto* key_params = reinterpret_cast<const uint16_t*>(keys);  // [hd][scale, min] halves
+  float* key_coef = s.key_coef.data();                                // [4][hd]
+  __m512 coef_max[4], constant[4];
+  for (int h = 0; h < 4; ++h) coef_max[h] = constant[h] = _mm512_setzero_ps();
+  for (int d = 0; d < hd; d += 16) {
+    __m512 scale, min;
+    LoadParamPairs(key_params + 2 * d, scale, min);
+    for (int h = 0; h < 4; ++h) {
+      const __m512 q = _mm512_loadu_ps(qs + h * hd + d);
+      const __m512 coef = _mm512_mul_ps(q, scale);
+      _mm512_storeu_ps(key_coef + h * hd + d, coef);
+      coef_max[h] = _mm512_max_ps(coef_max[h], _mm512_abs_ps(coef));
+      constant[h] = _mm512_fmadd_ps(q, min, constant[h]);
+    }
+  }
+  alignas(16) float key_scale[4], key_inverse[4], key_constant[4];
+  ScaleAndInverse(ReduceLanes4<true>(coef_max), key_scale, key_inverse);
+  _mm_store_ps(key_constant, ReduceLanes4<false>(constant));
+  int32_t* key_words = s.coef_words.data();  // [hd / 4][4 heads], then as many residual words
+  QuantizeWithInverse(key_coef, hd, 4, hd, key_inverse, key_words, kKeyBits == 4 ? key_words + hd : nullptr, 4);
+  float* scores = s.scores.data();  // [4][tokens]
+  Int8Coefficients key_c{key_words, key_words + hd, key_scale, 4, hd / 4, 1};
+  key_c.overwrite = true;
+  key_c.add = key_constant;
+  const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, kKeyBits, tokens};
+  AccumulateCodeRowsVnni<4, kKeyBits, kKeyBits == 4>(key_rows, key_c, 0, scores, tokens);
+
+  // Online softmax of the 4 heads: new maxima, corrections e^(m_old - m_new), weights p = e^(s - m_new); value
+  // coefficients p[t] s[t][g], their maxima, and the min terms sum_t p[t] m[t][g].
+  __m512 score_max[4];
+  for (int h = 0; h < 4; ++h) {
+    score_max[h] = _mm512_loadu_ps(scores + h * tokens);
+    for (int t = 16; t < tokens; t += 16) score_max[h] = _mm512_max_ps(score_max[h], _mm512_loadu_ps(scores + h * tokens + t));
+  }
+  alignas(16) float m_old[4], l_old[4], m_new[4], correction[4];
+  for (int h = 0; h < 4; ++h) {
+    m_old[h] = states[h * state_stride + hd];
+    l_old[h] = states[h * state_stride + hd + 1];
+  }
+  const __m128 m_prev = _mm_load_ps(m_old), m_next = _mm_max_ps(m_prev, ReduceLanes4<true>(score_max));
+  const hn::Full128<float> d4;
+  const __m128 corr = ExpNonPositive(d4, hn::Vec128<float>{_mm_sub_ps(m_prev, m_next)}).raw;  // m_old = -inf: ~0
+  _mm_store_ps(m_new, m_next);
+  _mm_store_ps(correction, corr);
+  const auto* value_params = reinterpret_cast<const uint16_t*>(values);  // [tokens][kGroups][scale, min] halves
+  float* value_coef = s.value_coef.data();                              // [4][kGroups][tokens]
+  __m512 p_sum[4], min_term[kGroups][4], value_max[kGroups][4];
+  for (int h = 0; h < 4; ++h) {
+    p_sum[h] = _mm512_setzero_ps();
+    for (int g = 0; g < kGroups; ++g) min_term[g][h] = value_max[g][h] = _mm512_setzero_ps();
+  }
+  for (int t = 0; t < tokens; t += 16) {
+    __m512 scale[kGroups], min[kGroups];
+    LoadValueParams<kGroups>(value_params + 2 * kGroups * t, scale, min);
+    for (int h = 0; h < 4; ++h) {
+      const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(scores + h * tokens + t), _mm512_set1_ps(m_new[h]));
+      const __m512 p = ExpWeights(x);
+      p_sum[h] = _mm512_add_ps(p_sum[h], p);
+      for (int g = 0; g < kGroups; ++g) {
+        const __m512 coef = _mm512_mul_ps(p, scale[g]);
+        _mm512_storeu_ps(value_coef + (h * kGroups + g) * tokens + t, coef);
+        value_max[g][h] = _mm512_max_ps(value_max[g][h], _mm512_abs_ps(coef));
+        min_term[g][h] = _mm512_fmadd_ps(p, min[g], min_term[g][h]);
+      }
+    }
+  }
+  alignas(16) float l_new[4];
+  _mm_store_ps(l_new, _mm_fmadd_ps(_mm_load_ps(l_old), corr, ReduceLanes4<false>(p_sum)));
+  for (int h = 0; h < 4; ++h) {
+    states[h * state_stride + hd] = m_new[h];
+    states[h * state_stride + hd + 1] = l_new[h];
+  }
+  // Value coefficients to int8 per head and group; the epilogue does acc = acc * correction + min term + sum.
+  alignas(16) float value_scale[4 * kGroups], value_add[4 * kGroups];  // [head][group]
+  int32_t* value_words = s.coef_words.data() + 2 * hd;  // [kGroups][tokens / 4][4 heads], then the residual words
+  const int n_value_words = kGroups * tokens;
+  for (int g = 0; g < kGroups; ++g) {
+    alignas(16) float scale[4], inverse[4], add[4];
+    ScaleAndInverse(ReduceLanes4<true>(value_max[g]), scale, inverse);
+    _mm_store_ps(add, ReduceLanes4<false>(min_term[g]));
+    for (int h = 0; h < 4; ++h) {
+      value_scale[h * kGroups + g] = scale[h];
+      value_add[h * kGroups + g] = add[h];
+    }
+    int32_t* words = value_words + g * tokens;
+    QuantizeWithInverse(value_coef + g * tokens, static_cast<size_t>(kGroups) * tokens, 4, tokens, inverse, words,
+                        kValueBits == 4 ? words + n_value_words : nullptr, 4);
+  }
+  Int8Coefficients value_c{value_words, value_words + n_value_words, value_scale, 4, tokens / 4, kGroups};
+  value_c.keep = correction;
+  value_c.add = value_add;
+  const CodeRows value_rows{values + f.value_codes_offset, f.row_code_bytes, tokens, hd, kValueBits, f.group};
+  AccumulateCodeRowsVnni<4, kValueBits, kValueBits == 4>(value_rows, value_c, 0, states, state_stride);
+}
+
+// VnniPageStep over the GQA group's query heads (group % 4 == 0) for one page (VnniPageFits) of KV head kvh.
+//   qs: [group][head_dim], queries times the softmax scale;  states: [group][state_stride].
+void VnniDecodePage(const kv::PageFormat& f, const uint8_t* page, int kvh, int group, const float* qs, float* states,
+                    size_t state_stride, FusedScratch& s) {
+  const int hd = f.head_dim;
+  const size_t coef_floats = 4 * static_cast<size_t>(std::max(hd, f.n_groups * f.tokens));
+  if (s.key_coef.size() < coef_floats) s.key_coef.resize(coef_floats);
+  if (s.value_coef.size() < coef_floats) s.value_coef.resize(coef_floats);
+  if (s.scores.size() < 4 * static_cast<size_t>(f.tokens)) s.scores.resize(4 * static_cast<size_t>(f.tokens));
+  const size_t words = 2 * static_cast<size_t>(hd) + 2 * static_cast<size_t>(f.n_groups) * f.tokens;
+  if (s.coef_words.size() < words) s.coef_words.resize(words);
+  const uint8_t* keys = page + f.key_section(kvh);
+  const uint8_t* values = page + f.value_section(kvh);
+  const int variant = (f.key_bits == 4 ? 4 : 0) + (f.value_bits == 4 ? 2 : 0) + (f.n_groups == 2 ? 1 : 0);
+  for (int h = 0; h < group; h += 4) {
+    const float* q = qs + static_cast<size_t>(h) * hd;
+    float* st = states + static_cast<size_t>(h) * state_stride;
+    switch (variant) {
+      case 0: VnniPageStep<2, 2, 1>(f, keys, values, q, st, state_stride, s); break;
+      case 1: VnniPageStep<2, 2, 2>(f, keys, values, q, st, state_stride, s); break;
+      case 2: VnniPageStep<2, 4, 1>(f, keys, values, q, st, state_stride, s); break;
+      case 3: VnniPageStep<2, 4, 2>(f, keys, values, q, st, state_stride, s); break;
+      case 4: VnniPageStep<4, 2, 1>(f, keys, values, q, st, state_stride, s); break;
+      case 5: VnniPageStep<4, 2, 2>(f, keys, values, q, st, state_stride, s); break;
+      case 6: VnniPageStep<4, 4, 1>(f, keys, values, q, st, state_stride, s); break;
+      default: VnniPageStep<4, 4, 2>(f, keys, values, q, st, state_stride, s); break;
+    }
+  }
+}
