@@ -214,55 +214,97 @@ GroupParams choose_group_params(const float* x, size_t n, size_t stride, int bit
   return p;
 }
 
+namespace {
+
+// The fit's two passes over a group, written for the vectorizer: f32 lanes in 8 independent accumulators, no
+// division, no branches (the encoder runs ~27 passes per group; a re-encode of a 2-bit page used to take ~0.9 ms,
+// enough to show in a 2-core decode at depth, where a background re-encode shares the cores with it).
+constexpr int kFitLanes = 8;
+
+// Squared error of values[0, n) under scale and min with codes rounded to the nearest level in [0, levels]
+// (quantize_value's choice, by multiplication with 1/scale instead of division: the two can differ by one code
+// only at an exact tie, where the error is the same).
+float group_error(const float* values, size_t n, float scale, float min, float levels) {
+  const float inverse = 1.0f / scale;
+  float acc[kFitLanes] = {};
+  size_t i = 0;
+  for (; i + kFitLanes <= n; i += kFitLanes) {
+    for (int k = 0; k < kFitLanes; ++k) {
+      const float code = round_half_even(std::min(std::max((values[i + k] - min) * inverse, 0.0f), levels));
+      const float e = code * scale + min - values[i + k];
+      acc[k] += e * e;
+    }
+  }
+  for (; i < n; ++i) {
+    const float code = round_half_even(std::min(std::max((values[i] - min) * inverse, 0.0f), levels));
+    const float e = code * scale + min - values[i];
+    acc[0] += e * e;
+  }
+  float sum = 0;
+  for (const float a : acc) sum += a;
+  return sum;
+}
+
+// Sums for the least-squares fit of scale and min to the codes l = round(clamp((x - lo) * inverse, 0, levels)):
+// sum l, sum l^2 (integers, exact in f32 for any group size the format has), sum x, sum x l.
+struct FitSums {
+  double l, l2, x, xl;
+};
+FitSums grid_sums(const float* values, size_t n, float lo, float inverse, float levels) {
+  float sl[kFitLanes] = {}, sl2[kFitLanes] = {}, sx[kFitLanes] = {}, sxl[kFitLanes] = {};
+  size_t i = 0;
+  for (; i + kFitLanes <= n; i += kFitLanes) {
+    for (int k = 0; k < kFitLanes; ++k) {
+      const float x = values[i + k];
+      const float l = round_half_even(std::min(std::max((x - lo) * inverse, 0.0f), levels));
+      sl[k] += l, sl2[k] += l * l, sx[k] += x, sxl[k] += x * l;
+    }
+  }
+  for (; i < n; ++i) {
+    const float x = values[i];
+    const float l = round_half_even(std::min(std::max((x - lo) * inverse, 0.0f), levels));
+    sl[0] += l, sl2[0] += l * l, sx[0] += x, sxl[0] += x * l;
+  }
+  FitSums sums{0, 0, 0, 0};
+  for (int k = 0; k < kFitLanes; ++k) sums.l += sl[k], sums.l2 += sl2[k], sums.x += sx[k], sums.xl += sxl[k];
+  return sums;
+}
+
+}  // namespace
+
 GroupParams fit_group_params(const float* x, size_t n, size_t stride, int bits) {
   const GroupParams cover = choose_group_params(x, n, stride, bits);
   if (bits >= 8) return cover;  // 255 levels: clipping gains nothing measurable
   const float levels = static_cast<float>((1u << bits) - 1);
-  float lo = INFINITY, hi = -INFINITY;
-  for (size_t i = 0; i < n; ++i) {
-    const float value = x[i * stride];
-    if (std::isfinite(value)) lo = std::min(lo, value), hi = std::max(hi, value);
-  }
-  if (!(hi > lo)) return cover;  // constant (or empty): the covering parameters are exact
   // The group's finite values, contiguous: [count].
   thread_local std::vector<float> values;
   values.clear();
+  float lo = INFINITY, hi = -INFINITY;
   for (size_t i = 0; i < n; ++i) {
-    if (std::isfinite(x[i * stride])) values.push_back(x[i * stride]);
+    const float value = x[i * stride];
+    if (std::isfinite(value)) values.push_back(value), lo = std::min(lo, value), hi = std::max(hi, value);
   }
-  // Squared error of the group under f16 parameters p, codes chosen by quantize_value.
-  auto error_of = [&](GroupParams p) {
-    const float scale = f16_to_f32(p.scale), min = f16_to_f32(p.min);
-    double err = 0;
-    for (const float value : values) {
-      const float e = quantize_value(value, scale, min, bits) * scale + min - value;
-      err += static_cast<double>(e) * e;
-    }
-    return err;
-  };
+  if (!(hi > lo)) return cover;  // constant (or empty): the covering parameters are exact
+  const size_t count = values.size();
+  auto error_of = [&](GroupParams p) { return group_error(values.data(), count, f16_to_f32(p.scale), f16_to_f32(p.min), levels); };
   GroupParams best = cover;
-  double best_err = error_of(cover);
+  float best_err = error_of(cover);
   // Candidate grids with (levels - 0.5 .. levels + 2.5) steps over [lo, hi] (the covering grid has
   // `levels`): codes on the grid, then the least-squares scale and min for those codes.
   constexpr int kSteps = 12;
   for (int step = 0; step <= kSteps; ++step) {
     const float inverse = (levels - 0.5f + 3.0f * step / kSteps) / (hi - lo);
-    double sum_l = 0, sum_l2 = 0, sum_x = 0, sum_xl = 0;
-    const double count = static_cast<double>(values.size());
-    for (const float value : values) {
-      const float l = round_half_even(std::clamp((value - lo) * inverse, 0.0f, levels));
-      sum_l += l, sum_l2 += static_cast<double>(l) * l, sum_x += value, sum_xl += static_cast<double>(value) * l;
-    }
-    const double det = count * sum_l2 - sum_l * sum_l;
+    const FitSums sums = grid_sums(values.data(), count, lo, inverse, levels);
+    const double det = static_cast<double>(count) * sums.l2 - sums.l * sums.l;
     if (!(det > 0)) continue;
-    const double scale = (count * sum_xl - sum_x * sum_l) / det;
-    const double min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+    const double scale = (static_cast<double>(count) * sums.xl - sums.x * sums.l) / det;
+    const double min = (sums.l2 * sums.x - sums.l * sums.xl) / det;
     if (!(scale > 0) || !std::isfinite(min) || scale > 65504.0 || std::abs(min) > 65504.0) continue;
     GroupParams p;
     p.scale = f32_to_f16(static_cast<float>(scale));
     p.min = f32_to_f16(static_cast<float>(min));
     if (!(f16_to_f32(p.scale) > 0.0f)) continue;
-    const double err = error_of(p);
+    const float err = error_of(p);
     if (err < best_err) best = p, best_err = err;
   }
   return best;
