@@ -32,7 +32,7 @@ bool VnniFits(const CodeRows& rows) {
 // n_heads zero, up to the next multiple of 16 rows). With `residual`, also the rounding error's words
 // (x ~ (q + residual / 254) / inverse) at the same offsets. A 4x4 transpose of 32-bit words turns 4 heads'
 // 16 bytes into 4 rows' 16 bytes.
-void QuantizeWithInverse(const float* x0, size_t x_stride, int n_heads, int n, const float* inverse, int32_t* words,
+HWY_INLINE void QuantizeWithInverse(const float* x0, size_t x_stride, int n_heads, int n, const float* inverse, int32_t* words,
                          int32_t* residual, size_t word_stride) {
   const auto lanes_of = [n](int i) { return static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1); };
   const auto store_transposed = [word_stride](const __m128i (&bytes)[4], int32_t* at) {
