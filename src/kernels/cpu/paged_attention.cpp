@@ -10,6 +10,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "kernels/paged_attention.h"
@@ -22,6 +23,10 @@
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 #include <hwy/cache_control.h>
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 #ifndef KVTIER_PAGED_ATTENTION_SHARED
 #define KVTIER_PAGED_ATTENTION_SHARED
@@ -656,14 +661,41 @@ struct FusedScratch {
 #pragma GCC pop_options
 #endif  // HWY_TARGET == HWY_AVX3_DL
 
+#undef KVTIER_FUSED_SDOT
+#if HWY_TARGET == HWY_NEON && defined(__aarch64__)
+#define KVTIER_FUSED_SDOT 1
+#pragma GCC push_options
+#pragma GCC target("arch=armv8.2-a+dotprod")
+#include "kernels/cpu/fused_decode_sdot-inl.h"
+#pragma GCC pop_options
+
+// Whether this Arm core has the dot-product instructions (every Apple M-series core does; so do Cortex-A55/A76
+// and later, but not A53/A72): the NEON target itself does not imply them.
+bool HasDotProd() {
+#if defined(__APPLE__)
+  return true;
+#elif defined(__linux__)
+  static const bool has = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+  return has;
+#else
+  return false;
+#endif
+}
+#endif  // HWY_TARGET == HWY_NEON
+
 // out[h][e] += sum_r coef[h][e / group][r] * code(row r, element e) for `heads` heads: the integer kernel
 // where the target and the rows allow it, else AccumulateCodeRows on vectors of `lanes` (FusedDecodeLanes).
 void AccumulateAt(int lanes, int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out,
                   size_t out_stride, FusedScratch& s) {
-#ifdef KVTIER_FUSED_VNNI
+#if defined(KVTIER_FUSED_VNNI)
   if (VnniFits(rows)) {
     if (rows.bits == 4) return AccumulateVnni<4>(heads, rows, coefs, out, out_stride, s);
     return AccumulateVnni<2>(heads, rows, coefs, out, out_stride, s);
+  }
+#elif defined(KVTIER_FUSED_SDOT)
+  if (HasDotProd() && SdotFits(rows)) {
+    if (rows.bits == 4) return AccumulateSdot<4>(heads, rows, coefs, out, out_stride, s);
+    return AccumulateSdot<2>(heads, rows, coefs, out, out_stride, s);
   }
 #else
   (void)s;
@@ -955,8 +987,10 @@ void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const floa
 
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 bool UsesInt8Coefficients() {
-#ifdef KVTIER_FUSED_VNNI
+#if defined(KVTIER_FUSED_VNNI)
   return true;
+#elif defined(KVTIER_FUSED_SDOT)
+  return HasDotProd();
 #else
   return false;
 #endif
