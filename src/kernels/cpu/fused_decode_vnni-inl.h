@@ -242,10 +242,11 @@ HWY_INLINE __m128 ReduceLanes4(const __m512 (&v)[4]) {
   return kMax ? _mm_max_ps(a, b) : _mm_add_ps(a, b);
 }
 
-// e^x for x <= 0 on 16 lanes, for softmax weights that are then rounded to 8 (or ~16) bits: ExpNonPositive's
-// reduction (n = round(x / ln 2), r = x - n ln 2 with ln 2 in two parts) with a degree-5 Taylor polynomial
-// (relative error < 2e-6 on |r| <= ln2/2) and vscalefps for the 2^n (which flushes huge negative n to 0: no
-// clamp needed). 9 instructions; Highway's Round + ConvertTo cost 4 more for out-of-range fix-ups.
+// e^x for finite x <= 0 on 16 lanes, for softmax weights that are then rounded to 8 (or ~16) bits:
+// ExpNonPositive's reduction (n = round(x / ln 2), r = x - n ln 2 with ln 2 in two parts) with a degree-5 Taylor
+// polynomial (relative error < 3.5e-6 on |r| <= ln2/2: r^6/720 against e^r >= 0.707) and vscalefps for the 2^n
+// (which flushes huge negative n to 0: no clamp needed). 10 instructions; Highway's Round + ConvertTo add 4 more
+// for out-of-range fix-ups. (-inf would give NaN: the page step's scores are finite; ExpNonPositive takes -inf.)
 HWY_INLINE __m512 ExpWeights(__m512 x) {
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

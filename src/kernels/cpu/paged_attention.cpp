@@ -876,10 +876,10 @@ HWY_NOINLINE void ProcessItem(const Work& w, int item) {
     if (page.first_pos > last_visible) break;
     const int rows_needed = std::min(page.n_tokens, last_visible - page.first_pos + 1);
     int key_lanes = 0, value_lanes = 0;
-    // Two pages ahead: one page step (~0.2 us on the VNNI path) is shorter than a DRAM miss under load
-    // (attention microbench, q2 at 64K on two threads: 3.21 -> 3.01 ms per step, three alternating pairs).
-    if (pi == page_begin && pi + 1 < page_end) PrefetchHead(w.pages[pi + 1], kvh);
-    if (pi + 2 < page_end) PrefetchHead(w.pages[pi + 2], kvh);
+    // One page ahead. Two ahead helped the attention microbenchmark at 64K (q2, 2 threads: 3.21 -> 3.01 ms) but
+    // slowed the 16K model decode, where the weights compete for the same memory (4 alternating pairs: 608 vs
+    // 527 tok/s medians), so it was not kept.
+    if (pi + 1 < page_end) PrefetchHead(w.pages[pi + 1], kvh);
 #ifdef KVTIER_FUSED_VNNI
     if (vnni_heads && VnniPageFits(*page.format, rows_needed)) {
       VnniDecodePage(*page.format, page.data, kvh, w.group, q_scaled.data(), states, w.state_floats, fused);
