@@ -13,12 +13,6 @@
 //   zip8(r0, r1), zip8(r2, r3), then zip16 of those:  vector i, lane m = bytes (r0, b+4i+m) .. (r3, b+4i+m)
 //   codes_j = (vector >> j*w) & (2^w - 1) per byte:    element b + 4i + m + j*s of rows r..r+3
 
-// Whether a row set takes the integer kernel: 2- or 4-bit codes, planes of whole 16-byte chunks, and value
-// groups of whole 16-element chunks.
-bool SdotFits(const CodeRows& rows) {
-  return (rows.bits == 2 || rows.bits == 4) && rows.row_len * rows.bits / 8 % 16 == 0 && rows.group % 16 == 0;
-}
-
 // Coefficients of one call as int8 words, laid out as in the VNNI kernel:
 //   words[(g * quads + k) * heads + h]: rows 4k..4k+3 of head h, group g (heads: the call's, rounded up to 4);
 //   scale[h * n_groups + g]; residual words (4-bit rows) alike, weighing scale / 254.

@@ -20,12 +20,6 @@
 // (values) and 0.0093 (keys), while against 2-bit codes 8 bits changed it by less than its noise (0.1651 ->
 // 0.1646-0.1655; docs/kv_quality.md): there the codes' own error dwarfs the coefficients'.
 
-// Whether a row set takes the integer kernel: 2- or 4-bit codes, planes of whole 16-byte chunks, and value
-// groups of whole 16-lane vectors.
-bool VnniFits(const CodeRows& rows) {
-  return (rows.bits == 2 || rows.bits == 4) && rows.row_len * rows.bits / 8 % 16 == 0 && rows.group % 16 == 0;
-}
-
 // Quantizes the coefficients of up to 4 heads, x[h][0, n) (h < n_heads; x[h] = x0 + h * x_stride), to int8
 // as q = round(x * inverse[h]) (inverse = 127 / max|x[h]|, or 0 if all are zero) and stores them as words: the
 // 4 coefficients of rows 4k..4k+3 of heads 0..3 at words[k * word_stride + 0..3] (rows past n and heads past
@@ -106,7 +100,7 @@ HWY_INLINE void DotBytes(__m512i& acc, __m512i codes, const int32_t* word) {
 }
 
 // out[h][e] += scale[h][g(e)] * sum_{r < n_rows} coef[h][g(e)][r] * code(row r, element e), for heads
-// first_head .. first_head + H - 1 (out: the first of them), every element e < row_len (VnniFits). Reads whole
+// first_head .. first_head + H - 1 (out: the first of them), every element e < row_len (IntegerRowsFit). Reads whole
 // groups of 4 rows: rows up to the next multiple of 4 must be readable (a page's rows past its valid tokens
 // are; their coefficients are 0).
 template <int H, int kBits, bool kResidual>
@@ -307,7 +301,7 @@ bool VnniPageFits(const kv::PageFormat& f, int rows) {
   if (f.n_groups != 1 && f.n_groups != 2) return false;
   const CodeRows keys{nullptr, f.key_row_code_bytes, f.head_dim, f.tokens, f.key_bits, f.tokens};
   const CodeRows values{nullptr, f.row_code_bytes, f.tokens, f.head_dim, f.value_bits, f.group};
-  return VnniFits(keys) && VnniFits(values);
+  return IntegerRowsFit(keys) && IntegerRowsFit(values);
 }
 
 // Folds one full page (KV head section `keys` / `values`) into the online-softmax states of 4 query heads.

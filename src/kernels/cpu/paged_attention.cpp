@@ -637,6 +637,12 @@ void AccumulateAllHeads(D df, int heads, const CodeRows& rows, RowCoefficients c
     }
   }
 }
+// Whether a row set takes an integer kernel (VNNI or sdot): 2- or 4-bit codes, planes of whole 16-byte chunks,
+// and value groups of whole 16-element chunks.
+bool IntegerRowsFit(const CodeRows& rows) {
+  return (rows.bits == 2 || rows.bits == 4) && rows.row_len * rows.bits / 8 % 16 == 0 && rows.group % 16 == 0;
+}
+
 // Per-thread scratch of the fused decode.
 struct FusedScratch {
   std::vector<float> key_params;    // [head_dim][scale, min]
@@ -688,12 +694,12 @@ bool HasDotProd() {
 void AccumulateAt(int lanes, int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out,
                   size_t out_stride, FusedScratch& s) {
 #if defined(KVTIER_FUSED_VNNI)
-  if (VnniFits(rows)) {
+  if (IntegerRowsFit(rows)) {
     if (rows.bits == 4) return AccumulateVnni<4>(heads, rows, coefs, out, out_stride, s);
     return AccumulateVnni<2>(heads, rows, coefs, out, out_stride, s);
   }
 #elif defined(KVTIER_FUSED_SDOT)
-  if (HasDotProd() && SdotFits(rows)) {
+  if (HasDotProd() && IntegerRowsFit(rows)) {
     if (rows.bits == 4) return AccumulateSdot<4>(heads, rows, coefs, out, out_stride, s);
     return AccumulateSdot<2>(heads, rows, coefs, out, out_stride, s);
   }
