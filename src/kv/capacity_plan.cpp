@@ -17,8 +17,7 @@ std::string mib(double bytes) {
 
 Result<CapacityPlan> plan_capacity(const KvGeometry& g, const TieredKvOptions& options, int64_t context) {
   if (options.ladder.rungs.empty()) return Status::error("plan: the ladder has no rungs");
-  LadderSpec rungs = options.ladder;
-  if (rungs.rungs.front().precision != Precision::F16) rungs.rungs.insert(rungs.rungs.begin(), Rung{Precision::F16, 0});
+  const LadderSpec rungs = with_hot_rung(options.ladder);
   CapacityPlan plan;
   plan.context = context;
   std::string error;
@@ -35,11 +34,11 @@ Result<CapacityPlan> plan_capacity(const KvGeometry& g, const TieredKvOptions& o
     if (!bytes.ok()) return bytes.status();
     plan.rungs.push_back({r.precision, r.tokens, static_cast<double>(*bytes) * L / kTokensPerPage});
   }
-  Result<size_t> f16_page = page_bytes(Precision::F16, kTokensPerPage);
+  Result<size_t> ring_page = page_bytes(rungs.rungs.front().precision, kTokensPerPage);
   Result<size_t> last_page = page_bytes(rungs.rungs.back().precision, kTokensPerPage);
-  if (!f16_page.ok() || !last_page.ok()) return Status::error("plan: " + error);
+  if (!ring_page.ok() || !last_page.ok()) return Status::error("plan: " + error);
   const int ring_pages = TieredKvStore::ring_pages_for(options.ladder);
-  plan.ring_bytes = align_up(ring_pages * *f16_page, 64) * L;
+  plan.ring_bytes = align_up(ring_pages * *ring_page, 64) * L;
   if (rungs.n_sinks > 0) {
     Result<size_t> sink = page_bytes(Precision::F16, rungs.n_sinks);
     if (!sink.ok()) return sink.status();

@@ -56,7 +56,8 @@ struct PrecisionInfo {
 constexpr PrecisionInfo kPrecisions[kPrecisionCount] = {
     {"f16", 16, 16}, {"q8", 8, 8},   {"q4", 4, 4},   {"q3", 3, 3},   {"q2", 2, 2},   {"k8v4", 8, 4},
     {"k8v3", 8, 3},  {"k8v2", 8, 2}, {"k4v8", 4, 8}, {"k4v3", 4, 3}, {"k4v2", 4, 2}, {"k3v8", 3, 8},
-    {"k3v4", 3, 4},  {"k3v2", 3, 2}, {"k2v8", 2, 8}, {"k2v4", 2, 4}, {"k2v3", 2, 3},
+    {"k3v4", 3, 4},  {"k3v2", 3, 2}, {"k2v8", 2, 8}, {"k2v4", 2, 4}, {"k2v3", 2, 3}, {"k16v8", 16, 8},
+    {"k16v4", 16, 4}, {"k16v3", 16, 3}, {"k16v2", 16, 2},
 };
 const PrecisionInfo& info(Precision p) {
   const int i = static_cast<int>(p);
@@ -115,18 +116,22 @@ bool make_page_format(Precision precision, KeyMode key_mode, int tokens, int n_k
   f.key_bits = kv::key_bits(precision);
   f.value_bits = kv::value_bits(precision);
   const size_t rows = static_cast<size_t>(tokens);
-  if (precision == Precision::F16) {
+  // Each section is f16 or quantized on its own (k16vY pages have f16 keys and quantized values).
+  const size_t per_token_params = rows * f.n_groups * sizeof(GroupParams);
+  if (f.value_bits == 16) {
     f.row_code_bytes = static_cast<size_t>(head_dim) * 2;
-    f.key_row_code_bytes = rows * 2;
-    f.key_section_bytes = align_up(rows * f.row_code_bytes, kSectionAlign);
-    f.value_section_bytes = f.key_section_bytes;
+    f.value_section_bytes = align_up(rows * f.row_code_bytes, kSectionAlign);
   } else {
     f.row_code_bytes = packed_row_bytes(head_dim, f.value_bits);
-    f.key_row_code_bytes = packed_row_bytes(tokens, f.key_bits);
-    const size_t per_token_params = rows * f.n_groups * sizeof(GroupParams);
     f.value_params_bytes = per_token_params;
     f.value_codes_offset = align_up(per_token_params, kSectionAlign);
     f.value_section_bytes = align_up(f.value_codes_offset + rows * f.row_code_bytes, kSectionAlign);
+  }
+  if (f.key_bits == 16) {
+    f.key_row_code_bytes = rows * 2;
+    f.key_section_bytes = align_up(static_cast<size_t>(head_dim) * f.key_row_code_bytes, kSectionAlign);
+  } else {
+    f.key_row_code_bytes = packed_row_bytes(tokens, f.key_bits);
     f.key_params_bytes =
         key_mode == KeyMode::PerChannel ? static_cast<size_t>(head_dim) * sizeof(GroupParams) : per_token_params;
     f.key_codes_offset = align_up(f.key_params_bytes, kSectionAlign);
@@ -414,28 +419,91 @@ void decode_keys(const PageFormat& f, const uint8_t* section, int n_tokens, floa
 
 }  // namespace
 
-void encode_page(const PageFormat& f, const float* k, const float* v, int n_tokens, uint8_t* page) {
-  assert(n_tokens >= 1 && n_tokens <= f.tokens);
-  std::memset(page, 0, f.page_bytes);
+namespace {
+
+// Encodes the key and/or value sections of every head (the others are left as they are).
+void encode_sections(const PageFormat& f, const float* k, const float* v, int n_tokens, bool keys, bool values,
+                     uint8_t* page) {
   for (int h = 0; h < f.n_kv_heads; ++h) {
     uint8_t* key = page + f.key_section(h);
     uint8_t* value = page + f.value_section(h);
-    if (f.precision == Precision::F16) {
+    if (keys && f.key_bits == 16) {
       write_f16_section(f, k, h, 0, n_tokens, true, key);
-      write_f16_section(f, v, h, 0, n_tokens, false, value);
-      continue;
+    } else if (keys) {
+      encode_keys(f, k, h, n_tokens, key);
     }
-    encode_keys(f, k, h, n_tokens, key);
-    encode_values(f, v, h, n_tokens, value);
+    if (values && f.value_bits == 16) {
+      write_f16_section(f, v, h, 0, n_tokens, false, value);
+    } else if (values) {
+      encode_values(f, v, h, n_tokens, value);
+    }
   }
 }
 
-void write_f16_rows(const PageFormat& f, uint8_t* page, int first, int n, const float* k, const float* v) {
-  assert(f.precision == Precision::F16 && first >= 0 && first + n <= f.tokens);
+bool same_key_layout(const PageFormat& a, const PageFormat& b) {
+  return a.key_bits == b.key_bits && a.key_mode == b.key_mode && a.tokens == b.tokens && a.head_dim == b.head_dim &&
+         (a.key_bits == 16 || a.key_mode == KeyMode::PerChannel || a.group == b.group);
+}
+
+}  // namespace
+
+void encode_page(const PageFormat& f, const float* k, const float* v, int n_tokens, uint8_t* page) {
+  assert(n_tokens >= 1 && n_tokens <= f.tokens);
+  std::memset(page, 0, f.page_bytes);
+  encode_sections(f, k, v, n_tokens, true, true, page);
+}
+
+void write_rows(const PageFormat& f, uint8_t* page, int first, int n, const float* k, const float* v) {
+  assert(f.key_bits == 16 && first >= 0 && first + n <= f.tokens);
+  const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
+  std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
   for (int h = 0; h < f.n_kv_heads; ++h) {
     write_f16_section(f, k, h, first, n, true, page + f.key_section(h));
-    write_f16_section(f, v, h, first, n, false, page + f.value_section(h));
+    uint8_t* value = page + f.value_section(h);
+    if (f.value_bits == 16) {
+      write_f16_section(f, v, h, first, n, false, value);
+      continue;
+    }
+    // The same bytes encode_values writes for these rows: value groups are per token.
+    auto* params = reinterpret_cast<GroupParams*>(value);
+    for (int t = first; t < first + n; ++t) {
+      quantize_token_row(f, v + (t - first) * row_stride + static_cast<size_t>(h) * f.head_dim, f.value_bits,
+                         params + static_cast<size_t>(t) * f.n_groups, codes.data());
+      pack_code_row(codes.data(), f.head_dim, f.value_bits, value + f.value_codes_offset + t * f.row_code_bytes);
+    }
   }
+}
+
+bool same_value_layout(const PageFormat& a, const PageFormat& b) {
+  return a.value_bits == b.value_bits && a.tokens == b.tokens && a.head_dim == b.head_dim && a.group == b.group;
+}
+
+void copy_value_rows(const PageFormat& from, const uint8_t* source, const PageFormat& to, uint8_t* target, int first,
+                     int n) {
+  assert(same_value_layout(from, to) && from.n_kv_heads == to.n_kv_heads && first >= 0 && first + n <= to.tokens);
+  const size_t params_row = (to.value_bits == 16 ? 0 : static_cast<size_t>(to.n_groups) * sizeof(GroupParams));
+  for (int h = 0; h < to.n_kv_heads; ++h) {
+    const uint8_t* src = source + from.value_section(h);
+    uint8_t* dst = target + to.value_section(h);
+    if (params_row > 0) std::memcpy(dst + first * params_row, src + first * params_row, n * params_row);
+    std::memcpy(dst + to.value_codes_offset + first * to.row_code_bytes,
+                src + from.value_codes_offset + first * from.row_code_bytes, n * to.row_code_bytes);
+  }
+}
+
+void transcode_page(const PageFormat& from, const uint8_t* source, const PageFormat& to, uint8_t* target, float* k,
+                    float* v) {
+  assert(from.n_kv_heads == to.n_kv_heads && from.tokens == to.tokens);
+  const bool copy_keys = same_key_layout(from, to), copy_values = same_value_layout(from, to);
+  std::memset(target, 0, to.page_bytes);
+  if (!copy_keys || !copy_values) {
+    decode_page(from, source, from.tokens, k, v);
+    encode_sections(to, k, v, to.tokens, !copy_keys, !copy_values, target);
+  }
+  for (int h = 0; h < to.n_kv_heads; ++h) {
+    if (copy_keys) std::memcpy(target + to.key_section(h), source + from.key_section(h), to.key_section_bytes);
+  }
+  if (copy_values) copy_value_rows(from, source, to, target, 0, to.tokens);
 }
 
 // f16 sections: keys [head_dim][tokens] (element (t, d) at d * tokens + t), values [tokens][head_dim].
@@ -447,19 +515,22 @@ void decode_page_head(const PageFormat& f, const uint8_t* page, int head, int n_
   assert(n_tokens >= 0 && n_tokens <= f.tokens && head >= 0 && head < f.n_kv_heads);
   const uint8_t* key = page + f.key_section(head);
   const uint8_t* value = page + f.value_section(head);
-  if (f.precision == Precision::F16) {
+  if (f.key_bits == 16) {
     const auto* kh = reinterpret_cast<const uint16_t*>(key);
+    for (int t = 0; t < n_tokens; ++t) {
+      for (int d = 0; d < f.head_dim; ++d) k[t * f.head_dim + d] = f16_to_f32(kh[static_cast<size_t>(d) * f.tokens + t]);
+    }
+  } else {
+    decode_keys(f, key, n_tokens, k);
+  }
+  if (f.value_bits == 16) {
     const auto* vh = reinterpret_cast<const uint16_t*>(value);
     for (int t = 0; t < n_tokens; ++t) {
-      for (int d = 0; d < f.head_dim; ++d) {
-        k[t * f.head_dim + d] = f16_to_f32(kh[static_cast<size_t>(d) * f.tokens + t]);
-        v[t * f.head_dim + d] = f16_to_f32(vh[static_cast<size_t>(t) * f.head_dim + d]);
-      }
+      for (int d = 0; d < f.head_dim; ++d) v[t * f.head_dim + d] = f16_to_f32(vh[static_cast<size_t>(t) * f.head_dim + d]);
     }
-    return;
+  } else {
+    decode_values(f, value, n_tokens, v);
   }
-  decode_keys(f, key, n_tokens, k);
-  decode_values(f, value, n_tokens, v);
 }
 
 void decode_page(const PageFormat& f, const uint8_t* page, int n_tokens, float* k, float* v) {

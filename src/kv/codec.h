@@ -44,9 +44,23 @@ uint8_t quantize_value(float x, float scale, float min, int bits);
 //   rotated (rotate_heads) — the cache rotates keys once when they arrive.
 void encode_page(const PageFormat& format, const float* k, const float* v, int n_tokens, uint8_t* page);
 
-// Writes rows [first, first + n) of an f16 page (the hot ring and the sink buffer fill incrementally).
+// Writes rows [first, first + n) of a page with f16 keys: f16 or k16vY (the hot ring and the sink buffer
+// fill incrementally). Quantized value rows get the bytes encode_page would give them (groups are per token).
 //   k, v: [n, n_kv_heads, head_dim] f32.
-void write_f16_rows(const PageFormat& format, uint8_t* page, int first, int n, const float* k, const float* v);
+void write_rows(const PageFormat& format, uint8_t* page, int first, int n, const float* k, const float* v);
+
+// Whether two formats store value rows identically (same width, group and tokens), and copying rows
+// [first, first + n) of every head's value section between two such pages.
+bool same_value_layout(const PageFormat& a, const PageFormat& b);
+void copy_value_rows(const PageFormat& from, const uint8_t* source, const PageFormat& to, uint8_t* target, int first,
+                     int n);
+
+// Re-encodes a full page from one format to another. A section whose layout the two formats share (e.g. the
+// 4-bit values of a k16v4 tail page going to q4, or the keys of q4 going to k4v2) is copied, not decoded and
+// quantized again, so a page loses precision only where its width drops.
+//   k, v: [tokens, n_kv_heads, head_dim] f32 scratch.
+void transcode_page(const PageFormat& from, const uint8_t* source, const PageFormat& to, uint8_t* target, float* k,
+                    float* v);
 
 // Scalar reference decoders.
 //   decode_page_head: k, v: [n_tokens, head_dim] f32 of one KV head.

@@ -1,6 +1,7 @@
 // Precision ladder: spec parsing and page-move planning.
 #include "kv/ladder.h"
 
+#include <cassert>
 #include <cctype>
 #include <charconv>
 
@@ -16,7 +17,9 @@ std::string_view trim(std::string_view s) {
 
 bool parse_precision(std::string_view name, Precision* out) {
   for (int i = 0; i < kPrecisionCount; ++i) {
-    if (name == precision_name(static_cast<Precision>(i))) {
+    const Precision p = static_cast<Precision>(i);
+    if (key_bits(p) == 16 && value_bits(p) != 16) continue;  // k16vY: the hot tail page's format, not a rung
+    if (name == precision_name(p)) {
       *out = static_cast<Precision>(i);
       return true;
     }
@@ -105,6 +108,17 @@ Result<LadderSpec> parse_ladder(std::string_view spec, int n_sinks) {
                          precision_name(ladder.rungs.back().precision) + "\")");
   }
   return ladder;
+}
+
+LadderSpec with_hot_rung(const LadderSpec& spec) {
+  LadderSpec hot = spec;
+  const Precision first = spec.rungs.front().precision;
+  if (first == Precision::F16) return hot;
+  Precision tail = Precision::F16;
+  [[maybe_unused]] const bool found = precision_from_bits(16, value_bits(first), &tail);
+  assert(found);
+  hot.rungs.insert(hot.rungs.begin(), Rung{tail, 0});
+  return hot;
 }
 
 int target_rung(const LadderSpec& ladder, int64_t last_pos, int64_t n_tokens) {

@@ -48,6 +48,13 @@ struct PageMove {
   int to_rung = 0;
 };
 
+// The ladder as the store runs it: rung 0 is the hot ring's. A spec that starts with f16 is returned as it
+// is; one that starts quantized gets a zero-length rung 0 in k16vY, Y the first rung's value width: the
+// ring's tail page then holds f16 keys (a per-channel key group needs the whole page) and values already
+// quantized as the first rung will hold them (value groups are per token), so that a quantized ladder keeps
+// no f16 copy of its newest values. (This rung is internal: parse_ladder does not accept k16vY.)
+LadderSpec with_hot_rung(const LadderSpec& spec);
+
 // The rung a full page belongs to: that of its newest token, at position last_pos, when the sequence
 // holds n_tokens positions.
 int target_rung(const LadderSpec& ladder, int64_t last_pos, int64_t n_tokens);

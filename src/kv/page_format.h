@@ -16,6 +16,7 @@
 // the kernel then computes q.k for a whole vector of tokens at once (no horizontal sums), KIVI's
 // per-channel groups are rows, and the value rows feed the p*V accumulation directly.
 // f16 pages:   key section = [head_dim][P] IEEE half; value section = [P][head_dim] IEEE half.
+// k16vY pages: the f16 key section, then a quantized value section as below.
 // quantized:   key section = params, then codes [head_dim][key_row_code_bytes] (a row packs P codes)
 //                params, KeyMode::PerChannel (KIVI):   [head_dim] GroupParams (channel d over the tokens)
 //                params, KeyMode::RotatedPerToken:     [P][n_groups] GroupParams (token t, channels of group g;
@@ -42,14 +43,19 @@ inline constexpr size_t kSlabAlign = 64 * 1024;  // a unit of pool caps (pool sl
 // Uniform precisions (keys and values at the same width) and split ones, kXvY: keys at X bits, values at
 // Y bits (X != Y, both in {8, 4, 3, 2}). The enum values are stable: they name size classes and appear in
 // session files.
+// k16vY (f16 keys, Y-bit values) is not a ladder rung but the format of the hot tail page when the ladder
+// starts quantized: a value row is quantized per token, so it can be written at its first rung's width the
+// moment it arrives, while per-channel key groups span the whole page, so keys wait in f16 until the page is
+// full (kv/tiered_store.h).
 enum class Precision : uint8_t {
   F16 = 0, Q8 = 1, Q4 = 2, Q3 = 3, Q2 = 4,
   K8V4 = 5, K8V3 = 6, K8V2 = 7,
   K4V8 = 8, K4V3 = 9, K4V2 = 10,
   K3V8 = 11, K3V4 = 12, K3V2 = 13,
   K2V8 = 14, K2V4 = 15, K2V3 = 16,
+  K16V8 = 17, K16V4 = 18, K16V3 = 19, K16V2 = 20,
 };
-inline constexpr int kPrecisionCount = 17;
+inline constexpr int kPrecisionCount = 21;
 
 enum class KeyMode : uint8_t {
   PerChannel = 0,       // KIVI: scale+min per channel over the page's tokens

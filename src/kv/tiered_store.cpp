@@ -46,8 +46,7 @@ Result<std::unique_ptr<TieredKvStore>> TieredKvStore::create(const KvGeometry& g
   std::unique_ptr<TieredKvStore> store(new TieredKvStore(g, options));
   TieredKvStore& s = *store;
   s.n_sinks_ = options.ladder.n_sinks;
-  s.rungs_ = options.ladder;
-  if (s.rungs_.rungs.front().precision != Precision::F16) s.rungs_.rungs.insert(s.rungs_.rungs.begin(), Rung{Precision::F16, 0});
+  s.rungs_ = with_hot_rung(options.ladder);
   std::string error;
   for (int p = 0; p < kPrecisionCount; ++p) {
     if (!make_page_format(static_cast<Precision>(p), options.key_mode, kTokensPerPage, g.n_kv_heads, g.head_dim,
@@ -62,7 +61,7 @@ Result<std::unique_ptr<TieredKvStore>> TieredKvStore::create(const KvGeometry& g
   }
   s.ring_pages_ = ring_pages_for(options.ladder);
   s.segment_pages_ = kv::segment_pages(s.format(s.rungs_.rungs.back().precision).page_bytes);
-  const size_t ring_bytes = align_up(s.ring_pages_ * s.format(Precision::F16).page_bytes, kRingAlign);
+  const size_t ring_bytes = align_up(s.ring_pages_ * s.ring_format().page_bytes, kRingAlign);
   s.layers_.resize(g.n_layers);
   for (Layer& l : s.layers_) {
     l.ring = static_cast<uint8_t*>(std::aligned_alloc(kRingAlign, ring_bytes));
@@ -100,7 +99,7 @@ int TieredKvStore::ring_pages_for(const LadderSpec& ladder) {
 }
 
 size_t TieredKvStore::ring_and_sink_bytes() const {
-  const size_t ring = align_up(ring_pages_ * format(Precision::F16).page_bytes, kRingAlign);
+  const size_t ring = align_up(ring_pages_ * ring_format().page_bytes, kRingAlign);
   const size_t sinks = n_sinks_ > 0 ? align_up(sink_format_.page_bytes, kRingAlign) : 0;
   return (ring + sinks) * layers_.size();
 }
@@ -160,7 +159,7 @@ Status TieredKvStore::make_room(size_t incoming) {
 }
 
 uint8_t* TieredKvStore::ring_slot(int layer, int64_t page) const {
-  return layers_[layer].ring + static_cast<size_t>(page % ring_pages_) * format(Precision::F16).page_bytes;
+  return layers_[layer].ring + static_cast<size_t>(page % ring_pages_) * ring_format().page_bytes;
 }
 
 Status TieredKvStore::reencode(int layer, const uint8_t* source, const PageFormat& source_format, int to_rung,
@@ -174,8 +173,7 @@ Status TieredKvStore::reencode(int layer, const uint8_t* source, const PageForma
   if (source_format.precision == target) {
     std::memcpy(dst, source, source_format.page_bytes);
   } else {
-    decode_page(source_format, source, kTokensPerPage, scratch_k_.data(), scratch_v_.data());
-    encode_page(format(target), scratch_k_.data(), scratch_v_.data(), kTokensPerPage, dst);
+    transcode_page(source_format, source, format(target), dst, scratch_k_.data(), scratch_v_.data());
   }
   *out = *page;
   ++reencoded_pages_;
@@ -190,21 +188,22 @@ Status TieredKvStore::evict_ring_front(int layer, bool background) {
   const int64_t last_pos = page_first_pos(page) + kTokensPerPage - 1;
   assert(last_pos < l.n_tokens);
   const int to_rung = target_rung(rungs_, last_pos, l.n_tokens);
-  if (background && background_reencode() && rungs_.rungs[to_rung].precision != Precision::F16) {
-    // The ring slot is about to be reused: copy the page into an f16 pool page (rung 0) and encode that in
-    // the background; it is swapped for its encoding at this layer's next append() or rebalance().
-    const PageFormat& f16 = format(Precision::F16);
-    if (Status s = make_room(f16.page_bytes); !s.ok()) return s;
-    Result<PageId> copy = pool_.allocate(size_class_[static_cast<int>(Precision::F16)]);
+  const PageFormat& hot = ring_format();
+  if (background && background_reencode() && rungs_.rungs[to_rung].precision != hot.precision) {
+    // The ring slot is about to be reused: copy the page into a pool page of the ring's format (rung 0) and
+    // encode that in the background; it is swapped for its encoding at this layer's next append() or
+    // rebalance().
+    if (Status s = make_room(hot.page_bytes); !s.ok()) return s;
+    Result<PageId> copy = pool_.allocate(size_class_[static_cast<int>(hot.precision)]);
     if (!copy.ok()) return copy.status();
-    std::memcpy(pool_.data(*copy), ring_slot(layer, page), f16.page_bytes);
+    std::memcpy(pool_.data(*copy), ring_slot(layer, page), hot.page_bytes);
     table_.append(layer, *copy, 0);
     ++l.ring_first;
     --l.ring_count;
-    return enqueue(layer, table_.n_pages(layer) - 1, *copy, f16, to_rung);
+    return enqueue(layer, table_.n_pages(layer) - 1, *copy, hot, to_rung);
   }
   PageId id;
-  if (Status s = reencode(layer, ring_slot(layer, page), format(Precision::F16), to_rung, &id); !s.ok()) return s;
+  if (Status s = reencode(layer, ring_slot(layer, page), hot, to_rung, &id); !s.ok()) return s;
   table_.append(layer, id, to_rung);
   ++l.ring_first;
   --l.ring_count;
@@ -237,7 +236,7 @@ Status TieredKvStore::append(int layer, int pos, int n, const float* k, const fl
     int count;
     if (p < n_sinks_) {
       count = std::min(n - done, n_sinks_ - p);
-      write_f16_rows(sink_format_, l.sinks, p, count, k + done * row, v + done * row);
+      write_rows(sink_format_, l.sinks, p, count, k + done * row, v + done * row);
     } else {
       const int64_t page = (p - n_sinks_) / kTokensPerPage;
       const int offset = static_cast<int>((p - n_sinks_) % kTokensPerPage);
@@ -250,10 +249,10 @@ Status TieredKvStore::append(int layer, int pos, int n, const float* k, const fl
           if (Status s = evict_ring_front(layer, true); !s.ok()) return s;
         }
         ++l.ring_count;
-        std::memset(ring_slot(layer, page), 0, format(Precision::F16).page_bytes);
+        std::memset(ring_slot(layer, page), 0, ring_format().page_bytes);
       }
       count = std::min(n - done, kTokensPerPage - offset);
-      write_f16_rows(format(Precision::F16), ring_slot(layer, page), offset, count, k + done * row, v + done * row);
+      write_rows(ring_format(), ring_slot(layer, page), offset, count, k + done * row, v + done * row);
     }
     done += count;
     l.n_tokens += count;
@@ -410,8 +409,7 @@ void TieredKvStore::worker_loop() {
 //   k, v: [P, n_kv_heads, head_dim] scratch of the running thread.
 void TieredKvStore::run_job(Job& job, float* k, float* v) {
   const auto start = std::chrono::steady_clock::now();
-  decode_page(*job.from, job.source_data, kTokensPerPage, k, v);
-  encode_page(*job.to, k, v, kTokensPerPage, job.target_data);
+  transcode_page(*job.from, job.source_data, *job.to, job.target_data, k, v);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -423,7 +421,7 @@ void TieredKvStore::run_job(Job& job, float* k, float* v) {
 
 void TieredKvStore::truncate(int n_tokens) {
   drain();
-  const PageFormat& f16 = format(Precision::F16);
+  const PageFormat& hot = ring_format();
   for (int layer = 0; layer < geometry_.n_layers; ++layer) {
     Layer& l = layers_[layer];
     if (n_tokens >= l.n_tokens) continue;
@@ -441,18 +439,29 @@ void TieredKvStore::truncate(int n_tokens) {
     const int64_t last_page = (n_tokens - n_sinks_ - 1) / kTokensPerPage;  // holds the last kept position
     const int keep_rows = static_cast<int>(n_tokens - page_first_pos(last_page));
     if (last_page < table_.n_pages(layer)) {
-      // The cut falls in a pool or cold page: its kept rows come back into the ring as f16.
+      // The cut falls in a pool or cold page: its kept rows come back into the ring (keys as f16; values
+      // copied as they are when the page and the ring store value rows alike, else decoded and rewritten).
       const PageFormat& from = format(rungs_.rungs[table_.rung(layer, last_page)].precision);
       int kept = keep_rows;
+      std::vector<uint8_t> cold_page;  // [page_bytes] a cold page read back
+      const uint8_t* source = nullptr;
       if (last_page < n_cold(layer)) {
-        std::vector<uint8_t> page(from.page_bytes);  // [page_bytes] the cold page read back
-        if (cold_->read_page(layer, last_page, page.data()).ok()) {
-          decode_page(from, page.data(), keep_rows, scratch_k_.data(), scratch_v_.data());
+        cold_page.resize(from.page_bytes);
+        if (cold_->read_page(layer, last_page, cold_page.data()).ok()) {
+          source = cold_page.data();
         } else {
           kept = 0;  // unreadable: the page is dropped; first_bad_position() tells the caller to cut here
         }
       } else {
-        decode_page(from, pool_.data(table_.page(layer, last_page)), keep_rows, scratch_k_.data(), scratch_v_.data());
+        source = pool_.data(table_.page(layer, last_page));
+      }
+      // Every ring page is past the cut, so the slot is free; fill it before the source page is released.
+      uint8_t* slot = ring_slot(layer, last_page);
+      std::memset(slot, 0, hot.page_bytes);
+      if (kept > 0) {
+        decode_page(from, source, keep_rows, scratch_k_.data(), scratch_v_.data());
+        write_rows(hot, slot, 0, kept, scratch_k_.data(), scratch_v_.data());
+        if (same_value_layout(from, hot)) copy_value_rows(from, source, hot, slot, 0, kept);
       }
       if (cold_) cold_->truncate(layer, std::min(n_cold(layer), last_page));
       for (PageId old : table_.truncate(layer, last_page)) {
@@ -460,8 +469,6 @@ void TieredKvStore::truncate(int n_tokens) {
       }
       l.ring_first = last_page;
       l.ring_count = kept > 0 ? 1 : 0;
-      std::memset(ring_slot(layer, last_page), 0, f16.page_bytes);
-      write_f16_rows(f16, ring_slot(layer, last_page), 0, kept, scratch_k_.data(), scratch_v_.data());
     } else {
       l.ring_count = last_page - l.ring_first + 1;
     }
@@ -492,14 +499,14 @@ void TieredKvStore::gather_pages(int layer, std::vector<PageRef>& out) const {
   }
   for (int64_t page = l.ring_first; page < l.ring_first + l.ring_count; ++page) {
     const int first = static_cast<int>(page_first_pos(page));
-    out.push_back({ring_slot(layer, page), &format(Precision::F16), first, std::min(kTokensPerPage, l.n_tokens - first)});
+    out.push_back({ring_slot(layer, page), &ring_format(), first, std::min(kTokensPerPage, l.n_tokens - first)});
   }
 }
 
 KvMemoryReport TieredKvStore::memory() const {
   KvMemoryReport r;
-  const size_t f16_page = format(Precision::F16).page_bytes;
-  r.ring_bytes_per_layer = align_up(ring_pages_ * f16_page, kRingAlign);
+  const size_t ring_page = ring_format().page_bytes;
+  r.ring_bytes_per_layer = align_up(ring_pages_ * ring_page, kRingAlign);
   r.ring_bytes = r.ring_bytes_per_layer * layers_.size();
   r.sink_bytes = n_sinks_ > 0 ? align_up(sink_format_.page_bytes, kRingAlign) * layers_.size() : 0;
   size_t held = 0;
@@ -516,7 +523,7 @@ KvMemoryReport TieredKvStore::memory() const {
   for (const Layer& l : layers_) {
     r.n_tokens = std::max<int64_t>(r.n_tokens, l.n_tokens);
     if (l.n_tokens > 0 && n_sinks_ > 0) held += sink_format_.page_bytes;
-    held += static_cast<size_t>(l.ring_count) * f16_page;
+    held += static_cast<size_t>(l.ring_count) * ring_page;
     elements += static_cast<int64_t>(l.n_tokens) * geometry_.kv_dim() * 2;
   }
   if (cold_) {

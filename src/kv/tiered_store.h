@@ -5,9 +5,12 @@
 // Positions of a layer:
 //   [0, n_sinks)                      sink buffer, f16, never re-encoded
 //   [n_sinks, n_sinks + ring_first*P) pool pages, block table order, each at its ladder rung's precision
-//   the rest                          the hot ring: ring_pages f16 pages, one contiguous buffer per layer,
-//                                     the last one partial; sized to the ladder's f16 rung (+1 page for the
+//   the rest                          the hot ring: ring_pages pages, one contiguous buffer per layer, the
+//                                     last one partial; sized to the ladder's f16 rung (+1 page for the
 //                                     tail) so that the newest tokens are read from cache-resident memory.
+// Ring pages are f16 when the ladder has an f16 rung. When it starts quantized the ring is the one tail
+// page, in k16vY (with_hot_rung, kv/ladder.h): f16 keys, values quantized on arrival at the first rung's
+// width Y; when it fills, its keys are encoded and its value rows copied as they are.
 // Keys of a RotatedPerToken store are kept rotated everywhere (ring and sinks included); rotate queries
 // with kv::rotate_heads (the attention entry does it when PagedKv::keys_rotated is set).
 #pragma once
@@ -84,6 +87,8 @@ class TieredKvStore {
   bool keys_rotated() const { return options_.key_mode == KeyMode::RotatedPerToken; }
   int n_tokens(int layer) const { return layers_[layer].n_tokens; }
   const PageFormat& format(Precision p) const { return formats_[static_cast<int>(p)]; }
+  // The format of the hot ring's pages (f16, or k16vY when the ladder starts quantized).
+  const PageFormat& ring_format() const { return format(rungs_.rungs.front().precision); }
 
   // Appends positions [pos, pos + n) of one layer; pos must equal n_tokens(layer).
   //   k, v: [n, n_kv_heads, head_dim] f32 (keys RoPE-rotated, not Hadamard-rotated: the store does that).
@@ -96,7 +101,7 @@ class TieredKvStore {
   void truncate(int n_tokens);
 
   // Page moves the ladder asks for in one layer (pool pages and full ring pages), and applying them.
-  // Ring pages are listed with from_rung 0 (the f16 rung). Applying re-encodes each page to its target
+  // Ring pages are listed with from_rung 0 (the hot rung). Applying re-encodes each page to its target
   // precision (decode to f32, encode), swaps it into the block table and frees the old one.
   std::vector<PageMove> plan(int layer) const;
   Status apply(int layer, const std::vector<PageMove>& moves);
@@ -185,7 +190,7 @@ class TieredKvStore {
 
   KvGeometry geometry_;
   TieredKvOptions options_;
-  LadderSpec rungs_;  // the ladder with an f16 hot rung first (f16:0 when the spec starts quantized)
+  LadderSpec rungs_;  // with_hot_rung(ladder): rung 0 is the ring's (f16, or k16vY:0 when the spec starts quantized)
   int n_sinks_ = 0;
   int ring_pages_ = 0;
   int segment_pages_ = 16;

@@ -1,13 +1,13 @@
 // Saving and restoring a TieredKvStore (sessions): every tier in the page format.
 //
 // Stream layout (little-endian, after the session file's own header):
-//   u32 magic "KVTS", u32 version (2)
+//   u32 magic "KVTS", u32 version (3)
 //   u32 n_layers, n_kv_heads, head_dim, group, n_sinks, u32 page_bytes[kPrecisionCount], u32 sink page bytes
 //   per layer:
 //     i32 n_tokens, i64 ring_first, i32 ring_count, u32 n_table_pages
 //     sink page                           (sink page bytes; only when n_sinks > 0 and n_tokens > 0)
 //     per table page: u8 rung, page bytes in that rung's format (cold pages are read back and checked first)
-//     per ring page: f16 page bytes
+//     per ring page: page bytes in the ring's format (f16, or k16vY when the ladder starts quantized)
 // The session file checksums the whole stream; load() still validates every count against the geometry
 // so that a damaged or foreign stream is refused with a message, never trusted.
 #include <cstring>
@@ -20,7 +20,8 @@ namespace kvtier::kv {
 
 namespace {
 constexpr uint32_t kMagic = 0x5354564Bu;  // "KVTS"
-constexpr uint32_t kVersion = 2;  // 2: value groups of 64, split key/value rungs (page sizes changed)
+// 2: value groups of 64, split key/value rungs (page sizes changed); 3: k16vY tail pages (4 more precisions)
+constexpr uint32_t kVersion = 3;
 
 template <class T>
 Status put(ByteSink& out, T value) {
@@ -70,7 +71,7 @@ Status TieredKvStore::save(ByteSink& out) {
       }
     }
     for (int64_t page = l.ring_first; page < l.ring_first + l.ring_count; ++page) {
-      KVTIER_TRY(out.write(ring_slot(layer, page), format(Precision::F16).page_bytes));
+      KVTIER_TRY(out.write(ring_slot(layer, page), ring_format().page_bytes));
     }
   }
   return Status();
@@ -163,7 +164,7 @@ Status TieredKvStore::load(ByteSource& in) {
       l.ring_first = ring_first;
       l.ring_count = ring_count;
       for (int64_t page = ring_first; page < ring_first + ring_count; ++page) {
-        KVTIER_TRY(in.read(ring_slot(layer, page), format(Precision::F16).page_bytes));
+        KVTIER_TRY(in.read(ring_slot(layer, page), ring_format().page_bytes));
       }
       l.n_tokens = n_tokens;
     }

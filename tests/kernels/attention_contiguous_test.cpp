@@ -85,7 +85,7 @@ TEST(ContiguousAttention, AgreesWithThePagedKernelOnF16Pages) {
   std::vector<kv::PageRef> refs;
   for (int p = 0; p < n_pages; ++p) {
     const int rows = std::min(P, n_pos - p * P);
-    kv::write_f16_rows(format, pages[p].data(), 0, rows, k.data() + p * P * row, v.data() + p * P * row);
+    kv::write_rows(format, pages[p].data(), 0, rows, k.data() + p * P * row, v.data() + p * P * row);
     refs.push_back({pages[p].data(), &format, p * P, rows});
   }
   PagedKv paged;

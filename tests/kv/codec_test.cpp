@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -116,7 +117,8 @@ float error_bound(const PageFormat& f, const std::vector<float>& x, int n_tokens
   const size_t row = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
   auto at = [&](int tt, int dd) { return x[tt * row + static_cast<size_t>(h) * f.head_dim + dd]; };
   const float value = at(t, d);
-  if (f.precision == Precision::F16) return std::abs(value) * 0x1p-11f + 1e-7f;
+  const int bits = key ? f.key_bits : f.value_bits;
+  if (bits == 16) return std::abs(value) * 0x1p-11f + 1e-7f;  // an f16 section (f16, or k16vY keys)
   float lo = INFINITY, hi = -INFINITY;
   if (key && f.key_mode == KeyMode::PerChannel) {
     for (int tt = 0; tt < n_tokens; ++tt) lo = std::min(lo, at(tt, d)), hi = std::max(hi, at(tt, d));
@@ -124,7 +126,6 @@ float error_bound(const PageFormat& f, const std::vector<float>& x, int n_tokens
     const int g0 = d / f.group * f.group;
     for (int dd = g0; dd < g0 + f.group; ++dd) lo = std::min(lo, at(t, dd)), hi = std::max(hi, at(t, dd));
   }
-  const int bits = key ? f.key_bits : f.value_bits;
   const float levels = static_cast<float>((1 << bits) - 1);
   const float slack = (std::abs(lo) + std::abs(hi)) * 0x1p-10f;
   const float half_step = 0.5f * ((hi - lo) + slack) / levels * (1.0f + 0x1p-9f) + slack + 1e-6f;
@@ -172,6 +173,75 @@ TEST(PageCodec, RoundTripWithinBoundEveryCodecAndGeometry) {
     }
   }
   EXPECT_GT(checked, 100000);
+}
+
+// The hot tail page of a quantized ladder (k16vY) fills a few rows at a time; its bytes must be those of
+// encoding all its rows at once, so that the page leaving the ring holds exactly the first rung's values.
+TEST(PageCodec, TailPageRowsMatchTheWholePageEncoding) {
+  for (Precision p : {Precision::K16V8, Precision::K16V4, Precision::K16V3, Precision::K16V2, Precision::F16}) {
+    for (int group : {0, 8}) {
+      const PageFormat f = make_format(p, KeyMode::PerChannel, 64, 3, 40, group);
+      const auto k = random_rows(64, 3, 40, 21), v = random_rows(64, 3, 40, 22);
+      const size_t row = 3 * 40;
+      for (int n_tokens : {64, 37, 1}) {
+        std::vector<uint8_t> whole(f.page_bytes), rows(f.page_bytes, 0);
+        encode_page(f, k.data(), v.data(), n_tokens, whole.data());
+        for (int first = 0, n = 1; first < n_tokens; first += n, n = n % 5 + 2) {
+          n = std::min(n, n_tokens - first);
+          write_rows(f, rows.data(), first, n, k.data() + first * row, v.data() + first * row);
+        }
+        EXPECT_EQ(rows, whole) << precision_name(p) << " group " << group << " tokens " << n_tokens;
+      }
+    }
+  }
+}
+
+// Re-encoding copies a section whose layout does not change: k16v4 -> q4 keeps the 4-bit values byte for
+// byte (no second quantization), q4 -> k4v2 keeps the keys; sections that change are encoded from the
+// decoded page, as before.
+void check_transcode(uint32_t seed) {
+  const int heads = 2, hd = 64;
+  const auto k = random_rows(64, heads, hd, 31 + 2 * seed), v = random_rows(64, heads, hd, 32 + 2 * seed);
+  const PageFormat tail = make_format(Precision::K16V4, KeyMode::PerChannel, 64, heads, hd);
+  const PageFormat q4 = make_format(Precision::Q4, KeyMode::PerChannel, 64, heads, hd);
+  const PageFormat k4v2 = make_format(Precision::K4V2, KeyMode::PerChannel, 64, heads, hd);
+  std::vector<uint8_t> tail_page(tail.page_bytes), direct(q4.page_bytes), moved(q4.page_bytes), split(k4v2.page_bytes);
+  std::vector<float> k_scratch(k.size()), v_scratch(v.size());
+  encode_page(tail, k.data(), v.data(), 64, tail_page.data());
+  encode_page(q4, k.data(), v.data(), 64, direct.data());
+  transcode_page(tail, tail_page.data(), q4, moved.data(), k_scratch.data(), v_scratch.data());
+  for (int h = 0; h < heads; ++h) {
+    auto section = [&](const std::vector<uint8_t>& page, size_t offset, size_t bytes) {
+      return std::vector<uint8_t>(page.begin() + offset, page.begin() + offset + bytes);
+    };
+    // Values: exactly what encoding the original rows at q4 gives.
+    EXPECT_EQ(section(moved, q4.value_section(h), q4.value_section_bytes),
+              section(direct, q4.value_section(h), q4.value_section_bytes)) << "seed " << seed << " head " << h;
+    EXPECT_EQ(section(moved, q4.value_section(h), q4.value_section_bytes),
+              section(tail_page, tail.value_section(h), tail.value_section_bytes)) << "seed " << seed << " head " << h;
+  }
+  // Keys: encoded from the tail page's f16 keys, so within q4's error of the originals.
+  std::vector<float> k2(k.size()), v2(v.size());
+  decode_page(q4, moved.data(), 64, k2.data(), v2.data());
+  for (size_t i = 0; i < k.size(); ++i) ASSERT_NEAR(k2[i], k[i], 0.6f) << i;
+  // q4 -> k4v2: keys copied, values re-encoded at 2 bits from the decoded 4-bit values.
+  transcode_page(q4, direct.data(), k4v2, split.data(), k_scratch.data(), v_scratch.data());
+  std::vector<float> kd(k.size()), vd(v.size());
+  decode_page(q4, direct.data(), 64, kd.data(), vd.data());
+  std::vector<uint8_t> reencoded(k4v2.page_bytes);
+  encode_page(k4v2, kd.data(), vd.data(), 64, reencoded.data());
+  for (int h = 0; h < heads; ++h) {
+    EXPECT_EQ(0, std::memcmp(split.data() + k4v2.key_section(h), direct.data() + q4.key_section(h), q4.key_section_bytes))
+        << "seed " << seed << " head " << h;
+    EXPECT_EQ(0, std::memcmp(split.data() + k4v2.value_section(h), reencoded.data() + k4v2.value_section(h),
+                             k4v2.value_section_bytes)) << "seed " << seed << " head " << h;
+  }
+}
+
+// (Quantizing decoded 4-bit values again mostly gives the same bytes, so several seeds: a transcode that
+// re-encodes instead of copying fails on some of them.)
+TEST(PageCodec, TranscodeCopiesSectionsThatKeepTheirLayout) {
+  for (uint32_t seed = 0; seed < 8; ++seed) check_transcode(seed);
 }
 
 // Squared error of x[0..n) (stride) quantized with parameters p.

@@ -79,6 +79,22 @@ TEST(Ladder, SplitPrecisions) {
   EXPECT_EQ(l->describe(), "q4:256,k4v2:512,k3v2:1024,q2 +4 sinks");
 }
 
+TEST(Ladder, HotRungOfAQuantizedLadderHoldsItsValueWidth) {
+  // k16vY is the tail page's format, not a rung a user can ask for.
+  Result<LadderSpec> bad = parse_ladder("k16v4:64,q2");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("unknown precision"), std::string::npos) << bad.error();
+  const LadderSpec hot = with_hot_rung(*parse_ladder("k4v2:64,q2", 1));
+  ASSERT_EQ(hot.rungs.size(), 3u);
+  EXPECT_EQ(hot.rungs[0].precision, Precision::K16V2);
+  EXPECT_EQ(hot.rungs[0].tokens, 0);
+  EXPECT_EQ(hot.rungs[1].precision, Precision::K4V2);
+  EXPECT_EQ(hot.n_sinks, 1);
+  EXPECT_EQ(with_hot_rung(*parse_ladder("q3")).rungs[0].precision, Precision::K16V3);
+  const LadderSpec f16 = with_hot_rung(*parse_ladder("f16:128,q4"));
+  EXPECT_EQ(f16.describe(), "f16:128,q4 +4 sinks");  // an f16 rung is the hot rung already
+}
+
 TEST(Ladder, PlanMovesWholePagesOnly) {
   const LadderSpec l = *parse_ladder("f16:64,q8:128,q2", 0);
   // Pages of 64 tokens from position 0; 320 tokens: page 4 holds [256, 320), newest age 0.

@@ -1,8 +1,9 @@
 // The tiered store: pages follow the ladder, data survives re-encoding within codec error, sinks and
-// ring stay f16, truncation, byte accounting.
+// ring stay f16 (a quantized ladder's tail page: f16 keys, quantized values), truncation, byte accounting.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -106,6 +107,51 @@ TEST(TieredStore, PagesFollowTheLadder) {
   EXPECT_EQ(m.n_tokens, total);
 }
 
+TEST(TieredStore, QuantizedLadderQuantizesValuesOnceOnArrival) {
+  // A ladder that starts quantized keeps no f16 values: the tail page holds them at the first rung's width
+  // as they arrive, and a page leaving the ring keeps those bytes (the values are quantized once, from the
+  // originals), while its keys, f16 in the ring, are encoded when the page is full.
+  const KvGeometry g{1, 2, 64, 1024};
+  auto store = make_store(g, "q4:128,q2", 1);
+  EXPECT_EQ(store->ring_format().precision, Precision::K16V4);
+  const int n = 1 + 64 * 3 + 20;
+  const auto k = random_rows(n, g.kv_dim(), 41), v = random_rows(n, g.kv_dim(), 42);
+  for (int pos = 0; pos < n; ++pos) {  // one token at a time, as decoding appends
+    ASSERT_TRUE(store->append(0, pos, 1, k.data() + static_cast<size_t>(pos) * g.kv_dim(),
+                              v.data() + static_cast<size_t>(pos) * g.kv_dim()).ok());
+    ASSERT_TRUE(store->rebalance(0).ok());
+  }
+  std::vector<PageRef> pages;
+  store->gather_pages(0, pages);
+  ASSERT_EQ(pages.size(), 5u);  // sink, 3 pool pages, the tail
+  EXPECT_EQ(pages[0].format->precision, Precision::F16);
+  EXPECT_EQ(pages[1].format->precision, Precision::Q2);  // 213 tokens: its newest token is 148 old
+  EXPECT_EQ(pages[2].format->precision, Precision::Q4);
+  EXPECT_EQ(pages[3].format->precision, Precision::Q4);
+  EXPECT_EQ(pages[4].format->precision, Precision::K16V4);
+  EXPECT_EQ(pages[4].n_tokens, 20);
+  for (int i : {2, 3, 4}) {
+    const PageRef& p = pages[i];
+    const PageFormat& q4 = store->format(Precision::Q4);
+    std::vector<uint8_t> expected(q4.page_bytes);  // the page's rows encoded at q4 from the originals
+    encode_page(q4, k.data() + static_cast<size_t>(p.first_pos) * g.kv_dim(),
+                v.data() + static_cast<size_t>(p.first_pos) * g.kv_dim(), p.n_tokens, expected.data());
+    for (int h = 0; h < g.n_kv_heads; ++h) {
+      EXPECT_EQ(0, std::memcmp(p.data + p.format->value_section(h), expected.data() + q4.value_section(h),
+                               q4.value_section_bytes)) << "page " << i << " head " << h;
+    }
+  }
+  std::vector<float> k2, v2;
+  read_back(*store, 0, k2, v2, pages);
+  for (int t = n - 20; t < n; ++t)  // the tail's keys are f16
+    for (int d = 0; d < g.kv_dim(); ++d) ASSERT_NEAR(k2[t * g.kv_dim() + d], k[t * g.kv_dim() + d], tolerance(Precision::F16));
+  // 213 tokens: 1 sink row (f16), 3 pool pages (q2, q4, q4), the tail page (k16v4) counted whole.
+  const KvMemoryReport m = store->memory();
+  const double held = store->format(Precision::Q2).page_bytes + 2.0 * store->format(Precision::Q4).page_bytes +
+                      store->format(Precision::K16V4).page_bytes + 1 * 2 * 64 * 2 * 2;  // sink page: 1 row
+  EXPECT_NEAR(m.bits_per_element, 8.0 * held / (n * g.kv_dim() * 2.0), 1e-9);
+}
+
 TEST(TieredStore, RotatedKeysAreStoredRotated) {
   const KvGeometry g{1, 2, 64, 512};
   auto store = make_store(g, "f16:64,q4", 2, KeyMode::RotatedPerToken);
@@ -173,10 +219,15 @@ TEST(TieredStore, EveryByteAccounted) {
   for (size_t b : m.page_bytes) live += b;
   EXPECT_EQ(m.pool_resident_bytes, live + m.pool_free_bytes);
   EXPECT_EQ(m.pool_resident_bytes, store->pool().resident_bytes());
-  // Bits per element: 40 q4 pages (4.75 bits) + 4 sink rows and one 10-row f16 tail page (whole page counted).
+  // Bits per element: 40 q4 pages (4.5 bits) + 4 sink rows and one 10-row tail page (whole page counted), which
+  // holds f16 keys and values already at 4 bits: a quantized ladder keeps no f16 copy of its newest values.
+  EXPECT_EQ(store->ring_format().precision, Precision::K16V4);
+  EXPECT_EQ(m.ring_bytes_per_layer, store->format(Precision::K16V4).page_bytes);
+  EXPECT_EQ(store->format(Precision::K16V4).page_bytes,
+            store->format(Precision::F16).page_bytes / 2 + store->format(Precision::Q4).page_bytes / 2);
   const double elements = 8.0 * n * g.kv_dim() * 2;
   const double held_bits = 8.0 * 8 * (40 * store->format(Precision::Q4).page_bytes + 4 * 64 * 2 * 2 * 2 +
-                                      store->format(Precision::F16).page_bytes);
+                                      store->format(Precision::K16V4).page_bytes);
   EXPECT_NEAR(m.bits_per_element, held_bits / elements, 1e-9);
   EXPECT_LT(m.bits_per_element, 6.0);
   EXPECT_NE(m.describe().find("q4 320 pages"), std::string::npos) << m.describe();

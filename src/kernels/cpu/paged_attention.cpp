@@ -237,7 +237,7 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
                           DecodeScratch& scratch) {
   const uint8_t* section = page + f.key_section(head);
   const int hd = f.head_dim;
-  if (f.precision == kv::Precision::F16) {
+  if (f.key_bits == 16) {
     for (int d = 0; d < hd; ++d) DecodeF16(section + static_cast<size_t>(d) * f.tokens * 2, rows, kt + d * kstride);
     return;
   }
@@ -298,7 +298,7 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
 void DecodeValues(const kv::PageFormat& f, const uint8_t* page, int head, int rows, float* v, DecodeScratch& scratch) {
   const uint8_t* section = page + f.value_section(head);
   const int hd = f.head_dim;
-  if (f.precision == kv::Precision::F16) {
+  if (f.value_bits == 16) {
     DecodeF16(section, static_cast<size_t>(rows) * hd, v);
     return;
   }
@@ -721,7 +721,7 @@ int FusedDecodeLanes(int n, int bits, int group) {
 
 // Whether a page can take the fused decode: quantized, per-channel keys, rows that some vector width tiles.
 bool CanFuse(const kv::PageFormat& f, int* key_lanes, int* value_lanes) {
-  if (f.precision == kv::Precision::F16 || f.key_mode != kv::KeyMode::PerChannel) return false;
+  if (f.key_bits == 16 || f.value_bits == 16 || f.key_mode != kv::KeyMode::PerChannel) return false;
   *key_lanes = FusedDecodeLanes(f.tokens, f.key_bits, f.tokens);
   *value_lanes = FusedDecodeLanes(f.head_dim, f.value_bits, f.group);
   return *key_lanes > 0 && *value_lanes > 0;
