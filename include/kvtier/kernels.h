@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "kvtier/ggml_types.h"
 #include "kvtier/thread_pool.h"
@@ -48,6 +49,15 @@ float vec_dot(GgmlType weight_type, int64_t n, const void* weight_row, const voi
 // y = x * W^T.  x: [n_tokens, w.cols] f32 row-major;  y: [n_tokens, w.rows] f32.
 // Quantizes x once, splits rows (and tokens, for prefill) across the pool.
 void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+
+// Several matmuls of the same x (a layer's q, k and v; gate and up) in one pool job: y_i = x * W_i^T.
+// At decode a small matrix's work is about what a pool hand-off costs, so they share one. Up to 4 outputs,
+// all with w->cols == the width of x; results equal those of separate matmul calls.
+struct MatmulOutput {
+  const WeightMatrix* w = nullptr;
+  float* y = nullptr;  // [n_tokens, w->rows]
+};
+void matmul_shared(std::span<const MatmulOutput> outputs, const float* x, int64_t n_tokens, ThreadPool& pool);
 
 // Reads row `row` of an embedding table into f32 (dst holds w.cols floats).
 void get_row(const WeightMatrix& w, int64_t row, float* dst);

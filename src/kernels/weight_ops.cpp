@@ -133,53 +133,80 @@ void get_row(const WeightMatrix& w, int64_t row, float* dst) {
 }
 
 void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
-  assert(is_supported_weight_type(w.type));
-  if (n_tokens <= 0 || w.rows <= 0) return;
-  const GgmlType act_type = activation_type(w.type);
-  const size_t act_row_bytes = ggml_row_bytes(act_type, w.cols);
+  const MatmulOutput output{&w, y};
+  matmul_shared({&output, 1}, x, n_tokens, pool);
+}
+
+void matmul_shared(std::span<const MatmulOutput> outputs, const float* x, int64_t n_tokens, ThreadPool& pool) {
+  if (n_tokens <= 0 || outputs.empty()) return;
+  constexpr size_t kMaxOutputs = 4;
+  assert(outputs.size() <= kMaxOutputs);
   const int n_threads = pool.size();
+  const int64_t cols = outputs[0].w->cols;
 
-  // Quantized activations: [n_tokens][act_row_bytes]. One buffer per calling
-  // thread, grown as needed, so steady-state decode allocates nothing.
-  thread_local std::vector<uint8_t> act_buffer;
-  const size_t act_bytes = act_row_bytes * static_cast<size_t>(n_tokens);
-  if (act_buffer.size() < act_bytes) act_buffer.resize(act_bytes);
-  uint8_t* act = act_buffer.data();
-  if (n_tokens < 2 * n_threads) {
-    for (int64_t t = 0; t < n_tokens; ++t) quantize_activation(w.type, x + t * w.cols, act + t * act_row_bytes, w.cols);
-  } else {
-    pool.parallel_for(n_tokens, [&](int64_t begin, int64_t end, int) {
-      for (int64_t t = begin; t < end; ++t) quantize_activation(w.type, x + t * w.cols, act + t * act_row_bytes, w.cols);
-    });
+  // Quantized activations, one buffer per activation type among the outputs (q, k and v usually share
+  // one): [n_tokens][act_row_bytes]. Per calling thread, grown as needed: steady-state decode allocates nothing.
+  thread_local std::vector<uint8_t> act_buffers[kMaxOutputs];
+  const uint8_t* acts[kMaxOutputs] = {};
+  size_t act_row_bytes[kMaxOutputs] = {};
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const WeightMatrix& w = *outputs[i].w;
+    assert(is_supported_weight_type(w.type) && w.cols == cols);
+    const GgmlType act_type = activation_type(w.type);
+    act_row_bytes[i] = ggml_row_bytes(act_type, cols);
+    size_t same = 0;
+    while (same < i && activation_type(outputs[same].w->type) != act_type) ++same;
+    if (same < i) {
+      acts[i] = acts[same];
+      continue;
+    }
+    std::vector<uint8_t>& buffer = act_buffers[i];
+    const size_t act_bytes = act_row_bytes[i] * static_cast<size_t>(n_tokens);
+    if (buffer.size() < act_bytes) buffer.resize(act_bytes);
+    uint8_t* act = buffer.data();
+    const size_t row_bytes = act_row_bytes[i];
+    if (n_tokens < 2 * n_threads) {
+      for (int64_t t = 0; t < n_tokens; ++t) quantize_activation(w.type, x + t * cols, act + t * row_bytes, cols);
+    } else {
+      pool.parallel_for(n_tokens, [&](int64_t begin, int64_t end, int) {
+        for (int64_t t = begin; t < end; ++t) quantize_activation(w.type, x + t * cols, act + t * row_bytes, cols);
+      });
+    }
+    acts[i] = act;
   }
 
-  // Work units: row chunks x token chunks, handed out through an atomic
-  // counter so a thread slowed by another process does not hold up the rest.
-  // Decode (few tokens) is memory-bound: many row chunks balance the load.
-  // Prefill keeps a chunk's weight rows in L2 while they meet a token chunk.
-  const simd::TileFn tile = tile_kernel(w.type);
+  // Work units: row chunks x token chunks of every output, handed out through one atomic counter so that a
+  // thread slowed by another process does not hold up the rest, and so that several small matrices (k and v
+  // are 128 rows in tiny-llama) share one pool hand-off. Decode (few tokens) is memory-bound: many row
+  // chunks balance the load. Prefill keeps a chunk's weight rows in L2 while they meet a token chunk.
   const int64_t row_align = 16;
-  int64_t token_chunk = std::min<int64_t>(n_tokens, 64);
-  int64_t row_chunk = 0;
-  if (n_tokens <= 4) {
-    row_chunk = (w.rows + 8 * n_threads - 1) / (8 * n_threads);
-    row_chunk = std::clamp<int64_t>(row_chunk, row_align, 512);
-  } else {
-    row_chunk = 64;
-  }
-  row_chunk = (row_chunk + row_align - 1) / row_align * row_align;
-  const int64_t row_chunks = (w.rows + row_chunk - 1) / row_chunk;
+  const int64_t token_chunk = std::min<int64_t>(n_tokens, 64);
   const int64_t token_chunks = (n_tokens + token_chunk - 1) / token_chunk;
-  const int64_t jobs = row_chunks * token_chunks;
-  const auto* weights = static_cast<const uint8_t*>(w.data);
+  int64_t row_chunk[kMaxOutputs] = {};
+  int64_t first_job[kMaxOutputs + 1] = {};
+  simd::TileFn tiles[kMaxOutputs] = {};
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const WeightMatrix& w = *outputs[i].w;
+    int64_t chunk = 64;
+    if (n_tokens <= 4) chunk = std::clamp<int64_t>((w.rows + 8 * n_threads - 1) / (8 * n_threads), row_align, 512);
+    row_chunk[i] = (chunk + row_align - 1) / row_align * row_align;
+    first_job[i + 1] = first_job[i] + (w.rows + row_chunk[i] - 1) / row_chunk[i] * token_chunks;
+    tiles[i] = tile_kernel(w.type);
+  }
+  const int64_t jobs = first_job[outputs.size()];
 
   auto run_job = [&](int64_t job) {
-    const int64_t r0 = job / token_chunks * row_chunk;
-    const int64_t t0 = job % token_chunks * token_chunk;
-    const int64_t rows = std::min(row_chunk, w.rows - r0);
+    size_t i = 0;
+    while (job >= first_job[i + 1]) ++i;
+    const WeightMatrix& w = *outputs[i].w;
+    const int64_t local = job - first_job[i];
+    const int64_t r0 = local / token_chunks * row_chunk[i];
+    const int64_t t0 = local % token_chunks * token_chunk;
+    const int64_t rows = std::min(row_chunk[i], w.rows - r0);
     const int64_t tokens = std::min(token_chunk, n_tokens - t0);
-    tile(w.cols, weights + static_cast<size_t>(r0) * w.row_bytes, w.row_bytes, rows, act + t0 * act_row_bytes,
-         act_row_bytes, tokens, y + t0 * w.rows + r0, static_cast<size_t>(w.rows));
+    tiles[i](cols, static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0) * w.row_bytes, w.row_bytes, rows,
+             acts[i] + t0 * act_row_bytes[i], act_row_bytes[i], tokens, outputs[i].y + t0 * w.rows + r0,
+             static_cast<size_t>(w.rows));
   };
   if (n_threads == 1 || jobs == 1) {
     for (int64_t j = 0; j < jobs; ++j) run_job(j);

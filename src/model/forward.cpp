@@ -138,9 +138,8 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = layers_[l];
     rms_norm(x_.data(), w.attn_norm, n, d, c.rms_eps, xn_.data());
-    kernels::matmul(w.wq, xn_.data(), n, q_.data(), pool);
-    kernels::matmul(w.wk, xn_.data(), n, k_.data(), pool);
-    kernels::matmul(w.wv, xn_.data(), n, v_.data(), pool);
+    const kernels::MatmulOutput qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
+    kernels::matmul_shared(qkv, xn_.data(), n, pool);
     add_bias(q_.data(), w.bq, n, q_dim);
     add_bias(k_.data(), w.bk, n, kv_dim);
     add_bias(v_.data(), w.bv, n, kv_dim);
@@ -155,8 +154,8 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
     for (int first = 0; first < n; first += kFfnChunk) {  // tokens [first, first + rows)
       const int rows = std::min(kFfnChunk, n - first);
       const float* xn_rows = xn_.data() + static_cast<size_t>(first) * d;
-      kernels::matmul(w.w_gate, xn_rows, rows, gate_.data(), pool);
-      kernels::matmul(w.w_up, xn_rows, rows, up_.data(), pool);
+      const kernels::MatmulOutput gate_up[] = {{&w.w_gate, gate_.data()}, {&w.w_up, up_.data()}};
+      kernels::matmul_shared(gate_up, xn_rows, rows, pool);
       const size_t ff_elems = static_cast<size_t>(rows) * c.n_ff;
       for (size_t i = 0; i < ff_elems; ++i) {
         const float g = gate_[i];

@@ -92,7 +92,11 @@ class PagedKvCache final : public KvCache {
     part_.resize(rows * hd);
     part_lse_.resize(rows);
     bool have = false;  // out/lse_ hold a result
-    const int64_t seg = store_->segment_pages();
+    // Segments exist for the cold tier (one staging buffer each). Without one the list is one kernel call:
+    // each call is a pool hand-off plus a merge, and at 16K a q2 ladder has 5 segments per layer. (With a
+    // cold tier, resident layers are segmented too, so that a page read back from disk meets the same
+    // arithmetic as when it was in RAM: exact reads give the same text as a run whose budget never spills.)
+    const int64_t seg = cold != nullptr ? store_->segment_pages() : std::max<int64_t>(n_entries, 1);
     for (int64_t a = 0; a < n_entries; a += seg) {
       const int64_t b = std::min(a + seg, n_entries);
       // Cold pages [ca, cb) of this segment.
