@@ -109,6 +109,7 @@ class Model {
   std::vector<float> gate_;   // [min(n, kFfnChunk), n_ff]
   std::vector<float> up_;     // [min(n, kFfnChunk), n_ff]
   std::vector<float> proj_;   // [n, n_embd] output of wo / w_down before the residual add
+  std::vector<float> rope_;   // [n, rope_dims] RoPE (cos, sin) pairs of the batch's positions
 };
 
 // Largest number of tokens one forward micro-batch processes.

@@ -39,23 +39,31 @@ void add_bias(float* rows, const float* bias, int n, int d) {
   }
 }
 
-// Rotary position embedding, computed as GGML does (theta multiplied by
-// theta_scale pair after pair, in float) so results match llama.cpp closely.
-// cos_sin: scratch of rope_dims floats.
-void apply_rope(const ModelConfig& c, const std::vector<float>& freq_factors, float* rows, int n_heads, int n,
-                int pos, std::vector<float>& cos_sin) {
+// Rotary position embedding, computed as GGML does (theta multiplied by theta_scale pair after pair, in
+// float) so results match llama.cpp closely. The angles depend only on the position, so one table serves q
+// and k of every layer.  cos_sin: [n][rope_dims] (cos, sin) pairs for positions [pos, pos + n).
+void rope_table(const ModelConfig& c, const std::vector<float>& freq_factors, int n, int pos, std::vector<float>& cos_sin) {
   const int dims = c.rope_dims;
   const float theta_scale = std::pow(c.rope_freq_base, -2.0f / static_cast<float>(dims));
-  cos_sin.resize(dims);
+  cos_sin.resize(static_cast<size_t>(n) * dims);
   for (int t = 0; t < n; ++t) {
     float theta = static_cast<float>(pos + t);
+    float* row = cos_sin.data() + static_cast<size_t>(t) * dims;
     for (int i = 0; i < dims; i += 2) {
       const float factor = freq_factors.empty() ? 1.0f : freq_factors[i / 2];
       const float angle = c.rope_freq_scale * (theta / factor);
-      cos_sin[i] = std::cos(angle);
-      cos_sin[i + 1] = std::sin(angle);
+      row[i] = std::cos(angle);
+      row[i + 1] = std::sin(angle);
       theta *= theta_scale;
     }
+  }
+}
+
+// rows: [n, n_heads, head_dim], rotated in place with the table of rope_table.
+void apply_rope(const ModelConfig& c, const std::vector<float>& cos_sin, float* rows, int n_heads, int n) {
+  const int dims = c.rope_dims;
+  for (int t = 0; t < n; ++t) {
+    const float* cs = cos_sin.data() + static_cast<size_t>(t) * dims;
     for (int h = 0; h < n_heads; ++h) {
       float* v = rows + (static_cast<size_t>(t) * n_heads + h) * c.head_dim;
       for (int i = 0; i < dims; i += 2) {
@@ -63,8 +71,8 @@ void apply_rope(const ModelConfig& c, const std::vector<float>& freq_factors, fl
         const int a = c.rope_mode == RopeMode::kNormal ? i : i / 2;
         const int b = c.rope_mode == RopeMode::kNormal ? i + 1 : i / 2 + dims / 2;
         const float x0 = v[a], x1 = v[b];
-        v[a] = x0 * cos_sin[i] - x1 * cos_sin[i + 1];
-        v[b] = x0 * cos_sin[i + 1] + x1 * cos_sin[i];
+        v[a] = x0 * cs[i] - x1 * cs[i + 1];
+        v[b] = x0 * cs[i + 1] + x1 * cs[i];
       }
     }
   }
@@ -131,7 +139,7 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
   const int q_dim = c.n_heads * c.head_dim;
   const int kv_dim = c.n_kv_heads * c.head_dim;
   const float attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  std::vector<float> cos_sin;
+  rope_table(c, rope_freq_factors_, n, pos, rope_);
 
   for (int t = 0; t < n; ++t) kernels::get_row(token_embd_, tokens[t], x_.data() + static_cast<size_t>(t) * d);
 
@@ -143,8 +151,8 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
     add_bias(q_.data(), w.bq, n, q_dim);
     add_bias(k_.data(), w.bk, n, kv_dim);
     add_bias(v_.data(), w.bv, n, kv_dim);
-    apply_rope(c, rope_freq_factors_, q_.data(), c.n_heads, n, pos, cos_sin);
-    apply_rope(c, rope_freq_factors_, k_.data(), c.n_kv_heads, n, pos, cos_sin);
+    apply_rope(c, rope_, q_.data(), c.n_heads, n);
+    apply_rope(c, rope_, k_.data(), c.n_kv_heads, n);
     if (Status s = cache.store(l, pos, n, k_.data(), v_.data()); !s.ok()) return s;
     if (Status s = cache.attend(l, pos, n, c.n_heads, q_.data(), attn_.data(), attn_scale, pool); !s.ok()) return s;
     kernels::matmul(w.wo, attn_.data(), n, proj_.data(), pool);
