@@ -12,6 +12,8 @@
 # CHUNKS_8K (4), PARALLEL (1: runs at once; on a machine with C cores, C / THREADS),
 # NAME_2K (2k: the TSV is kv_frontier_$NAME_2K.tsv; 2k_quick for a quick pass),
 # ONLY (2k|8k|plot: run one part; the plot and table use whatever TSVs exist),
+# REUSE (1: keep a configuration's log when it already holds a result — only after adding ladders to a list,
+# with the same binary; the TSV is rebuilt from the logs either way),
 # OUT (docs/). The markdown table replaces the block between the frontier markers in $OUT/kv_quality.md
 # when that file has them. The plot needs gnuplot (Debian gnuplot-nox); it is skipped with a note if absent.
 # Runs nice'd; about 50 minutes in all on 2 cores (PARALLEL=7 on 16 cores: about 8 minutes).
@@ -46,6 +48,8 @@ q8:128,q4 channel 4
 q4:512,q3 channel 4
 q4:256,q3:1024,q2 channel 4
 q4:128,q3:256,q2 channel 4
+q4:128,q3:256,q2 channel 1
+q4:128,q3:192,q2 channel 1
 q4:64,q2 channel 4
 q4:64,q2 channel 2
 q4:64,q2 channel 1
@@ -67,6 +71,10 @@ mkdir -p "$OUT"
 # run_one LOG MODEL CTX CHUNKS LADDER KEYS SINKS: one perplexity run into LOG.
 run_one() {
   local log=$1 model=$2 ctx=$3 chunks=$4 ladder=$5 keys=$6 sinks=$7 start=$SECONDS
+  if [[ ${REUSE:-0} == 1 ]] && grep -q '^Mean KLD' "$log" 2>/dev/null; then
+    echo "kv_frontier: $ctx $ladder keys=$keys sinks=$sinks: kept $log" >&2
+    return 0
+  fi
   echo "kv_frontier: $ctx $ladder keys=$keys sinks=$sinks" >&2
   if nice -n 10 "$KVTIER" perplexity -m "$model" -f "$TEXT" -c "$ctx" --chunks "$chunks" -t "$THREADS" \
     --kv-ladder "$ladder" --kv-keys "$keys" --kv-sinks "$sinks" --kl-divergence >"$log" 2>&1; then

@@ -99,7 +99,9 @@ std::string CapacityPlan::describe() const {
   char buf[256];
   s += "bytes per token (all layers, K and V, page format with scales):";
   for (const RungPlan& r : rungs) {
-    std::snprintf(buf, sizeof buf, " %s %.0f", precision_name(r.precision), r.bytes_per_token);
+    // A zero-length first rung is the hot tail page of a ladder that starts quantized (kv::with_hot_rung).
+    std::snprintf(buf, sizeof buf, " %s%s %.0f", precision_name(r.precision), r.tokens == 0 ? " (tail page)" : "",
+                  r.bytes_per_token);
     s += buf;
   }
   s += "\nfixed RAM: hot rings " + mib(ring_bytes) + ", sinks " + mib(sink_bytes);

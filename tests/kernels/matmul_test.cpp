@@ -127,6 +127,44 @@ TEST(Matmul, RoutesKQuantsForOneToThreeThreads) {
   }
 }
 
+// Several matrices over one input in one pool job (a layer's q/k/v, gate/up) give exactly what separate
+// matmul() calls give: the same tiles on the same quantized activations, whatever the mix of weight types
+// (Q8_0 meets Q8_0 activations, the K-quants Q8_K: two activation buffers here), row counts that are not a
+// multiple of the row chunk, decode and prefill token counts, and 1-3 threads.
+TEST(Matmul, SharedInputMatchesSeparateCallsExactly) {
+  std::mt19937 rng(8);
+  const int64_t cols = 512;
+  const struct {
+    GgmlType type;
+    int64_t rows;
+  } mats[] = {{GgmlType::Q4_K, 300}, {GgmlType::Q8_0, 37}, {GgmlType::Q6_K, 128}};
+  std::vector<std::vector<uint8_t>> bytes;
+  std::vector<WeightMatrix> ws;
+  for (const auto& m : mats) bytes.push_back(random_weights(rng, m.type, m.rows, cols));
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    ws.push_back({mats[i].type, bytes[i].data(), mats[i].rows, cols, ggml_row_bytes(mats[i].type, cols)});
+  }
+  for (int64_t tokens : {1, 5, 70}) {
+    const std::vector<float> x = random_floats(rng, tokens * cols);
+    for (int threads = 1; threads <= 3; ++threads) {
+      ThreadPool pool(threads);
+      std::vector<std::vector<float>> shared(ws.size()), separate(ws.size());
+      std::vector<MatmulOutput> outputs;
+      for (size_t i = 0; i < ws.size(); ++i) {
+        shared[i].assign(static_cast<size_t>(ws[i].rows * tokens), NAN);
+        separate[i].assign(shared[i].size(), NAN);
+        outputs.push_back({&ws[i], shared[i].data()});
+        matmul(ws[i], x.data(), tokens, separate[i].data(), pool);
+      }
+      matmul_shared(outputs, x.data(), tokens, pool);
+      for (size_t i = 0; i < ws.size(); ++i) {
+        EXPECT_EQ(0, std::memcmp(shared[i].data(), separate[i].data(), shared[i].size() * sizeof(float)))
+            << ggml_type_name(ws[i].type) << " tokens=" << tokens << " threads=" << threads;
+      }
+    }
+  }
+}
+
 TEST(Matmul, GetRowDequantizesOneRow) {
   std::mt19937 rng(8);
   const std::vector<uint8_t> wbytes = random_weights(rng, GgmlType::Q5_0, 5, 64);
