@@ -336,14 +336,15 @@ void quantize_token_row(const PageFormat& f, const float* row, int bits, GroupPa
   }
 }
 
-// Value section: params [tokens][n_groups], codes [tokens][row_code_bytes].
-void encode_values(const PageFormat& f, const float* x, int head, int n_tokens, uint8_t* section) {
+// Value section: params [tokens][n_groups], codes [tokens][row_code_bytes]. Writes rows [first, first + n)
+// from x's rows [0, n): value groups are per token, so rows can be written a few at a time (write_rows).
+void encode_values(const PageFormat& f, const float* x, int head, int first, int n, uint8_t* section) {
   const int bits = f.value_bits;
   const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
   auto* params = reinterpret_cast<GroupParams*>(section);
   std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
-  for (int t = 0; t < n_tokens; ++t) {
-    quantize_token_row(f, x + t * row_stride + static_cast<size_t>(head) * f.head_dim, bits,
+  for (int t = first; t < first + n; ++t) {
+    quantize_token_row(f, x + (t - first) * row_stride + static_cast<size_t>(head) * f.head_dim, bits,
                        params + static_cast<size_t>(t) * f.n_groups, codes.data());
     pack_code_row(codes.data(), f.head_dim, bits, section + f.value_codes_offset + t * f.row_code_bytes);
   }
@@ -435,7 +436,7 @@ void encode_sections(const PageFormat& f, const float* k, const float* v, int n_
     if (values && f.value_bits == 16) {
       write_f16_section(f, v, h, 0, n_tokens, false, value);
     } else if (values) {
-      encode_values(f, v, h, n_tokens, value);
+      encode_values(f, v, h, 0, n_tokens, value);
     }
   }
 }
@@ -455,21 +456,13 @@ void encode_page(const PageFormat& f, const float* k, const float* v, int n_toke
 
 void write_rows(const PageFormat& f, uint8_t* page, int first, int n, const float* k, const float* v) {
   assert(f.key_bits == 16 && first >= 0 && first + n <= f.tokens);
-  const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
-  std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
   for (int h = 0; h < f.n_kv_heads; ++h) {
     write_f16_section(f, k, h, first, n, true, page + f.key_section(h));
     uint8_t* value = page + f.value_section(h);
     if (f.value_bits == 16) {
       write_f16_section(f, v, h, first, n, false, value);
-      continue;
-    }
-    // The same bytes encode_values writes for these rows: value groups are per token.
-    auto* params = reinterpret_cast<GroupParams*>(value);
-    for (int t = first; t < first + n; ++t) {
-      quantize_token_row(f, v + (t - first) * row_stride + static_cast<size_t>(h) * f.head_dim, f.value_bits,
-                         params + static_cast<size_t>(t) * f.n_groups, codes.data());
-      pack_code_row(codes.data(), f.head_dim, f.value_bits, value + f.value_codes_offset + t * f.row_code_bytes);
+    } else {
+      encode_values(f, v, h, first, n, value);  // the bytes encode_page gives these rows
     }
   }
 }
