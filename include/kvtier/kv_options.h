@@ -11,6 +11,7 @@
 namespace kvtier {
 
 struct ModelConfig;
+class ThreadPool;
 
 struct KvCacheOptions {
   // A ladder spec or a uniform preset for the tiered paged cache:
@@ -33,8 +34,11 @@ struct KvCacheOptions {
 // Parses a byte size: "4096", "256K", "512M", "2G" (binary units; "KiB"/"MB"-style suffixes accepted).
 Result<size_t> parse_byte_size(const std::string& text);
 
-// Builds a cache of max_tokens positions for the model. Errors name the bad option.
+// Builds a cache of max_tokens positions for the model. Errors name the bad option. The paged cache
+// re-encodes pages in the background: as tasks posted to `pool` (which must outlive the cache; pass the
+// pool that runs the model, so that on a machine whose cores it fills they run in its gaps between jobs),
+// or, without one, on a thread of the cache's own.
 Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int max_tokens,
-                                               const KvCacheOptions& options);
+                                               const KvCacheOptions& options, ThreadPool* pool = nullptr);
 
 }  // namespace kvtier

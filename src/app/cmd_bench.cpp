@@ -52,7 +52,7 @@ int run(const BenchOptions& o) {
 
   // A cache that already holds `depth` tokens (filled untimed), as llama-bench -d does.
   auto cache_at_depth = [&]() -> std::unique_ptr<KvCache> {
-    auto cache = make_kv_cache(c, n_ctx, o.kv).value();
+    auto cache = make_kv_cache(c, n_ctx, o.kv, &pool).value();
     if (o.depth > 0) {
       std::vector<int32_t> tokens(o.depth);
       for (auto& t : tokens) t = token(rng);

@@ -58,7 +58,7 @@ int run(const RecallCommandOptions& o) {
       model, tokens, tokenizer.bos_id(), options, pool,
       [&] { return make_contiguous_kv_cache(model.config(), o.n_ctx); },
       [&]() -> std::unique_ptr<KvCache> {
-        auto cache = make_kv_cache(model.config(), o.n_ctx, o.kv);
+        auto cache = make_kv_cache(model.config(), o.n_ctx, o.kv, &pool);
         return cache.ok() ? std::move(*cache) : nullptr;
       },
       [&](int trial, int n_trials, const RecallTrial& t) {

@@ -84,7 +84,7 @@ int run(const RunOptions& o) {
     install_sigint_handler();
   }
   ThreadPool pool(o.threads);
-  auto cache = make_kv_cache(c, n_ctx, o.kv);
+  auto cache = make_kv_cache(c, n_ctx, o.kv, &pool);
   if (!cache.ok()) return fail(cache.error());
   Session session(model, std::move(*cache), pool);
   session.set_warning_handler([](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); });

@@ -24,6 +24,7 @@ int ThreadPool::hardware_threads() {
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads <= 0 ? hardware_threads() : n_threads) {
+  tasks_share_workers_ = n_threads_ > 1 && n_threads_ >= hardware_threads();
   next_slot_.store(n_threads_);  // no job yet: every slot taken
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
@@ -36,6 +37,43 @@ ThreadPool::~ThreadPool() {
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
+  if (task_thread_.joinable()) task_thread_.join();  // it runs what is queued before it returns
+  while (run_one_task()) {
+  }
+}
+
+void ThreadPool::post(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    tasks_.push_back(std::move(task));
+    queued_tasks_.fetch_add(1, std::memory_order_release);
+    if (!tasks_share_workers_ && !task_thread_.joinable()) task_thread_ = std::thread([this] { task_loop(); });
+  }
+  wake_.notify_all();
+}
+
+bool ThreadPool::run_one_task() {
+  std::function<void()> task;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (tasks_.empty()) return false;
+    task = std::move(tasks_.front());
+    tasks_.pop_front();
+    queued_tasks_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  task();
+  return true;
+}
+
+void ThreadPool::task_loop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return stop_.load() || !tasks_.empty(); });
+      if (tasks_.empty()) return;  // stopping, nothing left
+    }
+    run_one_task();
+  }
 }
 
 void ThreadPool::run_slots() {
@@ -56,12 +94,19 @@ void ThreadPool::worker_loop() {
     int spins = 0;
     uint64_t gen;
     while ((gen = generation_.load(std::memory_order_acquire)) == seen) {
+      // Between jobs: a queued background task first (see the header), then spin, then sleep.
+      if (tasks_share_workers_ && queued_tasks_.load(std::memory_order_acquire) > 0 && run_one_task()) {
+        spins = 0;
+        continue;
+      }
       if (++spins < kSpinIterations) {
         KVTIER_CPU_RELAX();
         continue;
       }
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      wake_.wait(lock, [&] {
+        return generation_.load(std::memory_order_acquire) != seen || (tasks_share_workers_ && !tasks_.empty());
+      });
     }
     seen = gen;
     if (stop_.load()) return;

@@ -22,15 +22,9 @@ TieredKvStore::TieredKvStore(const KvGeometry& geometry, const TieredKvOptions& 
     : geometry_(geometry), options_(options), pool_(options.max_pool_bytes), table_(geometry.n_layers) {}
 
 TieredKvStore::~TieredKvStore() {
-  if (worker_.joinable()) {
-    drain();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    work_ready_.notify_all();
-    worker_.join();
-  }
+  // Every job done and swapped in: tasks that run later find an empty queue. (own_tasks_, if any, joins
+  // its thread as it is destroyed.)
+  if (background_) drain();
   for (Layer& l : layers_) {
     std::free(l.sinks);
     std::free(l.ring);
@@ -74,7 +68,15 @@ Result<std::unique_ptr<TieredKvStore>> TieredKvStore::create(const KvGeometry& g
   s.scratch_k_.resize(page_elems);
   s.scratch_v_.resize(page_elems);
   s.pending_.resize(g.n_layers);
-  if (options.background_reencode) s.worker_ = std::thread([&s] { s.worker_loop(); });
+  if (options.background_reencode) {
+    s.background_ = std::make_shared<Background>();
+    s.background_->scratch_floats = page_elems;
+    s.tasks_ = options.background_pool;
+    if (s.tasks_ == nullptr) {
+      s.own_tasks_ = std::make_unique<ThreadPool>(1);
+      s.tasks_ = s.own_tasks_.get();
+    }
+  }
   if (options.budget_bytes > 0) {
     ColdOptions cold = options.cold;
     // Staging buffers scale with the budget (1/16 each, at most the configured size, at least one page).
@@ -318,8 +320,9 @@ Status TieredKvStore::rebalance(int layer) {
 }
 
 double TieredKvStore::reencode_seconds() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return reencode_seconds_ + worker_seconds_;
+  if (!background_) return reencode_seconds_;
+  std::lock_guard<std::mutex> lock(background_->mu);
+  return reencode_seconds_ + background_->seconds;
 }
 
 Status TieredKvStore::enqueue(int layer, int64_t index, PageId source, const PageFormat& from, int to_rung) {
@@ -338,10 +341,23 @@ Status TieredKvStore::enqueue(int layer, int64_t index, PageId source, const Pag
   job->from = &from;
   job->to = &to;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(job.get());
+    std::lock_guard<std::mutex> lock(background_->mu);
+    background_->queue.push_back(job.get());
   }
-  work_ready_.notify_one();
+  // One task per job; it takes whichever job is first in the queue then (complete() may have run this one).
+  tasks_->post([background = background_] {
+    Job* next = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(background->mu);
+      if (background->queue.empty()) return;
+      next = background->queue.front();
+      background->queue.pop_front();
+    }
+    thread_local std::vector<float> k, v;  // [P, n_kv_heads, head_dim] each
+    k.resize(background->scratch_floats);
+    v.resize(background->scratch_floats);
+    run_job(*background, *next, k.data(), v.data());
+  });
   pending_[layer].push_back(std::move(job));
   ++reencoded_pages_;
   return Status();
@@ -362,17 +378,18 @@ void TieredKvStore::complete(int layer) {
   for (;;) {
     Job* job = nullptr;
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = std::find_if(queue_.begin(), queue_.end(), [&](const Job* j) { return j->layer == layer; });
-      if (it == queue_.end()) break;
+      std::lock_guard<std::mutex> lock(background_->mu);
+      std::deque<Job*>& queue = background_->queue;
+      auto it = std::find_if(queue.begin(), queue.end(), [&](const Job* j) { return j->layer == layer; });
+      if (it == queue.end()) break;
       job = *it;
-      queue_.erase(it);
+      queue.erase(it);
     }
-    run_job(*job, scratch_k_.data(), scratch_v_.data());
+    run_job(*background_, *job, scratch_k_.data(), scratch_v_.data());
   }
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    for (const auto& job : jobs) job_done_.wait(lock, [&] { return job->done; });
+    std::unique_lock<std::mutex> lock(background_->mu);
+    for (const auto& job : jobs) background_->job_done.wait(lock, [&] { return job->done; });
   }
   reencode_wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   for (const auto& job : jobs) {
@@ -390,33 +407,18 @@ void TieredKvStore::drain() {
   for (int layer = 0; layer < static_cast<int>(pending_.size()); ++layer) complete(layer);
 }
 
-void TieredKvStore::worker_loop() {
-  std::vector<float> k(scratch_k_.size()), v(scratch_v_.size());  // [P, n_kv_heads, head_dim] each
-  for (;;) {
-    Job* job = nullptr;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      work_ready_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stop_ and nothing left
-      job = queue_.front();
-      queue_.pop_front();
-    }
-    run_job(*job, k.data(), v.data());
-  }
-}
-
-// Decodes a job's source and encodes its target (on the worker or a helping caller), then marks it done.
+// Decodes a job's source and encodes its target (in a posted task or on a helping caller), then marks it done.
 //   k, v: [P, n_kv_heads, head_dim] scratch of the running thread.
-void TieredKvStore::run_job(Job& job, float* k, float* v) {
+void TieredKvStore::run_job(Background& background, Job& job, float* k, float* v) {
   const auto start = std::chrono::steady_clock::now();
   transcode_page(*job.from, job.source_data, *job.to, job.target_data, k, v);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(background.mu);
     job.done = true;
-    worker_seconds_ += seconds;
+    background.seconds += seconds;
   }
-  job_done_.notify_all();
+  background.job_done.notify_all();
 }
 
 void TieredKvStore::truncate(int n_tokens) {

@@ -22,7 +22,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "kv/block_table.h"
@@ -32,6 +31,7 @@
 #include "kv/page_pool.h"
 #include "kvtier/kv_cache.h"
 #include "kvtier/status.h"
+#include "kvtier/thread_pool.h"
 
 namespace kvtier::kv {
 
@@ -44,10 +44,13 @@ struct TieredKvOptions {
   // it by writing its oldest last-rung pages to a page file in cold.spill_dir (kv/cold_tier.h).
   size_t budget_bytes = 0;
   ColdOptions cold;
-  // Re-encode pages on a background thread (off the decode critical path). A page's new encoding is swapped
+  // Re-encode pages in the background (off the decode critical path). A page's new encoding is swapped
   // into the block table at the layer's next append() or rebalance(), waiting for it if need be, so the
   // pages attention sees do not depend on thread timing: results are deterministic.
   bool background_reencode = false;
+  // Where background re-encodes run: posted to this pool (ThreadPool::post: in its workers' gaps between
+  // jobs when it fills every core), which must outlive the store; nullptr: a thread of the store's own.
+  ThreadPool* background_pool = nullptr;
 };
 
 // Every byte the store holds, by tier and precision.
@@ -148,7 +151,7 @@ class TieredKvStore {
   // waited for background re-encodes to finish.
   double reencode_seconds() const;
   double reencode_wait_seconds() const { return reencode_wait_seconds_; }
-  bool background_reencode() const { return worker_.joinable(); }
+  bool background_reencode() const { return background_ != nullptr; }
   const PagePool& pool() const { return pool_; }
 
  private:
@@ -177,13 +180,21 @@ class TieredKvStore {
     const PageFormat* to = nullptr;
     bool done = false;  // guarded by mu_
   };
+  // Queued jobs, shared with the tasks posted for them: a task may run (and find the queue empty) after the
+  // store is gone, so it holds this and never the store.
+  struct Background {
+    std::mutex mu;  // guards queue, Job::done, seconds
+    std::condition_variable job_done;
+    std::deque<Job*> queue;
+    double seconds = 0;         // re-encoding time of posted tasks
+    size_t scratch_floats = 0;  // [P, n_kv_heads, head_dim]: each of a task's k and v buffers
+  };
   Status enqueue(int layer, int64_t index, PageId source, const PageFormat& from, int to_rung);
   bool pending(int layer, int64_t index) const;
   void complete(int layer);
-  void run_job(Job& job, float* k, float* v);
+  static void run_job(Background& background, Job& job, float* k, float* v);
   void drain();
   void compact_pool();
-  void worker_loop();
   // Spills the oldest last-rung pages until budget_resident_bytes() + incoming fits in the budget.
   Status make_room(size_t incoming);
   size_t ring_and_sink_bytes() const;
@@ -207,12 +218,9 @@ class TieredKvStore {
   std::vector<std::vector<std::unique_ptr<Job>>> pending_;  // [n_layers] jobs not yet swapped in
   bool compaction_due_ = false;
   double reencode_wait_seconds_ = 0;
-  mutable std::mutex mu_;  // guards queue_, Job::done, worker_seconds_, stop_
-  std::condition_variable work_ready_, job_done_;
-  std::deque<Job*> queue_;
-  double worker_seconds_ = 0;
-  bool stop_ = false;
-  std::thread worker_;
+  std::shared_ptr<Background> background_;  // null without background re-encoding
+  ThreadPool* tasks_ = nullptr;              // runs the posted re-encodes
+  std::unique_ptr<ThreadPool> own_tasks_;    // when the options named no pool: a 1-thread pool, i.e. a thread of its own
   bool spill_disabled_ = false;  // a spill write failed: keep everything in RAM from now on
   std::string budget_warning_;
 };

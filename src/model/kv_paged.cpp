@@ -337,7 +337,7 @@ std::string PagedKvCache::describe() const {
 }  // namespace
 
 Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int max_tokens,
-                                               const KvCacheOptions& options) {
+                                               const KvCacheOptions& options, ThreadPool* pool) {
   if (options.ladder == "contiguous") {
     if (options.budget_bytes > 0) return Status::error("--kv-budget needs the paged cache (not --kv contiguous)");
     return make_contiguous_kv_cache(config, max_tokens);
@@ -364,6 +364,7 @@ Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int ma
   }
   tiered.budget_bytes = options.budget_bytes;
   tiered.background_reencode = true;
+  tiered.background_pool = pool;
   tiered.cold.spill_dir = options.spill_dir;
   if (options.cold_mode == "exact") {
     tiered.cold.mode = kv::ColdReadMode::Exact;

@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "kvtier/ggml_types.h"
@@ -39,6 +43,54 @@ TEST(ThreadPool, ParallelForCoversTheRangeExactlyOnce) {
 TEST(ThreadPool, ZeroMeansAllHardwareThreads) {
   ThreadPool pool(0);
   EXPECT_EQ(pool.size(), ThreadPool::hardware_threads());
+}
+
+// Background tasks run exactly once each and never on run()'s caller, while jobs keep running; a pool that
+// fills every core runs them in its workers' gaps, a smaller one on a thread of its own.
+TEST(ThreadPool, PostedTasksRunOnceOffTheCallerBesideJobs) {
+  const int hw = ThreadPool::hardware_threads();
+  for (int n : {1, 2, 3, hw}) {
+    ThreadPool pool(n);
+    EXPECT_EQ(pool.tasks_share_workers(), n > 1 && n >= hw) << "threads " << n;
+    const std::thread::id caller = std::this_thread::get_id();
+    constexpr int kTasks = 300;
+    std::vector<std::atomic<int>> runs(kTasks);
+    std::atomic<int> on_caller{0};
+    std::mutex mu;
+    std::condition_variable cv;
+    int finished = 0;  // guarded by mu
+    for (int i = 0; i < kTasks; ++i) {
+      pool.post([&, i] {
+        runs[i].fetch_add(1);
+        if (std::this_thread::get_id() == caller) on_caller.fetch_add(1);
+        std::lock_guard<std::mutex> lock(mu);
+        ++finished;
+        cv.notify_all();
+      });
+      std::vector<std::atomic<int>> hits(n);
+      pool.run([&](int t, int) { hits[t].fetch_add(1); });
+      for (int t = 0; t < n; ++t) ASSERT_EQ(hits[t].load(), 1) << "threads " << n << " task " << i;
+    }
+    {
+      // A hang guard, not a timing requirement: the tasks need milliseconds.
+      std::unique_lock<std::mutex> lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(120), [&] { return finished == kTasks; }))
+          << "threads " << n << ": " << finished << " of " << kTasks << " tasks ran";
+    }
+    for (int i = 0; i < kTasks; ++i) ASSERT_EQ(runs[i].load(), 1) << "threads " << n << " task " << i;
+    EXPECT_EQ(on_caller.load(), 0) << "threads " << n;
+  }
+}
+
+TEST(ThreadPool, DestructorRunsTasksStillQueued) {
+  for (int n : {1, 2, ThreadPool::hardware_threads()}) {
+    std::atomic<int> ran{0};
+    {
+      ThreadPool pool(n);
+      for (int i = 0; i < 2000; ++i) pool.post([&] { ran.fetch_add(1); });
+    }
+    EXPECT_EQ(ran.load(), 2000) << "threads " << n;
+  }
 }
 
 TEST(GgmlTypes, BlockGeometryMatchesGgml) {

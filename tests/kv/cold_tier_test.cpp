@@ -383,18 +383,21 @@ namespace {
 TEST(BackgroundReencode, SettlesToTheSynchronousPages) {
   TempDir dir;
   for (size_t extra : {size_t{0}, size_t{40} << 10}) {
-    std::vector<MemoryStream> saved(2);
-    for (int background = 0; background < 2; ++background) {
+    // 0: synchronous, 1: a thread of the store's own, 2: tasks posted to a pool that fills the cores.
+    std::vector<MemoryStream> saved(3);
+    ThreadPool pool(0);
+    for (int background = 0; background < 3; ++background) {
       TieredKvOptions options;
       options.ladder = *parse_ladder("f16:64,q4:128,q2", 4);
-      options.background_reencode = background == 1;
+      options.background_reencode = background > 0;
+      options.background_pool = background == 2 ? &pool : nullptr;
       options.cold.spill_dir = dir.path();
       if (extra > 0) {
         options.budget_bytes = size_t{1} << 40;
         options.budget_bytes = TieredKvStore::create(kGeometry, options).value()->fixed_bytes() + extra;
       }
       auto store = TieredKvStore::create(kGeometry, options).value();
-      EXPECT_EQ(store->background_reencode(), background == 1);
+      EXPECT_EQ(store->background_reencode(), background > 0);
       fill(*store, 0, 700, 1);  // prefill batches
       for (int t = 700; t < 1300; ++t) fill(*store, t, 1, t);  // decode steps
       if (extra > 0) EXPECT_GT(store->n_cold(0), 0);
@@ -402,6 +405,7 @@ TEST(BackgroundReencode, SettlesToTheSynchronousPages) {
       ASSERT_TRUE(store->save(saved[background]).ok());
     }
     EXPECT_EQ(saved[0].bytes, saved[1].bytes) << "budget extra " << extra;
+    EXPECT_EQ(saved[0].bytes, saved[2].bytes) << "budget extra " << extra;
   }
 }
 
