@@ -246,7 +246,7 @@ Status TieredKvStore::append(int layer, int pos, int n, const float* k, const fl
         if (l.ring_count == 0) l.ring_first = page;
         assert(page == l.ring_first + l.ring_count);
         if (l.ring_count == ring_pages_) {
-          // Pages pushed out go to the background thread; a prefill batch's cache settles them before its
+          // Pages pushed out go to the background; a prefill batch's cache settles them before its
           // own attention (complete_layer, helping with the work), so that attention reads them at their rung.
           if (Status s = evict_ring_front(layer, true); !s.ok()) return s;
         }

@@ -147,11 +147,14 @@ class TieredKvStore {
   Status load(ByteSource& in);
   void clear();  // drops every position of every layer
   int64_t reencoded_pages() const { return reencoded_pages_; }
-  // Time spent re-encoding (on the background thread when it is on), and the time the caller's thread
+  // Time spent re-encoding (in the background when it is on), and the time the caller's thread
   // waited for background re-encodes to finish.
   double reencode_seconds() const;
   double reencode_wait_seconds() const { return reencode_wait_seconds_; }
   bool background_reencode() const { return background_ != nullptr; }
+  // Background re-encodes run in the pool's workers' gaps between jobs (ThreadPool::post), not on a thread
+  // of their own.
+  bool background_shares_workers() const { return tasks_ != nullptr && tasks_->tasks_share_workers(); }
   const PagePool& pool() const { return pool_; }
 
  private:

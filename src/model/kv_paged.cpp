@@ -43,6 +43,7 @@ class PagedKvCache final : public KvCache {
     return store_->memory().total_bytes;
   }
   std::string describe() const override;
+  std::string reencode_summary() const;
   std::string policy() const override { return store_->policy(); }
   Status save(ByteSink& out) override { return store_->save(out); }
   Status load(ByteSource& in) override {
@@ -301,15 +302,24 @@ class PagedKvCache final : public KvCache {
   int prefetch_slot_ = -1, miss_slot_ = -1;
 };
 
+// "re-encoded N pages: X ms of work in the background (where), the decode thread waited Y ms".
+std::string PagedKvCache::reencode_summary() const {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "re-encoded %lld pages: %.1f ms of work",
+                static_cast<long long>(store_->reencoded_pages()), store_->reencode_seconds() * 1e3);
+  std::string s = buf;
+  if (!store_->background_reencode()) return s + " on the decode thread";
+  std::snprintf(buf, sizeof buf, " in the background (%s), the decode thread waited %.1f ms",
+                store_->background_shares_workers() ? "in the thread pool's gaps between jobs" : "on a thread of its own",
+                store_->reencode_wait_seconds() * 1e3);
+  return s + buf;
+}
+
 std::string PagedKvCache::describe() const {
   store_->settle();
   std::string s = "paged KV cache, ladder " + store_->ladder().describe() + ", keys " +
                   (store_->keys_rotated() ? "rotated per-token" : "per-channel") + "\n" + store_->memory().describe() +
-                  "\nre-encoded " + std::to_string(store_->reencoded_pages()) + " pages: " +
-                  std::to_string(store_->reencode_seconds() * 1e3) + " ms of work" +
-                  (store_->background_reencode() ? " on the background thread, the decode thread waited " +
-                                                       std::to_string(store_->reencode_wait_seconds() * 1e3) + " ms"
-                                                 : std::string());
+                  "\n" + reencode_summary();
   if (const kv::ColdTier* cold = store_->cold()) {
     const kv::ColdStats& c = cold->stats();
     const kv::PageFileStats& f = cold->file().stats();

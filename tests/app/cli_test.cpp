@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 #include <algorithm>
 
@@ -55,6 +56,28 @@ TEST(Cli, RunStreamsOnlyTheContinuationToStdout) {
   // Greedy is deterministic.
   Outcome again = kvtier("run -m " + demo_model() + " -p 'The Linux kernel' -n 24 --temp 0 -t 1");
   EXPECT_EQ(again.out, o.out);
+}
+
+// -v ends with where the background re-encoding ran: in the pool's gaps when -t fills every core, else on a
+// thread of its own; the text is the same either way.
+TEST(Cli, VerboseSaysWhereReencodingRan) {
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const std::string args =
+      "run -m " + demo_model() + " -p 'The Linux kernel' -n 160 --temp 0 -v --kv-ladder f16:64,q4:64,q2";
+  auto last_summary = [](const std::string& err) {
+    const size_t at = err.rfind("re-encoded ");
+    return at == std::string::npos ? std::string() : err.substr(at, err.find('\n', at) - at);
+  };
+  Outcome one = kvtier(args + " -t 1");
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  const std::string s1 = last_summary(one.err);
+  EXPECT_NE(s1.find("on a thread of its own"), std::string::npos) << s1;
+  EXPECT_EQ(s1.find("re-encoded 0 pages"), std::string::npos) << s1;
+  Outcome all = kvtier(args + " -t " + std::to_string(cores));
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  const std::string s2 = last_summary(all.err);
+  EXPECT_NE(s2.find(cores > 1 ? "in the thread pool's gaps" : "on a thread of its own"), std::string::npos) << s2;
+  EXPECT_EQ(all.out, one.out);
 }
 
 TEST(Cli, SamplingWithSeedIsReproducible) {
