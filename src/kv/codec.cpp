@@ -342,7 +342,8 @@ void encode_values(const PageFormat& f, const float* x, int head, int first, int
   const int bits = f.value_bits;
   const size_t row_stride = static_cast<size_t>(f.n_kv_heads) * f.head_dim;
   auto* params = reinterpret_cast<GroupParams*>(section);
-  std::vector<uint8_t> codes(static_cast<size_t>(f.head_dim));  // [head_dim]
+  thread_local std::vector<uint8_t> codes;  // [head_dim]; kept: a tail-page append calls this per head and token
+  codes.resize(static_cast<size_t>(f.head_dim));
   for (int t = first; t < first + n; ++t) {
     quantize_token_row(f, x + (t - first) * row_stride + static_cast<size_t>(head) * f.head_dim, bits,
                        params + static_cast<size_t>(t) * f.n_groups, codes.data());
