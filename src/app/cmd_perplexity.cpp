@@ -88,7 +88,9 @@ int run(const PerplexityOptions& o) {
   if (!probe.ok()) return fail(probe.error());
   const size_t kv_bytes_per_chunk = (*probe)->resident_bytes();
   probe->reset();
-  auto make_test_cache = [&]() -> std::unique_ptr<KvCache> { return make_kv_cache(model.config(), o.n_ctx, o.kv, &pool).value(); };
+  auto make_test_cache = [&]() -> std::unique_ptr<KvCache> {
+    return make_kv_cache(model.config(), o.n_ctx, o.kv, &pool).value();
+  };
   if (o.kl_divergence) return run_kl_divergence(o, model, tokenizer, tokens, pool, make_test_cache);
   ProgressBar bar("perplexity");
   const auto compute_start = std::chrono::steady_clock::now();

@@ -223,7 +223,7 @@ class TieredKvStore {
   double reencode_wait_seconds_ = 0;
   std::shared_ptr<Background> background_;  // null without background re-encoding
   ThreadPool* tasks_ = nullptr;              // runs the posted re-encodes
-  std::unique_ptr<ThreadPool> own_tasks_;    // when the options named no pool: a 1-thread pool, i.e. a thread of its own
+  std::unique_ptr<ThreadPool> own_tasks_;    // options named no pool: a 1-thread pool (a thread of its own)
   bool spill_disabled_ = false;  // a spill write failed: keep everything in RAM from now on
   std::string budget_warning_;
 };

@@ -309,8 +309,9 @@ std::string PagedKvCache::reencode_summary() const {
                 static_cast<long long>(store_->reencoded_pages()), store_->reencode_seconds() * 1e3);
   std::string s = buf;
   if (!store_->background_reencode()) return s + " on the decode thread";
-  std::snprintf(buf, sizeof buf, " in the background (%s), the decode thread waited %.1f ms",
-                store_->background_shares_workers() ? "in the thread pool's gaps between jobs" : "on a thread of its own",
+  const char* where =
+      store_->background_shares_workers() ? "in the thread pool's gaps between jobs" : "on a thread of its own";
+  std::snprintf(buf, sizeof buf, " in the background (%s), the decode thread waited %.1f ms", where,
                 store_->reencode_wait_seconds() * 1e3);
   return s + buf;
 }
