@@ -336,12 +336,31 @@ bool VnniPageFits(const kv::PageFormat& f, int rows) {
   return IntegerRowsFit(keys) && IntegerRowsFit(values);
 }
 
+// The bytes of the next page's KV-head section, which a page step prefetches while it works.
+struct NextPageHead {
+  const uint8_t* begin = nullptr;
+  size_t bytes = 0;
+};
+
+// Prefetches quarter `part` (0..3) of `next`'s cache lines. A page step issues one quarter at the start of each of
+// its 4 stages instead of all 40 (2-bit) to 72 (4-bit) lines at once: a burst that large fills the core's miss
+// buffers, and the step's own first loads then queue behind it (perf put 76% of the caller's own samples on the
+// burst's loop). Spread out, attention at 64K tokens, 2 threads, ran q4 5.2 -> 3.3 ms and q2 2.75 -> 2.1 ms per
+// step (docs/benchmarks.md, "Prefetch spread over the page step").
+HWY_INLINE void PrefetchQuarter(const NextPageHead& next, int part) {
+  if (next.begin == nullptr) return;
+  const size_t lines = (next.bytes + 63) / 64;
+  for (size_t l = lines * part / 4; l < lines * (part + 1) / 4; ++l) hwy::Prefetch(next.begin + 64 * l);
+}
+
 // Folds one full page (KV head section `keys` / `values`) into the online-softmax states of 4 query heads.
-//   qs: [4][head_dim], the queries times the softmax scale;  states: head h at states + h * state_stride.
+//   qs: [4][head_dim], the queries times the softmax scale;  states: head h at states + h * state_stride;
+//   next: prefetched a quarter at the start of each of the 4 stages (key coefficients, key codes, softmax, values).
 template <int kKeyBits, int kValueBits, int kGroups>
 HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, const uint8_t* values, const float* qs,
-                               float* states, size_t state_stride, FusedScratch& s) {
+                               float* states, size_t state_stride, FusedScratch& s, const NextPageHead& next) {
   const int hd = f.head_dim, tokens = f.tokens;
+  PrefetchQuarter(next, 0);
   // Scores start from sum_d q[d] m[d]; the code rows (channels) carry the coefficients q[d] s[d].
   const auto* key_params = reinterpret_cast<const uint16_t*>(keys);  // [hd][scale, min] halves
   float* key_coef = s.key_coef.data();                                // [4][hd]
@@ -363,12 +382,14 @@ HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, con
   _mm_store_ps(key_constant, ReduceLanes4<false>(constant));
   int32_t* key_words = s.coef_words.data();  // [hd / 4][4 heads], then as many residual words
   QuantizeWithInverse(key_coef, hd, 4, hd, key_inverse, key_words, kKeyBits == 4 ? key_words + hd : nullptr, 4);
+  PrefetchQuarter(next, 1);
   float* scores = s.scores.data();  // [4][tokens]
   Int8Coefficients key_c{key_words, key_words + hd, key_scale, 4, hd / 4, 1};
   key_c.overwrite = true;
   key_c.add = key_constant;
   const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, kKeyBits, tokens};
   AccumulateCodeRowsVnni<4, kKeyBits, kKeyBits == 4, true>(key_rows, key_c, 0, scores, tokens);  // group = tokens
+  PrefetchQuarter(next, 2);
 
   // Online softmax of the 4 heads: new maxima, corrections e^(m_old - m_new), weights p = e^(s - m_new); value
   // coefficients p[t] s[t][g], their maxima, and the min terms sum_t p[t] m[t][g].
@@ -409,6 +430,7 @@ HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, con
       }
     }
   }
+  PrefetchQuarter(next, 3);
   alignas(16) float l_new[4];
   _mm_store_ps(l_new, _mm_fmadd_ps(_mm_load_ps(l_old), corr, ReduceLanes4<false>(p_sum)));
   for (int h = 0; h < 4; ++h) {
@@ -439,9 +461,10 @@ HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, con
 }
 
 // VnniPageStep over the GQA group's query heads (group % 4 == 0) for one page (VnniPageFits) of KV head kvh.
-//   qs: [group][head_dim], queries times the softmax scale;  states: [group][state_stride].
+//   qs: [group][head_dim], queries times the softmax scale;  states: [group][state_stride];
+//   next: the next page's KV head kvh section, prefetched during the step (or none).
 void VnniDecodePage(const kv::PageFormat& f, const uint8_t* page, int kvh, int group, const float* qs, float* states,
-                    size_t state_stride, FusedScratch& s) {
+                    size_t state_stride, FusedScratch& s, const NextPageHead& next) {
   const int hd = f.head_dim;
   const size_t coef_floats = 4 * static_cast<size_t>(std::max(hd, f.n_groups * f.tokens));
   if (s.key_coef.size() < coef_floats) s.key_coef.resize(coef_floats);
@@ -455,15 +478,16 @@ void VnniDecodePage(const kv::PageFormat& f, const uint8_t* page, int kvh, int g
   for (int h = 0; h < group; h += 4) {
     const float* q = qs + static_cast<size_t>(h) * hd;
     float* st = states + static_cast<size_t>(h) * state_stride;
+    const NextPageHead ahead = h == 0 ? next : NextPageHead{};  // the first block of heads prefetches
     switch (variant) {
-      case 0: VnniPageStep<2, 2, 1>(f, keys, values, q, st, state_stride, s); break;
-      case 1: VnniPageStep<2, 2, 2>(f, keys, values, q, st, state_stride, s); break;
-      case 2: VnniPageStep<2, 4, 1>(f, keys, values, q, st, state_stride, s); break;
-      case 3: VnniPageStep<2, 4, 2>(f, keys, values, q, st, state_stride, s); break;
-      case 4: VnniPageStep<4, 2, 1>(f, keys, values, q, st, state_stride, s); break;
-      case 5: VnniPageStep<4, 2, 2>(f, keys, values, q, st, state_stride, s); break;
-      case 6: VnniPageStep<4, 4, 1>(f, keys, values, q, st, state_stride, s); break;
-      default: VnniPageStep<4, 4, 2>(f, keys, values, q, st, state_stride, s); break;
+      case 0: VnniPageStep<2, 2, 1>(f, keys, values, q, st, state_stride, s, ahead); break;
+      case 1: VnniPageStep<2, 2, 2>(f, keys, values, q, st, state_stride, s, ahead); break;
+      case 2: VnniPageStep<2, 4, 1>(f, keys, values, q, st, state_stride, s, ahead); break;
+      case 3: VnniPageStep<2, 4, 2>(f, keys, values, q, st, state_stride, s, ahead); break;
+      case 4: VnniPageStep<4, 2, 1>(f, keys, values, q, st, state_stride, s, ahead); break;
+      case 5: VnniPageStep<4, 2, 2>(f, keys, values, q, st, state_stride, s, ahead); break;
+      case 6: VnniPageStep<4, 4, 1>(f, keys, values, q, st, state_stride, s, ahead); break;
+      default: VnniPageStep<4, 4, 2>(f, keys, values, q, st, state_stride, s, ahead); break;
     }
   }
 }

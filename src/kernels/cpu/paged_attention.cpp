@@ -893,16 +893,22 @@ HWY_NOINLINE void ProcessItem(const Work& w, int order) {
     if (page.first_pos > last_visible) break;
     const int rows_needed = std::min(page.n_tokens, last_visible - page.first_pos + 1);
     int key_lanes = 0, value_lanes = 0;
-    // One page ahead. Two ahead helped the attention microbenchmark at 64K (q2, 2 threads: 3.21 -> 3.01 ms) but
+    // One page ahead (the integer page step spreads it over its stages). Two ahead helped the attention microbenchmark at 64K (q2, 2 threads: 3.21 -> 3.01 ms) but
     // slowed the 16K model decode, where the weights compete for the same memory (4 alternating pairs: 608 vs
     // 527 tok/s medians), so it was not kept.
-    if (pi + 1 < page_end) PrefetchHead(w.pages[pi + 1], kvh);
 #ifdef KVTIER_FUSED_VNNI
     if (vnni_heads && VnniPageFits(*page.format, rows_needed)) {
-      VnniDecodePage(*page.format, page.data, kvh, w.group, q_scaled.data(), states, w.state_floats, fused);
+      // The page step prefetches the next page itself, spread over its stages (PrefetchQuarter).
+      NextPageHead next;
+      if (pi + 1 < page_end) {
+        const kv::PageRef& after = w.pages[pi + 1];
+        next = {after.data + after.format->key_section(kvh), after.format->head_bytes};
+      }
+      VnniDecodePage(*page.format, page.data, kvh, w.group, q_scaled.data(), states, w.state_floats, fused, next);
       continue;
     }
 #endif
+    if (pi + 1 < page_end) PrefetchHead(w.pages[pi + 1], kvh);
     if (nq == 1 && CanFuse(*page.format, &key_lanes, &value_lanes)) {
       const float* q_row = w.q + (static_cast<size_t>(q0) * w.n_heads + static_cast<size_t>(kvh) * w.group) * hd;
       FusedDecodePage(w, page, kvh, rows_needed, key_lanes, value_lanes, q_row, states, fused);
