@@ -8,7 +8,10 @@
 // GFLOP/s = the attention's arithmetic, 2 flops per multiply-add of q.k and p.V for every query head and
 // cached token (8 layers x 8 heads x tokens x 64 x 2 x 2 per step), whatever the codec costs to unpack.
 // BM_Memcpy reports the bytes it reads (it writes as many) from a buffer far larger than the caches: the
-// memory limit. BM_FmaPeak reports the f32 FMA rate of the dispatched Highway target: the arithmetic limit.
+// memory limit by the issue's yardstick. BM_ReadBandwidth reads without writing: the memory limit of a kernel that
+// only reads (on the 2-core Zen 5 VM here ~2.8x memcpy's bytes read). BM_FmaPeak reports the f32 FMA rate of
+// the dispatched Highway target, BM_DotBytesPeak the int8 vpdpbusd rate (x86 with AVX-512 VNNI): the arithmetic
+// limits of the f32 and the integer kernels.
 // Single-thread runs report rates from CPU time (robust on a shared machine), two-thread runs from wall time.
 #include <benchmark/benchmark.h>
 
@@ -18,18 +21,23 @@
 #include <random>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "kernels/paged_attention.h"
 #include "kv/codec.h"
 #include "kv/page_pool.h"
 
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "bench/fma_peak-inl.h"
+#define HWY_TARGET_INCLUDE "bench/machine_limits-inl.h"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
-#include "bench/fma_peak-inl.h"
+#include "bench/machine_limits-inl.h"
 
 namespace kvtier_bench {
 HWY_EXPORT(FmaChains);
+HWY_EXPORT(ReadStream);
 }
 
 namespace {
@@ -162,6 +170,68 @@ void BM_Memcpy(benchmark::State& state) {
 }
 BENCHMARK(BM_Memcpy)->Arg(1)->ArgNames({"threads"})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Memcpy)->Arg(2)->ArgNames({"threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Read bandwidth: 256 MiB (far beyond the caches) read once per iteration, split across the pool's threads. A
+// copy moves each byte twice (and the write first reads the line), so a kernel that only reads can go faster
+// than BM_Memcpy's bytes read; this is the memory limit such a kernel meets.
+void BM_ReadBandwidth(benchmark::State& state) {
+  const size_t bytes = size_t{256} << 20;
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  std::unique_ptr<uint8_t, decltype(&std::free)> src(static_cast<uint8_t*>(std::aligned_alloc(4096, bytes)), &std::free);
+  std::memset(src.get(), 1, bytes);
+  std::vector<uint64_t> sinks(pool.size());
+  for (auto _ : state) {
+    pool.parallel_for(static_cast<int64_t>(bytes / 4096), [&](int64_t begin, int64_t end, int slot) {
+      sinks[slot] ^= HWY_DYNAMIC_DISPATCH(kvtier_bench::ReadStream)(src.get() + begin * 4096,
+                                                                    static_cast<size_t>(end - begin) * 4096);
+    });
+    benchmark::DoNotOptimize(sinks.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(bytes));
+}
+BENCHMARK(BM_ReadBandwidth)->Arg(1)->ArgNames({"threads"})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ReadBandwidth)->Arg(2)->ArgNames({"threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+#if defined(__x86_64__)
+// The int8 dot-product issue rate (AVX-512 VNNI vpdpbusd on 512-bit vectors, 64 multiply-adds each, the
+// coefficient word broadcast from memory as the page step does): the arithmetic limit of the 2- and 4-bit
+// kernels on AVX3_DL. Reported as int8 GMAC/s (x2 to compare with the decode benchmarks' GFLOP/s).
+__attribute__((target("avx512f,avx512vnni"))) int64_t DotBytesChains(int64_t iterations) {
+  alignas(64) static const int32_t words[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  __m512i acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_epi32(i);
+  const __m512i codes = _mm512_set1_epi8(3);
+  for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc[i]) : "v"(codes), "m"(words[i]));
+  }
+  alignas(64) int32_t lanes[16];
+  int64_t sum = 0;
+  for (int i = 0; i < 16; ++i) {
+    _mm512_store_si512(lanes, acc[i]);
+    for (const int32_t lane : lanes) sum += lane;
+  }
+  return sum;
+}
+
+void BM_DotBytesPeak(benchmark::State& state) {
+  if (!__builtin_cpu_supports("avx512vnni")) {
+    state.SkipWithError("no AVX-512 VNNI on this CPU");
+    return;
+  }
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  const int64_t rounds = 1 << 18;
+  std::vector<int64_t> sinks(pool.size());
+  for (auto _ : state) {
+    pool.run([&](int slot, int) { sinks[slot] += DotBytesChains(rounds); });
+    benchmark::DoNotOptimize(sinks.data());
+  }
+  const double macs = 16.0 * 64 * static_cast<double>(rounds) * pool.size();
+  state.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_DotBytesPeak)->Arg(1)->ArgNames({"threads"})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DotBytesPeak)->Arg(2)->ArgNames({"threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
+#endif
 
 // The f32 FMA issue rate on the dispatched target, per thread or over the pool's threads.
 void BM_FmaPeak(benchmark::State& state) {

@@ -1,5 +1,5 @@
-// The machine's f32 fused-multiply-add throughput, per Highway target: the arithmetic limit that the
-// attention microbenchmark reports its kernel against. Included once per target by attention_bench.cpp
+// The machine's limits per Highway target, which the attention microbenchmark reports its kernels against: f32
+// fused-multiply-add throughput and read bandwidth. Included once per target by attention_bench.cpp
 // (foreach_target); no include guard on purpose (Highway's per-target re-inclusion).
 #include <cstdint>
 
@@ -36,6 +36,26 @@ HWY_NOINLINE float FmaChains(int64_t iterations, int64_t* lanes) {
   const auto sum = hn::Add(hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), hn::Add(hn::Add(a4, a5), hn::Add(a6, a7))),
                            hn::Add(hn::Add(a8, a9), hn::Add(a10, a11)));
   return hn::GetLane(hn::SumOfLanes(df, sum));
+}
+
+// Reads bytes [0, n) of `data` (64-byte aligned, n a multiple of 4 vectors) once, as a stream of vector loads
+// into 4 independent XOR chains, and returns a value that depends on every byte: the memory's read rate
+// without the writes a copy adds.
+HWY_NOINLINE uint64_t ReadStream(const uint8_t* data, size_t n) {
+  const hn::ScalableTag<uint64_t> d;
+  const size_t lanes = hn::Lanes(d);
+  const auto* words = reinterpret_cast<const uint64_t*>(data);
+  auto x0 = hn::Zero(d), x1 = hn::Zero(d), x2 = hn::Zero(d), x3 = hn::Zero(d);
+  for (size_t i = 0; i + 4 * lanes <= n / 8; i += 4 * lanes) {
+    x0 = hn::Xor(x0, hn::Load(d, words + i));
+    x1 = hn::Xor(x1, hn::Load(d, words + i + lanes));
+    x2 = hn::Xor(x2, hn::Load(d, words + i + 2 * lanes));
+    x3 = hn::Xor(x3, hn::Load(d, words + i + 3 * lanes));
+  }
+  const auto all = hn::Xor(hn::Xor(x0, x1), hn::Xor(x2, x3));
+  uint64_t result = 0;
+  for (size_t i = 0; i < lanes; ++i) result ^= hn::ExtractLane(all, i);
+  return result;
 }
 
 }  // namespace kvtier_bench::HWY_NAMESPACE
