@@ -336,23 +336,6 @@ bool VnniPageFits(const kv::PageFormat& f, int rows) {
   return IntegerRowsFit(keys) && IntegerRowsFit(values);
 }
 
-// The bytes of the next page's KV-head section, which a page step prefetches while it works.
-struct NextPageHead {
-  const uint8_t* begin = nullptr;
-  size_t bytes = 0;
-};
-
-// Prefetches quarter `part` (0..3) of `next`'s cache lines. A page step issues one quarter at the start of each of
-// its 4 stages instead of all 40 (2-bit) to 72 (4-bit) lines at once: a burst that large fills the core's miss
-// buffers, and the step's own first loads then queue behind it (perf put 76% of the caller's own samples on the
-// burst's loop). Spread out, attention at 64K tokens, 2 threads, ran q4 5.2 -> 3.3 ms and q2 2.75 -> 2.1 ms per
-// step (docs/benchmarks.md, "Prefetch spread over the page step").
-HWY_INLINE void PrefetchQuarter(const NextPageHead& next, int part) {
-  if (next.begin == nullptr) return;
-  const size_t lines = (next.bytes + 63) / 64;
-  for (size_t l = lines * part / 4; l < lines * (part + 1) / 4; ++l) hwy::Prefetch(next.begin + 64 * l);
-}
-
 // Folds one full page (KV head section `keys` / `values`) into the online-softmax states of 4 query heads.
 //   qs: [4][head_dim], the queries times the softmax scale;  states: head h at states + h * state_stride;
 //   next: prefetched a quarter at the start of each of the 4 stages (key coefficients, key codes, softmax, values).

@@ -652,6 +652,24 @@ bool IntegerRowsFit(const CodeRows& rows) {
   return (rows.bits == 2 || rows.bits == 4) && rows.row_len * rows.bits / 8 % 16 == 0 && rows.group % 16 == 0;
 }
 
+// The next page's KV-head section, which a page step prefetches while it works: pages sit in separate slab slots,
+// so the hardware prefetchers cannot guess the next one, and its first loads would otherwise wait on memory.
+struct NextPageHead {
+  const uint8_t* begin = nullptr;
+  size_t bytes = 0;
+};
+
+// Prefetches quarter `part` (0..3) of `next`'s cache lines. The fused page steps issue one quarter at the start
+// of each of their 4 stages instead of all 40 (2-bit) to 72 (4-bit) lines at once: a burst that large fills the
+// core's miss buffers, and the step's own first loads then queue behind it (perf put 76% of the caller's own
+// samples on the burst's loop). Spread out, the integer step at 64K tokens, 2 threads, ran q4 5.2 -> 3.3 ms and
+// q2 2.75 -> 2.1 ms per step (docs/benchmarks.md, "Prefetch spread over the page step").
+HWY_INLINE void PrefetchQuarter(const NextPageHead& next, int part) {
+  if (next.begin == nullptr) return;
+  const size_t lines = (next.bytes + 63) / 64;
+  for (size_t l = lines * part / 4; l < lines * (part + 1) / 4; ++l) hwy::Prefetch(next.begin + 64 * l);
+}
+
 // Per-thread scratch of the fused decode.
 struct FusedScratch {
   std::vector<float> key_params;    // [head_dim][scale, min]
@@ -737,9 +755,11 @@ bool CanFuse(const kv::PageFormat& f, int* key_lanes, int* value_lanes) {
 }
 
 // Folds `rows` tokens of one page (KV head kvh) into the online-softmax states of the GQA group's query heads
-// for one query token.  q: [group][hd] (the group's query heads);  states: [group][state_floats].
+// for one query token.  q: [group][hd] (the group's query heads);  states: [group][state_floats];
+// next: prefetched a quarter per stage (key coefficients, key codes, softmax, values).
 void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, int key_lanes, int value_lanes,
-                     const float* q, float* states, FusedScratch& s) {
+                     const float* q, float* states, FusedScratch& s, const NextPageHead& next) {
+  PrefetchQuarter(next, 0);
   const kv::PageFormat& f = *page.format;
   const int hd = f.head_dim, tokens = f.tokens, n_heads = w.group, n_groups = f.n_groups;
   const uint8_t* keys = page.data + f.key_section(kvh);
@@ -776,11 +796,13 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
     }
     std::fill_n(s.scores.data() + static_cast<size_t>(h) * tokens, tokens, constant * w.scale);
   }
+  PrefetchQuarter(next, 1);
   const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, f.key_bits, tokens};
   AccumulateAt(key_lanes, n_heads, key_rows, {s.key_coef.data(), static_cast<size_t>(hd), 0}, s.scores.data(), tokens,
                s);
 
   // Softmax weights p[t] per head; value coefficients p[t] s[t][g] and the min term sum_t p[t] m[t][g].
+  PrefetchQuarter(next, 2);
   DecodeF16(values, s.value_params.size(), s.value_params.data());  // [rows][n_groups][scale, min]
   s.value_scale.resize(static_cast<size_t>(n_groups) * tokens);
   s.value_min.resize(static_cast<size_t>(n_groups) * tokens);
@@ -839,18 +861,13 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
       for (; d < end; ++d) state[d] = state[d] * correction + min_term;
     }
   }
+  PrefetchQuarter(next, 3);
   const CodeRows value_rows{values + f.value_codes_offset, f.row_code_bytes, rows, hd, f.value_bits, f.group};
   AccumulateAt(value_lanes, n_heads, value_rows,
                {s.value_coef.data(), static_cast<size_t>(n_groups) * tokens, static_cast<size_t>(tokens)}, states,
                w.state_floats, s);
 }
 
-// Asks for KV head kvh's bytes of a page ahead of use: pages sit in separate slab slots, so the hardware
-// prefetchers cannot guess the next one, and each page's first loads would otherwise wait on memory.
-void PrefetchHead(const kv::PageRef& page, int kvh) {
-  const uint8_t* begin = page.data + page.format->key_section(kvh);
-  for (size_t offset = 0; offset < page.format->head_bytes; offset += 64) hwy::Prefetch(begin + offset);
-}
 
 // order: the item's place in the hand-out order (see Work).
 HWY_NOINLINE void ProcessItem(const Work& w, int order) {
@@ -893,27 +910,26 @@ HWY_NOINLINE void ProcessItem(const Work& w, int order) {
     if (page.first_pos > last_visible) break;
     const int rows_needed = std::min(page.n_tokens, last_visible - page.first_pos + 1);
     int key_lanes = 0, value_lanes = 0;
-    // One page ahead (the integer page step spreads it over its stages). Two ahead helped the attention microbenchmark at 64K (q2, 2 threads: 3.21 -> 3.01 ms) but
-    // slowed the 16K model decode, where the weights compete for the same memory (4 alternating pairs: 608 vs
-    // 527 tok/s medians), so it was not kept.
+    // One page ahead, prefetched by the fused page steps spread over their stages, else here. Two ahead helped the
+    // attention microbenchmark at 64K (q2, 2 threads: 3.21 -> 3.01 ms) but slowed the 16K model decode, where the
+    // weights compete for the same memory (4 alternating pairs: 608 vs 527 tok/s medians), so it was not kept.
+    NextPageHead next;
+    if (pi + 1 < page_end) {
+      const kv::PageRef& after = w.pages[pi + 1];
+      next = {after.data + after.format->key_section(kvh), after.format->head_bytes};
+    }
 #ifdef KVTIER_FUSED_VNNI
     if (vnni_heads && VnniPageFits(*page.format, rows_needed)) {
-      // The page step prefetches the next page itself, spread over its stages (PrefetchQuarter).
-      NextPageHead next;
-      if (pi + 1 < page_end) {
-        const kv::PageRef& after = w.pages[pi + 1];
-        next = {after.data + after.format->key_section(kvh), after.format->head_bytes};
-      }
       VnniDecodePage(*page.format, page.data, kvh, w.group, q_scaled.data(), states, w.state_floats, fused, next);
       continue;
     }
 #endif
-    if (pi + 1 < page_end) PrefetchHead(w.pages[pi + 1], kvh);
     if (nq == 1 && CanFuse(*page.format, &key_lanes, &value_lanes)) {
       const float* q_row = w.q + (static_cast<size_t>(q0) * w.n_heads + static_cast<size_t>(kvh) * w.group) * hd;
-      FusedDecodePage(w, page, kvh, rows_needed, key_lanes, value_lanes, q_row, states, fused);
+      FusedDecodePage(w, page, kvh, rows_needed, key_lanes, value_lanes, q_row, states, fused, next);
       continue;
     }
+    for (int part = 0; part < 4; ++part) PrefetchQuarter(next, part);
     // Decoded once here, read by every query head of the group and every query of the block.
     DecodeKeysTransposed(*page.format, page.data, kvh, rows_needed, k_tile.data(), kstride, scratch);
     DecodeValues(*page.format, page.data, kvh, rows_needed, v_tile.data(), scratch);
