@@ -193,17 +193,17 @@ BENCHMARK(BM_ReadBandwidth)->Arg(1)->ArgNames({"threads"})->Unit(benchmark::kMil
 BENCHMARK(BM_ReadBandwidth)->Arg(2)->ArgNames({"threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 #if defined(__x86_64__)
-// The int8 dot-product issue rate (AVX-512 VNNI vpdpbusd on 512-bit vectors, 64 multiply-adds each, the
-// coefficient word broadcast from memory as the page step does): the arithmetic limit of the 2- and 4-bit
-// kernels on AVX3_DL. Reported as int8 GMAC/s (x2 to compare with the decode benchmarks' GFLOP/s).
+// The int8 dot-product issue rate (AVX-512 VNNI vpdpbusd on 512-bit vectors, 64 multiply-adds each, all
+// operands in registers: the instruction's best form): the arithmetic limit of the 2- and 4-bit kernels on
+// AVX3_DL. Reported as int8 GMAC/s (x2 to compare with the decode benchmarks' GFLOP/s; the 4-bit kernels spend
+// two int8 multiply-adds per element, code x coefficient and code x its rounding residual).
 __attribute__((target("avx512f,avx512vnni"))) int64_t DotBytesChains(int64_t iterations) {
-  alignas(64) static const int32_t words[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
   __m512i acc[16];
   for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_epi32(i);
-  const __m512i codes = _mm512_set1_epi8(3);
+  const __m512i codes = _mm512_set1_epi8(3), words = _mm512_set1_epi32(0x01020304);
   for (int64_t it = 0; it < iterations; ++it) {
 #pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc[i]) : "v"(codes), "m"(words[i]));
+    for (int i = 0; i < 16; ++i) asm("vpdpbusd %2, %1, %0" : "+v"(acc[i]) : "v"(codes), "v"(words));
   }
   alignas(64) int32_t lanes[16];
   int64_t sum = 0;
