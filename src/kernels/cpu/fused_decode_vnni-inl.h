@@ -343,7 +343,7 @@ template <int kKeyBits, int kValueBits, int kGroups>
 HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, const uint8_t* values, const float* qs,
                                float* states, size_t state_stride, FusedScratch& s, const NextPageHead& next) {
   const int hd = f.head_dim, tokens = f.tokens;
-  PrefetchQuarter(next, 0);
+  PrefetchPart(next, 0, 4);
   // Scores start from sum_d q[d] m[d]; the code rows (channels) carry the coefficients q[d] s[d].
   const auto* key_params = reinterpret_cast<const uint16_t*>(keys);  // [hd][scale, min] halves
   float* key_coef = s.key_coef.data();                                // [4][hd]
@@ -365,14 +365,14 @@ HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, con
   _mm_store_ps(key_constant, ReduceLanes4<false>(constant));
   int32_t* key_words = s.coef_words.data();  // [hd / 4][4 heads], then as many residual words
   QuantizeWithInverse(key_coef, hd, 4, hd, key_inverse, key_words, kKeyBits == 4 ? key_words + hd : nullptr, 4);
-  PrefetchQuarter(next, 1);
+  PrefetchPart(next, 1, 4);
   float* scores = s.scores.data();  // [4][tokens]
   Int8Coefficients key_c{key_words, key_words + hd, key_scale, 4, hd / 4, 1};
   key_c.overwrite = true;
   key_c.add = key_constant;
   const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, kKeyBits, tokens};
   AccumulateCodeRowsVnni<4, kKeyBits, kKeyBits == 4, true>(key_rows, key_c, 0, scores, tokens);  // group = tokens
-  PrefetchQuarter(next, 2);
+  PrefetchPart(next, 2, 4);
 
   // Online softmax of the 4 heads: new maxima, corrections e^(m_old - m_new), weights p = e^(s - m_new); value
   // coefficients p[t] s[t][g], their maxima, and the min terms sum_t p[t] m[t][g].
@@ -413,7 +413,7 @@ HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, con
       }
     }
   }
-  PrefetchQuarter(next, 3);
+  PrefetchPart(next, 3, 4);
   alignas(16) float l_new[4];
   _mm_store_ps(l_new, _mm_fmadd_ps(_mm_load_ps(l_old), corr, ReduceLanes4<false>(p_sum)));
   for (int h = 0; h < 4; ++h) {

@@ -143,6 +143,28 @@ HWY_INLINE void UnpackRow(const uint8_t* codes, int n, int bits, float* out) {
   }
 }
 
+// The next page's KV-head section, which a page step prefetches while it works: pages sit in separate slab slots,
+// so the hardware prefetchers cannot guess the next one, and its first loads would otherwise wait on memory.
+struct NextPageHead {
+  const uint8_t* begin = nullptr;
+  size_t bytes = 0;
+};
+
+// Prefetches part `part` of `parts` of `next`'s cache lines. The page steps spread the next page over their
+// stages (the fused steps: a quarter at the start of each of their 4; the f32 tile path: a share per key row
+// decoded) instead of asking for all 40 (2-bit) to 256 (f16) lines at once: a burst that large fills the core's
+// miss buffers, and the step's own first loads then queue behind it (perf put 76% of the caller's own samples on
+// the burst's loop). Spread out, the integer step at 64K tokens, 2 threads, ran q4 5.2 -> 3.3 ms and q2 2.75 ->
+// 2.1 ms per step (docs/benchmarks.md, "The page step's prefetch and coefficient words").
+HWY_INLINE void PrefetchPart(const NextPageHead& next, int part, int parts) {
+  if (next.begin == nullptr) return;
+  const size_t lines = (next.bytes + 63) / 64;
+  const size_t end = lines * static_cast<size_t>(part + 1) / static_cast<size_t>(parts);
+  for (size_t l = lines * static_cast<size_t>(part) / static_cast<size_t>(parts); l < end; ++l) {
+    hwy::Prefetch(next.begin + 64 * l);
+  }
+}
+
 void DecodeF16(const uint8_t* section, size_t n, float* out) {
   const DF df;
   const hn::Rebind<hwy::float16_t, DF> dh;
@@ -242,12 +264,16 @@ struct DecodeScratch {
 };
 
 // Keys of one head, transposed: kt[d * kstride + t] for d < head_dim, t < rows (kstride >= format.tokens).
+// next: prefetched a share per key row (or none).
 void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head, int rows, float* kt, size_t kstride,
-                          DecodeScratch& scratch) {
+                          DecodeScratch& scratch, const NextPageHead& next) {
   const uint8_t* section = page + f.key_section(head);
   const int hd = f.head_dim;
   if (f.key_bits == 16) {
-    for (int d = 0; d < hd; ++d) DecodeF16(section + static_cast<size_t>(d) * f.tokens * 2, rows, kt + d * kstride);
+    for (int d = 0; d < hd; ++d) {
+      PrefetchPart(next, d, hd);
+      DecodeF16(section + static_cast<size_t>(d) * f.tokens * 2, rows, kt + d * kstride);
+    }
     return;
   }
   const int bits = f.key_bits;
@@ -258,6 +284,7 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
     if (scratch.scale.size() < 2 * static_cast<size_t>(hd)) scratch.scale.resize(2 * static_cast<size_t>(hd));
     DecodeF16(section, 2 * static_cast<size_t>(hd), scratch.scale.data());
     for (int d = 0; d < hd; ++d) {
+      PrefetchPart(next, d, hd);
       float* row = kt + d * kstride;
       const float scale = scratch.scale[2 * d], min = scratch.scale[2 * d + 1];
       const uint8_t* packed = codes + d * f.key_row_code_bytes;
@@ -290,6 +317,7 @@ void DecodeKeysTransposed(const kv::PageFormat& f, const uint8_t* page, int head
     }
   }
   for (int d = 0; d < hd; ++d) {
+    PrefetchPart(next, d, hd);
     float* row = kt + d * kstride;
     const float* scale = by_group + static_cast<size_t>(d / f.group) * f.tokens;
     const float* min = scale + pairs;
@@ -341,7 +369,7 @@ void DecodePageHeadSimd(const kv::PageFormat& f, const uint8_t* page, int head, 
   const size_t kstride = KeyStride(f.tokens);
   std::vector<float> kt(kstride * f.head_dim);  // [head_dim][kstride]
   DecodeScratch scratch;
-  DecodeKeysTransposed(f, page, head, n_tokens, kt.data(), kstride, scratch);
+  DecodeKeysTransposed(f, page, head, n_tokens, kt.data(), kstride, scratch, NextPageHead{});
   for (int t = 0; t < n_tokens; ++t)
     for (int d = 0; d < f.head_dim; ++d) k[t * f.head_dim + d] = kt[d * kstride + t];
   DecodeValues(f, page, head, n_tokens, v, scratch);
@@ -652,24 +680,6 @@ bool IntegerRowsFit(const CodeRows& rows) {
   return (rows.bits == 2 || rows.bits == 4) && rows.row_len * rows.bits / 8 % 16 == 0 && rows.group % 16 == 0;
 }
 
-// The next page's KV-head section, which a page step prefetches while it works: pages sit in separate slab slots,
-// so the hardware prefetchers cannot guess the next one, and its first loads would otherwise wait on memory.
-struct NextPageHead {
-  const uint8_t* begin = nullptr;
-  size_t bytes = 0;
-};
-
-// Prefetches quarter `part` (0..3) of `next`'s cache lines. The fused page steps issue one quarter at the start
-// of each of their 4 stages instead of all 40 (2-bit) to 72 (4-bit) lines at once: a burst that large fills the
-// core's miss buffers, and the step's own first loads then queue behind it (perf put 76% of the caller's own
-// samples on the burst's loop). Spread out, the integer step at 64K tokens, 2 threads, ran q4 5.2 -> 3.3 ms and
-// q2 2.75 -> 2.1 ms per step (docs/benchmarks.md, "Prefetch spread over the page step").
-HWY_INLINE void PrefetchQuarter(const NextPageHead& next, int part) {
-  if (next.begin == nullptr) return;
-  const size_t lines = (next.bytes + 63) / 64;
-  for (size_t l = lines * part / 4; l < lines * (part + 1) / 4; ++l) hwy::Prefetch(next.begin + 64 * l);
-}
-
 // Per-thread scratch of the fused decode.
 struct FusedScratch {
   std::vector<float> key_params;    // [head_dim][scale, min]
@@ -759,7 +769,7 @@ bool CanFuse(const kv::PageFormat& f, int* key_lanes, int* value_lanes) {
 // next: prefetched a quarter per stage (key coefficients, key codes, softmax, values).
 void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, int key_lanes, int value_lanes,
                      const float* q, float* states, FusedScratch& s, const NextPageHead& next) {
-  PrefetchQuarter(next, 0);
+  PrefetchPart(next, 0, 4);
   const kv::PageFormat& f = *page.format;
   const int hd = f.head_dim, tokens = f.tokens, n_heads = w.group, n_groups = f.n_groups;
   const uint8_t* keys = page.data + f.key_section(kvh);
@@ -796,13 +806,13 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
     }
     std::fill_n(s.scores.data() + static_cast<size_t>(h) * tokens, tokens, constant * w.scale);
   }
-  PrefetchQuarter(next, 1);
+  PrefetchPart(next, 1, 4);
   const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, f.key_bits, tokens};
   AccumulateAt(key_lanes, n_heads, key_rows, {s.key_coef.data(), static_cast<size_t>(hd), 0}, s.scores.data(), tokens,
                s);
 
   // Softmax weights p[t] per head; value coefficients p[t] s[t][g] and the min term sum_t p[t] m[t][g].
-  PrefetchQuarter(next, 2);
+  PrefetchPart(next, 2, 4);
   DecodeF16(values, s.value_params.size(), s.value_params.data());  // [rows][n_groups][scale, min]
   s.value_scale.resize(static_cast<size_t>(n_groups) * tokens);
   s.value_min.resize(static_cast<size_t>(n_groups) * tokens);
@@ -861,7 +871,7 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
       for (; d < end; ++d) state[d] = state[d] * correction + min_term;
     }
   }
-  PrefetchQuarter(next, 3);
+  PrefetchPart(next, 3, 4);
   const CodeRows value_rows{values + f.value_codes_offset, f.row_code_bytes, rows, hd, f.value_bits, f.group};
   AccumulateAt(value_lanes, n_heads, value_rows,
                {s.value_coef.data(), static_cast<size_t>(n_groups) * tokens, static_cast<size_t>(tokens)}, states,
@@ -910,7 +920,7 @@ HWY_NOINLINE void ProcessItem(const Work& w, int order) {
     if (page.first_pos > last_visible) break;
     const int rows_needed = std::min(page.n_tokens, last_visible - page.first_pos + 1);
     int key_lanes = 0, value_lanes = 0;
-    // One page ahead, prefetched by the fused page steps spread over their stages, else here. Two ahead helped the
+    // One page ahead, prefetched spread over the page's work (PrefetchPart). Two ahead helped the
     // attention microbenchmark at 64K (q2, 2 threads: 3.21 -> 3.01 ms) but slowed the 16K model decode, where the
     // weights compete for the same memory (4 alternating pairs: 608 vs 527 tok/s medians), so it was not kept.
     NextPageHead next;
@@ -929,9 +939,8 @@ HWY_NOINLINE void ProcessItem(const Work& w, int order) {
       FusedDecodePage(w, page, kvh, rows_needed, key_lanes, value_lanes, q_row, states, fused, next);
       continue;
     }
-    for (int part = 0; part < 4; ++part) PrefetchQuarter(next, part);
     // Decoded once here, read by every query head of the group and every query of the block.
-    DecodeKeysTransposed(*page.format, page.data, kvh, rows_needed, k_tile.data(), kstride, scratch);
+    DecodeKeysTransposed(*page.format, page.data, kvh, rows_needed, k_tile.data(), kstride, scratch, next);
     DecodeValues(*page.format, page.data, kvh, rows_needed, v_tile.data(), scratch);
     for (int i = 0; i < nq; ++i) {
       const int rows = std::min(rows_needed, w.pos + q0 + i - page.first_pos + 1);
