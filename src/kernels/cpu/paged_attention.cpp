@@ -878,7 +878,6 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
                w.state_floats, s);
 }
 
-
 // order: the item's place in the hand-out order (see Work).
 HWY_NOINLINE void ProcessItem(const Work& w, int order) {
   const int chunk = order / (w.n_kv_heads * w.n_qblocks);
@@ -920,7 +919,7 @@ HWY_NOINLINE void ProcessItem(const Work& w, int order) {
     if (page.first_pos > last_visible) break;
     const int rows_needed = std::min(page.n_tokens, last_visible - page.first_pos + 1);
     int key_lanes = 0, value_lanes = 0;
-    // One page ahead, prefetched spread over the page's work (PrefetchPart). Two ahead helped the
+    // One page ahead, prefetched spread over this page's work (PrefetchPart). Two ahead (as one burst) helped the
     // attention microbenchmark at 64K (q2, 2 threads: 3.21 -> 3.01 ms) but slowed the 16K model decode, where the
     // weights compete for the same memory (4 alternating pairs: 608 vs 527 tok/s medians), so it was not kept.
     NextPageHead next;
