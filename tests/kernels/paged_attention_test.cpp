@@ -135,8 +135,8 @@ void check_case(const Case& c) {
       std::vector<float> out(q_elems, NAN);
       paged_attention(view, pos, c.n_q, c.n_heads, q.data(), scale, out.data(), pool);
       // f32 kernels differ from the reference only in the order of sums. The VNNI decode multiplies 2-bit code
-      // rows by coefficients (q[d] s[d], p[t] s[t]) rounded to 8 bits of their page maximum (4-bit rows keep ~16
-      // bits: 8 plus a residual byte): with values ~N(0, 1) that moves outputs by up to ~2e-2 (mean 1-3e-3, 5.3e-3
+      // rows by coefficients (q[d] s[d], p[t] s[t]) rounded to 8 bits of their page maximum (3- and 4-bit rows
+      // keep ~16 bits: 8 plus a residual byte; mean error 1.5e-5 in the uniform q3 case): with values ~N(0, 1) that moves outputs by up to ~2e-2 (mean 1-3e-3, 5.3e-3
       // with 2-bit values over only 330 tokens; 2.1e-2 max in the k3v4:64,k3v2 case; tiny-llama's decode KLD
       // moved within its noise), while a lost group of 4 rows moves them by ~6e-2.
       const bool int8 = c.n_q == 1 && paged_attention_int8_coefficients();
@@ -174,6 +174,13 @@ TEST(PagedAttentionKernels, DecodeMatchesReferenceMixedPrecision) {
       {"q4:128,q2", 0, 8, 1, 128, 400, 1, kivi},
       {"q4:64,k4v2", 1, 8, 2, 64, 330, 1, kivi},
       {"q4:64,k2v4", 2, 4, 1, 64, 270, 1, kivi},
+      // 3-bit rows in the VNNI kernels: rows of 64 codes (24 bytes: 4 rows are two registers) in the page step,
+      // value rows of 128 codes (two groups), and of 256 (four groups: the general path, chunks at 1-bit plane
+      // offsets 0 and 16 with shifts 0 and 1).
+      {"q3", 0, 8, 2, 64, 200, 1, kivi},
+      {"k3v2", 0, 8, 2, 64, 200, 1, kivi},
+      {"q4:64,k3v4:64,q3", 1, 8, 1, 128, 330, 1, kivi},
+      {"q3", 0, 4, 1, 256, 150, 1, kivi},
   };
   for (const Case& c : cases) check_case(c);
 }

@@ -3,7 +3,7 @@
 // CodeRows, RowCoefficients, FusedScratch and ExpNonPositive; no include guard (one copy per target pass).
 // Requires: #pragma GCC target("avx512vnni") around the include.
 
-// ---- Integer fused decode (AVX-512 VNNI + VBMI): 2- and 4-bit codes times 8-bit coefficients ----
+// ---- Integer fused decode (AVX-512 VNNI + VBMI): 2-, 3- and 4-bit codes times 8-bit coefficients ----
 //
 // vpdpbusd multiplies the 4 unsigned bytes of each 32-bit lane by 4 signed bytes and adds the 4 products to
 // the lane's int32: with lane i holding element i's codes in 4 consecutive rows r..r+3 and the broadcast word
@@ -13,12 +13,19 @@
 //   gathered = [row r, bytes b..b+15][row r+1, same][row r+2][row r+3]      (four 128-bit loads)
 //   lanes    = vpermb(gathered):  lane i = bytes (r, b+i) (r+1, b+i) (r+2, b+i) (r+3, b+i)
 //   codes_j  = (lanes >> j*w) & (2^w - 1) per byte:  element b + i + j*s of rows r..r+3
+// 3-bit rows are a 2-bit plane (s bytes) then a 1-bit plane of s/2 bytes holding element e's high bit in byte
+// e % (s/2), bit e / (s/2). Lane i's element of 2-bit plane j, b + i + j*s, so has its high bit in byte
+// (b + i) % (s/2), bit (b + i) / (s/2) + 2j: gathered and transposed like the low bytes, each lane shifted right
+// by (b + i) / (s/2) (0 or 1), plane j's high bit is bit 2j of every byte of the lane:
+//   codes_j  = ((low >> 2j) & 3) | (bit 2j of high) << 2
 // Coefficients (keys: q[d] s[d]; values: p[t] s[t][g]) are quantized per head and group to int8 with
 // scale max|coef| / 127 (round to nearest), as llama.cpp quantizes the query to q8 against quantized keys.
-// Against 4-bit codes they also get a second int8 term, the rounding residual at 1/254 of that scale (about
-// 16 bits in all): with 8 bits alone, uniform q4's decode KLD on tiny-llama-31m rose from 0.0088 to 0.0100
+// Against 3- and 4-bit codes they also get a second int8 term, the rounding residual at 1/254 of that scale
+// (about 16 bits in all): with 8 bits alone, uniform q4's decode KLD on tiny-llama-31m rose from 0.0088 to 0.0100
 // (values) and 0.0093 (keys), while against 2-bit codes 8 bits changed it by less than its noise (0.1651 ->
-// 0.1646-0.1655; docs/kv_quality.md): there the codes' own error dwarfs the coefficients'.
+// 0.1646-0.1655; docs/kv_quality.md): there the codes' own error dwarfs the coefficients'. 3-bit rows with 8
+// bits alone moved the kernel test's outputs by 7.8e-3 on average (2-bit: 4.2e-3), with the residual by 1.5e-5;
+// their 4 planes x 2 sums per head then fill the 16 accumulators at 2 heads per pass.
 
 // Quantizes the coefficients of up to 4 heads, x[h][0, n) (h < n_heads; x[h] = x0 + h * x_stride), to int8
 // as q = round(x * inverse[h]) (inverse = 127 / max|x[h]|, or 0 if all are zero) and stores them as words: the
@@ -90,7 +97,18 @@ struct Int8Coefficients {
   const float* add = nullptr;   // [heads][n_groups]
 };
 
-constexpr int kPerByteOf(int bits) { return 8 / bits; }
+// Width of the code plane the kernel's lanes are built from: 3-bit rows' first plane is 2 bits wide.
+constexpr int kLowBitsOf(int bits) { return bits == 3 ? 2 : bits; }
+constexpr int kPerByteOf(int bits) { return 8 / kLowBitsOf(bits); }
+
+// Rows the VNNI kernels take: IntegerRowsFit's 2- and 4-bit rows, and 3-bit rows on which a 16-byte chunk of the
+// 2-bit plane meets its high bits without wrapping around the 1-bit plane: 64 codes (24-byte rows, the 8 plane
+// bytes read twice) or a multiple of 128.
+bool VnniRowsFit(const CodeRows& rows) {
+  if (rows.bits != 3) return IntegerRowsFit(rows);
+  const bool sixty_four = rows.row_len == 64 && rows.row_bytes == 24;
+  return (sixty_four || rows.row_len % 128 == 0) && rows.group % 16 == 0;
+}
 
 // acc += vpdpbusd(codes, the word at `word` in every lane), in place. Written as asm because GCC 12 wraps the
 // intrinsic in this loop with register-to-register copies of the accumulators (one per multiply-add, plus
@@ -106,7 +124,7 @@ HWY_INLINE void DotBytes(__m512i& acc, __m512i codes, __m512i words) {
 }
 
 // out[h][e] += scale[h][g(e)] * sum_{r < n_rows} coef[h][g(e)][r] * code(row r, element e), for heads
-// first_head .. first_head + H - 1 (out: the first of them), every element e < row_len (IntegerRowsFit). Reads whole
+// first_head .. first_head + H - 1 (out: the first of them), every element e < row_len (VnniRowsFit). Reads whole
 // groups of 4 rows: rows up to the next multiple of 4 must be readable (a page's rows past its valid tokens
 // are; their coefficients are 0).
 // kOneGroup: each row is one coefficient group (rows.row_len <= rows.group), so every code plane j of a quad
@@ -114,17 +132,30 @@ HWY_INLINE void DotBytes(__m512i& acc, __m512i codes, __m512i words) {
 template <int H, int kBits, bool kResidual, bool kOneGroup>
 HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coefficients& c, int first_head, float* out,
                                          size_t out_stride) {
-  static_assert(H >= 1 && H <= 4 && (kBits == 2 || kBits == 4), "one to four heads, 2- or 4-bit codes");
+  static_assert(H >= 1 && H <= 4 && kBits >= 2 && kBits <= 4, "one to four heads, 2-, 3- or 4-bit codes");
   static_assert(kPerByteOf(kBits) * H * (kResidual ? 2 : 1) <= 16, "at most 16 accumulators (of 32 registers)");
   constexpr int kPerByte = kPerByteOf(kBits);
-  const int plane_bytes = rows.row_len * kBits / 8;
+  constexpr int kLowBits = kLowBitsOf(kBits);
+  const int plane_bytes = rows.row_len * kLowBits / 8;
+  const int high_bytes = rows.row_len / 8;  // 3-bit rows: the 1-bit plane, after the 2-bit one
   alignas(64) static constexpr uint8_t kTranspose[64] = {  // lane i, byte j <- row j, byte i
       0, 16, 32, 48, 1, 17, 33, 49, 2, 18, 34, 50, 3, 19, 35, 51, 4, 20, 36, 52, 5, 21, 37, 53,
       6, 22, 38, 54, 7, 23, 39, 55, 8, 24, 40, 56, 9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59,
       12, 28, 44, 60, 13, 29, 45, 61, 14, 30, 46, 62, 15, 31, 47, 63};
+  // 3-bit rows of 64 codes (24 bytes): 4 rows are 96 contiguous bytes, two registers that vpermt2b indexes.
+  alignas(64) static constexpr uint8_t kLow24[64] = {  // lane i, byte j <- row j, 2-bit plane byte i
+      0, 24, 48, 72, 1, 25, 49, 73, 2, 26, 50, 74, 3, 27, 51, 75, 4, 28, 52, 76, 5, 29, 53, 77,
+      6, 30, 54, 78, 7, 31, 55, 79, 8, 32, 56, 80, 9, 33, 57, 81, 10, 34, 58, 82, 11, 35, 59, 83,
+      12, 36, 60, 84, 13, 37, 61, 85, 14, 38, 62, 86, 15, 39, 63, 87};
+  alignas(64) static constexpr uint8_t kHigh24[64] = {  // lane i, byte j <- row j, 1-bit plane byte i % 8
+      16, 40, 64, 88, 17, 41, 65, 89, 18, 42, 66, 90, 19, 43, 67, 91, 20, 44, 68, 92, 21, 45, 69, 93,
+      22, 46, 70, 94, 23, 47, 71, 95, 16, 40, 64, 88, 17, 41, 65, 89, 18, 42, 66, 90, 19, 43, 67, 91,
+      20, 44, 68, 92, 21, 45, 69, 93, 22, 46, 70, 94, 23, 47, 71, 95};
   const __m512i transpose = _mm512_load_si512(kTranspose);
-  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << kBits) - 1));
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << kLowBits) - 1));
+  const __m512i seven = _mm512_set1_epi8(7);
   const size_t stride = rows.row_bytes;
+  const bool rows_of_24 = kBits == 3 && stride == 24;  // then plane_bytes == 16: b == 0 only
   const int quads = (rows.n_rows + 3) / 4;
   for (int b = 0; b < plane_bytes; b += 16) {
     const int32_t* words[kPerByte];     // codes_j's group: its words of head first_head, quad 0
@@ -137,23 +168,42 @@ HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coeffic
       residual[j] = kResidual ? c.residual + at : nullptr;
       per_group[j] = first_head * c.n_groups + g;
     }
+    // 3-bit rows: lane i's high bits sit (b + i) / high_bytes bits up (VnniRowsFit: 8 high bytes and b == 0, or
+    // a multiple of 16 high bytes, where the chunk's 16 high bytes are consecutive).
+    __m512i high_shift = _mm512_setzero_si512();
+    if constexpr (kBits == 3) {
+      high_shift = high_bytes == 8 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+                                   : _mm512_set1_epi32(b / high_bytes);
+    }
     __m512i acc[kPerByte][H], acc_residual[kPerByte][H];
     for (int j = 0; j < kPerByte; ++j) {
       for (int h = 0; h < H; ++h) acc[j][h] = acc_residual[j][h] = _mm512_setzero_si512();
     }
     const uint8_t* row = rows.data + b;
-    for (int quad = 0; quad < quads; ++quad, row += 4 * stride) {
+    const uint8_t* high_row = rows.data + plane_bytes + (kBits == 3 ? b % high_bytes : 0);
+    for (int quad = 0; quad < quads; ++quad, row += 4 * stride, high_row += 4 * stride) {
       const size_t at = static_cast<size_t>(quad) * c.heads;
-      __m512i gathered;
-      if (stride == 16) {  // 16-byte rows (2-bit codes of 64): the 4 rows are one 64-byte load
-        gathered = _mm512_loadu_si512(row);
+      const auto gather16 = [stride](const uint8_t* p) {  // 16 bytes of each of the 4 rows at p
+        __m512i g = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        g = _mm512_inserti32x4(g, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + stride)), 1);
+        g = _mm512_inserti32x4(g, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * stride)), 2);
+        return _mm512_inserti32x4(g, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 3 * stride)), 3);
+      };
+      __m512i lanes, high = _mm512_setzero_si512();
+      if (kBits == 3 && rows_of_24) {
+        const __m512i first = _mm512_loadu_si512(row);
+        const __m512i second = _mm512_maskz_loadu_epi8(0xFFFFFFFFull, row + 64);  // bytes 64..95
+        lanes = _mm512_permutex2var_epi8(first, _mm512_load_si512(kLow24), second);
+        high = _mm512_permutex2var_epi8(first, _mm512_load_si512(kHigh24), second);
+      } else if (kBits != 3 && stride == 16) {  // 16-byte rows (2-bit codes of 64): the 4 rows are one 64-byte load
+        lanes = _mm512_permutexvar_epi8(transpose, _mm512_loadu_si512(row));
       } else {
-        gathered = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
-        gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + stride)), 1);
-        gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * stride)), 2);
-        gathered = _mm512_inserti32x4(gathered, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 3 * stride)), 3);
+        lanes = _mm512_permutexvar_epi8(transpose, gather16(row));
+        if constexpr (kBits == 3) high = _mm512_permutexvar_epi8(transpose, gather16(high_row));
       }
-      const __m512i lanes = _mm512_permutexvar_epi8(transpose, gathered);
+      // Plane j's high bit moves from bit 2j to bit 2 below; a shift of 1 brings the next byte's bit 0 into
+      // bit 7, which no plane reads.
+      if constexpr (kBits == 3) high = _mm512_srlv_epi32(high, high_shift);
       __m512i head_words[H], head_residual[H];
       if constexpr (kOneGroup) {
 #pragma GCC unroll 4
@@ -164,7 +214,15 @@ HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coeffic
       }
 #pragma GCC unroll 4
       for (int j = 0; j < kPerByte; ++j) {
-        const __m512i codes = _mm512_and_si512(_mm512_srli_epi16(lanes, j * kBits), mask);
+        __m512i codes;
+        if constexpr (kBits == 3) {
+          const __m512i low = j == 0 ? lanes : _mm512_srli_epi16(lanes, 2 * j);
+          const __m512i top = j == 0 ? _mm512_slli_epi16(high, 2) : j == 1 ? high : _mm512_srli_epi16(high, 2 * j - 2);
+          // mask ? low : top (0xCA), then the 3 code bits.
+          codes = _mm512_and_si512(_mm512_ternarylogic_epi32(mask, low, top, 0xCA), seven);
+        } else {
+          codes = _mm512_and_si512(_mm512_srli_epi16(lanes, j * kBits), mask);
+        }
 #pragma GCC unroll 4
         for (int h = 0; h < H; ++h) {
           if constexpr (kOneGroup) {
@@ -210,12 +268,23 @@ HWY_INLINE void AccumulateRows(const CodeRows& rows, const Int8Coefficients& c, 
   }
 }
 
+// Rows times the coefficients of 4 heads (first_head 0): one pass, or two of 2 heads for 3-bit rows.
+template <int kBits>
+HWY_INLINE void AccumulateFourHeads(const CodeRows& rows, const Int8Coefficients& c, float* out, size_t out_stride) {
+  if constexpr (kBits == 3) {
+    AccumulateRows<2, 3, true>(rows, c, 0, out, out_stride);
+    AccumulateRows<2, 3, true>(rows, c, 2, out + 2 * out_stride, out_stride);
+  } else {
+    AccumulateRows<4, kBits, kBits == 4>(rows, c, 0, out, out_stride);
+  }
+}
+
 // Quantizes the f32 coefficients of `heads` heads and runs AccumulateCodeRowsVnni over them in blocks of 4
-// heads; 4-bit rows with residual coefficient terms, 2-bit rows without.
+// heads (2 for 3-bit rows); 3- and 4-bit rows with residual coefficient terms, 2-bit rows without.
 template <int kBits>
 void AccumulateVnni(int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out, size_t out_stride,
                     FusedScratch& s) {
-  constexpr bool kResidual = kBits == 4;
+  constexpr bool kResidual = kBits != 2;
   const int n_groups = rows.row_len / rows.group;
   const int quads = (rows.n_rows + 15) / 16 * 4;  // whole vectors of 16 coefficients
   const int padded_heads = (heads + 3) / 4 * 4;
@@ -235,12 +304,21 @@ void AccumulateVnni(int heads, const CodeRows& rows, const RowCoefficients& coef
     }
   }
   const Int8Coefficients c{words, words + n_words, s.coef_scale.data(), padded_heads, quads, n_groups};
-  for (int h = 0; h < heads; h += 4, out += 4 * out_stride) {
-    switch (std::min(4, heads - h)) {
-      case 4: AccumulateRows<4, kBits, kResidual>(rows, c, h, out, out_stride); break;
-      case 3: AccumulateRows<3, kBits, kResidual>(rows, c, h, out, out_stride); break;
-      case 2: AccumulateRows<2, kBits, kResidual>(rows, c, h, out, out_stride); break;
-      default: AccumulateRows<1, kBits, kResidual>(rows, c, h, out, out_stride); break;
+  constexpr int kBlock = kBits == 3 ? 2 : 4;
+  for (int h = 0; h < heads; h += kBlock, out += kBlock * out_stride) {
+    if constexpr (kBits == 3) {
+      if (heads - h >= 2) {
+        AccumulateRows<2, 3, true>(rows, c, h, out, out_stride);
+      } else {
+        AccumulateRows<1, 3, true>(rows, c, h, out, out_stride);
+      }
+    } else {
+      switch (std::min(4, heads - h)) {
+        case 4: AccumulateRows<4, kBits, kResidual>(rows, c, h, out, out_stride); break;
+        case 3: AccumulateRows<3, kBits, kResidual>(rows, c, h, out, out_stride); break;
+        case 2: AccumulateRows<2, kBits, kResidual>(rows, c, h, out, out_stride); break;
+        default: AccumulateRows<1, kBits, kResidual>(rows, c, h, out, out_stride); break;
+      }
     }
   }
 }
@@ -326,14 +404,14 @@ HWY_INLINE void LoadValueParams(const uint16_t* halves, __m512 (&scale)[kGroups]
   }
 }
 
-// Whether VnniPageStep takes this page of `rows` valid tokens: a full page, 2- or 4-bit per-channel keys and
-// values, head_dim a multiple of 16 with one or two value groups, each a whole number of 16-byte code chunks.
+// Whether VnniPageStep takes this page of `rows` valid tokens: a full page, 2-, 3- or 4-bit per-channel keys and
+// values, head_dim a multiple of 16 with one or two value groups, rows the VNNI kernels take (VnniRowsFit).
 bool VnniPageFits(const kv::PageFormat& f, int rows) {
   if (rows != f.tokens || f.tokens % 16 != 0 || f.key_mode != kv::KeyMode::PerChannel || f.head_dim % 16 != 0) return false;
   if (f.n_groups != 1 && f.n_groups != 2) return false;
   const CodeRows keys{nullptr, f.key_row_code_bytes, f.head_dim, f.tokens, f.key_bits, f.tokens};
   const CodeRows values{nullptr, f.row_code_bytes, f.tokens, f.head_dim, f.value_bits, f.group};
-  return IntegerRowsFit(keys) && IntegerRowsFit(values);
+  return VnniRowsFit(keys) && VnniRowsFit(values);
 }
 
 // Folds one full page (KV head section `keys` / `values`) into the online-softmax states of 4 query heads.
@@ -364,14 +442,14 @@ HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, con
   ScaleAndInverse(ReduceLanes4<true>(coef_max), key_scale, key_inverse);
   _mm_store_ps(key_constant, ReduceLanes4<false>(constant));
   int32_t* key_words = s.coef_words.data();  // [hd / 4][4 heads], then as many residual words
-  QuantizeWithInverse(key_coef, hd, 4, hd, key_inverse, key_words, kKeyBits == 4 ? key_words + hd : nullptr, 4);
+  QuantizeWithInverse(key_coef, hd, 4, hd, key_inverse, key_words, kKeyBits != 2 ? key_words + hd : nullptr, 4);
   PrefetchPart(next, 1, 4);
   float* scores = s.scores.data();  // [4][tokens]
   Int8Coefficients key_c{key_words, key_words + hd, key_scale, 4, hd / 4, 1};
   key_c.overwrite = true;
   key_c.add = key_constant;
   const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, kKeyBits, tokens};
-  AccumulateCodeRowsVnni<4, kKeyBits, kKeyBits == 4, true>(key_rows, key_c, 0, scores, tokens);  // group = tokens
+  AccumulateFourHeads<kKeyBits>(key_rows, key_c, scores, tokens);  // one group (group = row_len = tokens)
   PrefetchPart(next, 2, 4);
 
   // Online softmax of the 4 heads: new maxima, corrections e^(m_old - m_new), weights p = e^(s - m_new); value
@@ -434,13 +512,13 @@ HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, con
     }
     int32_t* words = value_words + g * tokens;
     QuantizeWithInverse(value_coef + g * tokens, static_cast<size_t>(kGroups) * tokens, 4, tokens, inverse, words,
-                        kValueBits == 4 ? words + n_value_words : nullptr, 4);
+                        kValueBits != 2 ? words + n_value_words : nullptr, 4);
   }
   Int8Coefficients value_c{value_words, value_words + n_value_words, value_scale, 4, tokens / 4, kGroups};
   value_c.keep = correction;
   value_c.add = value_add;
   const CodeRows value_rows{values + f.value_codes_offset, f.row_code_bytes, tokens, hd, kValueBits, f.group};
-  AccumulateRows<4, kValueBits, kValueBits == 4>(value_rows, value_c, 0, states, state_stride);
+  AccumulateFourHeads<kValueBits>(value_rows, value_c, states, state_stride);
 }
 
 // VnniPageStep over the GQA group's query heads (group % 4 == 0) for one page (VnniPageFits) of KV head kvh.
@@ -457,20 +535,19 @@ void VnniDecodePage(const kv::PageFormat& f, const uint8_t* page, int kvh, int g
   if (s.coef_words.size() < words) s.coef_words.resize(words);
   const uint8_t* keys = page + f.key_section(kvh);
   const uint8_t* values = page + f.value_section(kvh);
-  const int variant = (f.key_bits == 4 ? 4 : 0) + (f.value_bits == 4 ? 2 : 0) + (f.n_groups == 2 ? 1 : 0);
+  using Step = void (*)(const kv::PageFormat&, const uint8_t*, const uint8_t*, const float*, float*, size_t,
+                        FusedScratch&, const NextPageHead&);
+  static constexpr Step kSteps[3][3][2] = {  // [key bits - 2][value bits - 2][value groups - 1]
+      {{VnniPageStep<2, 2, 1>, VnniPageStep<2, 2, 2>}, {VnniPageStep<2, 3, 1>, VnniPageStep<2, 3, 2>},
+       {VnniPageStep<2, 4, 1>, VnniPageStep<2, 4, 2>}},
+      {{VnniPageStep<3, 2, 1>, VnniPageStep<3, 2, 2>}, {VnniPageStep<3, 3, 1>, VnniPageStep<3, 3, 2>},
+       {VnniPageStep<3, 4, 1>, VnniPageStep<3, 4, 2>}},
+      {{VnniPageStep<4, 2, 1>, VnniPageStep<4, 2, 2>}, {VnniPageStep<4, 3, 1>, VnniPageStep<4, 3, 2>},
+       {VnniPageStep<4, 4, 1>, VnniPageStep<4, 4, 2>}}};
+  const Step step = kSteps[f.key_bits - 2][f.value_bits - 2][f.n_groups - 1];
   for (int h = 0; h < group; h += 4) {
-    const float* q = qs + static_cast<size_t>(h) * hd;
-    float* st = states + static_cast<size_t>(h) * state_stride;
     const NextPageHead ahead = h == 0 ? next : NextPageHead{};  // the first block of heads prefetches
-    switch (variant) {
-      case 0: VnniPageStep<2, 2, 1>(f, keys, values, q, st, state_stride, s, ahead); break;
-      case 1: VnniPageStep<2, 2, 2>(f, keys, values, q, st, state_stride, s, ahead); break;
-      case 2: VnniPageStep<2, 4, 1>(f, keys, values, q, st, state_stride, s, ahead); break;
-      case 3: VnniPageStep<2, 4, 2>(f, keys, values, q, st, state_stride, s, ahead); break;
-      case 4: VnniPageStep<4, 2, 1>(f, keys, values, q, st, state_stride, s, ahead); break;
-      case 5: VnniPageStep<4, 2, 2>(f, keys, values, q, st, state_stride, s, ahead); break;
-      case 6: VnniPageStep<4, 4, 1>(f, keys, values, q, st, state_stride, s, ahead); break;
-      default: VnniPageStep<4, 4, 2>(f, keys, values, q, st, state_stride, s, ahead); break;
-    }
+    step(f, keys, values, qs + static_cast<size_t>(h) * hd, states + static_cast<size_t>(h) * state_stride, state_stride,
+         s, ahead);
   }
 }

@@ -674,8 +674,8 @@ void AccumulateAllHeads(D df, int heads, const CodeRows& rows, RowCoefficients c
     }
   }
 }
-// Whether a row set takes an integer kernel (VNNI or sdot): 2- or 4-bit codes, planes of whole 16-byte chunks,
-// and value groups of whole 16-element chunks.
+// Whether a row set takes the sdot kernel (and the VNNI one, which also takes some 3-bit rows: VnniRowsFit): 2- or
+// 4-bit codes, planes of whole 16-byte chunks, and value groups of whole 16-element chunks.
 bool IntegerRowsFit(const CodeRows& rows) {
   return (rows.bits == 2 || rows.bits == 4) && rows.row_len * rows.bits / 8 % 16 == 0 && rows.group % 16 == 0;
 }
@@ -731,8 +731,9 @@ bool HasDotProd() {
 void AccumulateAt(int lanes, int heads, const CodeRows& rows, const RowCoefficients& coefs, float* out,
                   size_t out_stride, FusedScratch& s) {
 #if defined(KVTIER_FUSED_VNNI)
-  if (IntegerRowsFit(rows)) {
+  if (VnniRowsFit(rows)) {
     if (rows.bits == 4) return AccumulateVnni<4>(heads, rows, coefs, out, out_stride, s);
+    if (rows.bits == 3) return AccumulateVnni<3>(heads, rows, coefs, out, out_stride, s);
     return AccumulateVnni<2>(heads, rows, coefs, out, out_stride, s);
   }
 #elif defined(KVTIER_FUSED_SDOT)
