@@ -129,9 +129,12 @@ HWY_INLINE void DotBytes(__m512i& acc, __m512i codes, __m512i words) {
 // are; their coefficients are 0).
 // kOneGroup: each row is one coefficient group (rows.row_len <= rows.group), so every code plane j of a quad
 // takes the same words, broadcast to registers once per quad.
-template <int H, int kBits, bool kResidual, bool kOneGroup>
+// kUnpacked: kStore also writes each quad's code planes, as vpdpbusd takes them, to `unpacked`
+// ([16-byte chunk][quad][plane j][64 bytes]); kLoad reads them from there instead of unpacking the rows again.
+enum class Unpacked { kNo, kStore, kLoad };
+template <int H, int kBits, bool kResidual, bool kOneGroup, Unpacked kUnpacked = Unpacked::kNo>
 HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coefficients& c, int first_head, float* out,
-                                         size_t out_stride) {
+                                         size_t out_stride, uint8_t* unpacked = nullptr) {
   static_assert(H >= 1 && H <= 4 && kBits >= 2 && kBits <= 4, "one to four heads, 2-, 3- or 4-bit codes");
   static_assert(kPerByteOf(kBits) * H * (kResidual ? 2 : 1) <= 16, "at most 16 accumulators (of 32 registers)");
   constexpr int kPerByte = kPerByteOf(kBits);
@@ -189,8 +192,12 @@ HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coeffic
         g = _mm512_inserti32x4(g, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * stride)), 2);
         return _mm512_inserti32x4(g, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 3 * stride)), 3);
       };
-      __m512i lanes, high = _mm512_setzero_si512();
-      if (kBits == 3 && rows_of_24) {
+      __m512i lanes = _mm512_setzero_si512(), high = _mm512_setzero_si512();
+      __m512i* saved = kUnpacked == Unpacked::kNo ? nullptr
+                       : reinterpret_cast<__m512i*>(unpacked) + (static_cast<size_t>(b / 16) * quads + quad) * kPerByte;
+      if (kUnpacked == Unpacked::kLoad) {
+        // the planes are in `saved`
+      } else if (kBits == 3 && rows_of_24) {
         const __m512i first = _mm512_loadu_si512(row);
         const __m512i second = _mm512_maskz_loadu_epi8(0xFFFFFFFFull, row + 64);  // bytes 64..95
         lanes = _mm512_permutex2var_epi8(first, _mm512_load_si512(kLow24), second);
@@ -203,7 +210,7 @@ HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coeffic
       }
       // Plane j's high bit moves from bit 2j to bit 2 below; a shift of 1 brings the next byte's bit 0 into
       // bit 7, which no plane reads.
-      if constexpr (kBits == 3) high = _mm512_srlv_epi32(high, high_shift);
+      if constexpr (kBits == 3 && kUnpacked != Unpacked::kLoad) high = _mm512_srlv_epi32(high, high_shift);
       __m512i head_words[H], head_residual[H];
       if constexpr (kOneGroup) {
 #pragma GCC unroll 4
@@ -215,14 +222,20 @@ HWY_NOINLINE void AccumulateCodeRowsVnni(const CodeRows& rows, const Int8Coeffic
 #pragma GCC unroll 4
       for (int j = 0; j < kPerByte; ++j) {
         __m512i codes;
-        if constexpr (kBits == 3) {
+        if constexpr (kUnpacked == Unpacked::kLoad) {
+          codes = _mm512_loadu_si512(saved + j);
+        } else if constexpr (kBits == 3) {
           const __m512i low = j == 0 ? lanes : _mm512_srli_epi16(lanes, 2 * j);
           const __m512i top = j == 0 ? _mm512_slli_epi16(high, 2) : j == 1 ? high : _mm512_srli_epi16(high, 2 * j - 2);
-          // mask ? low : top (0xCA), then the 3 code bits.
-          codes = _mm512_and_si512(_mm512_ternarylogic_epi32(mask, low, top, 0xCA), seven);
+          // mask ? low : top, then the 3 code bits. vpternlogd overwrites its first operand: a temporary (low for
+          // j == 1, where top is `high` itself), not the mask, which would cost a copy per plane.
+          const __m512i merged = j == 1 ? _mm512_ternarylogic_epi32(low, top, mask, 0xE4)    // c ? a : b
+                                        : _mm512_ternarylogic_epi32(top, low, mask, 0xD8);  // c ? b : a
+          codes = _mm512_and_si512(merged, seven);
         } else {
           codes = _mm512_and_si512(_mm512_srli_epi16(lanes, j * kBits), mask);
         }
+        if constexpr (kUnpacked == Unpacked::kStore) _mm512_storeu_si512(saved + j, codes);
 #pragma GCC unroll 4
         for (int h = 0; h < H; ++h) {
           if constexpr (kOneGroup) {
@@ -268,12 +281,40 @@ HWY_INLINE void AccumulateRows(const CodeRows& rows, const Int8Coefficients& c, 
   }
 }
 
+// 3-bit rows times the coefficients of heads first_head .. first_head + heads - 1, 2 heads per pass (4 planes x 2
+// sums x 2 heads fill the 16 accumulators). The first pass keeps the unpacked code planes for the others, which
+// then only load and multiply (unpacking is ~half the instructions of a pass).
+template <bool kOneGroup>
+void AccumulateThreeBitRows(const CodeRows& rows, const Int8Coefficients& c, int first_head, int heads, float* out,
+                            size_t out_stride, std::vector<uint8_t>& unpacked) {
+  if (heads <= 2) {
+    if (heads == 2) return AccumulateCodeRowsVnni<2, 3, true, kOneGroup>(rows, c, first_head, out, out_stride);
+    return AccumulateCodeRowsVnni<1, 3, true, kOneGroup>(rows, c, first_head, out, out_stride);
+  }
+  const size_t bytes = static_cast<size_t>(rows.row_len / 64) * ((rows.n_rows + 3) / 4) * kPerByteOf(3) * 64;
+  if (unpacked.size() < bytes) unpacked.resize(bytes);
+  AccumulateCodeRowsVnni<2, 3, true, kOneGroup, Unpacked::kStore>(rows, c, first_head, out, out_stride, unpacked.data());
+  for (int h = 2; h < heads; h += 2) {
+    float* o = out + h * out_stride;
+    if (heads - h >= 2) {
+      AccumulateCodeRowsVnni<2, 3, true, kOneGroup, Unpacked::kLoad>(rows, c, first_head + h, o, out_stride, unpacked.data());
+    } else {
+      AccumulateCodeRowsVnni<1, 3, true, kOneGroup, Unpacked::kLoad>(rows, c, first_head + h, o, out_stride, unpacked.data());
+    }
+  }
+}
+void AccumulateThreeBit(const CodeRows& rows, const Int8Coefficients& c, int first_head, int heads, float* out,
+                        size_t out_stride, std::vector<uint8_t>& unpacked) {
+  if (rows.row_len <= rows.group) return AccumulateThreeBitRows<true>(rows, c, first_head, heads, out, out_stride, unpacked);
+  AccumulateThreeBitRows<false>(rows, c, first_head, heads, out, out_stride, unpacked);
+}
+
 // Rows times the coefficients of 4 heads (first_head 0): one pass, or two of 2 heads for 3-bit rows.
 template <int kBits>
-HWY_INLINE void AccumulateFourHeads(const CodeRows& rows, const Int8Coefficients& c, float* out, size_t out_stride) {
+HWY_INLINE void AccumulateFourHeads(const CodeRows& rows, const Int8Coefficients& c, float* out, size_t out_stride,
+                                    FusedScratch& s) {
   if constexpr (kBits == 3) {
-    AccumulateRows<2, 3, true>(rows, c, 0, out, out_stride);
-    AccumulateRows<2, 3, true>(rows, c, 2, out + 2 * out_stride, out_stride);
+    AccumulateThreeBit(rows, c, 0, 4, out, out_stride, s.unpacked_codes);
   } else {
     AccumulateRows<4, kBits, kBits == 4>(rows, c, 0, out, out_stride);
   }
@@ -304,15 +345,10 @@ void AccumulateVnni(int heads, const CodeRows& rows, const RowCoefficients& coef
     }
   }
   const Int8Coefficients c{words, words + n_words, s.coef_scale.data(), padded_heads, quads, n_groups};
-  constexpr int kBlock = kBits == 3 ? 2 : 4;
-  for (int h = 0; h < heads; h += kBlock, out += kBlock * out_stride) {
-    if constexpr (kBits == 3) {
-      if (heads - h >= 2) {
-        AccumulateRows<2, 3, true>(rows, c, h, out, out_stride);
-      } else {
-        AccumulateRows<1, 3, true>(rows, c, h, out, out_stride);
-      }
-    } else {
+  if constexpr (kBits == 3) {
+    AccumulateThreeBit(rows, c, 0, heads, out, out_stride, s.unpacked_codes);
+  } else {
+    for (int h = 0; h < heads; h += 4, out += 4 * out_stride) {
       switch (std::min(4, heads - h)) {
         case 4: AccumulateRows<4, kBits, kResidual>(rows, c, h, out, out_stride); break;
         case 3: AccumulateRows<3, kBits, kResidual>(rows, c, h, out, out_stride); break;
@@ -449,7 +485,7 @@ HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, con
   key_c.overwrite = true;
   key_c.add = key_constant;
   const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, kKeyBits, tokens};
-  AccumulateFourHeads<kKeyBits>(key_rows, key_c, scores, tokens);  // one group (group = row_len = tokens)
+  AccumulateFourHeads<kKeyBits>(key_rows, key_c, scores, tokens, s);  // one group (group = row_len = tokens)
   PrefetchPart(next, 2, 4);
 
   // Online softmax of the 4 heads: new maxima, corrections e^(m_old - m_new), weights p = e^(s - m_new); value
@@ -518,7 +554,7 @@ HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, con
   value_c.keep = correction;
   value_c.add = value_add;
   const CodeRows value_rows{values + f.value_codes_offset, f.row_code_bytes, tokens, hd, kValueBits, f.group};
-  AccumulateFourHeads<kValueBits>(value_rows, value_c, states, state_stride);
+  AccumulateFourHeads<kValueBits>(value_rows, value_c, states, state_stride, s);
 }
 
 // VnniPageStep over the GQA group's query heads (group % 4 == 0) for one page (VnniPageFits) of KV head kvh.

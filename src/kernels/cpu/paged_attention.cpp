@@ -692,6 +692,7 @@ struct FusedScratch {
   std::vector<float> corrections;   // [group]
   std::vector<int32_t> coef_words;  // the integer kernel's coefficients (Int8Coefficients)
   std::vector<float> coef_scale;     // [group][n_groups]
+  std::vector<uint8_t> unpacked_codes;  // 3-bit code planes unpacked for vpdpbusd (AccumulateThreeBit)
 };
 
 #undef KVTIER_FUSED_VNNI
