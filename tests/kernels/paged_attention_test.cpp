@@ -136,9 +136,10 @@ void check_case(const Case& c) {
       paged_attention(view, pos, c.n_q, c.n_heads, q.data(), scale, out.data(), pool);
       // f32 kernels differ from the reference only in the order of sums. The VNNI decode multiplies 2-bit code
       // rows by coefficients (q[d] s[d], p[t] s[t]) rounded to 8 bits of their page maximum (3- and 4-bit rows
-      // keep ~16 bits: 8 plus a residual byte; mean error 1.5e-5 in the uniform q3 case): with values ~N(0, 1) that moves outputs by up to ~2e-2 (mean 1-3e-3, 5.3e-3
-      // with 2-bit values over only 330 tokens; 2.1e-2 max in the k3v4:64,k3v2 case; tiny-llama's decode KLD
-      // moved within its noise), while a lost group of 4 rows moves them by ~6e-2.
+      // keep ~16 bits: 8 plus a residual byte; mean error 1.5e-5 in the uniform q3 case): with values ~N(0, 1)
+      // that moves outputs by up to ~2e-2 (mean 1-3e-3, 5.3e-3 with 2-bit values over only 330 tokens; 2.1e-2 max
+      // in the k3v4:64,k3v2 case; tiny-llama's decode KLD moved within its noise), while a lost group of 4 rows
+      // moves them by ~6e-2.
       const bool int8 = c.n_q == 1 && paged_attention_int8_coefficients();
       const float max_error = int8 ? 2.5e-2f : 2e-4f, max_mean_error = int8 ? 8e-3f : 2e-4f;
       double error_sum = 0;
@@ -181,6 +182,11 @@ TEST(PagedAttentionKernels, DecodeMatchesReferenceMixedPrecision) {
       {"k3v2", 0, 8, 2, 64, 200, 1, kivi},
       {"q4:64,k3v4:64,q3", 1, 8, 1, 128, 330, 1, kivi},
       {"q3", 0, 4, 1, 256, 150, 1, kivi},
+      // Rotated keys in the page step: scales and mins per token and group applied to each group's dots. (Not
+      // with 2-bit values: behind rotated keys their 8-bit coefficients moved outputs by up to 3.1e-2, mean 4.7e-3;
+      // tiny-llama's rotated decode KLD: q2 0.2910 -> 0.2936, q4:128,q2 0.0601 -> 0.0619, +- 0.002-0.006.)
+      {"q4:64,k2v4", 0, 8, 2, 128, 300, 1, rotated},
+      {"q3", 0, 8, 2, 64, 200, 1, rotated},
   };
   for (const Case& c : cases) check_case(c);
 }

@@ -283,10 +283,10 @@ HWY_INLINE void AccumulateRows(const CodeRows& rows, const Int8Coefficients& c, 
 
 // 3-bit rows times the coefficients of heads first_head .. first_head + heads - 1, 2 heads per pass (4 planes x 2
 // sums x 2 heads fill the 16 accumulators). The first pass keeps the unpacked code planes for the others, which
-// then only load and multiply (unpacking is ~half the instructions of a pass).
+// then only load and multiply (unpacking is about half the instructions of a pass).
 template <bool kOneGroup>
 void AccumulateThreeBitRows(const CodeRows& rows, const Int8Coefficients& c, int first_head, int heads, float* out,
-                            size_t out_stride, std::vector<uint8_t>& unpacked) {
+                                 size_t out_stride, std::vector<uint8_t>& unpacked) {
   if (heads <= 2) {
     if (heads == 2) return AccumulateCodeRowsVnni<2, 3, true, kOneGroup>(rows, c, first_head, out, out_stride);
     return AccumulateCodeRowsVnni<1, 3, true, kOneGroup>(rows, c, first_head, out, out_stride);
@@ -440,10 +440,10 @@ HWY_INLINE void LoadValueParams(const uint16_t* halves, __m512 (&scale)[kGroups]
   }
 }
 
-// Whether VnniPageStep takes this page of `rows` valid tokens: a full page, 2-, 3- or 4-bit per-channel keys and
-// values, head_dim a multiple of 16 with one or two value groups, rows the VNNI kernels take (VnniRowsFit).
+// Whether VnniPageStep takes this page of `rows` valid tokens: a full page, 2-, 3- or 4-bit keys (per-channel or
+// rotated) and values, head_dim a multiple of 16 with one or two groups, rows the VNNI kernels take (VnniRowsFit).
 bool VnniPageFits(const kv::PageFormat& f, int rows) {
-  if (rows != f.tokens || f.tokens % 16 != 0 || f.key_mode != kv::KeyMode::PerChannel || f.head_dim % 16 != 0) return false;
+  if (rows != f.tokens || f.tokens % 16 != 0 || f.head_dim % 16 != 0) return false;
   if (f.n_groups != 1 && f.n_groups != 2) return false;
   const CodeRows keys{nullptr, f.key_row_code_bytes, f.head_dim, f.tokens, f.key_bits, f.tokens};
   const CodeRows values{nullptr, f.row_code_bytes, f.tokens, f.head_dim, f.value_bits, f.group};
@@ -457,43 +457,88 @@ template <int kKeyBits, int kValueBits, int kGroups>
 HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, const uint8_t* values, const float* qs,
                                float* states, size_t state_stride, FusedScratch& s, const NextPageHead& next) {
   const int hd = f.head_dim, tokens = f.tokens;
+  const bool rotated = f.key_mode == kv::KeyMode::RotatedPerToken;
   PrefetchPart(next, 0, 4);
-  // Scores start from sum_d q[d] m[d]; the code rows (channels) carry the coefficients q[d] s[d].
-  const auto* key_params = reinterpret_cast<const uint16_t*>(keys);  // [hd][scale, min] halves
-  float* key_coef = s.key_coef.data();                                // [4][hd]
-  __m512 coef_max[4], constant[4];
-  for (int h = 0; h < 4; ++h) coef_max[h] = constant[h] = _mm512_setzero_ps();
+  // Per-channel keys: scores start from sum_d q[d] m[d]; the code rows (channels) carry the coefficients q[d] s[d].
+  // Rotated keys (scale and min per token and group g of channels): score[t] = sum_g s[t][g] dot_g[t] +
+  // m[t][g] qsum_g with dot_g[t] = sum_{d in g} q[d] code[d][t] and qsum_g = sum_{d in g} q[d]: the code rows carry
+  // q[d] alone, one call per group, and the softmax stage applies s and m per token.
+  const auto* key_params = reinterpret_cast<const uint16_t*>(keys);  // [hd][scale, min] (rotated: [tokens][kGroups][scale, min])
+  const float* key_coef = rotated ? qs : s.key_coef.data();          // [4][hd]
+  __m512 coef_max[4], constant[4], group_sum[kGroups][4];
+  for (int h = 0; h < 4; ++h) {
+    coef_max[h] = constant[h] = _mm512_setzero_ps();
+    for (int g = 0; g < kGroups; ++g) group_sum[g][h] = _mm512_setzero_ps();
+  }
   for (int d = 0; d < hd; d += 16) {
     __m512 scale, min;
-    LoadParamPairs(key_params + 2 * d, scale, min);
+    if (!rotated) LoadParamPairs(key_params + 2 * d, scale, min);
     for (int h = 0; h < 4; ++h) {
       const __m512 q = _mm512_loadu_ps(qs + h * hd + d);
+      if (rotated) {
+        coef_max[h] = _mm512_max_ps(coef_max[h], _mm512_abs_ps(q));
+        if (kGroups == 1 || d < f.group) {
+          group_sum[0][h] = _mm512_add_ps(group_sum[0][h], q);
+        } else {
+          group_sum[kGroups - 1][h] = _mm512_add_ps(group_sum[kGroups - 1][h], q);
+        }
+        continue;
+      }
       const __m512 coef = _mm512_mul_ps(q, scale);
-      _mm512_storeu_ps(key_coef + h * hd + d, coef);
+      _mm512_storeu_ps(s.key_coef.data() + h * hd + d, coef);
       coef_max[h] = _mm512_max_ps(coef_max[h], _mm512_abs_ps(coef));
       constant[h] = _mm512_fmadd_ps(q, min, constant[h]);
     }
   }
-  alignas(16) float key_scale[4], key_inverse[4], key_constant[4];
+  alignas(16) float key_scale[4], key_inverse[4], key_constant[4], key_qsum[kGroups][4];
   ScaleAndInverse(ReduceLanes4<true>(coef_max), key_scale, key_inverse);
   _mm_store_ps(key_constant, ReduceLanes4<false>(constant));
+  for (int g = 0; g < kGroups; ++g) _mm_store_ps(key_qsum[g], ReduceLanes4<false>(group_sum[g]));
   int32_t* key_words = s.coef_words.data();  // [hd / 4][4 heads], then as many residual words
   QuantizeWithInverse(key_coef, hd, 4, hd, key_inverse, key_words, kKeyBits != 2 ? key_words + hd : nullptr, 4);
   PrefetchPart(next, 1, 4);
-  float* scores = s.scores.data();  // [4][tokens]
-  Int8Coefficients key_c{key_words, key_words + hd, key_scale, 4, hd / 4, 1};
-  key_c.overwrite = true;
-  key_c.add = key_constant;
-  const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, kKeyBits, tokens};
-  AccumulateFourHeads<kKeyBits>(key_rows, key_c, scores, tokens, s);  // one group (group = row_len = tokens)
+  float* scores = s.scores.data();  // [4][tokens] (rotated: [kGroups][4][tokens], the dots of each group)
+  const uint8_t* key_codes = keys + f.key_codes_offset;
+  if (!rotated) {
+    Int8Coefficients key_c{key_words, key_words + hd, key_scale, 4, hd / 4, 1};
+    key_c.overwrite = true;
+    key_c.add = key_constant;
+    const CodeRows key_rows{key_codes, f.key_row_code_bytes, hd, tokens, kKeyBits, tokens};
+    AccumulateFourHeads<kKeyBits>(key_rows, key_c, scores, tokens, s);  // one group (group = row_len = tokens)
+  } else {
+    for (int g = 0; g < kGroups; ++g) {
+      const int d0 = g * f.group;
+      Int8Coefficients key_c{key_words + d0, key_words + hd + d0, key_scale, 4, f.group / 4, 1};
+      key_c.overwrite = true;
+      const CodeRows key_rows{key_codes + d0 * f.key_row_code_bytes, f.key_row_code_bytes, f.group, tokens, kKeyBits, tokens};
+      AccumulateFourHeads<kKeyBits>(key_rows, key_c, scores + static_cast<size_t>(g) * 4 * tokens, tokens, s);
+    }
+  }
   PrefetchPart(next, 2, 4);
 
   // Online softmax of the 4 heads: new maxima, corrections e^(m_old - m_new), weights p = e^(s - m_new); value
   // coefficients p[t] s[t][g], their maxima, and the min terms sum_t p[t] m[t][g].
   __m512 score_max[4];
-  for (int h = 0; h < 4; ++h) {
-    score_max[h] = _mm512_loadu_ps(scores + h * tokens);
-    for (int t = 16; t < tokens; t += 16) score_max[h] = _mm512_max_ps(score_max[h], _mm512_loadu_ps(scores + h * tokens + t));
+  if (rotated) {  // the scores from the dots, with each token's key scales and mins
+    for (int h = 0; h < 4; ++h) score_max[h] = _mm512_set1_ps(-INFINITY);
+    for (int t = 0; t < tokens; t += 16) {
+      __m512 scale[kGroups], min[kGroups];
+      LoadValueParams<kGroups>(key_params + 2 * kGroups * t, scale, min);
+      for (int h = 0; h < 4; ++h) {
+        __m512 score = _mm512_setzero_ps();
+        for (int g = 0; g < kGroups; ++g) {
+          const __m512 dot = _mm512_loadu_ps(scores + (static_cast<size_t>(g) * 4 + h) * tokens + t);
+          score = _mm512_fmadd_ps(min[g], _mm512_set1_ps(key_qsum[g][h]), _mm512_fmadd_ps(scale[g], dot, score));
+        }
+        _mm512_storeu_ps(scores + h * tokens + t, score);
+        score_max[h] = _mm512_max_ps(score_max[h], score);
+      }
+    }
+  } else {
+    for (int h = 0; h < 4; ++h) {
+      score_max[h] = _mm512_loadu_ps(scores + h * tokens);
+      for (int t = 16; t < tokens; t += 16) score_max[h] = _mm512_max_ps(score_max[h], _mm512_loadu_ps(scores + h * tokens + t));
+    }
   }
   alignas(16) float m_old[4], l_old[4], m_new[4], correction[4];
   for (int h = 0; h < 4; ++h) {
@@ -566,7 +611,8 @@ void VnniDecodePage(const kv::PageFormat& f, const uint8_t* page, int kvh, int g
   const size_t coef_floats = 4 * static_cast<size_t>(std::max(hd, f.n_groups * f.tokens));
   if (s.key_coef.size() < coef_floats) s.key_coef.resize(coef_floats);
   if (s.value_coef.size() < coef_floats) s.value_coef.resize(coef_floats);
-  if (s.scores.size() < 4 * static_cast<size_t>(f.tokens)) s.scores.resize(4 * static_cast<size_t>(f.tokens));
+  const size_t score_floats = 4 * static_cast<size_t>(f.tokens) * f.n_groups;  // rotated keys: one set per group
+  if (s.scores.size() < score_floats) s.scores.resize(score_floats);
   const size_t words = 2 * static_cast<size_t>(hd) + 2 * static_cast<size_t>(f.n_groups) * f.tokens;
   if (s.coef_words.size() < words) s.coef_words.resize(words);
   const uint8_t* keys = page + f.key_section(kvh);
