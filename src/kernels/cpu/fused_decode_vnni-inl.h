@@ -286,7 +286,7 @@ HWY_INLINE void AccumulateRows(const CodeRows& rows, const Int8Coefficients& c, 
 // then only load and multiply (unpacking is about half the instructions of a pass).
 template <bool kOneGroup>
 void AccumulateThreeBitRows(const CodeRows& rows, const Int8Coefficients& c, int first_head, int heads, float* out,
-                                 size_t out_stride, std::vector<uint8_t>& unpacked) {
+                            size_t out_stride, std::vector<uint8_t>& unpacked) {
   if (heads <= 2) {
     if (heads == 2) return AccumulateCodeRowsVnni<2, 3, true, kOneGroup>(rows, c, first_head, out, out_stride);
     return AccumulateCodeRowsVnni<1, 3, true, kOneGroup>(rows, c, first_head, out, out_stride);
@@ -477,11 +477,8 @@ HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, con
       const __m512 q = _mm512_loadu_ps(qs + h * hd + d);
       if (rotated) {
         coef_max[h] = _mm512_max_ps(coef_max[h], _mm512_abs_ps(q));
-        if (kGroups == 1 || d < f.group) {
-          group_sum[0][h] = _mm512_add_ps(group_sum[0][h], q);
-        } else {
-          group_sum[kGroups - 1][h] = _mm512_add_ps(group_sum[kGroups - 1][h], q);
-        }
+        __m512& sum = group_sum[kGroups == 2 && d >= f.group ? 1 : 0][h];
+        sum = _mm512_add_ps(sum, q);
         continue;
       }
       const __m512 coef = _mm512_mul_ps(q, scale);
