@@ -40,6 +40,8 @@ Outcome kvtier(const std::string& args) {
   };
   o.out = slurp(out_path);
   o.err = slurp(err_path);
+  std::remove(out_path.c_str());
+  std::remove(err_path.c_str());
   return o;
 }
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/shared_data.h"
+#include "common/test_util.h"
 #include "kvtier/kv_options.h"
 #include "kvtier/model.h"
 #include "kvtier/session_file.h"
@@ -36,14 +37,8 @@ std::string slurp(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-fs::path test_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  fs::path dir = fs::path(::testing::TempDir()) /
-                 ("kvtier_session_cli_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+// A fresh directory per test, removed after it.
+fs::path test_dir() { return kvtier::testing::fresh_test_dir("kvtier_session_cli_"); }
 
 // A prompt of a few hundred tokens (a larger session file, so that a save takes a while).
 std::string long_prompt_text() {

@@ -17,6 +17,7 @@
 
 #include "common/loaded_model.h"
 #include "common/shared_data.h"
+#include "common/test_util.h"
 #include "engine/session_file.h"
 #include "kvtier/kv_options.h"
 #include "kvtier/sampling.h"
@@ -38,14 +39,10 @@ void write_bytes(const fs::path& p, const std::vector<uint8_t>& bytes) {
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
-// A fresh directory per test.
+// A fresh directory per test, removed after it.
 fs::path test_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  fs::path dir = fs::path(::testing::TempDir()) / (std::string("kvtier_session_") + info->test_suite_name() + "_" +
-                                                  info->name() + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
+  const std::string suite = ::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name();
+  return kvtier::testing::fresh_test_dir("kvtier_session_" + suite + "_");
 }
 
 // The first `n` tokens of the evaluation text (with BOS), or a repeated sentence when it is absent.
