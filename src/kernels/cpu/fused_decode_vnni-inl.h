@@ -450,92 +450,108 @@ bool VnniPageFits(const kv::PageFormat& f, int rows) {
   return VnniRowsFit(keys) && VnniRowsFit(values);
 }
 
+// The scores of 4 heads over a full page of rotated keys (scale and min per token and group g of channels):
+// score[t] = sum_g s[t][g] dot_g[t] + m[t][g] qsum_g with dot_g[t] = sum_{d in g} q[d] code[d][t] and qsum_g =
+// sum_{d in g} q[d]. The code rows (channels) carry q[d] alone, one call per group; a pass over the tokens then
+// applies each token's scales and mins.
+//   qs: [4][head_dim], queries times the softmax scale;  scores: [4][tokens] out (s.scores, which holds
+//   [kGroups][4][tokens] of dots first);  next: its second quarter prefetched between the two stages.
+template <int kKeyBits, int kGroups>
+HWY_NOINLINE void RotatedKeyScores(const kv::PageFormat& f, const uint8_t* keys, const float* qs, float* scores,
+                                   FusedScratch& s, const NextPageHead& next) {
+  const int hd = f.head_dim, tokens = f.tokens;
+  __m512 q_max[4], group_sum[kGroups][4];
+  for (int h = 0; h < 4; ++h) {
+    q_max[h] = _mm512_setzero_ps();
+    for (int g = 0; g < kGroups; ++g) group_sum[g][h] = _mm512_setzero_ps();
+  }
+  for (int d = 0; d < hd; d += 16) {
+    for (int h = 0; h < 4; ++h) {
+      const __m512 q = _mm512_loadu_ps(qs + h * hd + d);
+      q_max[h] = _mm512_max_ps(q_max[h], _mm512_abs_ps(q));
+      __m512& sum = group_sum[kGroups == 2 && d >= f.group ? 1 : 0][h];
+      sum = _mm512_add_ps(sum, q);
+    }
+  }
+  alignas(16) float key_scale[4], key_inverse[4], q_sum[kGroups][4];
+  ScaleAndInverse(ReduceLanes4<true>(q_max), key_scale, key_inverse);
+  for (int g = 0; g < kGroups; ++g) _mm_store_ps(q_sum[g], ReduceLanes4<false>(group_sum[g]));
+  int32_t* key_words = s.coef_words.data();  // [hd / 4][4 heads], then as many residual words
+  QuantizeWithInverse(qs, hd, 4, hd, key_inverse, key_words, kKeyBits != 2 ? key_words + hd : nullptr, 4);
+  PrefetchPart(next, 1, 4);
+  const uint8_t* key_codes = keys + f.key_codes_offset;
+  for (int g = 0; g < kGroups; ++g) {
+    const int d0 = g * f.group;
+    Int8Coefficients key_c{key_words + d0, key_words + hd + d0, key_scale, 4, f.group / 4, 1};
+    key_c.overwrite = true;
+    const CodeRows key_rows{key_codes + d0 * f.key_row_code_bytes, f.key_row_code_bytes, f.group, tokens, kKeyBits, tokens};
+    AccumulateFourHeads<kKeyBits>(key_rows, key_c, scores + static_cast<size_t>(g) * 4 * tokens, tokens, s);
+  }
+  const auto* key_params = reinterpret_cast<const uint16_t*>(keys);  // [tokens][kGroups][scale, min] halves
+  for (int t = 0; t < tokens; t += 16) {
+    __m512 scale[kGroups], min[kGroups];
+    LoadValueParams<kGroups>(key_params + 2 * kGroups * t, scale, min);
+    for (int h = 0; h < 4; ++h) {
+      __m512 score = _mm512_setzero_ps();
+      for (int g = 0; g < kGroups; ++g) {
+        const __m512 dot = _mm512_loadu_ps(scores + (static_cast<size_t>(g) * 4 + h) * tokens + t);
+        score = _mm512_fmadd_ps(min[g], _mm512_set1_ps(q_sum[g][h]), _mm512_fmadd_ps(scale[g], dot, score));
+      }
+      _mm512_storeu_ps(scores + h * tokens + t, score);
+    }
+  }
+}
+
 // Folds one full page (KV head section `keys` / `values`) into the online-softmax states of 4 query heads.
+// Rotated keys take their scores from RotatedKeyScores (a helper, so that the per-channel path's code is as
+// compact as before: inlined, the branches cost the 2-bit step ~3% in the microbenchmark).
 //   qs: [4][head_dim], the queries times the softmax scale;  states: head h at states + h * state_stride;
 //   next: prefetched a quarter at the start of each of the 4 stages (key coefficients, key codes, softmax, values).
 template <int kKeyBits, int kValueBits, int kGroups>
 HWY_NOINLINE void VnniPageStep(const kv::PageFormat& f, const uint8_t* keys, const uint8_t* values, const float* qs,
                                float* states, size_t state_stride, FusedScratch& s, const NextPageHead& next) {
   const int hd = f.head_dim, tokens = f.tokens;
-  const bool rotated = f.key_mode == kv::KeyMode::RotatedPerToken;
   PrefetchPart(next, 0, 4);
-  // Per-channel keys: scores start from sum_d q[d] m[d]; the code rows (channels) carry the coefficients q[d] s[d].
-  // Rotated keys (scale and min per token and group g of channels): score[t] = sum_g s[t][g] dot_g[t] +
-  // m[t][g] qsum_g with dot_g[t] = sum_{d in g} q[d] code[d][t] and qsum_g = sum_{d in g} q[d]: the code rows carry
-  // q[d] alone, one call per group, and the softmax stage applies s and m per token.
-  const auto* key_params = reinterpret_cast<const uint16_t*>(keys);  // [hd][scale, min] (rotated: [tokens][kGroups][scale, min])
-  const float* key_coef = rotated ? qs : s.key_coef.data();          // [4][hd]
-  __m512 coef_max[4], constant[4], group_sum[kGroups][4];
-  for (int h = 0; h < 4; ++h) {
-    coef_max[h] = constant[h] = _mm512_setzero_ps();
-    for (int g = 0; g < kGroups; ++g) group_sum[g][h] = _mm512_setzero_ps();
-  }
-  for (int d = 0; d < hd; d += 16) {
-    __m512 scale, min;
-    if (!rotated) LoadParamPairs(key_params + 2 * d, scale, min);
-    for (int h = 0; h < 4; ++h) {
-      const __m512 q = _mm512_loadu_ps(qs + h * hd + d);
-      if (rotated) {
-        coef_max[h] = _mm512_max_ps(coef_max[h], _mm512_abs_ps(q));
-        __m512& sum = group_sum[kGroups == 2 && d >= f.group ? 1 : 0][h];
-        sum = _mm512_add_ps(sum, q);
-        continue;
+  float* scores = s.scores.data();  // [4][tokens]
+  if (f.key_mode == kv::KeyMode::RotatedPerToken) {
+    RotatedKeyScores<kKeyBits, kGroups>(f, keys, qs, scores, s, next);
+  } else {
+    // Scores start from sum_d q[d] m[d]; the code rows (channels) carry the coefficients q[d] s[d].
+    const auto* key_params = reinterpret_cast<const uint16_t*>(keys);  // [hd][scale, min] halves
+    float* key_coef = s.key_coef.data();                                // [4][hd]
+    __m512 coef_max[4], constant[4];
+    for (int h = 0; h < 4; ++h) coef_max[h] = constant[h] = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d += 16) {
+      __m512 scale, min;
+      LoadParamPairs(key_params + 2 * d, scale, min);
+      for (int h = 0; h < 4; ++h) {
+        const __m512 q = _mm512_loadu_ps(qs + h * hd + d);
+        const __m512 coef = _mm512_mul_ps(q, scale);
+        _mm512_storeu_ps(key_coef + h * hd + d, coef);
+        coef_max[h] = _mm512_max_ps(coef_max[h], _mm512_abs_ps(coef));
+        constant[h] = _mm512_fmadd_ps(q, min, constant[h]);
       }
-      const __m512 coef = _mm512_mul_ps(q, scale);
-      _mm512_storeu_ps(s.key_coef.data() + h * hd + d, coef);
-      coef_max[h] = _mm512_max_ps(coef_max[h], _mm512_abs_ps(coef));
-      constant[h] = _mm512_fmadd_ps(q, min, constant[h]);
     }
-  }
-  alignas(16) float key_scale[4], key_inverse[4], key_constant[4], key_qsum[kGroups][4];
-  ScaleAndInverse(ReduceLanes4<true>(coef_max), key_scale, key_inverse);
-  _mm_store_ps(key_constant, ReduceLanes4<false>(constant));
-  for (int g = 0; g < kGroups; ++g) _mm_store_ps(key_qsum[g], ReduceLanes4<false>(group_sum[g]));
-  int32_t* key_words = s.coef_words.data();  // [hd / 4][4 heads], then as many residual words
-  QuantizeWithInverse(key_coef, hd, 4, hd, key_inverse, key_words, kKeyBits != 2 ? key_words + hd : nullptr, 4);
-  PrefetchPart(next, 1, 4);
-  float* scores = s.scores.data();  // [4][tokens] (rotated: [kGroups][4][tokens], the dots of each group)
-  const uint8_t* key_codes = keys + f.key_codes_offset;
-  if (!rotated) {
+    alignas(16) float key_scale[4], key_inverse[4], key_constant[4];
+    ScaleAndInverse(ReduceLanes4<true>(coef_max), key_scale, key_inverse);
+    _mm_store_ps(key_constant, ReduceLanes4<false>(constant));
+    int32_t* key_words = s.coef_words.data();  // [hd / 4][4 heads], then as many residual words
+    QuantizeWithInverse(key_coef, hd, 4, hd, key_inverse, key_words, kKeyBits != 2 ? key_words + hd : nullptr, 4);
+    PrefetchPart(next, 1, 4);
     Int8Coefficients key_c{key_words, key_words + hd, key_scale, 4, hd / 4, 1};
     key_c.overwrite = true;
     key_c.add = key_constant;
-    const CodeRows key_rows{key_codes, f.key_row_code_bytes, hd, tokens, kKeyBits, tokens};
+    const CodeRows key_rows{keys + f.key_codes_offset, f.key_row_code_bytes, hd, tokens, kKeyBits, tokens};
     AccumulateFourHeads<kKeyBits>(key_rows, key_c, scores, tokens, s);  // one group (group = row_len = tokens)
-  } else {
-    for (int g = 0; g < kGroups; ++g) {
-      const int d0 = g * f.group;
-      Int8Coefficients key_c{key_words + d0, key_words + hd + d0, key_scale, 4, f.group / 4, 1};
-      key_c.overwrite = true;
-      const CodeRows key_rows{key_codes + d0 * f.key_row_code_bytes, f.key_row_code_bytes, f.group, tokens, kKeyBits, tokens};
-      AccumulateFourHeads<kKeyBits>(key_rows, key_c, scores + static_cast<size_t>(g) * 4 * tokens, tokens, s);
-    }
   }
   PrefetchPart(next, 2, 4);
 
   // Online softmax of the 4 heads: new maxima, corrections e^(m_old - m_new), weights p = e^(s - m_new); value
   // coefficients p[t] s[t][g], their maxima, and the min terms sum_t p[t] m[t][g].
   __m512 score_max[4];
-  if (rotated) {  // the scores from the dots, with each token's key scales and mins
-    for (int h = 0; h < 4; ++h) score_max[h] = _mm512_set1_ps(-INFINITY);
-    for (int t = 0; t < tokens; t += 16) {
-      __m512 scale[kGroups], min[kGroups];
-      LoadValueParams<kGroups>(key_params + 2 * kGroups * t, scale, min);
-      for (int h = 0; h < 4; ++h) {
-        __m512 score = _mm512_setzero_ps();
-        for (int g = 0; g < kGroups; ++g) {
-          const __m512 dot = _mm512_loadu_ps(scores + (static_cast<size_t>(g) * 4 + h) * tokens + t);
-          score = _mm512_fmadd_ps(min[g], _mm512_set1_ps(key_qsum[g][h]), _mm512_fmadd_ps(scale[g], dot, score));
-        }
-        _mm512_storeu_ps(scores + h * tokens + t, score);
-        score_max[h] = _mm512_max_ps(score_max[h], score);
-      }
-    }
-  } else {
-    for (int h = 0; h < 4; ++h) {
-      score_max[h] = _mm512_loadu_ps(scores + h * tokens);
-      for (int t = 16; t < tokens; t += 16) score_max[h] = _mm512_max_ps(score_max[h], _mm512_loadu_ps(scores + h * tokens + t));
-    }
+  for (int h = 0; h < 4; ++h) {
+    score_max[h] = _mm512_loadu_ps(scores + h * tokens);
+    for (int t = 16; t < tokens; t += 16) score_max[h] = _mm512_max_ps(score_max[h], _mm512_loadu_ps(scores + h * tokens + t));
   }
   alignas(16) float m_old[4], l_old[4], m_new[4], correction[4];
   for (int h = 0; h < 4; ++h) {
