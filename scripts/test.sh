@@ -11,11 +11,14 @@ jobs=$(nproc)
 scripts/install_deps.sh --test
 
 echo "== [1/4] sanitizers (ASan+UBSan) =="
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVTIER_SANITIZE=ON >/dev/null
+# Every option is set explicitly: a build dir configured earlier by scripts/quickstart.sh (tests off) or by
+# hand must not change what this script runs. --no-tests=error: a suite that finds no tests fails.
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVTIER_SANITIZE=ON -DKVTIER_BUILD_TESTS=ON \
+  -DKVTIER_BUILD_FUZZ=OFF -DKVTIER_BUILD_BENCH=OFF >/dev/null
 cmake --build build-asan -j"$jobs"
 # The long reference runs (perplexity over 7 models) run in the Release build only.
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-   ctest -j"$jobs" --output-on-failure -E 'Perplexity')
+   ctest -j"$jobs" --output-on-failure --no-tests=error -E 'Perplexity')
 
 echo "== [2/4] fuzz smoke run of the GGUF reader =="
 scripts/fuzz_smoke.sh "${KVTIER_FUZZ_SECONDS:-60}"
@@ -24,6 +27,7 @@ echo "== [3/4] aarch64 (NEON) kernels under qemu =="
 if [[ "${KVTIER_SKIP_ARM64:-0}" == 1 ]]; then echo "skipped (KVTIER_SKIP_ARM64=1)"; else scripts/test_arm64.sh; fi
 
 echo "== [4/4] Release build and the full suite =="
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVTIER_SANITIZE=OFF -DKVTIER_BUILD_TESTS=ON \
+  -DKVTIER_BUILD_FUZZ=OFF -DKVTIER_BUILD_BENCH=OFF >/dev/null
 cmake --build build -j"$jobs"
-cd build && ctest -j"$jobs" --output-on-failure
+cd build && ctest -j"$jobs" --output-on-failure --no-tests=error

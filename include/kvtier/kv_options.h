@@ -12,6 +12,9 @@ namespace kvtier {
 
 struct ModelConfig;
 class ThreadPool;
+namespace kv {
+struct TieredKvOptions;
+}
 
 struct KvCacheOptions {
   // A ladder spec or a uniform preset for the tiered paged cache:
@@ -33,6 +36,11 @@ struct KvCacheOptions {
 
 // Parses a byte size: "4096", "256K", "512M", "2G" (binary units; "KiB"/"MB"-style suffixes accepted).
 Result<size_t> parse_byte_size(const std::string& text);
+
+// The typed options of the tiered store that `options` ask for (not "contiguous"): the ladder parsed, the
+// enums resolved, the budget/spill pairing checked. Errors name the option. (Declared here, defined with the
+// paged cache; callers include kv/tiered_store.h for the type.)
+Result<kv::TieredKvOptions> resolve_tiered_kv_options(const KvCacheOptions& options);
 
 // Builds a cache of max_tokens positions for the model. Errors name the bad option. The paged cache
 // re-encodes pages in the background: as tasks posted to `pool` (which must outlive the cache; pass the

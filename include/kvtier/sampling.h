@@ -5,7 +5,10 @@
 #include <cstdint>
 #include <deque>
 #include <random>
+#include <string>
 #include <vector>
+
+#include "kvtier/status.h"
 
 namespace kvtier {
 
@@ -18,6 +21,15 @@ struct SamplingParams {
   int repeat_last_n = 64;     // how many recent tokens the penalty looks at
   uint64_t seed = 0xC0FFEE;
 };
+
+// OK, or an error naming the first parameter out of range: temperature finite and >= 0, top_p in (0, 1],
+// min_p in [0, 1], repeat_penalty finite and > 0, top_k and repeat_last_n >= 0. Every entry point (CLI,
+// server) checks parameters with this before sampling, so NaN never reaches the sampler.
+Status validate_sampling_params(const SamplingParams& params);
+
+// A seed as a user writes it: decimal digits only, in [0, 2^64). "-5", "1e23", "0x10" and "" are refused
+// (a wrapped or saturated seed would silently repeat another seed's output).
+Result<uint64_t> parse_seed(const std::string& text);
 
 class Sampler {
  public:

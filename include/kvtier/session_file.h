@@ -38,7 +38,7 @@ struct SessionIoStats {
 };
 
 // Refuses a path that is a symlink (a session file is never followed out of its directory) or that has a
-// ".." component. Creates nothing.
+// ".." component, or whose directory does not exist or is not writable. Creates nothing.
 Status check_session_path(const std::string& path);
 
 // Writes `tokens` and the cache (which must hold exactly tokens.size() positions) atomically to path.

@@ -62,6 +62,8 @@ class Tokenizer {
   virtual TokenType token_type(int32_t id) const = 0;
   // tokenizer.ggml.pre as used ("default" when absent; "" for "llama" models).
   virtual std::string_view pre_tokenizer_name() const = 0;
+  // What loading ignored and the user should hear about (a special-token id outside the vocabulary …).
+  virtual const std::vector<std::string>& load_warnings() const = 0;
   // Concatenated pieces. For SentencePiece vocabularies the space that encode()
   // prefixes (tokenizer.ggml.add_space_prefix) is removed from the first piece,
   // as llama.cpp's detokenizer does, so decode(encode(x, false, false)) == x for

@@ -48,6 +48,10 @@ int run(const BenchOptions& o) {
   std::uniform_int_distribution<int32_t> token(0, c.n_vocab - 1);
   std::vector<float> logits(c.n_vocab);  // [n_vocab]: only the last row is computed, as llama-bench does
   const int n_ctx = o.depth + std::max(o.n_prompt, o.n_gen);
+  if (Status s = check_run_memory(c, o.kv, RunMemoryRequest{.n_ctx = n_ctx, .input_tokens = o.depth});
+      !s.ok()) {
+    return fail(s.message());
+  }
   if (auto probe = make_kv_cache(c, n_ctx, o.kv); !probe.ok()) return fail(probe.error());
 
   // A cache that already holds `depth` tokens (filled untimed), as llama-bench -d does.

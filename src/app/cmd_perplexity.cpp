@@ -1,13 +1,12 @@
 // kvtier perplexity: llama.cpp's perplexity protocol (see kvtier/session.h).
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "app/commands.h"
 #include "app/loading.h"
 #include "app/progress.h"
+#include "kvtier/file_io.h"
 #include "kvtier/session.h"
 
 namespace kvtier::app {
@@ -63,17 +62,25 @@ int run_kl_divergence(const PerplexityOptions& o, Model& model, const Tokenizer&
 }
 
 int run(const PerplexityOptions& o) {
-  std::ifstream in(o.text_path, std::ios::binary);
-  if (!in) return fail("cannot read " + o.text_path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const std::string text = buffer.str();
+  auto read = read_bounded_file(o.text_path, kMaxTextFileBytes, "text file");
+  if (!read.ok()) return fail(read.error());
+  const std::string text = std::move(*read);
 
   auto loaded = load_model_and_tokenizer(o.model_path);
   if (!loaded.ok()) return fail(loaded.error());
   Model& model = *loaded->model;
   const Tokenizer& tokenizer = *loaded->tokenizer;
 
+  // A chunk's scored half of logits (both caches' with --kl-divergence), its caches, and the text's tokens
+  // (at most one per byte).
+  const int n_caches = o.kl_divergence ? 2 : 1;
+  if (Status s = check_run_memory(model.config(), o.kv,
+                                  RunMemoryRequest{.n_ctx = o.n_ctx, .logits_rows = o.n_ctx - o.n_ctx / 2,
+                                                   .n_caches = n_caches,
+                                                   .input_tokens = static_cast<int64_t>(text.size())});
+      !s.ok()) {
+    return fail(s.message());
+  }
   const auto start = std::chrono::steady_clock::now();
   const std::vector<int32_t> tokens = tokenizer.encode(text, tokenizer.add_bos_default(), false);
   std::fprintf(stderr, "tokenized %s: %zu tokens in %.2f s\n", o.text_path.c_str(), tokens.size(),
@@ -119,7 +126,7 @@ int run(const PerplexityOptions& o) {
 Command add_perplexity_command(CLI::App& app) {
   auto o = std::make_shared<PerplexityOptions>();
   app.add_option("-m,--model", o->model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
-  app.add_option("-f,--file", o->text_path, "text file to evaluate")->required()->check(CLI::ExistingFile);
+  app.add_option("-f,--file", o->text_path, "text file to evaluate ('-': standard input)")->required();
   app.add_option("-c,--ctx-size", o->n_ctx, "tokens per chunk (default 512)")->check(CLI::Range(4, 1 << 20));
   app.add_option("--chunks", o->chunks, "evaluate only the first K chunks (default: all)")
       ->check(CLI::Range(0, 1 << 24));

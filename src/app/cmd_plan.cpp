@@ -26,14 +26,13 @@ int run(const PlanOptions& o) {
   auto config = ModelConfig::from_gguf(**file);
   if (!config.ok()) return fail(config.error());
   const ModelConfig& c = *config;
-  auto ladder = kv::parse_ladder(o.kv.ladder == "contiguous" ? "f16" : o.kv.ladder, o.kv.sinks);
-  if (!ladder.ok()) return fail(ladder.error());
-  kv::TieredKvOptions options;
-  options.ladder = *ladder;
-  options.key_mode = o.kv.key_mode == "rotated" ? kv::KeyMode::RotatedPerToken : kv::KeyMode::PerChannel;
-  options.budget_bytes = o.kv.budget_bytes;
-  options.cold.mode = o.kv.cold_mode == "exact" ? kv::ColdReadMode::Exact : kv::ColdReadMode::Sparse;
-  if (o.kv.cold_read_bytes > 0) options.cold.sparse_step_bytes = o.kv.cold_read_bytes;
+  KvCacheOptions kv_options = o.kv;
+  if (kv_options.ladder == "contiguous") kv_options.ladder = "f16";
+  if (kv_options.budget_bytes > 0 && kv_options.spill_dir.empty()) kv_options.spill_dir = ".";  // plan only
+  auto resolved = resolve_tiered_kv_options(kv_options);
+  if (!resolved.ok()) return fail(resolved.error());
+  const kv::TieredKvOptions& options = *resolved;
+  const kv::LadderSpec* ladder = &options.ladder;
   const int n_ctx = o.n_ctx > 0 ? o.n_ctx : c.n_ctx_train;
   auto plan = kv::plan_capacity(c.kv_geometry(n_ctx), options, n_ctx);
   if (!plan.ok()) return fail(plan.error());

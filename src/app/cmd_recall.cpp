@@ -1,11 +1,10 @@
 // kvtier recall: long-range retrieval under a quantized KV cache (see kvtier/recall.h).
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "app/commands.h"
 #include "app/loading.h"
+#include "kvtier/file_io.h"
 #include "kvtier/recall.h"
 
 namespace kvtier::app {
@@ -24,21 +23,30 @@ struct RecallCommandOptions {
 };
 
 int run(const RecallCommandOptions& o) {
-  const int filler = o.filler >= 0 ? o.filler : o.n_ctx - 1 - 2 * o.span;
-  if (filler < 0 || 1 + 2 * o.span + filler > o.n_ctx) {
-    return fail("--span " + std::to_string(o.span) + " with --filler " + std::to_string(filler) +
-                " needs 1 + 2*span + filler positions, more than -c " + std::to_string(o.n_ctx));
+  if (o.filler < 0 && 1 + 2 * o.span > o.n_ctx) {  // the default filler fills what the two copies leave
+    return fail("-c " + std::to_string(o.n_ctx) + " is too small for --span " + std::to_string(o.span) +
+                ": the two copies and BOS need " + std::to_string(1 + 2 * o.span) + " positions");
   }
-  std::ifstream in(o.text_path, std::ios::binary);
-  if (!in) return fail("cannot read " + o.text_path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
+  const int filler = o.filler >= 0 ? o.filler : o.n_ctx - 1 - 2 * o.span;
+  if (1 + 2 * o.span + filler > o.n_ctx) {
+    return fail("--span " + std::to_string(o.span) + " with --filler " + std::to_string(filler) +
+                " needs 1 + 2*span + filler = " + std::to_string(1 + 2 * o.span + filler) +
+                " positions, more than -c " + std::to_string(o.n_ctx));
+  }
+  auto text = read_bounded_file(o.text_path, kMaxTextFileBytes, "text file");
+  if (!text.ok()) return fail(text.error());
 
   auto loaded = load_model_and_tokenizer(o.model_path);
   if (!loaded.ok()) return fail(loaded.error());
   Model& model = *loaded->model;
   const Tokenizer& tokenizer = *loaded->tokenizer;
-  const std::vector<int32_t> tokens = tokenizer.encode(buffer.str(), tokenizer.add_bos_default(), false);
+  if (Status s = check_run_memory(model.config(), o.kv,
+                                  RunMemoryRequest{.n_ctx = o.n_ctx, .logits_rows = o.n_ctx, .n_caches = 2,
+                                                   .input_tokens = static_cast<int64_t>(text->size())});
+      !s.ok()) {
+    return fail(s.message());
+  }
+  const std::vector<int32_t> tokens = tokenizer.encode(*text, tokenizer.add_bos_default(), false);
 
   ThreadPool pool(o.threads);
   auto probe = make_kv_cache(model.config(), o.n_ctx, o.kv);  // fail on a bad cache option before any work

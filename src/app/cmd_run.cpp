@@ -10,7 +10,9 @@
 #include "app/commands.h"
 #include "app/loading.h"
 #include "app/progress.h"
+#include "kvtier/file_io.h"
 #include "kvtier/sampling.h"
+#include "kvtier/session_file.h"
 #include "kvtier/session.h"
 
 namespace kvtier::app {
@@ -19,6 +21,7 @@ namespace {
 struct RunOptions {
   std::string model_path;
   std::string prompt;
+  std::string prompt_file;  // -f: the prompt from a file, or "-" for standard input
   int n_predict = 128;
   int n_ctx = 0;
   int threads = 0;
@@ -40,23 +43,32 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-// Ctrl-C with --session: the first stops generation at the next token (the session is saved, exit 130);
-// a second exits at once, leaving the session file as it was (a half-written temp file is removed by the
-// next save).
+// Ctrl-C (and SIGTERM, SIGHUP) with --session: the first stops generation at the next token (the session is
+// saved, exit 130); a second exits at once, leaving the session file as it was (a half-written temp file is
+// removed by the next save). Without --session they keep their default action.
 volatile sig_atomic_t g_interrupted = 0;
 constexpr int kInterruptedExitCode = 130;
+constexpr int kStdoutClosedExitCode = 141;  // 128 + SIGPIPE, what a shell reports for a killed writer
 
-extern "C" void on_sigint(int) {
+extern "C" void on_stop_signal(int) {
   if (g_interrupted) _exit(kInterruptedExitCode);
   g_interrupted = 1;
 }
 
-void install_sigint_handler() {
+void install_stop_handlers() {
   struct sigaction sa = {};
-  sa.sa_handler = on_sigint;
+  sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
-  sigaction(SIGINT, &sa, nullptr);
+  for (int signal : {SIGINT, SIGTERM, SIGHUP}) sigaction(signal, &sa, nullptr);
+}
+
+// Writes generated text; false once stdout is gone (a closed pipe: SIGPIPE is ignored, so the write fails
+// with EPIPE and the run stops, saving its session, instead of dying mid-save).
+bool write_stdout(const std::string& text) {
+  if (text.empty()) return true;
+  if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size()) return false;
+  return std::fflush(stdout) == 0;
 }
 
 bool path_exists(const std::string& path) {
@@ -65,24 +77,34 @@ bool path_exists(const std::string& path) {
 }
 
 int run(const RunOptions& o) {
+  if (Status s = validate_sampling_params(o.sampling); !s.ok()) return fail(s.message());
+  const bool use_session = !o.session_path.empty();
+  // A session that cannot be saved is found now, not after the whole prompt and generation ran.
+  if (use_session) {
+    if (Status s = check_session_path(o.session_path); !s.ok()) return fail(s.message());
+  }
+  std::string prompt_text = o.prompt;
+  if (!o.prompt_file.empty()) {
+    auto text = read_bounded_file(o.prompt_file, kMaxTextFileBytes, "prompt file");
+    if (!text.ok()) return fail(text.error());
+    prompt_text = std::move(*text);
+  }
+  ::signal(SIGPIPE, SIG_IGN);
   auto loaded = load_model_and_tokenizer(o.model_path);
   if (!loaded.ok()) return fail(loaded.error());
   Model& model = *loaded->model;
   const Tokenizer& tokenizer = *loaded->tokenizer;
   const ModelConfig& c = model.config();
 
-  std::vector<int32_t> prompt = tokenizer.encode(o.prompt, tokenizer.add_bos_default(), true);
+  std::vector<int32_t> prompt = tokenizer.encode(prompt_text, tokenizer.add_bos_default(), true);
   if (prompt.empty()) return fail("the prompt is empty (and the model adds no BOS token)");
   const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, 4096);
   if (static_cast<int>(prompt.size()) + o.n_predict > n_ctx) {
     return fail("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " + std::to_string(o.n_predict) +
                 " exceeds the context size " + std::to_string(n_ctx) + " (raise -c)");
   }
-  const bool use_session = !o.session_path.empty();
-  if (use_session) {
-    if (Status s = check_session_path(o.session_path); !s.ok()) return fail(s.message());
-    install_sigint_handler();
-  }
+  if (Status s = check_run_memory(c, o.kv, RunMemoryRequest{.n_ctx = n_ctx}); !s.ok()) return fail(s.message());
+  if (use_session) install_stop_handlers();
   ThreadPool pool(o.threads);
   auto cache = make_kv_cache(c, n_ctx, o.kv, &pool);
   if (!cache.ok()) return fail(cache.error());
@@ -117,6 +139,7 @@ int run(const RunOptions& o) {
   Sampler sampler(o.sampling);
   for (int32_t t : prompt) sampler.accept(t);
   const auto prefill_start = std::chrono::steady_clock::now();
+  const int n_past_before_prompt = session.n_past();
   {
     ProgressBar bar("prompt");
     auto progress = [&](uint64_t done, uint64_t total) { bar.update(done, total); };
@@ -137,17 +160,18 @@ int run(const RunOptions& o) {
     std::fprintf(stderr, "interrupted during the prompt after %d tokens\n", session.n_past());
   }
   const double prefill_seconds = seconds_since(prefill_start);
+  const int prompt_evaluated = session.n_past() - n_past_before_prompt;  // fewer than asked when interrupted
 
   StreamingDetokenizer detok(tokenizer);
   const auto decode_start = std::chrono::steady_clock::now();
   int generated = 0;
+  bool stdout_closed = false;
   for (; generated < o.n_predict && !g_interrupted && !session.stopped(); ++generated) {
     const int32_t next = sampler.sample(session.last_logits().data(), c.n_vocab);
     if (!o.ignore_eos && tokenizer.is_end_of_generation(next)) break;
-    const std::string text = detok.push(next);
-    if (!text.empty()) {
-      std::fwrite(text.data(), 1, text.size(), stdout);
-      std::fflush(stdout);
+    if (!write_stdout(detok.push(next))) {
+      stdout_closed = true;
+      break;
     }
     if (generated + 1 == o.n_predict) {
       ++generated;
@@ -156,13 +180,11 @@ int run(const RunOptions& o) {
     if (Status s = session.append({next}); !s.ok()) return fail(s.message());
     report_cache_warning();
   }
-  const std::string rest = detok.flush();
-  std::fwrite(rest.data(), 1, rest.size(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
+  if (!stdout_closed) stdout_closed = !write_stdout(detok.flush() + "\n");
   const double decode_seconds = seconds_since(decode_start);
-  std::fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tok/s); generated: %d tokens in %.3f s (%.1f tok/s)\n",
-               to_evaluate.size(), prefill_seconds, to_evaluate.size() / prefill_seconds, generated, decode_seconds,
+  if (stdout_closed) std::fprintf(stderr, "stdout was closed: generation stopped\n");
+  std::fprintf(stderr, "prompt: %d tokens in %.3f s (%.1f tok/s); generated: %d tokens in %.3f s (%.1f tok/s)\n",
+               prompt_evaluated, prefill_seconds, prompt_evaluated / prefill_seconds, generated, decode_seconds,
                generated > 0 ? generated / decode_seconds : 0.0);
   if (o.verbose) std::fprintf(stderr, "%s\n", session.cache().describe().c_str());
   if (use_session) {
@@ -176,26 +198,26 @@ int run(const RunOptions& o) {
       std::fprintf(stderr, "session: %d tokens saved to %s\n", session.n_past(), o.session_path.c_str());
     }
   }
-  return g_interrupted ? kInterruptedExitCode : 0;
+  if (g_interrupted) return kInterruptedExitCode;
+  return stdout_closed ? kStdoutClosedExitCode : 0;
 }
 }  // namespace
 
 Command add_run_command(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   app.add_option("-m,--model", o->model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
-  app.add_option("-p,--prompt", o->prompt, "prompt text")->required();
+  auto* prompt = app.add_option("-p,--prompt", o->prompt, "prompt text");
+  auto* prompt_file = app.add_option("-f,--file", o->prompt_file, "read the prompt from a file ('-': standard input)");
+  prompt->excludes(prompt_file);
+  app.callback([prompt, prompt_file] {
+    if (prompt->count() == 0 && prompt_file->count() == 0) throw CLI::RequiredError("-p or -f");
+  });
   app.add_option("-n,--n-predict", o->n_predict, "tokens to generate (default 128)")->check(CLI::Range(1, 1 << 24));
   app.add_option("-c,--ctx-size", o->n_ctx, "context size in tokens (default: min(trained, 4096))")
       ->check(CLI::Range(0, 1 << 24));
   add_threads_option(app, o->threads);
   add_kv_options(app, o->kv);
-  app.add_option("--temp", o->sampling.temperature, "temperature; 0 = greedy (default 0.8)");
-  app.add_option("--seed", o->sampling.seed, "random seed");
-  app.add_option("--top-k", o->sampling.top_k, "top-k (0 = off, default 40)");
-  app.add_option("--top-p", o->sampling.top_p, "top-p (1 = off, default 0.95)");
-  app.add_option("--min-p", o->sampling.min_p, "min-p (0 = off, default 0.05)");
-  app.add_option("--repeat-penalty", o->sampling.repeat_penalty, "repetition penalty (1 = off)");
-  app.add_option("--repeat-last-n", o->sampling.repeat_last_n, "tokens the penalty looks back over (64)");
+  add_sampling_options(app, o->sampling);
   app.add_flag("--ignore-eos", o->ignore_eos, "keep generating after an end-of-generation token");
   app.add_option("--session", o->session_path,
                  "session file: reuse its cached prompt prefix at start, save the sequence at exit and on Ctrl-C");

@@ -1,4 +1,9 @@
 #include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include "kvtier/resources.h"
 
 #include "app/loading.h"
 #include "app/progress.h"
@@ -16,8 +21,98 @@ Result<LoadedModel> load_model_and_tokenizer(const std::string& path) {
   auto tokenizer = Tokenizer::from_gguf(loaded.model->file());
   if (!tokenizer.ok()) return Status::error(path + ": " + tokenizer.error());
   loaded.tokenizer = std::move(*tokenizer);
+  // llama.cpp requires token_embd's rows to be the vocabulary: a larger matrix would let the sampler pick ids
+  // that have no text, a smaller one would make ids of the tokenizer (BOS …) index past the embeddings.
+  const int32_t n_tokens = loaded.tokenizer->n_vocab();
+  if (n_tokens != loaded.model->config().n_vocab) {
+    return Status::error(path + ": the tokenizer has " + std::to_string(n_tokens) +
+                         " tokens (tokenizer.ggml.tokens) but token_embd.weight has " +
+                         std::to_string(loaded.model->config().n_vocab) + " rows; they must be equal");
+  }
+  for (const std::string& w : loaded.tokenizer->load_warnings()) {
+    std::fprintf(stderr, "warning: %s: %s\n", path.c_str(), w.c_str());
+  }
   loaded.model->file().release_metadata_pages();  // model and tokenizer hold what they need from it now
   return loaded;
+}
+
+void add_threads_option(CLI::App& app, int& threads) {
+  app.add_option("-t,--threads", threads, "worker threads (default: all cores)")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            int n = 0;
+            try {
+              size_t used = 0;
+              n = std::stoi(text, &used);
+              if (used != text.size()) return text + ": not a whole number";
+            } catch (...) {
+              return text + ": not a whole number";
+            }
+            const int cpus = hardware_threads();
+            if (n < 0) return text + ": must be >= 0 (0 = all cores)";
+            if (n > 4 * cpus) {
+              return text + ": this machine has " + std::to_string(cpus) + " logical CPUs; at most " +
+                     std::to_string(4 * cpus) + " threads are accepted";
+            }
+            if (n > cpus) {
+              std::fprintf(stderr, "warning: -t %d is more threads than the %d logical CPUs; expect it to be slower\n",
+                           n, cpus);
+            }
+            return std::string();
+          },
+          "THREADS"));
+}
+
+void add_sampling_options(CLI::App& app, SamplingParams& sampling) {
+  // A finite number in [low, high] (low excluded when open_low), else "TEXT: must be RANGE" (CLI11 names the flag).
+  auto number_in = [](double low, bool open_low, double high, const char* range) {
+    return CLI::Validator(
+        [=](std::string& text) -> std::string {
+          const std::string bad = text + ": must be " + range;
+          double v = 0;
+          try {
+            size_t used = 0;
+            v = std::stod(text, &used);
+            if (used != text.size()) return bad;
+          } catch (...) {
+            return bad;
+          }
+          const bool above_low = open_low ? v > low : v >= low;
+          return std::isfinite(v) && above_low && v <= high ? std::string() : bad;
+        },
+        "");
+  };
+  const double inf = std::numeric_limits<double>::infinity();
+  app.add_option("--temp", sampling.temperature, "temperature; 0 = greedy (default 0.8)")
+      ->check(number_in(0, false, inf, "a finite number >= 0"));
+  app.add_option("--top-k", sampling.top_k, "top-k (0 = off, default 40)")->check(CLI::Range(0, 1 << 30));
+  app.add_option("--top-p", sampling.top_p, "top-p in (0, 1]; 1 = off (default 0.95)")
+      ->check(number_in(0, true, 1, "in (0, 1]"));
+  app.add_option("--min-p", sampling.min_p, "min-p in [0, 1]; 0 = off (default 0.05)")
+      ->check(number_in(0, false, 1, "in [0, 1]"));
+  app.add_option("--repeat-penalty", sampling.repeat_penalty, "repetition penalty > 0; 1 = off (default 1)")
+      ->check(number_in(0, true, inf, "a finite number > 0"));
+  app.add_option("--repeat-last-n", sampling.repeat_last_n, "tokens the penalty looks back over (64)")
+      ->check(CLI::Range(0, 1 << 24));
+  app.add_option_function<std::string>(
+         "--seed",
+         [&sampling](const std::string& text) {
+           auto seed = parse_seed(text);
+           if (!seed.ok()) throw CLI::ValidationError("--seed", text + ": must be a whole number in [0, 2^64)");
+           sampling.seed = *seed;
+         },
+         "random seed: a whole number in [0, 2^64)")
+      ->type_name("SEED");
+}
+
+Status check_run_memory(const ModelConfig& config, const KvCacheOptions& kv, const RunMemoryRequest& request) {
+  auto items = plan_run_memory(config, kv, request);
+  if (!items.ok()) return items.status();
+  if (Status s = check_memory(*items, available_memory()); !s.ok()) {
+    return Status::error("this run " + s.message() +
+                         "; lower -c, or use a smaller --kv ladder, or --kv-budget with --kv-spill");
+  }
+  return Status();
 }
 
 }  // namespace kvtier::app

@@ -6,7 +6,9 @@
 #include <string>
 
 #include "kvtier/kv_options.h"
+#include "kvtier/memory_plan.h"
 #include "kvtier/model.h"
+#include "kvtier/sampling.h"
 #include "kvtier/status.h"
 #include "kvtier/tokenizer.h"
 
@@ -21,10 +23,17 @@ struct LoadedModel {
 
 Result<LoadedModel> load_model_and_tokenizer(const std::string& path);
 
-// Threads option shared by every computing subcommand (-t; 0 = all cores).
-inline void add_threads_option(CLI::App& app, int& threads) {
-  app.add_option("-t,--threads", threads, "worker threads (default: all cores)")->check(CLI::Range(0, 4096));
-}
+// Checks what a run will allocate (kvtier/memory_plan.h) against the memory this process can have now.
+Status check_run_memory(const ModelConfig& config, const KvCacheOptions& kv, const RunMemoryRequest& request);
+
+// Threads option shared by every computing subcommand (-t; 0 = all cores). More threads than logical CPUs
+// is allowed with a warning (they time-share cores and spin-wait on each other); more than four per CPU is
+// refused: such a run would not finish in any useful time.
+void add_threads_option(CLI::App& app, int& threads);
+
+// Sampling options of run and chat (--temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n,
+// --seed), each checked for range at parse time (kvtier/sampling.h: validate_sampling_params).
+void add_sampling_options(CLI::App& app, SamplingParams& sampling);
 
 // KV cache options shared by run, perplexity and bench.
 inline void add_kv_options(CLI::App& app, KvCacheOptions& kv) {

@@ -32,6 +32,21 @@ int main(int argc, char** argv) {
   commands.emplace_back(app.add_subcommand("plan", "how many tokens a KV ladder and budget hold in RAM and on disk"),
                         Command());
   commands.back().second = add_plan_command(*commands.back().first);
+  // CLI11 reports an unknown first word as "A subcommand is required"; name it instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string word = argv[1];
+    bool known = false;
+    std::string names;
+    for (auto& [sub, run] : commands) {
+      known = known || sub->get_name() == word;
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "kvtier: error: unknown command '%s' (commands: %s; see kvtier --help)\n", word.c_str(),
+                   names.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

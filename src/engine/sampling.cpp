@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <unordered_set>
 
 namespace kvtier {
@@ -12,6 +13,34 @@ int32_t argmax(const float* logits, int n) {
     if (logits[i] > logits[best]) best = i;
   }
   return best;
+}
+
+Status validate_sampling_params(const SamplingParams& p) {
+  if (!std::isfinite(p.temperature) || p.temperature < 0) {
+    return Status::error("temperature must be a finite number >= 0 (0 = greedy)");
+  }
+  if (!(p.top_p > 0 && p.top_p <= 1)) return Status::error("top_p must be in (0, 1]");
+  if (!(p.min_p >= 0 && p.min_p <= 1)) return Status::error("min_p must be in [0, 1]");
+  if (!std::isfinite(p.repeat_penalty) || !(p.repeat_penalty > 0)) {
+    return Status::error("repeat_penalty must be a finite number > 0 (1 = off)");
+  }
+  if (p.top_k < 0) return Status::error("top_k must be >= 0 (0 = off)");
+  if (p.repeat_last_n < 0) return Status::error("repeat_last_n must be >= 0");
+  return Status();
+}
+
+Result<uint64_t> parse_seed(const std::string& text) {
+  if (text.empty()) return Status::error("the seed is empty");
+  uint64_t value = 0;
+  for (char ch : text) {
+    if (ch < '0' || ch > '9') {
+      return Status::error("seed '" + text + "' is not a whole number in [0, 2^64) (digits only)");
+    }
+    const uint64_t digit = static_cast<uint64_t>(ch - '0');
+    if (value > (UINT64_MAX - digit) / 10) return Status::error("seed '" + text + "' is larger than 2^64 - 1");
+    value = value * 10 + digit;
+  }
+  return value;
 }
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}

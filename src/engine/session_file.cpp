@@ -374,6 +374,16 @@ Status check_session_path(const std::string& path) {
     }
     if (!S_ISREG(st.st_mode)) return Status::error("session file " + path + ": not a regular file");
   }
+  // Saves write a temporary file beside it and rename: its directory must exist and be writable.
+  std::string dir, base;
+  split_path(path, &dir, &base);
+  if (::stat(dir.c_str(), &st) != 0) {
+    return Status::error("session file " + path + ": its directory " + dir + " does not exist");
+  }
+  if (!S_ISDIR(st.st_mode)) return Status::error("session file " + path + ": " + dir + " is not a directory");
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    return Status::error("session file " + path + ": cannot write in its directory " + dir + ": " + errno_text(errno));
+  }
   return Status();
 }
 

@@ -47,6 +47,7 @@ struct Vocab {
   std::vector<uint8_t> lstrip;     // [n_vocab] 1: eat whitespace left of this special token
   std::vector<uint8_t> rstrip;     // [n_vocab] 1: eat whitespace right of it
   std::vector<uint8_t> eog;        // [n_vocab] 1: ends generation
+  std::vector<std::string> warnings;  // what loading ignored (e.g. a special id outside the vocabulary)
   TextViewIndex index;             // text -> id; views into `texts`
 
   int32_t bos = -1, eos = -1, eot = -1, eom = -1, unk = -1, sep = -1, pad = -1, mask = -1;
@@ -110,6 +111,7 @@ class VocabTokenizer : public Tokenizer {
   bool is_end_of_generation(int32_t id) const override { return vocab_.valid(id) && vocab_.eog[id]; }
   std::string_view model_name() const override { return vocab_.model; }
   std::string_view pre_tokenizer_name() const override { return vocab_.pre; }
+  const std::vector<std::string>& load_warnings() const override { return vocab_.warnings; }
   std::string_view token_text(int32_t id) const override {
     return vocab_.valid(id) ? std::string_view(vocab_.texts[id]) : std::string_view();
   }

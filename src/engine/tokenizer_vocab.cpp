@@ -19,13 +19,18 @@ TokenType token_type_from_int(int32_t v) {
 }
 
 // Reads an optional special-token id. A present key of the wrong type is an
-// error; an id outside the vocabulary keeps the default (llama.cpp warns and
-// does the same).
-Status read_special_id(const gguf::File& file, std::string_view key, int32_t n_vocab, int32_t& id) {
+// error; an id outside the vocabulary keeps the default with a warning (as llama.cpp does).
+Status read_special_id(const gguf::File& file, std::string_view key, int32_t n_vocab, int32_t& id,
+                       std::vector<std::string>& warnings) {
   if (!file.find(key)) return Status();
   auto value = file.get_u32(key);
   if (!value.ok()) return value.status();
-  if (*value < static_cast<uint32_t>(n_vocab)) id = static_cast<int32_t>(*value);
+  if (*value < static_cast<uint32_t>(n_vocab)) {
+    id = static_cast<int32_t>(*value);
+  } else {
+    warnings.push_back(std::string(key) + " = " + std::to_string(*value) + " is outside the vocabulary of " +
+                       std::to_string(n_vocab) + " tokens; ignored");
+  }
   return Status();
 }
 
@@ -158,7 +163,7 @@ Result<Vocab> load_vocab(const gguf::File& file, std::string model, std::string 
       {"tokenizer.ggml.middle_token_id", &v.fim_mid},
   };
   for (const auto& [key, slot] : special_keys) {
-    if (Status s = read_special_id(file, key, n_vocab, *slot); !s.ok()) return Status::error("tokenizer: " + s.message());
+    if (Status s = read_special_id(file, key, n_vocab, *slot, v.warnings); !s.ok()) return Status::error("tokenizer: " + s.message());
   }
   if (Status s = read_optional_bool(file, "tokenizer.ggml.add_bos_token", v.add_bos); !s.ok())
     return Status::error("tokenizer: " + s.message());

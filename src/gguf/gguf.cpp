@@ -2,6 +2,7 @@
 // Every error names the field that was wrong (header field, metadata key, or
 // tensor name and attribute) and the byte offset where it was read.
 #include "kvtier/gguf.h"
+#include "kvtier/file_io.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -287,17 +288,14 @@ const char* value_type_name(ValueType t) {
 Result<std::unique_ptr<File>> File::open(const std::string& path) {
   std::unique_ptr<File> file(new File());
   file->path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::error("GGUF file '" + path + "': cannot open: " + std::strerror(errno));
+  auto opened = open_regular_file(path, "GGUF file");
+  if (!opened.ok()) return opened.status();
+  const int fd = *opened;
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
     return Status::error("GGUF file '" + path + "': cannot stat: " + std::strerror(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Status::error("GGUF file '" + path + "': not a regular file");
   }
   file->size_ = static_cast<size_t>(st.st_size);
   if (file->size_ > 0) {

@@ -83,6 +83,13 @@ Result<CapacityPlan> plan_capacity(const KvGeometry& g, const TieredKvOptions& o
   } else if (budgeted && avail < 0) {
     plan.cold_tokens = last_tokens;
   }
+  const size_t fixed_without_cold = plan.ring_bytes + plan.sink_bytes + plan.warm_bytes;
+  plan.all_in_ram_bytes = fixed_without_cold + static_cast<size_t>(last_tokens * last_per_token);
+  // With the cold tier every last-rung token may be cold (only its index entry and key summary stay).
+  plan.budget_for_context = fixed_without_cold + ColdTier::fixed_ram_bytes(g, options.cold, *last_page) +
+                            static_cast<size_t>(last_tokens * ColdTier::ram_bytes_per_page(g) * L / kTokensPerPage);
+  plan.fits = !budgeted || (avail >= 0 && (plan.tokens_with_cold < 0 || context <= plan.tokens_with_cold));
+  plan.ram_at_context = budgeted ? std::min(options.budget_bytes, plan.all_in_ram_bytes) : plan.all_in_ram_bytes;
   const double slot = static_cast<double>(PageFile::slot_bytes(*last_page));
   const int64_t cold_pages_per_layer = (plan.cold_tokens + kTokensPerPage - 1) / kTokensPerPage;
   plan.exact_read_bytes = static_cast<double>(cold_pages_per_layer) * slot * L;
@@ -120,9 +127,18 @@ std::string CapacityPlan::describe() const {
                   static_cast<long long>(tokens_with_cold), cold_bytes_per_token, disk_bytes_per_token);
     s += buf;
   }
-  std::snprintf(buf, sizeof buf, "at %lld tokens: %lld cold; read per decode step: exact %s, sparse %s\n",
-                static_cast<long long>(context), static_cast<long long>(cold_tokens), mib(exact_read_bytes).c_str(),
-                mib(sparse_read_bytes).c_str());
+  if (!fits) {
+    std::snprintf(buf, sizeof buf,
+                  "at %lld tokens: does NOT fit the budget (it holds up to %lld tokens with the cold tier); "
+                  "%lld tokens need --kv-budget %s or more\n",
+                  static_cast<long long>(context), static_cast<long long>(std::max<int64_t>(tokens_with_cold, 0)),
+                  static_cast<long long>(context), mib(budget_for_context).c_str());
+    s += buf;
+    return s;
+  }
+  std::snprintf(buf, sizeof buf, "at %lld tokens: fits; RAM %s, %lld tokens cold; read per decode step: exact %s, sparse %s\n",
+                static_cast<long long>(context), mib(ram_at_context).c_str(), static_cast<long long>(cold_tokens),
+                mib(exact_read_bytes).c_str(), mib(sparse_read_bytes).c_str());
   s += buf;
   return s;
 }

@@ -32,6 +32,10 @@ struct CapacityPlan {
   int64_t cold_tokens = 0;
   double exact_read_bytes = 0;    // per decode step: every cold page of every layer
   double sparse_read_bytes = 0;   // per decode step: min(step budget, cold bytes)
+  bool fits = true;               // the budget (if any) holds `context` tokens, with the cold tier
+  size_t ram_at_context = 0;      // RAM the store holds at `context`: min(budget, everything in RAM)
+  size_t all_in_ram_bytes = 0;    // RAM to hold `context` tokens without a cold tier
+  size_t budget_for_context = 0;  // the smallest budget that holds `context` with the cold tier
   std::string describe() const;
 };
 

@@ -43,7 +43,10 @@ Result<std::unique_ptr<PageFile>> PageFile::create(const std::string& dir) {
     }
     if (errno != EINVAL) break;  // EINVAL: O_DIRECT refused (tmpfs); try buffered
   }
-  if (f->fd_ < 0) return Status::error("--kv-spill " + dir + ": cannot create the page file: " + errno_text(errno));
+  if (f->fd_ < 0) {
+    return Status::error("--kv-spill " + dir + ": cannot create a file in this directory (" + errno_text(errno) +
+                         "); the cold tier needs a directory on a writable disk filesystem");
+  }
   auto* ring = new io_uring;
   if (io_uring_queue_init(kQueueDepth, ring, 0) == 0) {
     f->ring_ = ring;

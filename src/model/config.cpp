@@ -78,14 +78,18 @@ Result<ModelConfig> ModelConfig::from_gguf(const gguf::File& file) {
     auto base = file.get_f32(key(a, "rope.freq_base"));
     if (!base.ok()) return base.status();
     c.rope_freq_base = *base;
-    if (!(c.rope_freq_base > 1)) return Status::error(key(a, "rope.freq_base") + " must be > 1");
+    if (!(c.rope_freq_base > 1) || !std::isfinite(c.rope_freq_base)) {
+      return Status::error(key(a, "rope.freq_base") + " must be finite and > 1 (it is " + std::to_string(*base) + ")");
+    }
   }
   // Linear RoPE scaling (rope.scaling.type = "linear", rope.scaling.factor).
   if (auto type = file.get_string(key(a, "rope.scaling.type")); type.ok()) {
     if (*type == "linear") {
       auto factor = file.get_f32(key(a, "rope.scaling.factor"));
       if (!factor.ok()) return factor.status();
-      if (!(*factor >= 1)) return Status::error(key(a, "rope.scaling.factor") + " must be >= 1");
+      if (!(*factor >= 1) || !std::isfinite(*factor)) {
+        return Status::error(key(a, "rope.scaling.factor") + " must be finite and >= 1");
+      }
       c.rope_freq_scale = 1.0f / *factor;
     } else if (*type != "none") {
       return Status::error("unsupported RoPE scaling '" + *type + "' (" + key(a, "rope.scaling.type") + ")");
@@ -93,7 +97,9 @@ Result<ModelConfig> ModelConfig::from_gguf(const gguf::File& file) {
   } else if (file.find(key(a, "rope.scale_linear"))) {
     auto factor = file.get_f32(key(a, "rope.scale_linear"));
     if (!factor.ok()) return factor.status();
-    if (!(*factor >= 1)) return Status::error(key(a, "rope.scale_linear") + " must be >= 1");
+    if (!(*factor >= 1) || !std::isfinite(*factor)) {
+      return Status::error(key(a, "rope.scale_linear") + " must be finite and >= 1");
+    }
     c.rope_freq_scale = 1.0f / *factor;
   }
 

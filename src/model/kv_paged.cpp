@@ -347,12 +347,7 @@ std::string PagedKvCache::describe() const {
 
 }  // namespace
 
-Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int max_tokens,
-                                               const KvCacheOptions& options, ThreadPool* pool) {
-  if (options.ladder == "contiguous") {
-    if (options.budget_bytes > 0) return Status::error("--kv-budget needs the paged cache (not --kv contiguous)");
-    return make_contiguous_kv_cache(config, max_tokens);
-  }
+Result<kv::TieredKvOptions> resolve_tiered_kv_options(const KvCacheOptions& options) {
   if (options.sinks < 0 || options.sinks > kv::kTokensPerPage) {
     return Status::error("--kv-sinks must be between 0 and " + std::to_string(kv::kTokensPerPage));
   }
@@ -374,8 +369,6 @@ Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int ma
     return Status::error("--kv-spill needs --kv-budget BYTES (how much of the cache stays in RAM)");
   }
   tiered.budget_bytes = options.budget_bytes;
-  tiered.background_reencode = true;
-  tiered.background_pool = pool;
   tiered.cold.spill_dir = options.spill_dir;
   if (options.cold_mode == "exact") {
     tiered.cold.mode = kv::ColdReadMode::Exact;
@@ -385,7 +378,20 @@ Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int ma
     return Status::error("unknown cold read mode '" + options.cold_mode + "' (--kv-cold: exact or sparse)");
   }
   if (options.cold_read_bytes > 0) tiered.cold.sparse_step_bytes = options.cold_read_bytes;
-  auto store = kv::TieredKvStore::create(config.kv_geometry(max_tokens), tiered);
+  return tiered;
+}
+
+Result<std::unique_ptr<KvCache>> make_kv_cache(const ModelConfig& config, int max_tokens,
+                                               const KvCacheOptions& options, ThreadPool* pool) {
+  if (options.ladder == "contiguous") {
+    if (options.budget_bytes > 0) return Status::error("--kv-budget needs the paged cache (not --kv contiguous)");
+    return make_contiguous_kv_cache(config, max_tokens);
+  }
+  auto tiered = resolve_tiered_kv_options(options);
+  if (!tiered.ok()) return tiered.status();
+  tiered->background_reencode = true;
+  tiered->background_pool = pool;
+  auto store = kv::TieredKvStore::create(config.kv_geometry(max_tokens), *tiered);
   if (!store.ok()) return Status::error(store.error());
   return std::unique_ptr<KvCache>(new PagedKvCache(std::move(*store)));
 }

@@ -1,6 +1,9 @@
 // Loading a model: config, tensor binding with type and shape checks, and a
 // pass over the mapped weights so their pages are resident before the first token.
+#include <algorithm>
 #include <cstring>
+#include <utility>
+#include <vector>
 #include <string>
 
 #include "kvtier/f16.h"
@@ -28,17 +31,35 @@ Result<std::unique_ptr<Model>> Model::load(const std::string& path, const Progre
   model->config_ = *config;
   if (Status s = model->bind_weights(); !s.ok()) return Status::error(path + ": " + s.message());
 
-  // Touch one byte per page of the tensor data so the weights are resident
-  // (and a progress bar can show the load) before the first forward pass.
+  // Touch one byte per page of the tensors' bytes so the weights are resident (and a progress bar can show
+  // the load) before the first forward pass. Only tensor bytes: bytes of the file that no tensor uses (padding,
+  // anything appended after the last tensor) are never read.
   const gguf::File& f = *model->file_;
-  const uint64_t begin = f.data_offset();
-  const uint64_t total = f.file_size() - begin;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [begin, end) offsets into the data section, merged
+  for (const gguf::TensorInfo& t : f.tensors()) ranges.emplace_back(t.offset, t.offset + t.n_bytes);
+  std::sort(ranges.begin(), ranges.end());
+  std::vector<std::pair<uint64_t, uint64_t>> merged;
+  for (const auto& r : ranges) {
+    if (!merged.empty() && r.first <= merged.back().second) {
+      merged.back().second = std::max(merged.back().second, r.second);
+    } else {
+      merged.push_back(r);
+    }
+  }
+  uint64_t total = 0;
+  for (const auto& r : merged) total += r.second - r.first;
   constexpr uint64_t kPage = 4096;
   constexpr uint64_t kReport = 16ull << 20;
+  const uint8_t* data = f.base() + f.data_offset();
   volatile uint8_t sink = 0;
-  for (uint64_t off = 0; off < total; off += kPage) {
-    sink = sink + f.base()[begin + off];
-    if (progress && (off % kReport == 0)) progress(off, total);
+  uint64_t done = 0, next_report = 0;
+  for (const auto& [begin, end] : merged) {
+    for (uint64_t off = begin; off < end; off += kPage) sink = sink + data[off];
+    done += end - begin;
+    if (progress && done >= next_report) {
+      progress(done, total);
+      next_report = done + kReport;
+    }
   }
   if (progress) progress(total, total);
   return model;

@@ -344,6 +344,52 @@ TEST(SessionCli, AFullDiskIsAClearErrorAndKeepsTheOldFile) {
 
 }  // namespace
 
+// SIGTERM and SIGHUP (a `kill`, a closed terminal) save the session as Ctrl-C does.
+TEST(SessionCli, TermAndHangUpSaveTheSession) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-31m.f16.gguf");
+  const std::string model = kvtier::testing::shared_path("models/tiny-llama-31m.f16.gguf").string();
+  const fs::path dir = test_dir();
+  Loader loader(model);
+  ASSERT_TRUE(loader.model);
+  for (int signal : {SIGTERM, SIGHUP}) {
+    SCOPED_TRACE(signal);
+    const fs::path session = dir / ("s" + std::to_string(signal) + ".kvs");
+    const fs::path out = dir / ("out" + std::to_string(signal) + ".txt");
+    Child c = spawn(run_args(model, "The Linux kernel", 2000, {"-c", "2048", "--ignore-eos", "--session",
+                                                               session.string()}),
+                    out);
+    for (int i = 0; i < 2000 && (!fs::exists(out) || fs::file_size(out) == 0); ++i) std::this_thread::sleep_for(5ms);
+    ::kill(c.pid, signal);
+    EXPECT_EQ(c.finish(), 130) << c.err;
+    auto tokens = loader.tokens(session, "f16", 2048);
+    ASSERT_TRUE(tokens.ok()) << tokens.error();
+    EXPECT_GT(tokens->size(), 4u);
+    EXPECT_LT(tokens->size(), 1500u) << "generation stopped early";
+  }
+}
+
+// A reader that goes away (`| head -c1`): SIGPIPE is ignored, the write fails, generation stops and the
+// session is saved before the exit (status 141, as a shell reports a writer killed by SIGPIPE).
+TEST(SessionCli, ClosedStdoutStopsAndSavesTheSession) {
+  const fs::path dir = test_dir();
+  const fs::path session = dir / "piped.kvs";
+  std::string cmd = kBinary;
+  for (const std::string& a : run_args(demo_model(), "The Linux kernel", 900, {"-c", "1024", "--ignore-eos",
+                                                                               "--session", session.string()})) {
+    cmd += " '" + a + "'";
+  }
+  std::ofstream(dir / "pipe.sh") << "{ " << cmd << " 2>" << (dir / "err").string() << "; echo $? >"
+                                 << (dir / "code").string() << "; } | head -c1 >/dev/null\n";
+  ASSERT_EQ(std::system(("bash " + (dir / "pipe.sh").string()).c_str()), 0);
+  EXPECT_EQ(slurp(dir / "code"), "141\n") << slurp(dir / "err");
+  EXPECT_NE(slurp(dir / "err").find("stdout was closed"), std::string::npos) << slurp(dir / "err");
+  Loader loader(demo_model());
+  ASSERT_TRUE(loader.model);
+  auto tokens = loader.tokens(session, "f16", 1024);
+  ASSERT_TRUE(tokens.ok()) << tokens.error();
+  EXPECT_GT(tokens->size(), 3u);
+}
+
 // Ctrl-C during a long prompt: evaluation stops at a micro-batch boundary, the tokens read so far are saved,
 // and the next run reuses them and continues exactly as a run that was never interrupted.
 TEST(SessionCli, CtrlCDuringThePromptSavesWhatWasRead) {
@@ -374,6 +420,8 @@ TEST(SessionCli, CtrlCDuringThePromptSavesWhatWasRead) {
   const size_t at = err.find("interrupted during the prompt after ");
   const long read = std::atol(err.c_str() + at + 36);
   EXPECT_GT(read, 0);
+  EXPECT_NE(err.find("prompt: " + std::to_string(read) + " tokens in"), std::string::npos)
+      << "the statistics count the tokens evaluated, not the whole prompt: " << err;
   EXPECT_EQ(read % kvtier::kMaxBatch, 0) << "stops at a micro-batch boundary";
   Loader loader(model);
   auto saved = loader.tokens(session, "f16", 4096);
