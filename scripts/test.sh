@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it:
 #   1. ASan+UBSan build of the library and its tests (build-asan/), ctest on it
-#   2. a short libFuzzer run of the GGUF reader
+#   2. a short libFuzzer run of every fuzz target (GGUF reader, tokenizers, command line)
 #   3. the kernels cross-compiled for aarch64 and tested under qemu (NEON, as on Apple cores)
 #   4. the Release build (build/) and the full ctest suite, whose summary closes the output
 # Environment: KVTIER_FUZZ_SECONDS (default 60), KVTIER_SKIP_ARM64=1 to skip step 3.
@@ -20,7 +20,7 @@ cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest -j"$jobs" --output-on-failure --no-tests=error -E 'Perplexity')
 
-echo "== [2/4] fuzz smoke run of the GGUF reader =="
+echo "== [2/4] fuzz smoke run (GGUF reader, tokenizers, command line) =="
 scripts/fuzz_smoke.sh "${KVTIER_FUZZ_SECONDS:-60}"
 
 echo "== [3/4] aarch64 (NEON) kernels under qemu =="

@@ -49,6 +49,12 @@ class Session {
   // but at most prompt.size() - 1 tokens so that evaluating the rest yields logits, truncates the cache
   // there, and returns the tokens of `prompt` still to evaluate (pass them to append()).
   std::vector<int32_t> reuse_prefix(const std::vector<int32_t>& prompt);
+  // Context shift, when the sequence reaches the cache's size: drops tokens [n_keep, n_keep + n_discard) and
+  // evaluates the tokens after them again at their new positions; the cache keeps [0, n_keep) as it is.
+  // Re-evaluating instead of re-rotating cached keys keeps the result exact — the same as evaluating the
+  // shorter sequence from scratch, whatever rung or tier its pages were on — at the cost of one prefill of
+  // the kept tail (docs/chat.md measures it). Returns the tokens evaluated again.
+  Result<int> shift_context(int n_keep, int n_discard, const ProgressFn& progress = {});
 
  private:
   Status append_piece(const std::vector<int32_t>& tokens, const ProgressFn& progress);

@@ -13,6 +13,7 @@
 #include "kvtier/file_io.h"
 #include "kvtier/sampling.h"
 #include "kvtier/session_file.h"
+#include "kvtier/stop_strings.h"
 #include "kvtier/session.h"
 
 namespace kvtier::app {
@@ -26,6 +27,9 @@ struct RunOptions {
   int n_ctx = 0;
   int threads = 0;
   bool ignore_eos = false;
+  bool context_shift = false;  // at -c: drop the oldest half (after --keep) and go on
+  int keep = 0;                // prompt tokens (after BOS) a context shift keeps
+  std::vector<std::string> stop_strings;
   bool verbose = false;
   std::string session_path;  // --session: restore at start, save at exit and on Ctrl-C
   bool session_overwrite = false;
@@ -99,9 +103,13 @@ int run(const RunOptions& o) {
   std::vector<int32_t> prompt = tokenizer.encode(prompt_text, tokenizer.add_bos_default(), true);
   if (prompt.empty()) return fail("the prompt is empty (and the model adds no BOS token)");
   const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, 4096);
-  if (static_cast<int>(prompt.size()) + o.n_predict > n_ctx) {
+  if (o.context_shift && static_cast<int>(prompt.size()) >= n_ctx) {
+    return fail("prompt (" + std::to_string(prompt.size()) + " tokens) does not fit the context size " +
+                std::to_string(n_ctx) + " (raise -c)");
+  }
+  if (!o.context_shift && static_cast<int>(prompt.size()) + o.n_predict > n_ctx) {
     return fail("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " + std::to_string(o.n_predict) +
-                " exceeds the context size " + std::to_string(n_ctx) + " (raise -c)");
+                " exceeds the context size " + std::to_string(n_ctx) + " (raise -c, or --context-shift)");
   }
   if (Status s = check_run_memory(c, o.kv, RunMemoryRequest{.n_ctx = n_ctx}); !s.ok()) return fail(s.message());
   if (use_session) install_stop_handlers();
@@ -163,29 +171,45 @@ int run(const RunOptions& o) {
   const int prompt_evaluated = session.n_past() - n_past_before_prompt;  // fewer than asked when interrupted
 
   StreamingDetokenizer detok(tokenizer);
+  StopStringFilter stops(o.stop_strings);
+  // --context-shift keeps BOS and the first --keep tokens of the prompt, and drops half of the rest.
+  const int n_keep = std::min<int>(static_cast<int>(prompt.size()), o.keep + (tokenizer.add_bos_default() ? 1 : 0));
   const auto decode_start = std::chrono::steady_clock::now();
-  int generated = 0;
+  int generated = 0, shifts = 0;
+  double shift_seconds = 0;
   bool stdout_closed = false;
-  for (; generated < o.n_predict && !g_interrupted && !session.stopped(); ++generated) {
+  for (; generated < o.n_predict && !g_interrupted && !session.stopped() && !stops.stopped(); ++generated) {
     const int32_t next = sampler.sample(session.last_logits().data(), c.n_vocab);
     if (!o.ignore_eos && tokenizer.is_end_of_generation(next)) break;
-    if (!write_stdout(detok.push(next))) {
+    if (!write_stdout(stops.push(detok.push(next)))) {
       stdout_closed = true;
       break;
     }
-    if (generated + 1 == o.n_predict) {
+    if (generated + 1 == o.n_predict || stops.stopped()) {
       ++generated;
       break;  // the last token needs no forward pass
+    }
+    if (session.n_past() >= n_ctx) {
+      const auto shift_start = std::chrono::steady_clock::now();
+      const int discard = (session.n_past() - n_keep) / 2;
+      auto redone = session.shift_context(n_keep, discard);
+      if (!redone.ok()) return fail(redone.error());
+      shift_seconds += seconds_since(shift_start);
+      ++shifts;
+      if (o.verbose) {
+        std::fprintf(stderr, "\ncontext shift: dropped %d tokens, evaluated %d again\n", discard, *redone);
+      }
     }
     if (Status s = session.append({next}); !s.ok()) return fail(s.message());
     report_cache_warning();
   }
-  if (!stdout_closed) stdout_closed = !write_stdout(detok.flush() + "\n");
+  if (!stdout_closed) stdout_closed = !write_stdout(stops.push(detok.flush()) + stops.flush() + "\n");
   const double decode_seconds = seconds_since(decode_start);
   if (stdout_closed) std::fprintf(stderr, "stdout was closed: generation stopped\n");
   std::fprintf(stderr, "prompt: %d tokens in %.3f s (%.1f tok/s); generated: %d tokens in %.3f s (%.1f tok/s)\n",
                prompt_evaluated, prefill_seconds, prompt_evaluated / prefill_seconds, generated, decode_seconds,
                generated > 0 ? generated / decode_seconds : 0.0);
+  if (shifts > 0) std::fprintf(stderr, "context shifts: %d in %.3f s\n", shifts, shift_seconds);
   if (o.verbose) std::fprintf(stderr, "%s\n", session.cache().describe().c_str());
   if (use_session) {
     if (o.verbose) std::fprintf(stderr, "session: saving %d tokens to %s\n", session.n_past(), o.session_path.c_str());
@@ -219,6 +243,12 @@ Command add_run_command(CLI::App& app) {
   add_kv_options(app, o->kv);
   add_sampling_options(app, o->sampling);
   app.add_flag("--ignore-eos", o->ignore_eos, "keep generating after an end-of-generation token");
+  app.add_option("--stop", o->stop_strings, "stop when the output would contain STR (repeatable; never printed)")
+      ->allow_extra_args(false);
+  app.add_flag("--context-shift", o->context_shift,
+               "when the context is full, drop the oldest half (after BOS and --keep) and go on");
+  app.add_option("--keep", o->keep, "with --context-shift: prompt tokens after BOS that are never dropped (default 0)")
+      ->check(CLI::Range(0, 1 << 24));
   app.add_option("--session", o->session_path,
                  "session file: reuse its cached prompt prefix at start, save the sequence at exit and on Ctrl-C");
   app.add_flag("--session-overwrite", o->session_overwrite,

@@ -103,6 +103,20 @@ std::vector<int32_t> Session::reuse_prefix(const std::vector<int32_t>& prompt) {
   return std::vector<int32_t>(prompt.begin() + static_cast<std::ptrdiff_t>(keep), prompt.end());
 }
 
+Result<int> Session::shift_context(int n_keep, int n_discard, const ProgressFn& progress) {
+  const int n = static_cast<int>(tokens_.size());
+  if (n_keep < 0 || n_discard <= 0 || n_keep + n_discard > n) {
+    return Status::error("context shift: cannot drop tokens [" + std::to_string(n_keep) + ", " +
+                         std::to_string(n_keep + n_discard) + ") of " + std::to_string(n));
+  }
+  const std::vector<int32_t> tail(tokens_.begin() + n_keep + n_discard, tokens_.end());
+  cut(n_keep);
+  last_logits_.clear();
+  if (tail.empty()) return 0;
+  if (Status s = append(tail, progress); !s.ok()) return s;
+  return static_cast<int>(tail.size());
+}
+
 Result<PerplexityResult> compute_perplexity(
     Model& model, const std::vector<int32_t>& tokens, int n_ctx, int n_chunks, int32_t bos, ThreadPool& pool,
     const std::function<std::unique_ptr<KvCache>()>& make_cache,

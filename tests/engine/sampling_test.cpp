@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <map>
 
 #include "kvtier/sampling.h"
@@ -87,3 +89,45 @@ TEST(Sampling, RepetitionPenaltyDemotesRecentTokens) {
 
 }  // namespace
 }  // namespace kvtier
+
+TEST(SamplingParams, OutOfRangeValuesAreRefusedByName) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  auto with = [](auto set) {
+    kvtier::SamplingParams p;
+    set(p);
+    return kvtier::validate_sampling_params(p);
+  };
+  EXPECT_TRUE(kvtier::validate_sampling_params(kvtier::SamplingParams{}).ok());
+  EXPECT_TRUE(with([](auto& p) { p.temperature = 0; }).ok());
+  EXPECT_TRUE(with([](auto& p) { p.min_p = 0; p.top_p = 1; p.top_k = 0; }).ok());
+  const std::pair<std::function<void(kvtier::SamplingParams&)>, const char*> bad[] = {
+      {[&](auto& p) { p.temperature = nan; }, "temperature"},
+      {[&](auto& p) { p.temperature = -1; }, "temperature"},
+      {[&](auto& p) { p.temperature = inf; }, "temperature"},
+      {[&](auto& p) { p.top_p = 0; }, "top_p"},
+      {[&](auto& p) { p.top_p = nan; }, "top_p"},
+      {[&](auto& p) { p.top_p = 1.5f; }, "top_p"},
+      {[&](auto& p) { p.min_p = -1; }, "min_p"},
+      {[&](auto& p) { p.min_p = nan; }, "min_p"},
+      {[&](auto& p) { p.repeat_penalty = 0; }, "repeat_penalty"},
+      {[&](auto& p) { p.repeat_penalty = nan; }, "repeat_penalty"},
+      {[&](auto& p) { p.repeat_penalty = inf; }, "repeat_penalty"},
+      {[&](auto& p) { p.top_k = -1; }, "top_k"},
+      {[&](auto& p) { p.repeat_last_n = -1; }, "repeat_last_n"},
+  };
+  for (const auto& [set, name] : bad) {
+    kvtier::Status s = with(set);
+    ASSERT_FALSE(s.ok()) << name;
+    EXPECT_EQ(s.message().rfind(name, 0), 0u) << s.message();
+  }
+}
+
+TEST(SamplingParams, SeedsAreWholeNumbersThatNeverWrapOrSaturate) {
+  EXPECT_EQ(*kvtier::parse_seed("0"), 0u);
+  EXPECT_EQ(*kvtier::parse_seed("42"), 42u);
+  EXPECT_EQ(*kvtier::parse_seed("18446744073709551615"), UINT64_MAX);
+  for (const char* bad : {"", "-5", "+5", "1e23", "0x10", "4.0", " 7", "18446744073709551616", "99999999999999999999"}) {
+    EXPECT_FALSE(kvtier::parse_seed(bad).ok()) << bad;
+  }
+}

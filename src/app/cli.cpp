@@ -1,0 +1,64 @@
+#include "app/cli.h"
+
+#include <cstdio>
+
+namespace kvtier::app {
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "kvtier: error: %s\n", message.c_str());
+  return 1;
+}
+
+std::unique_ptr<Cli> make_cli() {
+  auto cli = std::make_unique<Cli>();
+  cli->app.require_subcommand(1);
+  auto add = [&](const char* name, const char* description, Command (*registrar)(CLI::App&)) {
+    CLI::App* sub = cli->app.add_subcommand(name, description);
+    cli->commands.emplace_back(sub, registrar(*sub));
+  };
+  add("run", "generate text from a prompt", add_run_command);
+  add("perplexity", "perplexity of a text file (llama.cpp protocol)", add_perplexity_command);
+  add("info", "summarise a GGUF file's metadata and tensors", add_info_command);
+  add("bench", "prefill and decode speed (like llama-bench)", add_bench_command);
+  add("recall", "long-range retrieval: a repeated span's NLL, f16 vs a quantized KV cache", add_recall_command);
+  add("plan", "how many tokens a KV ladder and budget hold in RAM and on disk", add_plan_command);
+  return cli;
+}
+
+int parse_cli(Cli& cli, int argc, const char* const* argv) {
+  // CLI11 reports an unknown first word as "A subcommand is required"; name it instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string word = argv[1];
+    bool known = false;
+    std::string names;
+    for (auto& [sub, run] : cli.commands) {
+      known = known || sub->get_name() == word;
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "kvtier: error: unknown command '%s' (commands: %s; see kvtier --help)\n", word.c_str(),
+                   names.c_str());
+      return 2;
+    }
+  }
+  try {
+    cli.app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return cli.app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return cli.app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "kvtier: error: %s (see kvtier --help)\n", e.what());
+    return 2;
+  }
+  return -1;
+}
+
+int run_parsed(Cli& cli) {
+  for (auto& [sub, run] : cli.commands) {
+    if (sub->parsed()) return run();
+  }
+  return fail("no subcommand given");
+}
+
+}  // namespace kvtier::app
