@@ -19,9 +19,21 @@ namespace {
 // soft_str: what jinja2's string filters apply to their input (undefined -> "").
 std::string soft_str(const Value& v) { return to_str(v); }
 
-int64_t checked(bool overflowed, int64_t result) {
-  if (overflowed) overflow();
-  return result;
+// Python's ints do not overflow; ours are 64-bit, and past that the template gets an error.
+int64_t add_checked(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) overflow();
+  return r;
+}
+int64_t sub_checked(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_sub_overflow(a, b, &r)) overflow();
+  return r;
+}
+int64_t mul_checked(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) overflow();
+  return r;
 }
 
 int64_t floor_div(int64_t a, int64_t b) {
@@ -248,19 +260,11 @@ Value f_dictsort(Interpreter& in, const Value& v, CallArgs& args) {
 
 Value f_escape(Interpreter& in, const Value& v, CallArgs& args) {
   bind_args(args, "escape", {});
-  std::string s = to_str(v);
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return in.new_string(std::move(out));
+  if (v.is_markup()) return v;
+  std::string escaped = html_escape(to_str(v));
+  in.check_length(escaped.size());
+  in.charge_bytes(escaped.size());
+  return Value::markup(std::move(escaped));
 }
 
 Value f_first(Interpreter& in, const Value& v, CallArgs& args) {
@@ -487,6 +491,7 @@ Value select_by_test(Interpreter& in, const Value& v, CallArgs& args, bool by_at
     test_args.positional.assign(args.positional.begin() + static_cast<std::ptrdiff_t>(next), args.positional.end());
   }
   std::vector<Value> out;
+  if (!v.truthy()) return Value::generator({});  // jinja2 iterates only a truthy input
   for (Value& item : in.iterate(v)) {
     Value subject = by_attribute ? walk_attribute(in, item, attribute) : item;
     bool passed = test_name.empty() ? subject.truthy() : in.apply_test(test_name, subject, test_args);
@@ -502,6 +507,7 @@ Value f_rejectattr(Interpreter& in, const Value& v, CallArgs& args) { return sel
 
 Value f_map(Interpreter& in, const Value& v, CallArgs& args) {
   std::vector<Value> out;
+  if (!v.truthy()) return Value::generator({});  // jinja2 iterates only a truthy input
   const Value* attribute = nullptr;
   Value fallback;
   for (auto& [k, val] : args.keyword) {
@@ -593,7 +599,7 @@ Value f_round(Interpreter&, const Value& v, CallArgs& args) {
 
 Value f_safe(Interpreter&, const Value& v, CallArgs& args) {
   bind_args(args, "safe", {});
-  return v.is_string() ? v : Value(to_str(v));
+  return Value::markup(to_str(v));
 }
 
 Value f_sort(Interpreter& in, const Value& v, CallArgs& args) {
@@ -613,7 +619,7 @@ Value f_sort(Interpreter& in, const Value& v, CallArgs& args) {
 
 Value f_string(Interpreter& in, const Value& v, CallArgs& args) {
   bind_args(args, "string", {});
-  return v.is_string() ? v : in.new_string(to_str(v));
+  return v.is_string() ? v : in.new_string(to_str(v));  // a Markup stays Markup, as soft_str keeps it
 }
 
 Value f_sum(Interpreter& in, const Value& v, CallArgs& args) {
@@ -785,11 +791,11 @@ Value binary_arithmetic(Interpreter& in, BinaryOp op, const Value& a, const Valu
   const char* symbol = kSymbols[static_cast<int>(op)];
   if (a.is_number() && b.is_number()) {
     if (!a.is_float() && !b.is_float()) {
-      int64_t x = a.integer(), y = b.integer(), r = 0;
+      int64_t x = a.integer(), y = b.integer();
       switch (op) {
-        case BinaryOp::Add: return Value(checked(__builtin_add_overflow(x, y, &r), r));
-        case BinaryOp::Sub: return Value(checked(__builtin_sub_overflow(x, y, &r), r));
-        case BinaryOp::Mul: return Value(checked(__builtin_mul_overflow(x, y, &r), r));
+        case BinaryOp::Add: return Value(add_checked(x, y));
+        case BinaryOp::Sub: return Value(sub_checked(x, y));
+        case BinaryOp::Mul: return Value(mul_checked(x, y));
         case BinaryOp::Div:
           if (y == 0) throw TemplateError("ZeroDivisionError", "division by zero");
           return Value(static_cast<double>(x) / static_cast<double>(y));
@@ -806,8 +812,8 @@ Value binary_arithmetic(Interpreter& in, BinaryOp op, const Value& a, const Valu
           }
           int64_t result = 1, base = x;
           for (int64_t e = y; e > 0; e >>= 1) {
-            if (e & 1) result = checked(__builtin_mul_overflow(result, base, &result), result);
-            if (e > 1) base = checked(__builtin_mul_overflow(base, base, &base), base);
+            if (e & 1) result = mul_checked(result, base);
+            if (e > 1) base = mul_checked(base, base);
           }
           return Value(result);
         }
@@ -840,6 +846,14 @@ Value binary_arithmetic(Interpreter& in, BinaryOp op, const Value& a, const Valu
     }
   }
   if (op == BinaryOp::Add) {
+    // Markup + x and x + Markup escape x and stay Markup (Python gives the str subclass's __radd__ priority).
+    if ((a.is_markup() && b.is_string()) || (b.is_markup() && a.is_string())) {
+      std::string left = a.is_markup() ? a.as_string() : html_escape(to_str(a));
+      std::string right = b.is_markup() ? b.as_string() : html_escape(to_str(b));
+      in.check_length(left.size() + right.size());
+      in.charge_bytes(left.size() + right.size());
+      return Value::markup(left + right);
+    }
     if (a.is_string() && b.is_string()) {
       in.check_length(a.as_string().size() + b.as_string().size());
       return in.new_string(a.as_string() + b.as_string());

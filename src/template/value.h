@@ -72,6 +72,13 @@ class Value {
   Value(std::string_view s) : Value(std::string(s)) {}  // NOLINT
 
   static Value undefined(std::string hint);
+  // A string marked safe (jinja2's Markup, from `|safe` or `|escape`): what is added to it gets escaped.
+  static Value markup(std::string s) {
+    Value v(std::move(s));
+    v.markup_ = true;
+    return v;
+  }
+  bool is_markup() const { return markup_ && is_string(); }
   static Value list(std::vector<Value> items, SeqKind kind = SeqKind::List);
   static Value dict(DictData data);
   static Value generator(std::vector<Value> items);
@@ -115,6 +122,7 @@ class Value {
                std::shared_ptr<const ListData>, std::shared_ptr<const DictData>, std::shared_ptr<GeneratorData>,
                NamespaceData*, std::shared_ptr<const CallableData>>
       v_;
+  bool markup_ = false;
 };
 
 // Python's == (numbers by value, 1 == 1.0 == True; tuples never equal lists; dicts regardless of order).
@@ -126,6 +134,8 @@ bool less_than(const Value& a, const Value& b);
 std::string to_str(const Value& v);
 // repr(x): strings quoted as Python quotes them.
 std::string to_repr(const Value& v);
+// jinja2's escape(): & < > " ' as HTML entities.
+std::string html_escape(std::string_view s);
 // Python's repr of a float: shortest round-trip digits, "1.0", "1e+16", "inf".
 std::string float_repr(double d);
 
