@@ -188,8 +188,13 @@ Value f_abs(Interpreter&, const Value& v, CallArgs& args) {
 }
 
 Value f_attr(Interpreter& in, const Value& v, CallArgs& args) {
+  // Python attributes only (methods, namespace attributes), never dict items.
   auto a = bind_args(args, "attr", {"name"}, 1);
-  return in.getattr(v, to_str(a[0]));
+  std::string name = to_str(a[0]);
+  if (v.kind() == Kind::Namespace) return in.getattr(v, name);
+  if (v.is_undefined()) raise_undefined(v);
+  if (std::optional<Value> method = find_method(in, v, name)) return *method;
+  return Value::undefined(std::string("'") + v.type_name() + " object' has no attribute '" + name + "'");
 }
 
 Value f_batch(Interpreter& in, const Value& v, CallArgs& args) {
@@ -287,22 +292,37 @@ Value f_last(Interpreter& in, const Value& v, CallArgs& args) {
   return items.back();
 }
 
+// Python's float() of a string: decimal or inf/nan, surrounding whitespace allowed.
+bool parse_python_float(const std::string& text, double& out) {
+  std::string s = py::strip(text, nullptr, true, true);
+  std::string lower = py::lower(s);
+  if (lower == "inf" || lower == "+inf" || lower == "infinity" || lower == "+infinity") {
+    out = std::numeric_limits<double>::infinity();
+    return true;
+  }
+  if (lower == "-inf" || lower == "-infinity") {
+    out = -std::numeric_limits<double>::infinity();
+    return true;
+  }
+  if (lower == "nan" || lower == "+nan" || lower == "-nan") {
+    out = std::nan("");
+    return true;
+  }
+  if (s.empty() || lower.find_first_not_of("0123456789.e+-_") != std::string::npos) return false;
+  std::string digits;
+  for (char c : s)
+    if (c != '_') digits += c;
+  char* end = nullptr;
+  out = std::strtod(digits.c_str(), &end);
+  return end == digits.c_str() + digits.size();
+}
+
 Value f_float(Interpreter&, const Value& v, CallArgs& args) {
   auto a = bind_args(args, "float", {"default"});
   Value fallback = a[0].is_undefined() ? Value(0.0) : a[0];
   if (v.is_number()) return Value(v.number());
-  if (v.is_string()) {
-    std::string s = py::strip(v.as_string(), nullptr, true, true);
-    std::string lower = py::lower(s);
-    if (lower == "inf" || lower == "+inf" || lower == "infinity") return Value(std::numeric_limits<double>::infinity());
-    if (lower == "-inf" || lower == "-infinity") return Value(-std::numeric_limits<double>::infinity());
-    if (lower == "nan" || lower == "+nan" || lower == "-nan") return Value(std::nan(""));
-    const char* begin = s.c_str();
-    char* end = nullptr;
-    double d = std::strtod(begin, &end);
-    bool hex = lower.find('x') != std::string::npos;
-    if (!s.empty() && end == begin + s.size() && !hex) return Value(d);
-  }
+  double d = 0;
+  if (v.is_string() && parse_python_float(v.as_string(), d)) return Value(d);
   return fallback;
 }
 
@@ -377,7 +397,7 @@ bool parse_python_int(const std::string& text, int64_t& out) {
   return true;
 }
 
-Value f_int(Interpreter& in, const Value& v, CallArgs& args) {
+Value f_int(Interpreter&, const Value& v, CallArgs& args) {
   auto a = bind_args(args, "int", {"default", "base"});
   Value fallback = a[0].is_undefined() ? Value(0) : a[0];
   if (v.is_integral()) return Value(v.integer());
@@ -397,11 +417,9 @@ Value f_int(Interpreter& in, const Value& v, CallArgs& args) {
       long long r = std::strtoll(s.c_str(), &end, static_cast<int>(base));
       if (!s.empty() && end == s.c_str() + s.size() && errno == 0) return Value(static_cast<int64_t>(r));
     }
-    CallArgs none;
-    Value f = f_float(in, v, none);
-    if (f.is_float() && std::isfinite(f.as_float()) && std::fabs(f.as_float()) < 9.2e18 &&
-        !(f.as_float() == 0.0 && py::strip(v.as_string(), nullptr, true, true).empty()))
-      return Value(static_cast<int64_t>(f.as_float()));
+    double d = 0;
+    if (parse_python_float(v.as_string(), d) && std::isfinite(d) && std::fabs(d) < 9.2e18)
+      return Value(static_cast<int64_t>(d));
   }
   return fallback;
 }

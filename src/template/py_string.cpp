@@ -1,6 +1,10 @@
 #include "template/py_string.h"
 
 #include <algorithm>
+#include <clocale>
+#include <cwctype>
+
+#include <locale.h>
 
 namespace kvtier::jinja::py {
 
@@ -236,40 +240,71 @@ size_t count(std::string_view s, std::string_view sub) {
 }
 
 namespace {
+
 char ascii_upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 32) : c; }
 char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; }
-bool ascii_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+// Unicode simple case mapping from the C library's UTF-8 locale (one code point to one; Python's few
+// one-to-many mappings such as "ß" -> "SS" are not reproduced). Without that locale: ASCII only.
+locale_t unicode_locale() {
+  static const locale_t locale = [] {
+    locale_t l = newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(nullptr));
+    if (!l) l = newlocale(LC_CTYPE_MASK, "en_US.UTF-8", static_cast<locale_t>(nullptr));
+    return l;
+  }();
+  return locale;
+}
+
+uint32_t map_case(uint32_t cp, bool to_upper) {
+  if (cp < 0x80) return static_cast<uint8_t>(to_upper ? ascii_upper(static_cast<char>(cp)) : ascii_lower(static_cast<char>(cp)));
+  locale_t l = unicode_locale();
+  if (!l) return cp;
+  return static_cast<uint32_t>(to_upper ? towupper_l(static_cast<wint_t>(cp), l) : towlower_l(static_cast<wint_t>(cp), l));
+}
+
+bool is_cased_letter(uint32_t cp) { return map_case(cp, true) != cp || map_case(cp, false) != cp; }
+
+// Rewrites each code point of s; `upper_at(i, cp)` says whether the i-th code point goes to upper case.
+template <class UpperAt>
+std::string recase(std::string_view s, UpperAt&& upper_at) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0, index = 0;
+  while (i < s.size()) {
+    size_t start = i;
+    uint32_t cp = next_code_point(s, i);
+    uint32_t mapped = map_case(cp, upper_at(index++, cp));
+    if (mapped == cp) {
+      out.append(s.data() + start, i - start);  // unchanged bytes stay as they were (even invalid UTF-8)
+    } else {
+      append_utf8(out, mapped);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = ascii_upper(c);
-  return out;
+  return recase(s, [](size_t, uint32_t) { return true; });
 }
 
 std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = ascii_lower(c);
-  return out;
+  return recase(s, [](size_t, uint32_t) { return false; });
 }
 
 std::string capitalize(std::string_view s) {
-  std::string out = lower(s);
-  if (!out.empty()) out[0] = ascii_upper(out[0]);
-  return out;
+  return recase(s, [](size_t index, uint32_t) { return index == 0; });
 }
 
 std::string title(std::string_view s) {
-  // str.title: a letter after a non-letter starts a word (non-ASCII bytes count as letters, so that
-  // words with accents are not split).
-  std::string out(s);
+  // str.title: a cased letter after an uncased character starts a word.
   bool previous_cased = false;
-  for (char& c : out) {
-    bool letter = ascii_alpha(c) || static_cast<uint8_t>(c) >= 0x80;
-    if (ascii_alpha(c)) c = previous_cased ? ascii_lower(c) : ascii_upper(c);
-    previous_cased = letter;
-  }
-  return out;
+  return recase(s, [&](size_t, uint32_t cp) {
+    bool upper = !previous_cased;
+    previous_cased = is_cased_letter(cp);
+    return upper;
+  });
 }
 
 std::string repr(std::string_view s) {
