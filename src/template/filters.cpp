@@ -63,10 +63,10 @@ Value repeat(Interpreter& in, const Value& seq, int64_t times) {
   }
   const auto& items = seq.as_list().items;
   if (!items.empty() && static_cast<uint64_t>(times) > std::numeric_limits<size_t>::max() / (items.size() * sizeof(Value))) overflow();
-  in.check_length(items.size() * static_cast<size_t>(times) * sizeof(Value));
+  in.charge_bytes(items.size() * static_cast<size_t>(times) * sizeof(Value));  // before allocating it
   std::vector<Value> out;
   for (int64_t i = 0; i < times; ++i) out.insert(out.end(), items.begin(), items.end());
-  return in.new_list(std::move(out), seq.as_list().kind);
+  return Value::list(std::move(out), seq.as_list().kind);
 }
 
 bool is_plain_sequence(const Value& v) {

@@ -55,10 +55,20 @@ std::vector<Value> bind_args(const CallArgs& args, const char* function, std::in
 
 const Value* Scope::find(const std::string& name) const {
   for (const Scope* s = this; s; s = s->parent_.get()) {
-    auto it = s->vars_.find(name);
-    if (it != s->vars_.end()) return &it->second;
+    for (const auto& [n, v] : s->vars_)
+      if (n == name) return &v;
   }
   return nullptr;
+}
+
+void Scope::set(const std::string& name, Value value) {
+  for (auto& [n, v] : vars_) {
+    if (n == name) {
+      v = std::move(value);
+      return;
+    }
+  }
+  vars_.emplace_back(name, std::move(value));
 }
 
 Interpreter::Interpreter(const TemplateRenderOptions& options, std::tm now) : options_(options), now_(now) {}
@@ -86,7 +96,9 @@ void Interpreter::charge_step() {
 }
 
 void Interpreter::charge_bytes(size_t n) {
-  built_bytes_ += n;
+  built_bytes_ = n > options_.max_built_bytes - std::min(built_bytes_, options_.max_built_bytes)
+                     ? options_.max_built_bytes + 1
+                     : built_bytes_ + n;
   if (built_bytes_ > options_.max_built_bytes)
     throw TemplateError("LimitError", "the template built more than " + std::to_string(options_.max_built_bytes) +
                                           " bytes of strings and lists (max_built_bytes)");
@@ -111,7 +123,6 @@ Value Interpreter::new_string(std::string s) {
 }
 
 Value Interpreter::new_list(std::vector<Value> items, SeqKind kind) {
-  check_length(items.size() * sizeof(Value));
   charge_bytes(items.size() * sizeof(Value));
   return Value::list(std::move(items), kind);
 }
@@ -252,20 +263,18 @@ Interpreter::Flow Interpreter::exec_for(const ForStmt& stmt, const ScopePtr& sco
     *cycle_index = i;
     auto body_scope = std::make_shared<Scope>(scope);
     assign(stmt.target, items[static_cast<size_t>(i)], body_scope);
+    // The loop object, as a dict of its attributes (the key strings are shared by every iteration).
+    static const Value kKeys[] = {Value("index"), Value("index0"), Value("revindex"), Value("revindex0"),
+                                  Value("first"), Value("last"),   Value("length"),   Value("depth"),
+                                  Value("depth0"), Value("previtem"), Value("nextitem"), Value("cycle")};
     DictData loop;
-    auto add = [&](const char* key, Value v) { loop.entries.emplace_back(Value(key), std::move(v)); };
-    add("index", Value(i + 1));
-    add("index0", Value(i));
-    add("revindex", Value(n - i));
-    add("revindex0", Value(n - i - 1));
-    add("first", Value(i == 0));
-    add("last", Value(i == n - 1));
-    add("length", Value(n));
-    add("depth", Value(1));
-    add("depth0", Value(0));
-    add("previtem", i > 0 ? items[static_cast<size_t>(i - 1)] : Value::undefined("there is no previous item"));
-    add("nextitem", i + 1 < n ? items[static_cast<size_t>(i + 1)] : Value::undefined("there is no next item"));
-    add("cycle", cycle);
+    loop.entries.reserve(std::size(kKeys));
+    Value values[] = {Value(i + 1), Value(i), Value(n - i), Value(n - i - 1), Value(i == 0), Value(i == n - 1),
+                      Value(n), Value(1), Value(0),
+                      i > 0 ? items[static_cast<size_t>(i - 1)] : Value::undefined("there is no previous item"),
+                      i + 1 < n ? items[static_cast<size_t>(i + 1)] : Value::undefined("there is no next item"),
+                      cycle};
+    for (size_t k = 0; k < std::size(kKeys); ++k) loop.entries.emplace_back(kKeys[k], std::move(values[k]));
     body_scope->set("loop", Value::dict(std::move(loop)));
     Flow flow = exec_body(stmt.body, body_scope, out);
     if (flow == Flow::Break) break;

@@ -33,11 +33,11 @@ class Scope {
  public:
   explicit Scope(std::shared_ptr<Scope> parent) : parent_(std::move(parent)) {}
   const Value* find(const std::string& name) const;
-  void set(const std::string& name, Value value) { vars_[name] = std::move(value); }
+  void set(const std::string& name, Value value);
 
  private:
   std::shared_ptr<Scope> parent_;
-  std::unordered_map<std::string, Value> vars_;
+  std::vector<std::pair<std::string, Value>> vars_;  // frames hold few names: a vector beats a hash map
 };
 using ScopePtr = std::shared_ptr<Scope>;
 

@@ -649,7 +649,7 @@ class Parser {
   }
 
   ExprPtr parse_call(ExprPtr callee) {
-    SourcePos pos = current().pos;
+    SourcePos pos = callee->pos;  // errors in a call point at what is called
     Arguments args = parse_call_args();
     return make_expr(pos, CallExpr{std::move(callee), std::move(args)});
   }
