@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Fuzz smoke test for the GGUF reader.
-# Builds fuzz/gguf_fuzz.cpp with clang, libFuzzer, ASan and UBSan in build-fuzz/ and runs
-# it for N seconds (default 60) on a scratch copy of the seed corpus fuzz/corpus/gguf/.
-# Exits non-zero if the fuzzer finds a crash, a sanitizer report, or a broken invariant;
-# the reproducer is left at build-fuzz/crash-* (rerun: build-fuzz/gguf_fuzz <file>).
+# Fuzz smoke test for the GGUF reader and the chat-template interpreter.
+# Builds fuzz/gguf_fuzz.cpp and fuzz/template_fuzz.cpp with clang, libFuzzer, ASan and UBSan in build-fuzz/
+# and runs each for half of N seconds (default 60 in all) on a scratch copy of its seed corpus
+# (fuzz/corpus/gguf/, fuzz/corpus/template/).
+# Exits non-zero if a fuzzer finds a crash, a sanitizer report, a hang, or a broken invariant;
+# the reproducer is left at build-fuzz/crash-<target>-* (rerun: build-fuzz/<target> <file>).
 #   usage: scripts/fuzz_smoke.sh [seconds]
 set -euo pipefail
 
@@ -17,21 +18,33 @@ CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DKVTIER_BUILD_FUZZ=ON -DKVTIER_SANITIZE=ON -DKVTIER_BUILD_TESTS=OFF \
   -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link" >/dev/null
-cmake --build "$build" --target gguf_fuzz -j2
+cmake --build "$build" --target gguf_fuzz template_fuzz -j2
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/corpus"
-cp "$root"/fuzz/corpus/gguf/* "$work/corpus/"
 
-echo "fuzzing the GGUF reader for ${seconds}s on $(ls "$work/corpus" | wc -l) seeds"
-"$build/gguf_fuzz" \
-  -max_total_time="$seconds" \
-  -max_len=16384 \
-  -timeout=10 \
-  -rss_limit_mb=2048 \
-  -dict="$root/fuzz/corpus/gguf.dict" \
-  -artifact_prefix="$build/crash-" \
-  -print_final_stats=1 \
-  "$work/corpus"
-echo "fuzz smoke: no crash in ${seconds}s"
+# The time budget is shared: the GGUF reader gets the first half (rounded up), the templates the rest.
+gguf_seconds=$(( (seconds + 1) / 2 ))
+template_seconds=$(( seconds - gguf_seconds ))
+(( template_seconds > 0 )) || template_seconds=1
+
+# run_fuzzer TARGET SECONDS CORPUS_DIR MAX_LEN DICT
+run_fuzzer() {
+  local target="$1" secs="$2" corpus="$3" max_len="$4" dict="$5"
+  mkdir -p "$work/$target"
+  cp "$corpus"/* "$work/$target/"
+  echo "fuzzing $target for ${secs}s on $(ls "$work/$target" | wc -l) seeds"
+  "$build/$target" \
+    -max_total_time="$secs" \
+    -max_len="$max_len" \
+    -timeout=10 \
+    -rss_limit_mb=2048 \
+    -dict="$dict" \
+    -artifact_prefix="$build/crash-$target-" \
+    -print_final_stats=1 \
+    "$work/$target"
+}
+
+run_fuzzer gguf_fuzz "$gguf_seconds" "$root/fuzz/corpus/gguf" 16384 "$root/fuzz/corpus/gguf.dict"
+run_fuzzer template_fuzz "$template_seconds" "$root/fuzz/corpus/template" 8192 "$root/fuzz/corpus/template.dict"
+echo "fuzz smoke: no crash in ${seconds}s (GGUF reader ${gguf_seconds}s, chat templates ${template_seconds}s)"
