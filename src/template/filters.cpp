@@ -723,8 +723,7 @@ Value f_wordcount(Interpreter&, const Value& v, CallArgs& args) {
   size_t i = 0;
   while (i < s.size()) {
     uint32_t cp = py::next_code_point(s, i);
-    bool word_char = (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || cp == '_' ||
-                     (cp >= 0x80 && !py::is_space(cp));
+    bool word_char = py::is_word_char(cp);
     if (word_char && !in_word) ++words;
     in_word = word_char;
   }

@@ -262,6 +262,16 @@ uint32_t map_case(uint32_t cp, bool to_upper) {
   return static_cast<uint32_t>(to_upper ? towupper_l(static_cast<wint_t>(cp), l) : towlower_l(static_cast<wint_t>(cp), l));
 }
 
+}  // namespace
+
+bool is_word_char(uint32_t cp) {
+  if (cp < 0x80) return (cp >= '0' && cp <= '9') || ((cp | 32) >= 'a' && (cp | 32) <= 'z') || cp == '_';
+  locale_t l = unicode_locale();
+  return l ? iswalnum_l(static_cast<wint_t>(cp), l) != 0 : !is_space(cp);
+}
+
+namespace {
+
 bool is_cased_letter(uint32_t cp) { return map_case(cp, true) != cp || map_case(cp, false) != cp; }
 
 // Rewrites each code point of s; `upper_at(i, cp)` says whether the i-th code point goes to upper case.

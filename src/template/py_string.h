@@ -18,6 +18,8 @@ size_t length(std::string_view s);
 bool is_ascii(std::string_view s);
 
 bool is_space(uint32_t cp);
+// Python's regex \w: letters, digits (Unicode, from the C library's UTF-8 locale) and '_'.
+bool is_word_char(uint32_t cp);
 // str.strip()/lstrip()/rstrip(); chars == nullptr strips whitespace, else any code point of *chars.
 std::string strip(std::string_view s, const std::string* chars, bool left, bool right);
 // str.split(sep, maxsplit): sep == nullptr splits on whitespace runs.
