@@ -203,6 +203,7 @@ Interpreter::Flow Interpreter::exec(const Stmt& stmt, const ScopePtr& scope, std
 }
 
 Value Interpreter::apply_filter_chain(const Expr& chain, const Value& body_text, const ScopePtr& scope) {
+  check_stack();
   const auto& f = std::get<FilterExpr>(chain.node);
   Value input = f.input ? apply_filter_chain(*f.input, body_text, scope) : body_text;
   CallArgs args = eval_args(f.args, scope);

@@ -428,9 +428,9 @@ std::optional<Value> find_method(Interpreter& in, const Value& object, const std
   };
   auto bind = [&](auto method) {
     Value self = object;
-    return Value::callable(name, [self, name = name, method](Interpreter& interp, CallArgs& args) -> Value {
-      return method(interp, self, name, args);
-    });
+    return Value::callable(
+        name, [self, name = name, method](Interpreter& interp, CallArgs& args) -> Value { return method(interp, self, name, args); },
+        /*is_macro=*/false, self.nesting());
   };
   switch (object.kind()) {
     case Kind::String:

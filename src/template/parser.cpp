@@ -10,9 +10,10 @@ namespace kvtier::jinja {
 
 namespace {
 
-// Nesting beyond this (brackets, unary operators, blocks) is refused, so that a hostile template cannot
-// exhaust the stack of the recursive-descent parser or of the interpreter that walks the tree.
-constexpr int kMaxNesting = 100;
+// Nesting beyond this (brackets, operator chains, blocks; real templates need under 40) is refused, so
+// that a hostile template cannot exhaust the stack of the recursive-descent parser, of the interpreter that
+// walks the tree, or of the tree's destructor.
+constexpr int kMaxNesting = 200;
 
 template <class Node>
 ExprPtr make_expr(SourcePos pos, Node node) {
@@ -93,6 +94,20 @@ class Parser {
       fail_here("expected end of statement block, got '" + describe(current()) + "'");
     advance();
   }
+
+  // A left-associative chain (a + b + c, x|f|g, a.b.c(d)) builds a tree as deep as the chain is long: each
+  // link counts toward the same nesting budget, released when the chain's parse returns.
+  struct ChainGuard {
+    Parser& parser;
+    int links = 0;
+    explicit ChainGuard(Parser& p) : parser(p) {}
+    void link() {
+      ++links;
+      if (++parser.depth_ > kMaxNesting)
+        throw TemplateError("TemplateSyntaxError", "template nested too deeply", parser.current().pos);
+    }
+    ~ChainGuard() { parser.depth_ -= links; }
+  };
 
   struct DepthGuard {
     Parser& parser;
@@ -369,7 +384,9 @@ class Parser {
     if (!with_condexpr) return parse_or();
     SourcePos pos = current().pos;
     ExprPtr value = parse_or();
+    ChainGuard chain(*this);
     while (skip_name("if")) {
+      chain.link();
       ExprPtr condition = parse_or();
       ExprPtr otherwise;
       if (skip_name("else")) otherwise = parse_expression(true);
@@ -379,8 +396,10 @@ class Parser {
   }
 
   ExprPtr parse_or() {
+    ChainGuard chain(*this);
     ExprPtr left = parse_and();
     while (is_name("or")) {
+      chain.link();
       SourcePos pos = advance().pos;
       left = make_expr(pos, BinaryExpr{BinaryOp::Or, std::move(left), parse_and()});
     }
@@ -388,8 +407,10 @@ class Parser {
   }
 
   ExprPtr parse_and() {
+    ChainGuard chain(*this);
     ExprPtr left = parse_not();
     while (is_name("and")) {
+      chain.link();
       SourcePos pos = advance().pos;
       left = make_expr(pos, BinaryExpr{BinaryOp::And, std::move(left), parse_not()});
     }
@@ -436,8 +457,10 @@ class Parser {
   }
 
   ExprPtr parse_math1() {
+    ChainGuard chain(*this);
     ExprPtr left = parse_concat();
     while (is_op("+") || is_op("-")) {
+      chain.link();
       BinaryOp op = current().text == "+" ? BinaryOp::Add : BinaryOp::Sub;
       SourcePos pos = advance().pos;
       left = make_expr(pos, BinaryExpr{op, std::move(left), parse_concat()});
@@ -446,8 +469,10 @@ class Parser {
   }
 
   ExprPtr parse_concat() {
+    ChainGuard chain(*this);
     ExprPtr left = parse_math2();
     while (is_op("~")) {
+      chain.link();
       SourcePos pos = advance().pos;
       left = make_expr(pos, BinaryExpr{BinaryOp::Concat, std::move(left), parse_math2()});
     }
@@ -455,8 +480,10 @@ class Parser {
   }
 
   ExprPtr parse_math2() {
+    ChainGuard chain(*this);
     ExprPtr left = parse_pow();
     while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
+      chain.link();
       const std::string& t = current().text;
       BinaryOp op = t == "*" ? BinaryOp::Mul : t == "/" ? BinaryOp::Div : t == "//" ? BinaryOp::FloorDiv : BinaryOp::Mod;
       SourcePos pos = advance().pos;
@@ -466,8 +493,10 @@ class Parser {
   }
 
   ExprPtr parse_pow() {
+    ChainGuard chain(*this);
     ExprPtr left = parse_unary(true);
     while (is_op("**")) {  // left-associative in jinja2
+      chain.link();
       SourcePos pos = advance().pos;
       left = make_expr(pos, BinaryExpr{BinaryOp::Pow, std::move(left), parse_unary(true)});
     }
@@ -560,7 +589,9 @@ class Parser {
   }
 
   ExprPtr parse_postfix(ExprPtr node) {
+    ChainGuard chain(*this);
     while (true) {
+      chain.link();
       if (is_op(".") || is_op("[")) {
         node = parse_subscript(std::move(node));
       } else if (is_op("(")) {
@@ -665,7 +696,9 @@ class Parser {
 
   // `| name(args) | name ...` applied to node (null: the body of a filter block or block set).
   ExprPtr parse_filter_chain(ExprPtr node, bool start_inline = false) {
+    ChainGuard chain(*this);
     while (is_op("|") || start_inline) {
+      chain.link();
       if (!start_inline) advance();
       start_inline = false;
       SourcePos pos = current().pos;
@@ -679,7 +712,9 @@ class Parser {
   }
 
   ExprPtr parse_filter_expr(ExprPtr node) {
+    ChainGuard chain(*this);
     while (true) {
+      chain.link();
       if (is_op("|")) {
         node = parse_filter_chain(std::move(node));
       } else if (is_name("is")) {

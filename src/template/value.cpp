@@ -40,13 +40,28 @@ Value Value::undefined(std::string hint) {
   return v;
 }
 
+namespace {
+int nesting_of(const std::vector<Value>& items) {
+  int deepest = 0;
+  for (const Value& item : items) deepest = std::max(deepest, item.nesting());
+  if (deepest + 1 > Value::kMaxValueNesting)
+    throw TemplateError("LimitError", "value nested too deeply (or containing itself)");
+  return deepest + 1;
+}
+}  // namespace
+
 Value Value::list(std::vector<Value> items, SeqKind kind) {
   Value v;
-  v.v_ = std::make_shared<const ListData>(ListData{std::move(items), kind});
+  int nesting = nesting_of(items);
+  v.v_ = std::make_shared<const ListData>(ListData{std::move(items), kind, nesting});
   return v;
 }
 
 Value Value::dict(DictData data) {
+  int deepest = 0;
+  for (const auto& [k, val] : data.entries) deepest = std::max({deepest, k.nesting(), val.nesting()});
+  if (deepest + 1 > kMaxValueNesting) throw TemplateError("LimitError", "value nested too deeply (or containing itself)");
+  data.nesting = deepest + 1;
   Value v;
   v.v_ = std::make_shared<const DictData>(std::move(data));
   return v;
@@ -54,8 +69,19 @@ Value Value::dict(DictData data) {
 
 Value Value::generator(std::vector<Value> items) {
   Value v;
-  v.v_ = std::make_shared<GeneratorData>(GeneratorData{std::move(items), 0});
+  int nesting = nesting_of(items);
+  v.v_ = std::make_shared<GeneratorData>(GeneratorData{std::move(items), 0, nesting});
   return v;
+}
+
+int Value::nesting() const {
+  switch (kind()) {
+    case Kind::List: return as_list().nesting;
+    case Kind::Dict: return as_dict().nesting;
+    case Kind::Generator: return as_generator().nesting;
+    case Kind::Callable: return as_callable().nesting;
+    default: return 0;
+  }
 }
 
 Value Value::namespace_object(NamespaceData* data) {
@@ -64,9 +90,10 @@ Value Value::namespace_object(NamespaceData* data) {
   return v;
 }
 
-Value Value::callable(std::string name, NativeFunction function, bool is_macro) {
+Value Value::callable(std::string name, NativeFunction function, bool is_macro, int nesting) {
+  if (nesting + 1 > kMaxValueNesting) throw TemplateError("LimitError", "value nested too deeply (or containing itself)");
   Value v;
-  v.v_ = std::make_shared<const CallableData>(CallableData{std::move(name), std::move(function), is_macro});
+  v.v_ = std::make_shared<const CallableData>(CallableData{std::move(name), std::move(function), is_macro, nesting + 1});
   return v;
 }
 

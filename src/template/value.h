@@ -27,11 +27,13 @@ enum class SeqKind : uint8_t { List, Tuple, DictItems, DictKeys, DictValues };
 struct ListData {
   std::vector<Value> items;
   SeqKind kind = SeqKind::List;
+  int nesting = 0;  // containers inside containers, counted (see Value::nesting)
 };
 
 // A dict keeps insertion order, like Python's. Lookups are linear: template dicts are small.
 struct DictData {
   std::vector<std::pair<Value, Value>> entries;
+  int nesting = 0;
   const Value* find(const Value& key) const;
   const Value* find(std::string_view key) const;
 };
@@ -41,6 +43,7 @@ struct DictData {
 struct GeneratorData {
   std::vector<Value> items;
   size_t next = 0;
+  int nesting = 0;
 };
 
 struct NamespaceData {
@@ -52,6 +55,7 @@ struct CallableData {
   std::string name;
   NativeFunction function;
   bool is_macro = false;
+  int nesting = 0;  // a bound method holds its object
 };
 
 struct UndefinedData {
@@ -83,7 +87,14 @@ class Value {
   static Value dict(DictData data);
   static Value generator(std::vector<Value> items);
   static Value namespace_object(NamespaceData* data);
-  static Value callable(std::string name, NativeFunction function, bool is_macro = false);
+  // nesting: that of a value the function holds (a bound method's object).
+  static Value callable(std::string name, NativeFunction function, bool is_macro = false, int nesting = 0);
+
+  // How deeply containers nest inside this value (0 for scalars). The factories refuse values nested
+  // deeper than kMaxValueNesting, so that printing, comparing and destroying a value cannot recurse
+  // without bound.
+  int nesting() const;
+  static constexpr int kMaxValueNesting = 512;
 
   Kind kind() const { return static_cast<Kind>(v_.index()); }
   bool is_undefined() const { return kind() == Kind::Undefined; }

@@ -171,6 +171,21 @@ TEST(ChatTemplateSandbox, HostileInputsFailCleanly) {
   std::string deep_blocks;
   for (int i = 0; i < 5000; ++i) deep_blocks += "{% if true %}";
   EXPECT_NE(render(deep_blocks).find("nested too deeply"), std::string::npos);
+  // Long operator and filter chains build deep trees too.
+  std::string chain = "{{ 1";
+  for (int i = 0; i < 5000; ++i) chain += " + 1";
+  EXPECT_NE(render(chain + " }}").find("nested too deeply"), std::string::npos);
+  std::string filters = "{{ 'x'";
+  for (int i = 0; i < 5000; ++i) filters += "|trim";
+  EXPECT_NE(render(filters + " }}").find("nested too deeply"), std::string::npos);
+  // Values nested ever deeper in a loop stop at the bound (printing or destroying them must not recurse
+  // without end), also through bound methods that hold their object.
+  EXPECT_NE(render("{% set ns = namespace(x=[]) %}{% for i in range(20000) %}{% set ns.x = [ns.x] %}{% endfor %}")
+                .find("nested too deeply"),
+            std::string::npos);
+  EXPECT_NE(render("{% set ns = namespace(x=[]) %}{% for i in range(20000) %}{% set ns.x = [ns.x.count] %}{% endfor %}")
+                .find("nested too deeply"),
+            std::string::npos);
   // A namespace that holds itself cannot be printed or serialized forever.
   EXPECT_NE(render("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}").find("LimitError"), std::string::npos);
   EXPECT_NE(render("{% set ns = namespace() %}{% set ns.l = [ns] %}{{ ns.l == ns.l }}{{ ns.l | tojson }}").find("Error"),
