@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config libhwy-dev libpcre2-dev libxxhash-dev libfmt-dev
-          libcli11-dev nlohmann-json3-dev liburing-dev libcpp-httplib-dev libgtest-dev libbenchmark-dev)
+          libcli11-dev nlohmann-json3-dev libedit-dev liburing-dev libcpp-httplib-dev libgtest-dev libbenchmark-dev)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(clang libclang-rt-14-dev g++-aarch64-linux-gnu qemu-user libhwy-dev:arm64 libgtest-dev:arm64)
 fi

@@ -17,6 +17,8 @@ std::unique_ptr<Cli> make_cli() {
     cli->commands.emplace_back(sub, registrar(*sub));
   };
   add("run", "generate text from a prompt", add_run_command);
+  add("chat", "a conversation with an instruct model (terminal or pipe)", add_chat_command);
+  add("template", "render a model's chat template (for debugging prompts)", add_template_command);
   add("perplexity", "perplexity of a text file (llama.cpp protocol)", add_perplexity_command);
   add("info", "summarise a GGUF file's metadata and tensors", add_info_command);
   add("bench", "prefill and decode speed (like llama-bench)", add_bench_command);

@@ -127,3 +127,52 @@ TEST(PagedCache, QualityHarnessOrdersPrecisions) {
 
 }  // namespace
 }  // namespace kvtier
+
+namespace kvtier {
+namespace {
+
+// A context shift re-evaluates the kept tail at its new positions: the logits afterwards are exactly those of
+// the shorter sequence evaluated from scratch, on every ladder (quantized pages included) and both caches.
+TEST(ContextShift, TheShiftedSequenceEqualsTheSameTokensEvaluatedFresh) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-31m.Q4_K_M.gguf");
+  KVTIER_REQUIRE_SHARED("eval/eval.txt");
+  kvtier::testing::LoadedModel l = kvtier::testing::load_shared_model("tiny-llama-31m.Q4_K_M.gguf");
+  ASSERT_TRUE(l.model && l.tokenizer);
+  std::ifstream in(kvtier::testing::shared_path("eval/eval.txt"));
+  std::string text(3000, '\0');
+  in.read(text.data(), 3000);
+  const std::vector<int32_t> tokens = l.tokenizer->encode(text, true, false);
+  ASSERT_GT(tokens.size(), 400u);
+  ThreadPool pool(2);
+  for (const char* ladder : {"f16", "f16:64,q4:64,q2", "contiguous"}) {
+    SCOPED_TRACE(ladder);
+    KvCacheOptions o;
+    o.ladder = ladder;
+    Session shifted(*l.model, make_kv_cache(l.model->config(), 512, o).value(), pool);
+    ASSERT_TRUE(shifted.append({tokens.begin(), tokens.begin() + 5}).ok());
+    ASSERT_TRUE(shifted.append({tokens.begin() + 5, tokens.begin() + 400}).ok());
+    auto redone = shifted.shift_context(5, 150);  // keep BOS + 4, drop 150, re-evaluate 245
+    ASSERT_TRUE(redone.ok()) << redone.error();
+    EXPECT_EQ(*redone, 245);
+    ASSERT_EQ(shifted.n_past(), 250);
+    ASSERT_TRUE(shifted.append({tokens[400]}).ok());
+
+    std::vector<int32_t> kept(tokens.begin(), tokens.begin() + 5);
+    kept.insert(kept.end(), tokens.begin() + 155, tokens.begin() + 401);
+    // The same micro-batches as the shifted session ran: the kept head, the tail, the new token.
+    Session fresh(*l.model, make_kv_cache(l.model->config(), 512, o).value(), pool);
+    ASSERT_TRUE(fresh.append({kept.begin(), kept.begin() + 5}).ok());
+    ASSERT_TRUE(fresh.append({kept.begin() + 5, kept.end() - 1}).ok());
+    ASSERT_TRUE(fresh.append({kept.back()}).ok());
+    EXPECT_EQ(shifted.tokens(), fresh.tokens());
+    EXPECT_EQ(shifted.last_logits(), fresh.last_logits()) << "bit-identical: the kept tail was evaluated again";
+  }
+  Session s(*l.model, make_contiguous_kv_cache(l.model->config(), 64), pool);
+  ASSERT_TRUE(s.append({tokens.begin(), tokens.begin() + 10}).ok());
+  EXPECT_FALSE(s.shift_context(5, 6).ok());
+  EXPECT_FALSE(s.shift_context(-1, 2).ok());
+  EXPECT_FALSE(s.shift_context(2, 0).ok());
+}
+
+}  // namespace
+}  // namespace kvtier
