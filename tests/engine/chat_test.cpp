@@ -77,7 +77,8 @@ TEST(Chat, EveryBuiltinRendersAndBadInputIsAnError) {
     auto text = f->render(kConversation, true);
     ASSERT_TRUE(text.ok()) << name << ": " << text.error();
     EXPECT_NE(text->find("Two\nparts"), std::string::npos) << name << ": " << *text;
-    EXPECT_FALSE(f->turn_end_strings().empty()) << name;
+    // Each marks a turn's end with text (llama2 with eos_token, which is a token of every vocabulary).
+    EXPECT_EQ(f->turn_end_strings().empty(), name == "llama2") << name;
   }
   EXPECT_FALSE(kvtier::builtin_chat_template("nope").ok());
   auto f = kvtier::ChatFormatter::from_model(*demo.file, *demo.tokenizer);
