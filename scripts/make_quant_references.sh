@@ -46,7 +46,7 @@ for type in $TYPES; do
     || { tail -n 20 "$WORK/quantize.log" >&2; exit 1; }
   # Which types llama-quantize chose per tensor (mixes, and fallbacks where a row is not a multiple of 256).
   tensor_types="$(grep -oE '\[ *[0-9]+/ *[0-9]+\] +[a-z0-9_.]+ +- \[[^]]*\], type = +[A-Za-z0-9_]+, (converting to|size =) *[A-Za-z0-9_]*' \
-    "$WORK/quantize.log" | sed -E 's/.*\] +([a-z0-9_.]+) .*type = +([a-z0-9_]+), converting to ([a-z0-9_]+).*/\1 \3/; s/.*\] +([a-z0-9_.]+) .*type = +([a-z0-9_]+), size =.*/\1 \2/' \
+    "$WORK/quantize.log" | sed -E 's/.*\] +([a-z0-9_.]+) .*type = +([A-Za-z0-9_]+), converting to ([A-Za-z0-9_]+).*/\1 \3/; s/.*\] +([a-z0-9_.]+) .*type = +([A-Za-z0-9_]+), size =.*/\1 \2/' \
     | awk '{c[$2]++} END {for (t in c) printf "%s%s:%d", (n++ ? " " : ""), t, c[t]}')"
   log "  tensor types: $tensor_types"
 
