@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <random>
 #include <string>
@@ -517,6 +518,37 @@ TEST(KQuantSimd, RealModelTensorsMatchReferenceOnEveryTarget) {
   // The Q4_K_M mix has both (Q5_K only appears in some mixes).
   EXPECT_GT(checked_q4, 0);
   EXPECT_GT(checked_q6, 0);
+}
+
+// Q2_K, Q3_K and IQ4_XS tensors of the low-bit test files (tests/data/quant/, made by llama.cpp's
+// llama-quantize): every SIMD dot against the reference on every target.
+TEST(KQuantSimd, LowBitTestFilesMatchReferenceOnEveryTarget) {
+  const std::filesystem::path dir = std::filesystem::path(KVTIER_SOURCE_DIR) / "tests" / "data" / "quant";
+  int checked[3] = {};
+  for (const char* name : {"tiny-llama-6m.Q2_K.gguf", "tiny-llama-6m.Q3_K_M.gguf", "tiny-llama-6m.IQ4_XS.gguf"}) {
+    auto file = gguf::File::open((dir / name).string());
+    ASSERT_TRUE(file.ok()) << name << ": " << file.error();
+    for (const gguf::TensorInfo& t : (*file)->tensors()) {
+      int k = -1;
+      if (t.type == GgmlType::Q2_K) k = 0;
+      if (t.type == GgmlType::Q3_K) k = 1;
+      if (t.type == GgmlType::IQ4_XS) k = 2;
+      if (k < 0 || checked[k] >= 3) continue;
+      ++checked[k];
+      const Format& f = kFormats[3 + k];  // Q2_K, Q3_K, IQ4_XS
+      SCOPED_TRACE(std::string(name) + " " + t.name);
+      const int64_t cols = t.ne[0];
+      ASSERT_EQ(cols % kSuperBlock, 0);
+      const size_t row_bytes = static_cast<size_t>(cols / kSuperBlock) * f.block_bytes;
+      const std::vector<float> x = random_activations(static_cast<uint32_t>(cols) + 5, cols);
+      std::vector<BlockQ8K> act(cols / kSuperBlock);
+      quantize_q8_K_reference(x.data(), act.data(), cols);
+      for (int64_t row : {int64_t{0}, t.ne[1] / 2, t.ne[1] - 1}) check_dot(f, t.data + row * row_bytes, act, cols);
+    }
+  }
+  EXPECT_GT(checked[0], 0);
+  EXPECT_GT(checked[1], 0);
+  EXPECT_GT(checked[2], 0);
 }
 
 }  // namespace
