@@ -64,7 +64,7 @@ fi
 # (LLAMA_BUILD_SERVER), which the comparison does not need. Build whichever of them exists.
 available="$(cmake --build "$BUILD_DIR" --target help 2>/dev/null || true)"
 targets=()
-for t in llama-bench llama-perplexity llama-cli llama-completion; do
+for t in llama-bench llama-perplexity llama-cli llama-completion llama-quantize; do
   if grep -qE "(^|[ /])$t(:|$| )" <<<"$available"; then targets+=("$t"); fi
 done
 [[ " ${targets[*]} " == *" llama-bench "* ]] || { log "error: no llama-bench target in $SRC_DIR"; exit 1; }

@@ -56,10 +56,13 @@ if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
 fi
 grep -q '^CMAKE_BUILD_TYPE:STRING=Release$' "$BUILD_DIR/CMakeCache.txt" \
   || { log "error: $BUILD_DIR is not a Release build"; exit 1; }
-kvtier_targets=(gen_synthetic_model)
+kvtier_targets=()
+[[ -z "${MODELS:-}" ]] && kvtier_targets+=(gen_synthetic_model)  # the default models include synthetic ones
 (( run_kvtier )) && kvtier_targets+=(kvtier)
-nice -n 10 cmake --build "$BUILD_DIR" --target "${kvtier_targets[@]}" -j 2 >"$BUILD_DIR/compare_build.log" 2>&1 \
-  || { tail -n 30 "$BUILD_DIR/compare_build.log" >&2; log "error: kvtier build failed"; exit 1; }
+if ((${#kvtier_targets[@]})); then
+  nice -n 10 cmake --build "$BUILD_DIR" --target "${kvtier_targets[@]}" -j 2 >"$BUILD_DIR/compare_build.log" 2>&1 \
+    || { tail -n 30 "$BUILD_DIR/compare_build.log" >&2; log "error: kvtier build failed"; exit 1; }
+fi
 KVTIER="$BUILD_DIR/kvtier"
 
 # 2. llama.cpp.
@@ -68,9 +71,9 @@ if (( run_peer )); then
   LLAMA_BIN="$(KVTIER_PEER_DIR="$PEER_DIR" bench/build_llamacpp.sh | tail -n 1)"
 fi
 
-# 3. Synthetic Llama-3.2-1B models (random weights; speed only).
+# 3. Synthetic Llama-3.2-1B models (random weights; speed only), unless MODELS names other files.
 mkdir -p "$SYNTH_DIR"
-for mix in Q4_0 Q4_K_M; do
+[[ -n "${MODELS:-}" ]] || for mix in Q4_0 Q4_K_M; do
   f="$SYNTH_DIR/synthetic-llama-3.2-1b.$mix.gguf"
   if [[ ! -f "$f" ]]; then
     log "generating $f"

@@ -1,5 +1,6 @@
 // Block layouts of the 32-element GGML weight formats (bit-exact with GGML's
 // ggml-common.h) and the kernel-internal interfaces behind kvtier/kernels.h.
+// IQ4_NL shares Q4_0's layout; only what a code means differs.
 //
 // All scales are IEEE half bits (uint16_t). Quantized values of element i of a
 // block live in qs[i % 16] (low nibble for i < 16, high nibble for i >= 16);
@@ -57,9 +58,19 @@ struct BlockQ8_1 {
 };
 static_assert(sizeof(BlockQ8_1) == 36, "GGML block_q8_1 is 36 bytes");
 
+// The 16 values a 4-bit IQ4_NL / IQ4_XS code stands for (GGML's kvalues_iq4nl): a non-uniform grid, denser
+// near zero, fitted to the bell-shaped distribution of trained weights.
+inline constexpr int8_t kIQ4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+struct BlockIQ4_NL {
+  uint16_t d;       // scale (f16), value = kIQ4Values[code] * d
+  uint8_t qs[16];   // 4-bit codes, laid out as Q4_0's nibbles
+};
+static_assert(sizeof(BlockIQ4_NL) == 18, "GGML block_iq4_nl is 18 bytes");
+
 // ---------------------------------------------------------------------------
 // Scalar references (src/kernels/ref/weight_reference.cpp): the definition of
-// each format, written for clarity. Only kvtier's own formats (not K-quants).
+// each format, written for clarity. Only the 32-element and float formats (not K-quants).
 namespace ref {
 bool dequantize(GgmlType t, const void* src, float* dst, int64_t n);
 // Activation quantization into the activation type (Q8_0, Q8_1, F16, BF16, F32).

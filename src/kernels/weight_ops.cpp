@@ -14,7 +14,15 @@
 namespace kvtier::kernels {
 namespace {
 
-bool is_kquant(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K; }
+// The super-block formats dotted with Q8_K, whose kernels live in kernels/kquant_ops.h.
+bool is_kquant(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::IQ4_XS:
+      return true;
+    default: return false;
+  }
+}
 
 uint32_t index_of(GgmlType t) { return static_cast<uint32_t>(t); }
 
@@ -36,6 +44,18 @@ KquantKernels kquant_kernels(GgmlType t) {
     case GgmlType::Q6_K:
       return {&kquant::tile_q6_K_q8_K, &kquant::dequantize_q6_K,
               &kquant::dequantize_q6_K_reference, &kquant::vec_dot_q6_K_q8_K_reference};
+    // Q2_K, Q3_K and IQ4_XS rows are dequantized only for embedding lookups (one row per token), so
+    // by the scalar references. (A Highway version built on kquant_blocks.h's decode_super_block was
+    // compiled to an empty function for the AVX2 target by GCC 12.2 at -O3; the kquant tests caught it.)
+    case GgmlType::Q2_K:
+      return {&kquant::tile_q2_K_q8_K, &kquant::dequantize_q2_K_reference,
+              &kquant::dequantize_q2_K_reference, &kquant::vec_dot_q2_K_q8_K_reference};
+    case GgmlType::Q3_K:
+      return {&kquant::tile_q3_K_q8_K, &kquant::dequantize_q3_K_reference,
+              &kquant::dequantize_q3_K_reference, &kquant::vec_dot_q3_K_q8_K_reference};
+    case GgmlType::IQ4_XS:
+      return {&kquant::tile_iq4_xs_q8_K, &kquant::dequantize_iq4_xs_reference,
+              &kquant::dequantize_iq4_xs_reference, &kquant::vec_dot_iq4_xs_q8_K_reference};
     default: assert(false && "not a K-quant"); return {};
   }
 }
@@ -53,6 +73,7 @@ bool is_supported_weight_type(GgmlType t) {
     case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16:
     case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q8_0:
     case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::IQ4_NL: case GgmlType::IQ4_XS:
       return true;
     default: return false;
   }
@@ -62,9 +83,11 @@ GgmlType activation_type(GgmlType weight_type) {
   switch (weight_type) {
     // As GGML's type_traits vec_dot_type: Q4_1/Q5_1 meet Q8_1, whose s = d * sum(q)
     // turns the weight minimum m into one product m * s per block.
-    case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: return GgmlType::Q8_0;
+    case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: case GgmlType::IQ4_NL: return GgmlType::Q8_0;
     case GgmlType::Q4_1: case GgmlType::Q5_1: return GgmlType::Q8_1;
-    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return GgmlType::Q8_K;
+    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::IQ4_XS:
+      return GgmlType::Q8_K;
     case GgmlType::F16: return GgmlType::F16;
     case GgmlType::BF16: return GgmlType::BF16;
     default: return GgmlType::F32;

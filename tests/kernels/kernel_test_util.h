@@ -65,12 +65,17 @@ inline std::vector<uint8_t> random_weights(std::mt19937& rng, GgmlType t, int64_
     default: {
       // Block formats: overwrite d (and m) of every block with finite halves.
       const GgmlTypeInfo& info = ggml_type_info(t);
-      // K-quants: Q4_K/Q5_K start with d and dmin; Q6_K ends with d (offset 208).
-      const bool has_min = t == GgmlType::Q4_1 || t == GgmlType::Q5_1 || t == GgmlType::Q4_K || t == GgmlType::Q5_K;
-      const size_t d_offset = t == GgmlType::Q6_K ? 208 : 0;
+      // K-quants: Q4_K/Q5_K start with d and dmin; Q6_K ends with d (offset 208), Q3_K too (108);
+      // Q2_K ends with d and dmin (80, 82). IQ4_NL and IQ4_XS start with d.
+      const bool has_min = t == GgmlType::Q4_1 || t == GgmlType::Q5_1 || t == GgmlType::Q4_K ||
+                           t == GgmlType::Q5_K || t == GgmlType::Q2_K;
+      size_t d_offset = 0;
+      if (t == GgmlType::Q6_K) d_offset = 208;
+      if (t == GgmlType::Q3_K) d_offset = 108;
+      if (t == GgmlType::Q2_K) d_offset = 80;
       for (size_t off = 0; off < data.size(); off += static_cast<size_t>(info.block_bytes)) {
         put_half(off + d_offset, scale(rng));
-        if (has_min) put_half(off + 2, scale(rng));
+        if (has_min) put_half(off + d_offset + 2, scale(rng));
       }
     }
   }

@@ -1,4 +1,4 @@
-// K-quant kernels (Q4_K, Q5_K, Q6_K weights; Q8_K activations):
+// K-quant kernels (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS weights; Q8_K activations):
 //  - known answers for the reference dequantizers on handcrafted blocks,
 //  - Q8_K quantization: GGML's rules and its round-trip error bound,
 //  - reference vec_dot == dot of the reference dequantizations,
@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <random>
 #include <string>
@@ -69,6 +70,24 @@ void put_q6(BlockQ6K& b, int e, int q) {
   low = quarter < 2 ? static_cast<uint8_t>((low & 0xF0) | (q & 15)) : static_cast<uint8_t>((low & 0x0F) | ((q & 15) << 4));
   uint8_t& high = b.qh[32 * half + l];
   high = static_cast<uint8_t>((high & ~(3 << (2 * quarter))) | ((q >> 4) << (2 * quarter)));
+}
+
+// Stores 2-bit quant q of element e (Q2_K; the low bits of Q3_K): half e/128, run (e%128)/32 in bits
+// 2*run..2*run+1 of qs[32*half + e%32].
+void put_low2(uint8_t* qs, int e, int q) {
+  const int shift = 2 * ((e % 128) / 32);
+  uint8_t& byte = qs[32 * (e / 128) + e % 32];
+  byte = static_cast<uint8_t>((byte & ~(3 << shift)) | (q << shift));
+}
+
+// Packs 16 Q3_K scales (6 bits) into 12 bytes: low nibbles in bytes 0..7 (scales 0..7 low, 8..15 high
+// half of the byte), the two high bits of scale j in byte 8 + j%4 at bit 2*(j/4).
+void pack_q3_scales(const int scale[16], uint8_t out[12]) {
+  std::memset(out, 0, 12);
+  for (int j = 0; j < 16; ++j) {
+    out[j % 8] = static_cast<uint8_t>(out[j % 8] | ((scale[j] & 15) << (j < 8 ? 0 : 4)));
+    out[8 + j % 4] = static_cast<uint8_t>(out[8 + j % 4] | ((scale[j] >> 4) << (2 * (j / 4))));
+  }
 }
 
 constexpr int kScales[8] = {1, 2, 3, 63, 17, 33, 48, 5};  // sub-blocks 4..7 exercise the split high bits
@@ -135,6 +154,77 @@ TEST(KQuantReference, Q6KKnownAnswer) {
   EXPECT_EQ(y[200], -49.5f);
   for (int e = 0; e < 256; ++e) {
     EXPECT_EQ(y[e], 0.5f * scales[e / 16] * (q6_pattern(e) - 32)) << "element " << e;
+  }
+}
+
+TEST(KQuantReference, Q2KKnownAnswer) {
+  BlockQ2K b{};
+  b.d = f32_to_f16(0.5f);
+  b.dmin = f32_to_f16(0.25f);
+  auto scale = [](int j) { return (3 * j + 1) % 16; };
+  auto min = [](int j) { return (5 * j + 2) % 16; };
+  auto q2 = [](int e) { return (3 * e + 1) % 4; };
+  for (int j = 0; j < 16; ++j) b.scales[j] = static_cast<uint8_t>(scale(j) | (min(j) << 4));
+  for (int e = 0; e < 256; ++e) put_low2(b.qs, e, q2(e));
+  std::vector<float> y(256);
+  dequantize_q2_K_reference(&b, y.data(), 256);
+  // By hand: element 0: scale 1, min 2, q 1 -> 0.5 - 0.5 = 0. Element 100 (sub-block 6): scale 3, min 0,
+  // q = 301 % 4 = 1 -> 1.5. Element 255 (sub-block 15): scale 14, min 13, q = 766 % 4 = 2 -> 14 - 3.25.
+  EXPECT_EQ(y[0], 0.0f);
+  EXPECT_EQ(y[100], 1.5f);
+  EXPECT_EQ(y[255], 10.75f);
+  for (int e = 0; e < 256; ++e) {
+    EXPECT_EQ(y[e], 0.5f * scale(e / 16) * q2(e) - 0.25f * min(e / 16)) << "element " << e;
+  }
+}
+
+TEST(KQuantReference, Q3KKnownAnswer) {
+  BlockQ3K b{};
+  b.d = f32_to_f16(0.25f);
+  const int scales[16] = {0, 1, 31, 32, 33, 63, 17, 48, 5, 40, 62, 15, 16, 47, 8, 55};
+  pack_q3_scales(scales, b.scales);
+  auto q3 = [](int e) { return (5 * e + 2) % 8; };  // 0..7, the stored value before the -4 offset
+  for (int e = 0; e < 256; ++e) {
+    put_low2(b.qs, e, q3(e) & 3);
+    if (q3(e) & 4) b.hmask[e % 32] = static_cast<uint8_t>(b.hmask[e % 32] | (1 << (e / 32)));
+  }
+  std::vector<float> y(256);
+  dequantize_q3_K_reference(&b, y.data(), 256);
+  // By hand: element 0: scale 0 - 32, q 2 - 4 -> 0.25 * -32 * -2 = 16. Element 40 (sub-block 2):
+  // scale 31 - 32, q = 202 % 8 - 4 = -2 -> 0.5. Element 255: scale 55 - 32, q = 1277 % 8 - 4 = 1 -> 5.75.
+  EXPECT_EQ(y[0], 16.0f);
+  EXPECT_EQ(y[40], 0.5f);
+  EXPECT_EQ(y[255], 5.75f);
+  for (int e = 0; e < 256; ++e) {
+    EXPECT_EQ(y[e], 0.25f * (scales[e / 16] - 32) * (q3(e) - 4)) << "element " << e;
+  }
+}
+
+TEST(KQuantReference, IQ4XSKnownAnswer) {
+  // GGML's kvalues_iq4nl, written out here rather than taken from the code under test.
+  const int grid[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  BlockIQ4XS b{};
+  b.d = f32_to_f16(0.125f);
+  const int scales[8] = {0, 63, 32, 31, 1, 48, 16, 40};
+  for (int j = 0; j < 8; ++j) {
+    b.scales_l[j / 2] = static_cast<uint8_t>(b.scales_l[j / 2] | ((scales[j] & 15) << (4 * (j % 2))));
+    b.scales_h = static_cast<uint16_t>(b.scales_h | ((scales[j] >> 4) << (2 * j)));
+  }
+  auto code = [](int e) { return (7 * e + 3) % 16; };
+  for (int e = 0; e < 256; ++e) {  // sub-block e/32: byte 16*(e/32) + e%16, high nibble for e%32 >= 16
+    uint8_t& byte = b.qs[16 * (e / 32) + e % 16];
+    byte = static_cast<uint8_t>(byte | (code(e) << (e % 32 < 16 ? 0 : 4)));
+  }
+  std::vector<float> y(256);
+  dequantize_iq4_xs_reference(&b, y.data(), 256);
+  // By hand: element 0: scale 0 - 32, code 3 (-65) -> 0.125 * -32 * -65 = 260. Element 33: scale 63 - 32,
+  // code 10 (25) -> 96.875. Element 70: scale 32 - 32 -> 0. Element 255: scale 8, code 12 (53) -> 53.
+  EXPECT_EQ(y[0], 260.0f);
+  EXPECT_EQ(y[33], 96.875f);
+  EXPECT_EQ(y[70], 0.0f);
+  EXPECT_EQ(y[255], 53.0f);
+  for (int e = 0; e < 256; ++e) {
+    EXPECT_EQ(y[e], 0.125f * (scales[e / 32] - 32) * grid[code(e)]) << "element " << e;
   }
 }
 
@@ -210,7 +300,7 @@ struct Format {
   const char* name;
   size_t block_bytes;
   void (*dequantize_reference)(const void*, float*, int64_t);
-  void (*dequantize)(const void*, float*, int64_t);
+  void (*dequantize)(const void*, float*, int64_t);  // the reference where there is no SIMD version
   float (*dot_reference)(int64_t, const void*, const void*);
   float (*dot)(int64_t, const void*, const void*);
   void (*tile)(int64_t, const uint8_t*, size_t, int64_t, const uint8_t*, size_t, int64_t, float*, size_t);
@@ -225,6 +315,12 @@ const Format kFormats[] = {
      vec_dot_q5_K_q8_K, tile_q5_K_q8_K, offsetof(BlockQ5K, d), true},
     {"Q6_K", sizeof(BlockQ6K), dequantize_q6_K_reference, dequantize_q6_K, vec_dot_q6_K_q8_K_reference,
      vec_dot_q6_K_q8_K, tile_q6_K_q8_K, offsetof(BlockQ6K, d), false},
+    {"Q2_K", sizeof(BlockQ2K), dequantize_q2_K_reference, dequantize_q2_K_reference, vec_dot_q2_K_q8_K_reference,
+     vec_dot_q2_K_q8_K, tile_q2_K_q8_K, offsetof(BlockQ2K, d), true},
+    {"Q3_K", sizeof(BlockQ3K), dequantize_q3_K_reference, dequantize_q3_K_reference, vec_dot_q3_K_q8_K_reference,
+     vec_dot_q3_K_q8_K, tile_q3_K_q8_K, offsetof(BlockQ3K, d), false},
+    {"IQ4_XS", sizeof(BlockIQ4XS), dequantize_iq4_xs_reference, dequantize_iq4_xs_reference, vec_dot_iq4_xs_q8_K_reference,
+     vec_dot_iq4_xs_q8_K, tile_iq4_xs_q8_K, offsetof(BlockIQ4XS, d), false},
 };
 
 // Random blocks: every code byte uniform (all bit patterns occur), d/dmin finite halves.
@@ -376,6 +472,9 @@ TEST(KQuantSimd, VecDotExtremeValuesOnEveryTarget) {
     const int64_t n = 512;
     const std::vector<uint8_t> w = random_blocks(f, n, 0, /*extreme=*/true);
     for (int8_t value : {int8_t{127}, int8_t{-127}, int8_t{-128}}) {
+      // Q8_K quantization never makes -128 (|q| <= 127 by construction); IQ4_XS's x86 kernel relies on it,
+      // as GGML's does (the sign of a weight moves onto the activation).
+      if (value == -128 && std::string(f.name) == "IQ4_XS") continue;
       std::vector<BlockQ8K> act(n / kSuperBlock);
       for (BlockQ8K& b : act) {
         b.d = 0.01f;
@@ -419,6 +518,37 @@ TEST(KQuantSimd, RealModelTensorsMatchReferenceOnEveryTarget) {
   // The Q4_K_M mix has both (Q5_K only appears in some mixes).
   EXPECT_GT(checked_q4, 0);
   EXPECT_GT(checked_q6, 0);
+}
+
+// Q2_K, Q3_K and IQ4_XS tensors of the low-bit test files (tests/data/quant/, made by llama.cpp's
+// llama-quantize): every SIMD dot against the reference on every target.
+TEST(KQuantSimd, LowBitTestFilesMatchReferenceOnEveryTarget) {
+  const std::filesystem::path dir = std::filesystem::path(KVTIER_SOURCE_DIR) / "tests" / "data" / "quant";
+  int checked[3] = {};
+  for (const char* name : {"tiny-llama-6m.Q2_K.gguf", "tiny-llama-6m.Q3_K_M.gguf", "tiny-llama-6m.IQ4_XS.gguf"}) {
+    auto file = gguf::File::open((dir / name).string());
+    ASSERT_TRUE(file.ok()) << name << ": " << file.error();
+    for (const gguf::TensorInfo& t : (*file)->tensors()) {
+      int k = -1;
+      if (t.type == GgmlType::Q2_K) k = 0;
+      if (t.type == GgmlType::Q3_K) k = 1;
+      if (t.type == GgmlType::IQ4_XS) k = 2;
+      if (k < 0 || checked[k] >= 3) continue;
+      ++checked[k];
+      const Format& f = kFormats[3 + k];  // Q2_K, Q3_K, IQ4_XS
+      SCOPED_TRACE(std::string(name) + " " + t.name);
+      const int64_t cols = t.ne[0];
+      ASSERT_EQ(cols % kSuperBlock, 0);
+      const size_t row_bytes = static_cast<size_t>(cols / kSuperBlock) * f.block_bytes;
+      const std::vector<float> x = random_activations(static_cast<uint32_t>(cols) + 5, cols);
+      std::vector<BlockQ8K> act(cols / kSuperBlock);
+      quantize_q8_K_reference(x.data(), act.data(), cols);
+      for (int64_t row : {int64_t{0}, t.ne[1] / 2, t.ne[1] - 1}) check_dot(f, t.data + row * row_bytes, act, cols);
+    }
+  }
+  EXPECT_GT(checked[0], 0);
+  EXPECT_GT(checked[1], 0);
+  EXPECT_GT(checked[2], 0);
 }
 
 }  // namespace

@@ -109,7 +109,8 @@ TEST(Matmul, MatchesDoublePrecisionForOneToThreeThreads) {
 // K-quants go through the same entry point (routed to kernels/kquant_ops.h).
 TEST(Matmul, RoutesKQuantsForOneToThreeThreads) {
   std::mt19937 rng(6);
-  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q2_K, GgmlType::Q3_K,
+                        GgmlType::IQ4_XS, GgmlType::IQ4_NL}) {
     const int64_t rows = 37, cols = 512;
     const std::vector<uint8_t> wbytes = random_weights(rng, type, rows, cols);
     const WeightMatrix w{type, wbytes.data(), rows, cols, ggml_row_bytes(type, cols)};
@@ -137,7 +138,7 @@ TEST(Matmul, SharedInputMatchesSeparateCallsExactly) {
   const struct {
     GgmlType type;
     int64_t rows;
-  } mats[] = {{GgmlType::Q4_K, 300}, {GgmlType::Q8_0, 37}, {GgmlType::Q6_K, 128}};
+  } mats[] = {{GgmlType::Q4_K, 300}, {GgmlType::Q8_0, 37}, {GgmlType::Q6_K, 128}, {GgmlType::IQ4_NL, 45}};
   std::vector<std::vector<uint8_t>> bytes;
   std::vector<WeightMatrix> ws;
   for (const auto& m : mats) bytes.push_back(random_weights(rng, m.type, m.rows, cols));

@@ -20,8 +20,8 @@ using testing::random_floats;
 using testing::random_weights;
 using testing::TargetGuard;
 
-constexpr GgmlType kOwnTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0,
-                                  GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0};
+constexpr GgmlType kOwnTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0,  GgmlType::Q4_1,
+                                  GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::IQ4_NL};
 constexpr int64_t kCols[] = {32, 96, 288, 1408};
 
 std::vector<float> dequantize_ref(GgmlType t, const void* src, int64_t n) {
@@ -102,6 +102,30 @@ TEST(WeightReference, Q8_0KnownAnswer) {
   EXPECT_EQ(y[2], 0.125f);
   EXPECT_EQ(y[3], 0.0f);
   EXPECT_EQ(y[31], 15.875f);
+}
+
+TEST(WeightReference, IQ4_NLKnownAnswer) {
+  // GGML's kvalues_iq4nl, written out here rather than taken from the code under test.
+  const int grid[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  BlockIQ4_NL b{};
+  b.d = 0x3800;  // 0.5
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  const std::vector<float> y = dequantize_ref(GgmlType::IQ4_NL, &b, 32);
+  EXPECT_EQ(y[0], -63.5f);  // code 0: -127 * 0.5
+  EXPECT_EQ(y[8], 0.5f);    // code 8: 1 * 0.5
+  EXPECT_EQ(y[15], 56.5f);  // code 15: 113 * 0.5
+  EXPECT_EQ(y[16], 56.5f);  // high nibble of qs[0] = 15
+  EXPECT_EQ(y[31], -63.5f); // high nibble of qs[15] = 0
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(y[i], 0.5f * grid[i < 16 ? i : 31 - i]) << i;
+  // Against Q8_0 activations: codes j and 15 - j meet a = 1 and a = 2; d_w * d_a = 0.5 * 2.
+  BlockQ8_0 a{};
+  a.d = 0x4000;  // 2
+  for (int j = 0; j < 32; ++j) a.qs[j] = static_cast<int8_t>(j < 16 ? 1 : 2);
+  int expected = 0;
+  for (int j = 0; j < 16; ++j) expected += grid[j] * 1 + grid[15 - j] * 2;  // = 3 * sum(grid) = 3 * -94
+  EXPECT_EQ(expected, -282);
+  EXPECT_EQ(vec_dot_reference(GgmlType::IQ4_NL, 32, &b, &a), static_cast<float>(expected) * 0.5f * 2.0f);
+  EXPECT_EQ(activation_type(GgmlType::IQ4_NL), GgmlType::Q8_0);
 }
 
 TEST(WeightReference, FloatFormatsKnownAnswer) {

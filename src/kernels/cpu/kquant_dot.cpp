@@ -27,6 +27,8 @@ HWY_BEFORE_NAMESPACE();
 namespace kvtier::kernels::kquant::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+#include "kernels/cpu/kquant_simd-inl.h"
+
 // ---------------------------------------------------------------------------
 // Portable Highway version (all targets).
 
@@ -114,42 +116,6 @@ float DotQ6KPortable(int64_t n, const void* w, const void* a) {
 // x86 AVX2 version (also used by the AVX-512 targets, whose attributes include AVX2).
 #if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
 #define KVTIER_KQUANT_HAVE_AVX2 1
-
-HWY_INLINE float HorizontalSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// pshufb controls, read from memory (a load folded into the shuffle beats
-// rebuilding eight constants in registers each block). Row k broadcasts i16
-// lane `lo` of each 128-bit half into the low half and lane `hi` into the high half.
-struct ShuffleTable {
-  alignas(32) uint8_t control[8][32];
-};
-constexpr ShuffleTable MakeBroadcastTable(bool pairs) {
-  ShuffleTable t{};
-  for (int k = 0; k < 8; ++k) {
-    // Q4_K/Q5_K: one scale per 32 elements (lane k in both halves).
-    // Q6_K (pairs, k < 4): one scale per 16 elements (lane 2k low, 2k+1 high).
-    const int lo = pairs ? 2 * k : k, hi = pairs ? 2 * k + 1 : k;
-    for (int b = 0; b < 32; ++b) {
-      const int lane = b < 16 ? lo : hi;
-      t.control[k][b] = static_cast<uint8_t>(2 * lane + (b & 1));
-    }
-  }
-  return t;
-}
-constexpr ShuffleTable kBroadcastLane = MakeBroadcastTable(false);
-constexpr ShuffleTable kBroadcastLanePair = MakeBroadcastTable(true);
-
-HWY_INLINE __m256i ShuffleControl(const ShuffleTable& table, int k) {
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(table.control[k]));
-}
-
-// f16 -> f32 with the F16C instruction (part of Highway's AVX2 target).
-HWY_INLINE float HalfToFloat(uint16_t h) { return _cvtsh_ss(h); }
 
 // The AVX2 kernels take one weight row and kTokens activation rows: the
 // weights of a block are decoded once and meet every token (prefill tiles);
@@ -470,21 +436,6 @@ void TileX86(int64_t n, const uint8_t* w, size_t w_stride, int64_t rows, const u
 // Arm NEON version: i8 x i8 dot products, with SDOT where the compiler targets it.
 #if HWY_TARGET == HWY_NEON
 #define KVTIER_KQUANT_HAVE_NEON 1
-
-// acc + products of a and b summed in groups of four (i8 x i8 -> i32 lanes).
-HWY_INLINE int32x4_t DotI8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
-#if defined(__ARM_FEATURE_DOTPROD)
-  return vdotq_s32(acc, a, b);
-#else
-  // Products fit in i16: K-quant weight quants are at most 63 in magnitude.
-  acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
-  return vpadalq_s16(acc, vmull_high_s8(a, b));
-#endif
-}
-
-HWY_INLINE float HalfToFloatNeon(uint16_t h) {
-  return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
-}
 
 // Q4_K / Q5_K: sum_j min_j * (bsums[2j] + bsums[2j+1]).
 HWY_INLINE int32_t MinsTimesSumsNeon(const ScaleMinWords& words, const int16_t* bsums) {

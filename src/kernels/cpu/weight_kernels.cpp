@@ -1,6 +1,6 @@
 // SIMD weight kernels (Highway, runtime dispatch): dequantization, activation
 // quantization and matrix micro-tiles for F32, F16, BF16, Q4_0, Q4_1, Q5_0,
-// Q5_1 and Q8_0.
+// Q5_1, Q8_0 and IQ4_NL.
 //
 // A micro-tile computes RM weight rows x RN tokens in one pass over the shared
 // dimension, so each weight block is decoded once per RN tokens and each
@@ -107,6 +107,11 @@ HWY_INLINE Int8Block AddHighBits(Int8Block b, const uint8_t* qh) {
   const __m256i is_set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_of_byte), bit_of_byte);
   return {_mm256_or_si256(b.v, _mm256_and_si256(is_set, _mm256_set1_epi8(0x10)))};
 }
+// Codes through a 16-entry table: byte i = table[nibble i of DecodeNibbles] (IQ4_NL's grid).
+HWY_INLINE Int8Block DecodeNibblesThrough(const uint8_t* qs, const int8_t* table16) {
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table16)));
+  return {_mm256_shuffle_epi8(table, DecodeNibbles(qs).v)};
+}
 HWY_INLINE Int8Block SubConst(Int8Block b, int8_t c) { return {_mm256_sub_epi8(b.v, _mm256_set1_epi8(c))}; }
 // int8 q -> uint8 q + 128.
 HWY_INLINE Int8Block FlipSign(Int8Block b) { return {_mm256_xor_si256(b.v, _mm256_set1_epi8(-128))}; }
@@ -142,6 +147,11 @@ HWY_INLINE Int8Block AddHighBits(Int8Block b, const uint8_t* qh) {
   const uint8x16_t lo = vandq_u8(vtstq_u8(spread_lo, bit_of_byte), high);
   const uint8x16_t hi = vandq_u8(vtstq_u8(spread_hi, bit_of_byte), high);
   return {vorrq_s8(b.lo, vreinterpretq_s8_u8(lo)), vorrq_s8(b.hi, vreinterpretq_s8_u8(hi))};
+}
+HWY_INLINE Int8Block DecodeNibblesThrough(const uint8_t* qs, const int8_t* table16) {
+  const int8x16_t table = vld1q_s8(table16);
+  const Int8Block nibbles = DecodeNibbles(qs);
+  return {vqtbl1q_s8(table, vreinterpretq_u8_s8(nibbles.lo)), vqtbl1q_s8(table, vreinterpretq_u8_s8(nibbles.hi))};
 }
 HWY_INLINE Int8Block SubConst(Int8Block b, int8_t c) {
   return {vsubq_s8(b.lo, vdupq_n_s8(c)), vsubq_s8(b.hi, vdupq_n_s8(c))};
@@ -182,6 +192,11 @@ HWY_INLINE Int8Block AddHighBits(Int8Block b, const uint8_t* qh) {
   uint32_t bits;
   std::memcpy(&bits, qh, 4);
   for (int i = 0; i < 32; ++i) b.v[i] = static_cast<int8_t>(b.v[i] | (((bits >> i) & 1u) << 4));
+  return b;
+}
+HWY_INLINE Int8Block DecodeNibblesThrough(const uint8_t* qs, const int8_t* table16) {
+  Int8Block b = DecodeNibbles(qs);
+  for (int i = 0; i < 32; ++i) b.v[i] = table16[b.v[i]];
   return b;
 }
 HWY_INLINE Int8Block SubConst(Int8Block b, int8_t c) {
@@ -233,6 +248,16 @@ struct FormatQ8_0 {
   static constexpr int kOffset = 128;
   static HWY_INLINE Int8Block UnsignedCodes(const Block& b) { return FlipSign(LoadInt8(b.qs)); }
   static HWY_INLINE Int8Block SignedCodes(const Block& b) { return LoadInt8(b.qs); }
+};
+
+// IQ4_NL: Q4_0's nibbles name values of a 16-entry grid (-127..113). Shifted by 128 they are valid
+// uint8 (1..241) for vpdpbusd; the sign trick of the AVX2 path takes |value| <= 127.
+struct FormatIQ4_NL {
+  using Block = BlockIQ4_NL;
+  using ActBlock = BlockQ8_0;
+  static constexpr int kOffset = 128;
+  static HWY_INLINE Int8Block SignedCodes(const Block& b) { return DecodeNibblesThrough(b.qs, kIQ4Values); }
+  static HWY_INLINE Int8Block UnsignedCodes(const Block& b) { return FlipSign(SignedCodes(b)); }
 };
 
 template <class F>
@@ -681,6 +706,7 @@ const simd::TargetKernels* GetTargetKernels() {
     t.tile[at(GgmlType::Q5_0)] = &TileAll<QuantOp<FormatQ5_0>>;
     t.tile[at(GgmlType::Q5_1)] = &TileAll<QuantOp<FormatQ5_1>>;
     t.tile[at(GgmlType::Q8_0)] = &TileAll<QuantOp<FormatQ8_0>>;
+    t.tile[at(GgmlType::IQ4_NL)] = &TileAll<QuantOp<FormatIQ4_NL>>;
     t.dequantize[at(GgmlType::F32)] = &DequantizeFloat<KindF32>;
     t.dequantize[at(GgmlType::F16)] = &DequantizeFloat<KindF16>;
     t.dequantize[at(GgmlType::BF16)] = &DequantizeFloat<KindBF16>;
@@ -689,6 +715,7 @@ const simd::TargetKernels* GetTargetKernels() {
     t.dequantize[at(GgmlType::Q5_0)] = &DequantizeQuant<FormatQ5_0>;
     t.dequantize[at(GgmlType::Q5_1)] = &DequantizeQuant<FormatQ5_1>;
     t.dequantize[at(GgmlType::Q8_0)] = &DequantizeQuant<FormatQ8_0>;
+    t.dequantize[at(GgmlType::IQ4_NL)] = &DequantizeQuant<FormatIQ4_NL>;
     t.quantize[at(GgmlType::F32)] = &QuantizeF32;
     t.quantize[at(GgmlType::F16)] = &QuantizeF16;
     t.quantize[at(GgmlType::BF16)] = &QuantizeBF16;

@@ -1,4 +1,4 @@
-// Scalar references for the K-quant formats: the definition of each format,
+// Scalar references for the K-quant formats (and IQ4_XS): the definition of each format,
 // written for clarity. SIMD kernels (cpu/kquant_*.cpp) are tested against these.
 //
 // The dot products compute what GGML's vec_dot_*_q8_K compute: exact integer
@@ -55,6 +55,39 @@ int q6_of_element(const BlockQ6K& b, int e) {
   return low | (high << 4);
 }
 
+// 2-bit quant of element e of a Q2_K block (also the low 2 bits of a Q3_K quant): half h = e / 128
+// uses qs[32h .. 32h+31]; within it, run k = (e % 128) / 32 sits in bits 2k..2k+1 of qs[32h + e % 32].
+int low2_of_element(const uint8_t* qs, int e) {
+  const int half = e / 128, run = (e % 128) / 32;
+  return (qs[32 * half + e % 32] >> (2 * run)) & 3;
+}
+
+// Bit 2 of a Q3_K quant: element e = 32k + l is bit k of hmask[l].
+int q3_high_bit_of_element(const uint8_t* hmask, int e) { return (hmask[e % 32] >> (e / 32)) & 1; }
+
+// 6-bit scale j (0..15) of a Q3_K block, 0..63 before the -32 offset (layout above
+// unpack_q3_K_scale_words in kquant_blocks.h), read one field at a time.
+int q3_scale_of_sub_block(int j, const uint8_t* packed) {
+  const int low = j < 8 ? (packed[j] & 0x0F) : (packed[j - 8] >> 4);
+  const int high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+  return low | (high << 4);
+}
+
+// 6-bit scale j (0..7) of an IQ4_XS block, 0..63 before the -32 offset.
+int iq4_xs_scale_of_sub_block(int j, const BlockIQ4XS& b) {
+  const int low = (b.scales_l[j / 2] >> (4 * (j % 2))) & 0x0F;
+  const int high = (b.scales_h >> (2 * j)) & 3;
+  return low | (high << 4);
+}
+
+// Grid value of element e of an IQ4_XS block: sub-block j = e / 32 holds qs[16j .. 16j+15]; its
+// element l < 16 is the low nibble of byte l, element 16 + l the high nibble.
+int iq4_xs_value_of_element(const BlockIQ4XS& b, int e) {
+  const int j = e / 32, within = e % 32;
+  const uint8_t byte = b.qs[16 * j + within % 16];
+  return kIQ4Values[within < 16 ? (byte & 0x0F) : (byte >> 4)];
+}
+
 }  // namespace
 
 void dequantize_q4_K_reference(const void* src, float* dst, int64_t n) {
@@ -103,6 +136,54 @@ void dequantize_q6_K_reference(const void* src, float* dst, int64_t n) {
     for (int e = 0; e < kSuperBlock; ++e) {
       const float sub_d = d * static_cast<float>(b.scales[e / 16]);
       dst[i * kSuperBlock + e] = sub_d * static_cast<float>(q6_of_element(b, e) - 32);
+    }
+  }
+}
+
+// Q2_K, 84 bytes: | scales[16]: scale j in bits 0-3, min j in bits 4-7 | qs[64] | d: f16 | dmin: f16 |
+// element e (sub-block j = e / 16): d * scale_j * low2(e) - dmin * min_j   (low2_of_element above)
+void dequantize_q2_K_reference(const void* src, float* dst, int64_t n) {
+  assert(n % kSuperBlock == 0);
+  const auto* blocks = static_cast<const BlockQ2K*>(src);  // [n / 256]
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    const BlockQ2K& b = blocks[i];
+    const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+    for (int e = 0; e < kSuperBlock; ++e) {
+      const int j = e / 16;
+      const float sub_d = d * static_cast<float>(b.scales[j] & 0x0F);
+      const float sub_m = dmin * static_cast<float>(b.scales[j] >> 4);
+      dst[i * kSuperBlock + e] = sub_d * static_cast<float>(low2_of_element(b.qs, e)) - sub_m;
+    }
+  }
+}
+
+// Q3_K, 110 bytes: | hmask[32] | qs[64] as Q2_K | scales[12]: 16 x 6 bits | d: f16 |
+// element e (sub-block j = e / 16): d * (scale_j - 32) * (low2(e) + 4 * hmask_bit(e) - 4)
+void dequantize_q3_K_reference(const void* src, float* dst, int64_t n) {
+  assert(n % kSuperBlock == 0);
+  const auto* blocks = static_cast<const BlockQ3K*>(src);  // [n / 256]
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    const BlockQ3K& b = blocks[i];
+    const float d = f16_to_f32(b.d);
+    for (int e = 0; e < kSuperBlock; ++e) {
+      const float sub_d = d * static_cast<float>(q3_scale_of_sub_block(e / 16, b.scales) - 32);
+      const int q = low2_of_element(b.qs, e) + 4 * q3_high_bit_of_element(b.hmask, e) - 4;
+      dst[i * kSuperBlock + e] = sub_d * static_cast<float>(q);
+    }
+  }
+}
+
+// IQ4_XS, 136 bytes: | d: f16 | scales_h: u16 | scales_l[4] | qs[128] |
+// element e (sub-block j = e / 32): d * (scale_j - 32) * kIQ4Values[code(e)]
+void dequantize_iq4_xs_reference(const void* src, float* dst, int64_t n) {
+  assert(n % kSuperBlock == 0);
+  const auto* blocks = static_cast<const BlockIQ4XS*>(src);  // [n / 256]
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    const BlockIQ4XS& b = blocks[i];
+    const float d = f16_to_f32(b.d);
+    for (int e = 0; e < kSuperBlock; ++e) {
+      const float sub_d = d * static_cast<float>(iq4_xs_scale_of_sub_block(e / 32, b) - 32);
+      dst[i * kSuperBlock + e] = sub_d * static_cast<float>(iq4_xs_value_of_element(b, e));
     }
   }
 }
@@ -203,6 +284,65 @@ float vec_dot_q6_K_q8_K_reference(int64_t n, const void* w, const void* a) {
       int32_t dot = 0;
       for (int l = 0; l < 16; ++l) dot += (q6_of_element(wb[i], 16 * j + l) - 32) * ab[i].qs[16 * j + l];
       scaled += wb[i].scales[j] * dot;
+    }
+    sum += f16_to_f32(wb[i].d) * ab[i].d * static_cast<float>(scaled);
+  }
+  return sum;
+}
+
+// As GGML's vec_dot_q2_K_q8_K: sum_j scale_j * <q, a>_j times d * d_a, minus sum_j min_j * bsum_j times dmin * d_a.
+float vec_dot_q2_K_q8_K_reference(int64_t n, const void* w, const void* a) {
+  assert(n % kSuperBlock == 0);
+  const auto* wb = static_cast<const BlockQ2K*>(w);  // [n / 256]
+  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+  float sum = 0;
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    int32_t scaled = 0, mins = 0;
+    for (int j = 0; j < 16; ++j) {
+      int32_t dot = 0;
+      for (int l = 0; l < 16; ++l) dot += low2_of_element(wb[i].qs, 16 * j + l) * ab[i].qs[16 * j + l];
+      scaled += (wb[i].scales[j] & 0x0F) * dot;
+      mins += (wb[i].scales[j] >> 4) * ab[i].bsums[j];
+    }
+    const float d = f16_to_f32(wb[i].d) * ab[i].d;
+    const float dmin = f16_to_f32(wb[i].dmin) * ab[i].d;
+    sum += d * static_cast<float>(scaled) - dmin * static_cast<float>(mins);
+  }
+  return sum;
+}
+
+float vec_dot_q3_K_q8_K_reference(int64_t n, const void* w, const void* a) {
+  assert(n % kSuperBlock == 0);
+  const auto* wb = static_cast<const BlockQ3K*>(w);  // [n / 256]
+  const auto* ab = static_cast<const BlockQ8K*>(a);  // [n / 256]
+  float sum = 0;
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    int32_t scaled = 0;  // sum_j (scale_j - 32) * sum_{l in j} (q - 4) * a
+    for (int j = 0; j < 16; ++j) {
+      int32_t dot = 0;
+      for (int l = 0; l < 16; ++l) {
+        const int e = 16 * j + l;
+        const int q = low2_of_element(wb[i].qs, e) + 4 * q3_high_bit_of_element(wb[i].hmask, e) - 4;
+        dot += q * ab[i].qs[e];
+      }
+      scaled += (q3_scale_of_sub_block(j, wb[i].scales) - 32) * dot;
+    }
+    sum += f16_to_f32(wb[i].d) * ab[i].d * static_cast<float>(scaled);
+  }
+  return sum;
+}
+
+float vec_dot_iq4_xs_q8_K_reference(int64_t n, const void* w, const void* a) {
+  assert(n % kSuperBlock == 0);
+  const auto* wb = static_cast<const BlockIQ4XS*>(w);  // [n / 256]
+  const auto* ab = static_cast<const BlockQ8K*>(a);    // [n / 256]
+  float sum = 0;
+  for (int64_t i = 0; i < n / kSuperBlock; ++i) {
+    int32_t scaled = 0;  // sum_j (scale_j - 32) * sum_{l in j} value * a
+    for (int j = 0; j < 8; ++j) {
+      int32_t dot = 0;
+      for (int l = 0; l < 32; ++l) dot += iq4_xs_value_of_element(wb[i], 32 * j + l) * ab[i].qs[32 * j + l];
+      scaled += (iq4_xs_scale_of_sub_block(j, wb[i]) - 32) * dot;
     }
     sum += f16_to_f32(wb[i].d) * ab[i].d * static_cast<float>(scaled);
   }

@@ -1,5 +1,5 @@
-// Scalar reference kernels for F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
-// and the Q8_0 / Q8_1 activation formats. These define the formats; the SIMD
+// Scalar reference kernels for F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+// IQ4_NL and the Q8_0 / Q8_1 activation formats. These define the formats; the SIMD
 // kernels are tested against them. Written for clarity, not speed.
 #include <algorithm>
 #include <cassert>
@@ -75,6 +75,15 @@ void dequantize_q8_0(const BlockQ8_0* b, float* y, int64_t n_blocks) {
   }
 }
 
+// IQ4_NL, 18 bytes: | d: f16 | qs[16]: codes laid out as Q4_0's nibbles |
+// value_i = kIQ4Values[nibble_i] * d
+void dequantize_iq4_nl(const BlockIQ4_NL* b, float* y, int64_t n_blocks) {
+  for (int64_t k = 0; k < n_blocks; ++k) {
+    const float d = f16_to_f32(b[k].d);
+    for (int i = 0; i < 32; ++i) y[k * 32 + i] = static_cast<float>(kIQ4Values[nibble(b[k].qs, i)]) * d;
+  }
+}
+
 // GGML's quantize_row_q8_0_ref: d = amax / 127, q = roundf(x / d) (ties away from zero).
 void quantize_q8_0(const float* x, BlockQ8_0* b, int64_t n_blocks) {
   for (int64_t k = 0; k < n_blocks; ++k) {
@@ -134,6 +143,10 @@ void block_codes(const BlockQ5_1& b, int codes[32]) {
   for (int i = 0; i < 32; ++i) codes[i] = nibble(b.qs, i) | static_cast<int>(((qh >> i) & 1u) << 4);
 }
 template <>
+void block_codes(const BlockIQ4_NL& b, int codes[32]) {
+  for (int i = 0; i < 32; ++i) codes[i] = kIQ4Values[nibble(b.qs, i)];
+}
+template <>
 void block_codes(const BlockQ8_0& b, int codes[32]) {
   for (int i = 0; i < 32; ++i) codes[i] = b.qs[i];
 }
@@ -183,6 +196,7 @@ bool dequantize(GgmlType t, const void* src, float* dst, int64_t n) {
     case GgmlType::Q5_0: dequantize_q5_0(static_cast<const BlockQ5_0*>(src), dst, blocks); return true;
     case GgmlType::Q5_1: dequantize_q5_1(static_cast<const BlockQ5_1*>(src), dst, blocks); return true;
     case GgmlType::Q8_0: dequantize_q8_0(static_cast<const BlockQ8_0*>(src), dst, blocks); return true;
+    case GgmlType::IQ4_NL: dequantize_iq4_nl(static_cast<const BlockIQ4_NL*>(src), dst, blocks); return true;
     default: return false;
   }
 }
@@ -235,6 +249,9 @@ bool vec_dot(GgmlType weight_type, int64_t n, const void* w, const void* a, floa
       return true;
     case GgmlType::Q8_0:
       *result = vec_dot_symmetric(blocks, static_cast<const BlockQ8_0*>(w), static_cast<const BlockQ8_0*>(a));
+      return true;
+    case GgmlType::IQ4_NL:  // ggml_vec_dot_iq4_nl_q8_0: grid values times Q8_0 quants
+      *result = vec_dot_symmetric(blocks, static_cast<const BlockIQ4_NL*>(w), static_cast<const BlockQ8_0*>(a));
       return true;
     case GgmlType::Q4_1:
       *result = vec_dot_with_min(blocks, static_cast<const BlockQ4_1*>(w), static_cast<const BlockQ8_1*>(a));
