@@ -11,16 +11,17 @@ struct MatvecFormat {
   const char* shader;
   uint32_t unit_elems;
   uint32_t word_bytes;
+  uint32_t offset_align;  // the weights' buffer offset (Q4_K/Q5_K also load 16-byte words)
 };
 
 bool matvec_format(GgmlType type, MatvecFormat* out) {
   switch (type) {
-    case GgmlType::F16: *out = {"matvec_f16", 8, 16}; return true;
-    case GgmlType::Q8_0: *out = {"matvec_q8_0", 32, 2}; return true;
-    case GgmlType::Q4_0: *out = {"matvec_q4_0", 32, 2}; return true;
-    case GgmlType::Q4_K: *out = {"matvec_q4_k", 32, 4}; return true;
-    case GgmlType::Q5_K: *out = {"matvec_q5_k", 32, 4}; return true;
-    case GgmlType::Q6_K: *out = {"matvec_q6_k", 32, 2}; return true;
+    case GgmlType::F16: *out = {"matvec_f16", 8, 16, 16}; return true;
+    case GgmlType::Q8_0: *out = {"matvec_q8_0", 8, 2, 2}; return true;
+    case GgmlType::Q4_0: *out = {"matvec_q4_0", 16, 2, 2}; return true;
+    case GgmlType::Q4_K: *out = {"matvec_q4_k", 32, 4, 16}; return true;
+    case GgmlType::Q5_K: *out = {"matvec_q5_k", 32, 4, 16}; return true;
+    case GgmlType::Q6_K: *out = {"matvec_q6_k", 32, 2, 2}; return true;
     default: return false;
   }
 }
@@ -60,9 +61,9 @@ Status Kernels::matvec(CommandBatch& batch, GgmlType type, BufferRange w, Buffer
                                      info.name));
   }
   const size_t row_bytes = ggml_row_bytes(type, cols);
-  if (row_bytes % f.word_bytes != 0 || w.offset % f.word_bytes != 0) {
-    return Status::error(fmt::format("Vulkan matvec: {} rows of {} bytes are not {}-byte aligned", info.name,
-                                     row_bytes, f.word_bytes));
+  if (row_bytes % f.word_bytes != 0 || w.offset % f.offset_align != 0) {
+    return Status::error(fmt::format("Vulkan matvec: {} rows of {} bytes at offset {} are not aligned ({}, {})",
+                                     info.name, row_bytes, w.offset, f.word_bytes, f.offset_align));
   }
   if (w.bytes == 0) w.bytes = static_cast<size_t>(rows) * row_bytes;
   if (x.bytes == 0) x.bytes = static_cast<size_t>(n_tokens * cols) * sizeof(float);

@@ -8,7 +8,10 @@
 #include "matvec_head.glsl"
 #include "kquant_scales.glsl"
 
-layout(binding = 0) readonly buffer WBuf { uint w[]; };  // W: [rows][cols / 256 super-blocks][36 words]
+layout(binding = 0) readonly buffer WBuf { uint w[]; };
+// The same weights as 16-byte words: the 16 qs bytes of a unit are one aligned load (block and qs offsets
+// are multiples of 16 bytes), so a subgroup's loads cover neighbouring bytes.
+layout(binding = 0) readonly buffer WBuf4 { uvec4 w4[]; };  // W: [rows][cols / 256 super-blocks][36 words]
 
 void unit_dots(uint first_row, uint x_base, uint u, inout float acc[ROWS]) {
   const uint block = u / 8, sub = u % 8, c = sub / 2, h = sub % 2;
@@ -27,9 +30,10 @@ void unit_dots(uint first_row, uint x_base, uint u, inout float acc[ROWS]) {
     const uvec3 s = uvec3(w[base + 1], w[base + 2], w[base + 3]);
     scale_min_of_sub_block(s, 2 * c, sc_lo, m_lo);
     scale_min_of_sub_block(s, 2 * c + 1, sc_hi, m_hi);
+    const uvec4 qs = w4[(base + 4 + 8 * c + 4 * h) / 4];
     float dot_lo = 0.0, dot_hi = 0.0;
     for (uint k = 0; k < 4; ++k) {
-      const uint q = w[base + 4 + 8 * c + 4 * h + k];
+      const uint q = qs[k];
       dot_lo += dot(vec4(q & 15u, (q >> 8) & 15u, (q >> 16) & 15u, (q >> 24) & 15u), xlo[k]);
       dot_hi += dot(vec4((q >> 4) & 15u, (q >> 12) & 15u, (q >> 20) & 15u, q >> 28), xhi[k]);
     }

@@ -6,7 +6,10 @@
 #include "matvec_head.glsl"
 #include "kquant_scales.glsl"
 
-layout(binding = 0) readonly buffer WBuf { uint w[]; };  // W: [rows][cols / 256 super-blocks][44 words]
+layout(binding = 0) readonly buffer WBuf { uint w[]; };
+// The same weights as 16-byte words: the 16 qs bytes of a unit are one aligned load (block and qs offsets
+// are multiples of 16 bytes), so a subgroup's loads cover neighbouring bytes.
+layout(binding = 0) readonly buffer WBuf4 { uvec4 w4[]; };  // W: [rows][cols / 256 super-blocks][44 words]
 
 void unit_dots(uint first_row, uint x_base, uint u, inout float acc[ROWS]) {
   const uint block = u / 8, sub = u % 8, c = sub / 2, h = sub % 2;
@@ -25,9 +28,10 @@ void unit_dots(uint first_row, uint x_base, uint u, inout float acc[ROWS]) {
     const uvec3 s = uvec3(w[base + 1], w[base + 2], w[base + 3]);
     scale_min_of_sub_block(s, 2 * c, sc_lo, m_lo);
     scale_min_of_sub_block(s, 2 * c + 1, sc_hi, m_hi);
+    const uvec4 qs = w4[(base + 12 + 8 * c + 4 * h) / 4];
     float dot_lo = 0.0, dot_hi = 0.0;
     for (uint k = 0; k < 4; ++k) {
-      const uint q = w[base + 12 + 8 * c + 4 * h + k];
+      const uint q = qs[k];
       const uint qh = w[base + 4 + 4 * h + k];  // qh bytes 16h + 4k .. 16h + 4k + 3
       const uint hb_lo = ((qh >> (2 * c)) & 0x01010101u) << 4;      // bit 4 of the four low-nibble codes
       const uint hb_hi = ((qh >> (2 * c + 1)) & 0x01010101u) << 4;  // of the four high-nibble codes
