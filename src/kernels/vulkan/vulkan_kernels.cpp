@@ -138,4 +138,60 @@ Status Kernels::softmax(CommandBatch& batch, BufferRange x, BufferRange out, int
   return batch.error();
 }
 
+Status Kernels::decode_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                                 BufferRange page_list, uint32_t n_pages, BufferRange q, int n_heads, float scale,
+                                 BufferRange partial_o, BufferRange partial_ml, uint32_t split_base,
+                                 uint32_t pages_per_split) {
+  auto width_ok = [](int bits) { return bits == 16 || bits == 8 || bits == 4 || bits == 2; };
+  if (!width_ok(format.key_bits) || !width_ok(format.value_bits)) {
+    return Status::error(fmt::format("Vulkan decode attention: {} pages (3-bit codes) are not supported yet",
+                                     format.describe()));
+  }
+  if (format.key_bits != 16 && format.key_mode != kv::KeyMode::PerChannel) {
+    return Status::error("Vulkan decode attention: rotated per-token keys are not supported yet");
+  }
+  if (format.tokens != kv::kTokensPerPage || format.n_kv_heads <= 0 || n_heads % format.n_kv_heads != 0 ||
+      n_heads / format.n_kv_heads > 8 || n_pages == 0 || pages_per_split == 0 || format.head_dim % 8 != 0 ||
+      format.page_bytes % 4 != 0) {
+    return Status::error(fmt::format("Vulkan decode attention: unsupported geometry ({} query heads over {})",
+                                     n_heads, format.describe()));
+  }
+  const uint32_t group = format.value_bits == 16 ? 64 : static_cast<uint32_t>(format.group);
+  Result<const Pipeline*> p =
+      pipeline("attention_decode", 5, 44,
+               {static_cast<uint32_t>(format.head_dim), static_cast<uint32_t>(n_heads / format.n_kv_heads),
+                static_cast<uint32_t>(format.key_bits), static_cast<uint32_t>(format.value_bits), group});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t n_pages, pages_per_split, n_heads, split_base, head_bytes, key_section_bytes, key_codes_offset,
+        key_row_code_bytes, value_codes_offset, row_code_bytes;
+    float scale;
+  } push{n_pages,
+         pages_per_split,
+         static_cast<uint32_t>(n_heads),
+         split_base,
+         static_cast<uint32_t>(format.head_bytes),
+         static_cast<uint32_t>(format.key_section_bytes),
+         static_cast<uint32_t>(format.key_codes_offset),
+         static_cast<uint32_t>(format.key_row_code_bytes),
+         static_cast<uint32_t>(format.value_codes_offset),
+         static_cast<uint32_t>(format.row_code_bytes),
+         scale};
+  batch.dispatch(**p, {pool, page_list, q, partial_o, partial_ml}, push, attention_splits(n_pages, pages_per_split),
+                 static_cast<uint32_t>(format.n_kv_heads));
+  return batch.error();
+}
+
+Status Kernels::merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
+                                int n_heads, int head_dim, BufferRange out, BufferRange lse) {
+  if (n_splits == 0 || n_heads <= 0 || head_dim <= 0) return Status::error("Vulkan merge_attention: empty shape");
+  Result<const Pipeline*> p = pipeline("attention_merge", 4, 12, {});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t n_splits, n_heads, head_dim;
+  } push{n_splits, static_cast<uint32_t>(n_heads), static_cast<uint32_t>(head_dim)};
+  batch.dispatch(**p, {partial_o, partial_ml, out, lse}, push, static_cast<uint32_t>(n_heads));
+  return batch.error();
+}
+
 }  // namespace kvtier::vulkan

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/vulkan/context.h"
+#include "kv/page_format.h"
 #include "kvtier/ggml_types.h"
 
 namespace kvtier::vulkan {
@@ -44,6 +45,24 @@ class Kernels {
   Status silu_mul(CommandBatch& batch, BufferRange gate, BufferRange up, BufferRange out, int64_t n);
   //   x, out: [n_rows][n]
   Status softmax(CommandBatch& batch, BufferRange x, BufferRange out, int n_rows, int n, float scale);
+
+  // Decode attention (one query token at the newest position, so every cached position is visible) over
+  // pages of one format, decoded inside the shader; split-K: splits of pages_per_split pages each write
+  // their unnormalised output and softmax statistics at split index split_base + s; merge_attention then
+  // combines all splits (of one or several dispatches, e.g. one per precision of a mixed cache).
+  //   pool: page bytes (each page 4-byte aligned);  page_list: [n_pages] uint32 pairs (byte offset of the
+  //   page in pool, valid tokens 1..64), position order;  q: [n_heads][head_dim] f32 (keys not rotated)
+  //   partial_o: [splits][n_heads][head_dim] f32;  partial_ml: [splits][n_heads][2] f32
+  // Supported: KeyMode::PerChannel, key and value widths 16 (f16), 8, 4 or 2; GQA up to 8.
+  static uint32_t attention_splits(uint32_t n_pages, uint32_t pages_per_split) {
+    return (n_pages + pages_per_split - 1) / pages_per_split;
+  }
+  Status decode_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
+                          uint32_t n_pages, BufferRange q, int n_heads, float scale, BufferRange partial_o,
+                          BufferRange partial_ml, uint32_t split_base, uint32_t pages_per_split);
+  //   out: [n_heads][head_dim] f32;  lse: [n_heads] f32, log of each head's softmax denominator
+  Status merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
+                         int n_heads, int head_dim, BufferRange out, BufferRange lse);
 
  private:
   Result<const Pipeline*> pipeline(const std::string& shader, uint32_t n_buffers, uint32_t push_bytes,
