@@ -1,7 +1,7 @@
 // Achieved memory bandwidth of the Vulkan matrix-vector shaders, against the device's measured copy
 // bandwidth (vkCmdCopyBuffer, bytes read + written), timed with GPU timestamps.
 //
-//   build/bench/vulkan_bench [--device N] [--quick] [--sweep]
+//   build/bench/vulkan_bench [--device N] [--quick] [--sweep] [--no-matvec] [--no-attention]
 //
 // Each (format, shape) gets enough copies of its weight matrix to span well past the GPU's last-level cache
 // (>= 384 MiB in all), with random codes and scales; the dispatches cycle through the copies, so each reads
@@ -18,10 +18,13 @@
 #include <string>
 #include <vector>
 
+#include "kernels/paged_attention.h"
 #include "kernels/vulkan/context.h"
 #include "kernels/vulkan/vulkan_kernels.h"
 #include "kvtier/f16.h"
 #include "kvtier/kernels.h"
+#include "kvtier/thread_pool.h"
+#include "kv/codec.h"
 
 namespace kvtier::vulkan {
 namespace {
@@ -30,6 +33,8 @@ struct Options {
   int device = -1;
   bool quick = false;  // small shapes and few repeats (a smoke run on lavapipe)
   bool sweep = false;  // also try other workgroup shapes
+  bool matvec = true;
+  bool attention = true;
 };
 
 // xorshift64*: fast random bytes for hundreds of MiB of weights.
@@ -200,6 +205,119 @@ bool bench_matvec(Context& ctx, Kernels& kernels, GgmlType type, int64_t rows, i
   return true;
 }
 
+// Decode attention over a paged cache of n_tokens positions of one layer (Llama-3-8B shape: 8 KV heads of
+// 128, 32 query heads), f16 or quantized pages: GB/s of page bytes read, decode + merge, with a barrier after
+// each layer as in a forward pass. Enough layers (separate pools) to span past the GPU's cache; the pages are
+// 8 pages encoded from random keys and values (kv::encode_page), tiled; before timing, the output of layer
+// 0 is checked against the CPU kernel (kernels::paged_attention) on the same pages.
+bool bench_attention(Context& ctx, Kernels& kernels, kv::Precision precision, int n_tokens, size_t span_bytes,
+                     int reps, const std::vector<uint32_t>& splits_per, double copy_gbs) {
+  const int n_kv_heads = 8, head_dim = 128, n_heads = 32;
+  kv::PageFormat f;
+  std::string error;
+  if (!kv::make_page_format(precision, kv::KeyMode::PerChannel, kv::kTokensPerPage, n_kv_heads, head_dim, 0, &f,
+                            &error)) {
+    std::fprintf(stderr, "%s\n", error.c_str());
+    return false;
+  }
+  const int n_pages = n_tokens / kv::kTokensPerPage;
+  const size_t layer_bytes = static_cast<size_t>(n_pages) * f.page_bytes;
+  const int layers = static_cast<int>(std::max<size_t>(2, (span_bytes + layer_bytes - 1) / layer_bytes));
+  Random rng;
+  const int distinct = 8;
+  std::vector<uint8_t> pages(distinct * f.page_bytes);
+  {
+    const size_t n = static_cast<size_t>(kv::kTokensPerPage) * n_kv_heads * head_dim;
+    std::vector<float> k(n), v(n);
+    for (int p = 0; p < distinct; ++p) {
+      for (size_t i = 0; i < n; ++i) {
+        k[i] = rng.uniform() * 4 - 2;
+        v[i] = rng.uniform() * 2 - 1;
+      }
+      kv::encode_page(f, k.data(), v.data(), kv::kTokensPerPage, pages.data() + p * f.page_bytes);
+    }
+  }
+  std::vector<uint8_t> layer(layer_bytes);
+  for (int p = 0; p < n_pages; ++p) {
+    std::memcpy(layer.data() + p * f.page_bytes, pages.data() + (p % distinct) * f.page_bytes, f.page_bytes);
+  }
+  std::vector<Buffer> pools;
+  for (int l = 0; l < layers; ++l) {
+    Result<Buffer> b = ctx.create_buffer(layer_bytes, MemoryKind::DeviceLocal);
+    if (!b.ok()) return check(b.status(), "page pool");
+    if (!check(ctx.upload(*b, 0, layer.data(), layer_bytes), "upload pages")) return false;
+    pools.push_back(std::move(*b));
+  }
+  std::vector<uint32_t> list;
+  std::vector<kv::PageRef> refs;
+  for (int p = 0; p < n_pages; ++p) {
+    list.push_back(static_cast<uint32_t>(p * f.page_bytes));
+    list.push_back(kv::kTokensPerPage);
+    refs.push_back(kv::PageRef{layer.data() + p * f.page_bytes, &f, p * kv::kTokensPerPage, kv::kTokensPerPage});
+  }
+  std::vector<float> q(static_cast<size_t>(n_heads) * head_dim);
+  for (float& x : q) x = rng.uniform() * 2 - 1;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const uint32_t max_splits = Kernels::attention_splits(n_pages, 1);
+  Result<Buffer> list_b = ctx.create_buffer(list.size() * 4, MemoryKind::DeviceLocal);
+  Result<Buffer> q_b = ctx.create_buffer(q.size() * 4, MemoryKind::DeviceLocal);
+  Result<Buffer> part_o = ctx.create_buffer(static_cast<size_t>(max_splits) * q.size() * 4, MemoryKind::DeviceLocal);
+  Result<Buffer> part_ml = ctx.create_buffer(static_cast<size_t>(max_splits) * n_heads * 8, MemoryKind::DeviceLocal);
+  Result<Buffer> out = ctx.create_buffer(q.size() * 4, MemoryKind::DeviceLocal);
+  Result<Buffer> lse = ctx.create_buffer(static_cast<size_t>(n_heads) * 4, MemoryKind::DeviceLocal);
+  if (!list_b.ok() || !q_b.ok() || !part_o.ok() || !part_ml.ok() || !out.ok() || !lse.ok()) return false;
+  if (!check(ctx.upload(*list_b, 0, list.data(), list.size() * 4), "upload list") ||
+      !check(ctx.upload(*q_b, 0, q.data(), q.size() * 4), "upload q")) {
+    return false;
+  }
+  std::vector<float> expected(q.size());
+  {
+    ThreadPool threads(0);
+    kernels::PagedKv view{refs, n_kv_heads, head_dim, false, false};
+    kernels::paged_attention(view, n_tokens - 1, 1, n_heads, q.data(), scale, expected.data(), threads);
+  }
+  auto record = [&](CommandBatch& batch, int l, uint32_t pps) {
+    kernels.decode_attention(batch, f, pools[l], *list_b, n_pages, *q_b, n_heads, scale, *part_o, *part_ml, 0, pps);
+    batch.barrier();
+    kernels.merge_attention(batch, *part_o, *part_ml, Kernels::attention_splits(n_pages, pps), n_heads, head_dim, *out,
+                            *lse);
+    batch.barrier();
+  };
+  for (uint32_t pps : splits_per) {
+    double max_error = 0;
+    {
+      Result<CommandBatch> batch = ctx.begin();
+      if (!batch.ok()) return false;
+      record(*batch, 0, pps);
+      if (!check(ctx.submit(*batch), "attention")) return false;
+      std::vector<float> got(q.size());
+      if (!check(ctx.download(*out, 0, got.data(), got.size() * 4), "download")) return false;
+      for (size_t i = 0; i < got.size(); ++i) max_error = std::max<double>(max_error, std::fabs(got[i] - expected[i]));
+    }
+    const int n = reps * layers;
+    Result<CommandBatch> batch = ctx.begin(static_cast<uint32_t>(n + 1));
+    if (!batch.ok()) return false;
+    for (int l = 0; l < layers; ++l) record(*batch, l, pps);  // warm-up
+    batch->timestamp();
+    for (int i = 0; i < n; ++i) {
+      record(*batch, i % layers, pps);
+      batch->timestamp();
+    }
+    if (!check(ctx.submit(*batch), "attention")) return false;
+    Result<std::vector<double>> ts = ctx.timestamps_ns(*batch);
+    if (!ts.ok()) return false;
+    std::vector<double> each;
+    for (int i = 0; i < n; ++i) each.push_back((*ts)[i + 1] - (*ts)[i]);
+    const double ns = median(each);
+    const double gbs = static_cast<double>(layer_bytes) / ns;
+    std::printf("%-6s %6d %9.1f %5u %6u %10.2f %8.0f %5.0f%% %9.1e\n", kv::precision_name(precision), n_tokens,
+                static_cast<double>(layer_bytes) / (1 << 20), pps, Kernels::attention_splits(n_pages, pps), ns / 1e3,
+                gbs, 100 * gbs / copy_gbs, max_error);
+    std::fflush(stdout);
+  }
+  return true;
+}
+
 int run(const Options& opt) {
   ContextOptions co;
   co.device_index = opt.device;
@@ -220,6 +338,22 @@ int run(const Options& opt) {
               copy_gbs, copy_cmd_gbs, copy_bytes >> 20);
 
   Kernels kernels(**ctx);
+  if (opt.attention) {
+    std::printf("decode attention, 8 KV heads x 128, 32 query heads, batch 1 (one layer per dispatch pair):\n");
+    std::printf("%-6s %6s %9s %5s %6s %10s %8s %6s %9s\n", "pages", "tokens", "MiB", "pps", "splits", "us", "GB/s",
+                "%copy", "max err");
+    const std::vector<uint32_t> pps = opt.quick ? std::vector<uint32_t>{2} : std::vector<uint32_t>{1, 2, 4, 8, 16};
+    const std::vector<int> lengths = opt.quick ? std::vector<int>{1024} : std::vector<int>{32768, 131072};
+    for (int n_tokens : lengths) {
+      for (kv::Precision p : {kv::Precision::F16, kv::Precision::Q8, kv::Precision::Q4, kv::Precision::Q2}) {
+        if (!bench_attention(**ctx, kernels, p, n_tokens, opt.quick ? (size_t{16} << 20) : (size_t{384} << 20),
+                             opt.quick ? 2 : 5, pps, copy_gbs)) {
+          return 1;
+        }
+      }
+    }
+  }
+  if (!opt.matvec) return 0;
   struct Shape {
     int64_t rows, cols;
   };
@@ -261,10 +395,14 @@ int main(int argc, char** argv) {
       opt.quick = true;
     } else if (std::strcmp(argv[i], "--sweep") == 0) {
       opt.sweep = true;
+    } else if (std::strcmp(argv[i], "--no-matvec") == 0) {
+      opt.matvec = false;
+    } else if (std::strcmp(argv[i], "--no-attention") == 0) {
+      opt.attention = false;
     } else if (std::strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
       opt.device = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: vulkan_bench [--device N] [--quick] [--sweep]\n");
+      std::fprintf(stderr, "usage: vulkan_bench [--device N] [--quick] [--sweep] [--no-matvec] [--no-attention]\n");
       return 2;
     }
   }
