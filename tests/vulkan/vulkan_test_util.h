@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -15,6 +16,9 @@
 #include "kernels/vulkan/vulkan_kernels.h"
 
 namespace kvtier::vulkan::testing {
+
+// Set once a test created a Vulkan device (leak_check.cpp: why LeakSanitizer is then off for the process).
+extern std::atomic<bool> g_vulkan_device_created;
 
 inline ContextOptions test_options() {
   ContextOptions options;
@@ -34,6 +38,7 @@ class VulkanTest : public ::testing::Test {
       if (is_missing_vulkan(c.error())) GTEST_SKIP() << c.error();
       FAIL() << c.error();
     }
+    g_vulkan_device_created = true;
     context_ = std::move(*c);
     kernels_ = std::make_unique<Kernels>(*context_);
   }

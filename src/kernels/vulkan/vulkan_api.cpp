@@ -31,11 +31,17 @@ class FunctionLoader {
 }  // namespace
 
 Status load_vulkan_loader(VulkanApi& api) {
-  // Only the versioned name: the unversioned libvulkan.so belongs to the -dev package.
-  api.library = dlopen("libvulkan.so.1", RTLD_NOW | RTLD_LOCAL);
+  // Opened once per process and never closed: the loader keeps the drivers and layers it loaded, and drivers
+  // keep process-wide state (Mesa's lavapipe: LLVM) that must not be unmapped while referenced. Only the
+  // versioned name: the unversioned libvulkan.so belongs to the -dev package.
+  static void* const library = dlopen("libvulkan.so.1", RTLD_NOW | RTLD_LOCAL);
+  static const std::string open_error = [] {
+    const char* why = library ? nullptr : dlerror();
+    return std::string(why ? why : "");
+  }();
+  api.library = library;
   if (api.library == nullptr) {
-    const char* why = dlerror();
-    return Status::error(std::string("no Vulkan loader: could not open libvulkan.so.1 (") + (why ? why : "?") +
+    return Status::error("no Vulkan loader: could not open libvulkan.so.1 (" + open_error +
                          "); install libvulkan1 and a Vulkan driver (Debian: mesa-vulkan-drivers, or the GPU "
                          "vendor's driver)");
   }
@@ -132,8 +138,7 @@ Status load_device_functions(VulkanApi& api, VkDevice device) {
 }
 
 void unload_vulkan_loader(VulkanApi& api) {
-  if (api.library != nullptr) dlclose(api.library);
-  api = VulkanApi{};
+  api = VulkanApi{};  // the library stays loaded (see load_vulkan_loader)
 }
 
 const char* vk_result_name(VkResult r) {

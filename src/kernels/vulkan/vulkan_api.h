@@ -15,7 +15,7 @@
 namespace kvtier::vulkan {
 
 struct VulkanApi {
-  void* library = nullptr;  // dlopen handle of libvulkan.so.1 (closed by unload_vulkan_loader)
+  void* library = nullptr;  // dlopen handle of libvulkan.so.1 (opened once per process, never closed)
 
   // Global (no instance needed).
   PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr = nullptr;
@@ -90,6 +90,7 @@ Status load_vulkan_loader(VulkanApi& api);
 Status load_instance_functions(VulkanApi& api, VkInstance instance, bool with_debug_utils);
 // Fills the device functions (vkCmdPushDescriptorSetKHR needs VK_KHR_push_descriptor enabled).
 Status load_device_functions(VulkanApi& api, VkDevice device);
+// Forgets the function pointers (the library itself stays loaded for the process).
 void unload_vulkan_loader(VulkanApi& api);
 
 // "VK_ERROR_OUT_OF_DEVICE_MEMORY" etc., for error messages.
