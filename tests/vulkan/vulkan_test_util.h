@@ -17,7 +17,7 @@
 
 namespace kvtier::vulkan::testing {
 
-// Set once a test created a Vulkan device (leak_check.cpp: why LeakSanitizer is then off for the process).
+// Set once a test loaded a Vulkan driver (leak_check.cpp: why LeakSanitizer is then off for the process).
 extern std::atomic<bool> g_vulkan_device_created;
 
 inline ContextOptions test_options() {
