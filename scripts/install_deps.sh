@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kvtier needs, if any are missing (uses sudo when not root).
-# Usage: scripts/install_deps.sh [--test]   (--test adds clang for the fuzzer and the arm64 cross tools)
+# Usage: scripts/install_deps.sh [--test]   (--test adds clang for the fuzzer, the arm64 cross tools, and
+# lavapipe + the Vulkan validation layers that the Vulkan shader tests run on)
+# libvulkan-dev and glslc are build-time only (headers, shader compiler; the Vulkan loader is opened at run
+# time), so a plain build includes the Vulkan backend and still runs where no GPU or driver is present.
 set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config libhwy-dev libpcre2-dev libxxhash-dev libfmt-dev
-          libcli11-dev nlohmann-json3-dev libedit-dev liburing-dev libcpp-httplib-dev libgtest-dev libbenchmark-dev)
+          libcli11-dev nlohmann-json3-dev libedit-dev liburing-dev libcpp-httplib-dev libgtest-dev libbenchmark-dev
+          libvulkan-dev glslc)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(clang libclang-rt-14-dev g++-aarch64-linux-gnu qemu-user libhwy-dev:arm64 libgtest-dev:arm64)
+  packages+=(clang libclang-rt-14-dev g++-aarch64-linux-gnu qemu-user libhwy-dev:arm64 libgtest-dev:arm64
+             mesa-vulkan-drivers vulkan-validationlayers)
 fi
 
 sudo_cmd=()

@@ -1,0 +1,197 @@
+#include "kernels/vulkan/vulkan_kernels.h"
+
+#include <fmt/format.h>
+
+namespace kvtier::vulkan {
+namespace {
+
+// How a matvec shader reads a format: the unit of columns one thread takes at a time, and the word size
+// its weight binding is declared with (rows are row_bytes / word_bytes words apart).
+struct MatvecFormat {
+  const char* shader;
+  uint32_t unit_elems;
+  uint32_t word_bytes;
+  uint32_t offset_align;  // the weights' buffer offset (Q4_K/Q5_K also load 16-byte words)
+};
+
+bool matvec_format(GgmlType type, MatvecFormat* out) {
+  switch (type) {
+    case GgmlType::F16: *out = {"matvec_f16", 8, 16, 16}; return true;
+    case GgmlType::Q8_0: *out = {"matvec_q8_0", 8, 2, 2}; return true;
+    case GgmlType::Q4_0: *out = {"matvec_q4_0", 16, 2, 2}; return true;
+    case GgmlType::Q4_K: *out = {"matvec_q4_k", 32, 4, 16}; return true;
+    case GgmlType::Q5_K: *out = {"matvec_q5_k", 32, 4, 16}; return true;
+    case GgmlType::Q6_K: *out = {"matvec_q6_k", 32, 2, 2}; return true;
+    default: return false;
+  }
+}
+
+constexpr uint32_t kRowWorkgroup = 256;  // rms_norm, softmax: one workgroup per row
+constexpr uint32_t kFlatWorkgroup = 256;  // silu_mul, rope: one thread per element or pair
+
+uint32_t ceil_div(uint64_t a, uint64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
+
+}  // namespace
+
+bool Kernels::supports_matvec(GgmlType type) {
+  MatvecFormat f;
+  return matvec_format(type, &f);
+}
+
+Result<const Pipeline*> Kernels::pipeline(const std::string& shader, uint32_t n_buffers, uint32_t push_bytes,
+                                          std::vector<uint32_t> spec_constants) {
+  std::string key = shader;
+  for (uint32_t c : spec_constants) key += fmt::format(":{}", c);
+  auto it = pipelines_.find(key);
+  if (it != pipelines_.end()) return &it->second;
+  Result<Pipeline> p = context_.create_pipeline(PipelineDesc{shader, n_buffers, push_bytes, std::move(spec_constants)});
+  if (!p.ok()) return p.status();
+  return &pipelines_.emplace(key, std::move(*p)).first->second;
+}
+
+Status Kernels::matvec(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange y, int64_t rows,
+                       int64_t cols, int64_t n_tokens, MatvecTuning tuning) {
+  MatvecFormat f;
+  if (!matvec_format(type, &f)) {
+    return Status::error(fmt::format("Vulkan matvec: no shader for {} weights", ggml_type_name(type)));
+  }
+  const GgmlTypeInfo& info = ggml_type_info(type);
+  if (rows <= 0 || cols <= 0 || n_tokens <= 0 || cols % info.block_elems != 0 || cols % f.unit_elems != 0) {
+    return Status::error(fmt::format("Vulkan matvec: bad shape {} x {} ({} tokens) for {}", rows, cols, n_tokens,
+                                     info.name));
+  }
+  const size_t row_bytes = ggml_row_bytes(type, cols);
+  if (row_bytes % f.word_bytes != 0 || w.offset % f.offset_align != 0) {
+    return Status::error(fmt::format("Vulkan matvec: {} rows of {} bytes at offset {} are not aligned ({}, {})",
+                                     info.name, row_bytes, w.offset, f.word_bytes, f.offset_align));
+  }
+  if (w.bytes == 0) w.bytes = static_cast<size_t>(rows) * row_bytes;
+  if (x.bytes == 0) x.bytes = static_cast<size_t>(n_tokens * cols) * sizeof(float);
+  if (y.bytes == 0) y.bytes = static_cast<size_t>(n_tokens * rows) * sizeof(float);
+  if (w.bytes < static_cast<size_t>(rows) * row_bytes || x.bytes < static_cast<size_t>(n_tokens * cols) * 4 ||
+      y.bytes < static_cast<size_t>(n_tokens * rows) * 4) {
+    return Status::error("Vulkan matvec: a buffer is smaller than its shape");
+  }
+  const uint32_t groups = ceil_div(static_cast<uint64_t>(rows), tuning.rows_per_group);
+  if (groups > context_.info().max_workgroup_count_x) {
+    return Status::error(fmt::format("Vulkan matvec: {} rows need more workgroups than the device allows; raise "
+                                     "rows_per_group",
+                                     rows));
+  }
+  Result<const Pipeline*> p = pipeline(f.shader, 3, 16, {tuning.workgroup, tuning.rows_per_group});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t rows, cols, row_words, units_per_row;
+  } push{static_cast<uint32_t>(rows), static_cast<uint32_t>(cols), static_cast<uint32_t>(row_bytes / f.word_bytes),
+         static_cast<uint32_t>(cols / f.unit_elems)};
+  batch.dispatch(**p, {w, x, y}, push, groups, static_cast<uint32_t>(n_tokens));
+  return batch.error();
+}
+
+Status Kernels::rms_norm(CommandBatch& batch, BufferRange x, BufferRange weight, BufferRange out, int n_rows, int d,
+                         float eps) {
+  if (n_rows <= 0 || d <= 0) return Status::error("Vulkan rms_norm: empty shape");
+  Result<const Pipeline*> p = pipeline("rms_norm", 3, 8, {kRowWorkgroup});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t d;
+    float eps;
+  } push{static_cast<uint32_t>(d), eps};
+  batch.dispatch(**p, {x, weight, out}, push, static_cast<uint32_t>(n_rows));
+  return batch.error();
+}
+
+Status Kernels::rope(CommandBatch& batch, BufferRange rows, BufferRange cos_sin, int n_tokens, int n_heads,
+                     int head_dim, int rope_dims, bool neox) {
+  if (n_tokens <= 0 || n_heads <= 0 || rope_dims <= 0 || rope_dims % 2 != 0 || rope_dims > head_dim) {
+    return Status::error(fmt::format("Vulkan rope: bad shape (rope_dims {} of head_dim {})", rope_dims, head_dim));
+  }
+  Result<const Pipeline*> p = pipeline("rope", 2, 20, {kFlatWorkgroup});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t n_tokens, n_heads, head_dim, rope_dims, neox;
+  } push{static_cast<uint32_t>(n_tokens), static_cast<uint32_t>(n_heads), static_cast<uint32_t>(head_dim),
+         static_cast<uint32_t>(rope_dims), neox ? 1u : 0u};
+  const uint64_t threads = static_cast<uint64_t>(n_tokens) * n_heads * (rope_dims / 2);
+  batch.dispatch(**p, {rows, cos_sin}, push, ceil_div(threads, kFlatWorkgroup));
+  return batch.error();
+}
+
+Status Kernels::silu_mul(CommandBatch& batch, BufferRange gate, BufferRange up, BufferRange out, int64_t n) {
+  if (n <= 0) return Status::error("Vulkan silu_mul: empty shape");
+  Result<const Pipeline*> p = pipeline("silu_mul", 3, 4, {kFlatWorkgroup});
+  if (!p.ok()) return p.status();
+  const uint32_t push = static_cast<uint32_t>(n);
+  batch.dispatch(**p, {gate, up, out}, push, ceil_div(static_cast<uint64_t>(n), kFlatWorkgroup));
+  return batch.error();
+}
+
+Status Kernels::softmax(CommandBatch& batch, BufferRange x, BufferRange out, int n_rows, int n, float scale) {
+  if (n_rows <= 0 || n <= 0) return Status::error("Vulkan softmax: empty shape");
+  Result<const Pipeline*> p = pipeline("softmax", 2, 8, {kRowWorkgroup});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t n;
+    float scale;
+  } push{static_cast<uint32_t>(n), scale};
+  batch.dispatch(**p, {x, out}, push, static_cast<uint32_t>(n_rows));
+  return batch.error();
+}
+
+Status Kernels::decode_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                                 BufferRange page_list, uint32_t n_pages, BufferRange q, int n_heads, float scale,
+                                 BufferRange partial_o, BufferRange partial_ml, uint32_t split_base,
+                                 uint32_t pages_per_split) {
+  auto width_ok = [](int bits) { return bits == 16 || bits == 8 || bits == 4 || bits == 2; };
+  if (!width_ok(format.key_bits) || !width_ok(format.value_bits)) {
+    return Status::error(fmt::format("Vulkan decode attention: {} pages (3-bit codes) are not supported yet",
+                                     format.describe()));
+  }
+  if (format.key_bits != 16 && format.key_mode != kv::KeyMode::PerChannel) {
+    return Status::error("Vulkan decode attention: rotated per-token keys are not supported yet");
+  }
+  if (format.tokens != kv::kTokensPerPage || format.n_kv_heads <= 0 || n_heads % format.n_kv_heads != 0 ||
+      n_heads / format.n_kv_heads > 8 || n_pages == 0 || pages_per_split == 0 || format.head_dim % 8 != 0 ||
+      format.page_bytes % 4 != 0) {
+    return Status::error(fmt::format("Vulkan decode attention: unsupported geometry ({} query heads over {})",
+                                     n_heads, format.describe()));
+  }
+  const uint32_t group = format.value_bits == 16 ? 64 : static_cast<uint32_t>(format.group);
+  Result<const Pipeline*> p =
+      pipeline("attention_decode", 5, 44,
+               {static_cast<uint32_t>(format.head_dim), static_cast<uint32_t>(n_heads / format.n_kv_heads),
+                static_cast<uint32_t>(format.key_bits), static_cast<uint32_t>(format.value_bits), group});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t n_pages, pages_per_split, n_heads, split_base, head_bytes, key_section_bytes, key_codes_offset,
+        key_row_code_bytes, value_codes_offset, row_code_bytes;
+    float scale;
+  } push{n_pages,
+         pages_per_split,
+         static_cast<uint32_t>(n_heads),
+         split_base,
+         static_cast<uint32_t>(format.head_bytes),
+         static_cast<uint32_t>(format.key_section_bytes),
+         static_cast<uint32_t>(format.key_codes_offset),
+         static_cast<uint32_t>(format.key_row_code_bytes),
+         static_cast<uint32_t>(format.value_codes_offset),
+         static_cast<uint32_t>(format.row_code_bytes),
+         scale};
+  batch.dispatch(**p, {pool, page_list, q, partial_o, partial_ml}, push, attention_splits(n_pages, pages_per_split),
+                 static_cast<uint32_t>(format.n_kv_heads));
+  return batch.error();
+}
+
+Status Kernels::merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
+                                int n_heads, int head_dim, BufferRange out, BufferRange lse) {
+  if (n_splits == 0 || n_heads <= 0 || head_dim <= 0) return Status::error("Vulkan merge_attention: empty shape");
+  Result<const Pipeline*> p = pipeline("attention_merge", 4, 12, {});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t n_splits, n_heads, head_dim;
+  } push{n_splits, static_cast<uint32_t>(n_heads), static_cast<uint32_t>(head_dim)};
+  batch.dispatch(**p, {partial_o, partial_ml, out, lse}, push, static_cast<uint32_t>(n_heads));
+  return batch.error();
+}
+
+}  // namespace kvtier::vulkan

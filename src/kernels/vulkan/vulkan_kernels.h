@@ -1,0 +1,75 @@
+// The compute kernels of the Vulkan backend, recorded into a CommandBatch: matrix-vector products over GGUF
+// weight blocks as stored in the file (F16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K), RMSNorm, RoPE, SwiGLU gating and
+// softmax. Each method checks its shapes, creates its pipeline on first use (compiling SPIR-V is the slow
+// part on some drivers) and records one dispatch; the caller records barriers between dependent kernels.
+// Each kernel has a scalar reference on the CPU (kernels/ref/) it is tested against (tests/vulkan/).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "kernels/vulkan/context.h"
+#include "kv/page_format.h"
+#include "kvtier/ggml_types.h"
+
+namespace kvtier::vulkan {
+
+struct MatvecTuning {
+  uint32_t workgroup = 128;       // threads per workgroup
+  uint32_t rows_per_group = 2;    // rows each workgroup computes (x is read once for them)
+};
+
+class Kernels {
+ public:
+  explicit Kernels(Context& context) : context_(context) {}
+
+  static bool supports_matvec(GgmlType type);
+
+  // y[t][r] = sum_c W[r][c] * x[t][c] for r < rows, t < n_tokens, with W dequantized as GGML defines its
+  // type and x in f32 (not quantized, unlike the CPU path's Q8 activations).
+  //   w: [rows][ggml_row_bytes(type, cols)] as in the GGUF file;  x: [n_tokens][cols] f32;  y: [n_tokens][rows]
+  // cols must be a multiple of the type's block (32, or 256 for K-quants).
+  Status matvec(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange y, int64_t rows,
+                int64_t cols, int64_t n_tokens = 1, MatvecTuning tuning = {});
+
+  //   x, out: [n_rows][d];  weight: [d]
+  Status rms_norm(CommandBatch& batch, BufferRange x, BufferRange weight, BufferRange out, int n_rows, int d,
+                  float eps);
+  // In place.  rows: [n_tokens][n_heads][head_dim];  cos_sin: [n_tokens][rope_dims] (cos, sin) pairs, from
+  // kernels::rope_table_reference.
+  Status rope(CommandBatch& batch, BufferRange rows, BufferRange cos_sin, int n_tokens, int n_heads, int head_dim,
+              int rope_dims, bool neox);
+  //   gate, up, out: [n]
+  Status silu_mul(CommandBatch& batch, BufferRange gate, BufferRange up, BufferRange out, int64_t n);
+  //   x, out: [n_rows][n]
+  Status softmax(CommandBatch& batch, BufferRange x, BufferRange out, int n_rows, int n, float scale);
+
+  // Decode attention (one query token at the newest position, so every cached position is visible) over
+  // pages of one format, decoded inside the shader; split-K: splits of pages_per_split pages each write
+  // their unnormalised output and softmax statistics at split index split_base + s; merge_attention then
+  // combines all splits (of one or several dispatches, e.g. one per precision of a mixed cache).
+  //   pool: page bytes (each page 4-byte aligned);  page_list: [n_pages] uint32 pairs (byte offset of the
+  //   page in pool, valid tokens 1..64), position order;  q: [n_heads][head_dim] f32 (keys not rotated)
+  //   partial_o: [splits][n_heads][head_dim] f32;  partial_ml: [splits][n_heads][2] f32
+  // Supported: KeyMode::PerChannel, key and value widths 16 (f16), 8, 4 or 2; GQA up to 8.
+  static uint32_t attention_splits(uint32_t n_pages, uint32_t pages_per_split) {
+    return (n_pages + pages_per_split - 1) / pages_per_split;
+  }
+  Status decode_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
+                          uint32_t n_pages, BufferRange q, int n_heads, float scale, BufferRange partial_o,
+                          BufferRange partial_ml, uint32_t split_base, uint32_t pages_per_split);
+  //   out: [n_heads][head_dim] f32;  lse: [n_heads] f32, log of each head's softmax denominator
+  Status merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
+                         int n_heads, int head_dim, BufferRange out, BufferRange lse);
+
+ private:
+  Result<const Pipeline*> pipeline(const std::string& shader, uint32_t n_buffers, uint32_t push_bytes,
+                                   std::vector<uint32_t> spec_constants);
+
+  Context& context_;
+  std::map<std::string, Pipeline> pipelines_;  // by shader name and specialization
+};
+
+}  // namespace kvtier::vulkan

@@ -1,0 +1,85 @@
+// Fixture for the Vulkan tests: a context on the default device (lavapipe in CI) with the validation layer
+// on (KVTIER_VK_VALIDATE=0 turns it off), skipped with the reason when the machine has no Vulkan loader,
+// driver or device; every validation message fails the test.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/vulkan/context.h"
+#include "kernels/vulkan/vulkan_kernels.h"
+
+namespace kvtier::vulkan::testing {
+
+// Set once a test loaded a Vulkan driver (leak_check.cpp: why LeakSanitizer is then off for the process).
+extern std::atomic<bool> g_vulkan_device_created;
+
+inline ContextOptions test_options() {
+  ContextOptions options;
+  const char* v = std::getenv("KVTIER_VK_VALIDATE");
+  options.validation = v == nullptr || std::strcmp(v, "0") != 0;
+  return options;
+}
+
+// True for the errors that mean "this machine has no Vulkan" (a skip), not "kvtier's Vulkan code is wrong".
+inline bool is_missing_vulkan(const std::string& error) { return error.rfind("no Vulkan", 0) == 0; }
+
+class VulkanTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Result<std::unique_ptr<Context>> c = Context::create(test_options());
+    if (!c.ok()) {
+      if (is_missing_vulkan(c.error())) GTEST_SKIP() << c.error();
+      FAIL() << c.error();
+    }
+    g_vulkan_device_created = true;
+    context_ = std::move(*c);
+    kernels_ = std::make_unique<Kernels>(*context_);
+  }
+
+  void TearDown() override {
+    if (!context_) return;
+    kernels_.reset();
+    for (const std::string& m : context_->take_validation_messages()) ADD_FAILURE() << "validation: " << m;
+  }
+
+  template <class T>
+  Buffer upload(const std::vector<T>& data) {
+    Result<Buffer> b = context_->create_buffer(data.size() * sizeof(T), MemoryKind::DeviceLocal);
+    EXPECT_TRUE(b.ok()) << b.error();
+    if (!b.ok()) return Buffer();
+    Status s = context_->upload(*b, 0, data.data(), data.size() * sizeof(T));
+    EXPECT_TRUE(s.ok()) << s.message();
+    return std::move(*b);
+  }
+
+  Buffer device_buffer(size_t bytes) {
+    Result<Buffer> b = context_->create_buffer(bytes, MemoryKind::DeviceLocal);
+    EXPECT_TRUE(b.ok()) << b.error();
+    return b.ok() ? std::move(*b) : Buffer();
+  }
+
+  std::vector<float> download(const Buffer& b, size_t n) {
+    std::vector<float> out(n);
+    Status s = context_->download(b, 0, out.data(), n * sizeof(float));
+    EXPECT_TRUE(s.ok()) << s.message();
+    return out;
+  }
+
+  // A quiet NaN in every float of `b`, so that an output the shader fails to write shows up.
+  static void poison(CommandBatch& batch, const Buffer& b) {
+    batch.fill(b, 0, b.size(), 0x7FC00000u);
+    batch.barrier();
+  }
+
+  std::unique_ptr<Context> context_;
+  std::unique_ptr<Kernels> kernels_;
+};
+
+}  // namespace kvtier::vulkan::testing
