@@ -30,21 +30,26 @@ inline ContextOptions test_options() {
 // True for the errors that mean "this machine has no Vulkan" (a skip), not "kvtier's Vulkan code is wrong".
 inline bool is_missing_vulkan(const std::string& error) { return error.rfind("no Vulkan", 0) == 0; }
 
+// One context per test process, shared by the tests (ctest runs each test in its own process; a gtest run of
+// the whole binary would otherwise create ~40 instances and devices, and the NVIDIA driver was seen to refuse
+// vkCreateInstance after about 30 in one process). Validation messages are taken after every test.
 class VulkanTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    Result<std::unique_ptr<Context>> c = Context::create(test_options());
-    if (!c.ok()) {
-      if (is_missing_vulkan(c.error())) GTEST_SKIP() << c.error();
-      FAIL() << c.error();
+    static Result<std::unique_ptr<Context>>* shared = new Result<std::unique_ptr<Context>>(
+        Context::create(test_options()));  // never destroyed: it lives as long as the process
+    if (!shared->ok()) {
+      if (is_missing_vulkan(shared->error())) GTEST_SKIP() << shared->error();
+      FAIL() << shared->error();
     }
     g_vulkan_device_created = true;
-    context_ = std::move(*c);
+    context_ = shared->value().get();
+    ASSERT_TRUE(context_->health().ok()) << context_->health().message();
     kernels_ = std::make_unique<Kernels>(*context_);
   }
 
   void TearDown() override {
-    if (!context_) return;
+    if (context_ == nullptr) return;
     kernels_.reset();
     for (const std::string& m : context_->take_validation_messages()) ADD_FAILURE() << "validation: " << m;
   }
@@ -78,7 +83,7 @@ class VulkanTest : public ::testing::Test {
     batch.barrier();
   }
 
-  std::unique_ptr<Context> context_;
+  Context* context_ = nullptr;
   std::unique_ptr<Kernels> kernels_;
 };
 

@@ -304,8 +304,8 @@ Status Context::init(const ContextOptions& options) {
   ici.ppEnabledExtensionNames = extensions.data();
   VkResult r = api_.vkCreateInstance(&ici, nullptr, &instance_);
   if (r == VK_ERROR_INCOMPATIBLE_DRIVER) {
-    return Status::error("no Vulkan driver: the loader found no installable client driver (Debian: "
-                         "mesa-vulkan-drivers, or the GPU vendor's driver)");
+    return Status::error("no Vulkan driver: vkCreateInstance found no driver it could use "
+                         "(VK_ERROR_INCOMPATIBLE_DRIVER; Debian: mesa-vulkan-drivers, or the GPU vendor's driver)");
   }
   if (r != VK_SUCCESS) return vk_error("vkCreateInstance", r);
   s = load_instance_functions(api_, instance_, validation);
