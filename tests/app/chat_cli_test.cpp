@@ -104,6 +104,22 @@ TEST(ChatCli, APseudoTerminalGetsPromptsAndSlashCommands) {
   EXPECT_EQ(messages[3]["content"], "line one \nline two") << "a continued line is one message";
 }
 
+TEST(ChatCli, TwentyTurnsThroughAPseudoTerminalEvaluateOnlyNewTokens) {
+  if (std::system("command -v script >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs script(1) (bsdutils)";
+  kvtier::testing::TempDir dir("kvtier-chat");
+  const std::string chat = kBinary + " chat -m " + demo_model() + " -n 12 --temp 0 -t 2 -c 2048 -v";
+  Outcome o = shell("script -qfec \"" + chat + "\" /dev/null", dir.path(), twenty_messages());
+  ASSERT_EQ(o.code, 0) << o.out << o.err;
+  const std::vector<int> reused = numbers_after(o.out, "[reused ");
+  const std::vector<int> evaluated = numbers_after(o.out, "tokens, evaluated ");
+  ASSERT_EQ(reused.size(), 20u) << o.out;
+  ASSERT_EQ(evaluated.size(), 20u);
+  for (int turn = 1; turn < 20; ++turn) {
+    EXPECT_GT(reused[turn], reused[turn - 1]) << "turn " << turn;
+    EXPECT_LE(evaluated[turn], evaluated[0] + 10) << "turn " << turn;
+  }
+}
+
 TEST(ChatCli, SaveAndLoadContinueTheConversation) {
   kvtier::testing::TempDir dir("kvtier-chat");
   const std::string session = dir.path() + "/talk.kvs";
