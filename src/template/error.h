@@ -25,9 +25,19 @@ class TemplateError {
   void set_pos_if_unknown(SourcePos pos) {
     if (pos_.line == 0) pos_ = pos;
   }
+  // One line: line breaks inside the message (a key or value quoted from the template) are escaped.
   std::string describe() const {
-    return "template:" + std::to_string(pos_.line) + ":" + std::to_string(pos_.column) + ": " + kind_ + ": " +
-           message_;
+    std::string text = "template:" + std::to_string(pos_.line) + ":" + std::to_string(pos_.column) + ": " + kind_ + ": ";
+    for (char c : message_) {
+      if (c == '\n') {
+        text += "\\n";
+      } else if (c == '\r') {
+        text += "\\r";
+      } else {
+        text += c;
+      }
+    }
+    return text;
   }
 
  private:

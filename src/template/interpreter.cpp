@@ -325,7 +325,9 @@ Value Interpreter::call_macro(const std::string& name, const std::vector<MacroPa
   }
   DictData kwargs;
   Value caller;
-  for (auto& [key, value] : args.keyword) {
+  for (auto& keyword : args.keyword) {
+    const std::string& key = keyword.first;
+    const Value& value = keyword.second;
     auto it = std::find_if(params.begin(), params.end(), [&](const MacroParam& p) { return p.name == key; });
     if (it != params.end()) {
       size_t i = static_cast<size_t>(it - params.begin());
