@@ -131,13 +131,13 @@ class Conversation {
     return Status();
   }
 
-  void print_stats() const {
+  void print_stats() {
     std::fprintf(stderr,
                  "conversation: %zu messages, %d of %d positions in use; last turn reused %d tokens and evaluated %d; "
                  "in all reused %lld, evaluated %lld; %d context shifts\n%s\n",
                  messages_.size(), session_.n_past(), n_ctx_, last_reused_, last_evaluated_,
                  static_cast<long long>(total_reused_), static_cast<long long>(total_evaluated_), shifts_,
-                 const_cast<Session&>(session_).cache().describe().c_str());
+                 session_.cache().describe().c_str());
   }
 
   Status save(const std::string& path) {
@@ -178,7 +178,8 @@ class Conversation {
       size_t end = first + 1;
       while (end < messages_.size() && messages_[end]["role"] != "user") ++end;
       if (end >= messages_.size()) {  // only the new message is left
-        return Status::error("the message (" + std::to_string(tokens.size()) + " tokens with the template) leaves no room for an answer in -c " +
+        return Status::error("the message (" + std::to_string(tokens.size()) +
+                             " tokens with the template) leaves no room for an answer in -c " +
                              std::to_string(n_ctx_) + "; raise -c");
       }
       messages_.erase(messages_.begin() + static_cast<std::ptrdiff_t>(first),
@@ -211,7 +212,9 @@ class Conversation {
     auto redone = session_.shift_context(n_keep, discard);
     if (!redone.ok()) return redone.status();
     ++shifts_;
-    if (o_.verbose) std::fprintf(stderr, "\n[context shift: dropped %d tokens, evaluated %d again]\n", discard, *redone);
+    if (o_.verbose) {
+      std::fprintf(stderr, "\n[context shift: dropped %d tokens, evaluated %d again]\n", discard, *redone);
+    }
     return Status();
   }
 
@@ -280,9 +283,12 @@ bool run_command(const std::string& line, Conversation& chat) {
   } else if (name == "/stats") {
     chat.print_stats();
   } else if ((name == "/save" || name == "/load") && !arg.empty()) {
-    Status s = name == "/save" ? chat.save(arg) : chat.load(arg);
-    std::fprintf(stderr, s.ok() ? "[%s %s]\n" : "kvtier: %s\n", s.ok() ? (name == "/save" ? "saved" : "loaded") : s.message().c_str(),
-                 arg.c_str());
+    const Status s = name == "/save" ? chat.save(arg) : chat.load(arg);
+    if (s.ok()) {
+      std::fprintf(stderr, "[%s %s]\n", name == "/save" ? "saved" : "loaded", arg.c_str());
+    } else {
+      std::fprintf(stderr, "kvtier: %s\n", s.message().c_str());
+    }
   } else {
     std::fprintf(stderr, "unknown command %s (/help lists them)\n", line.c_str());
   }
