@@ -100,8 +100,13 @@ std::string percent_format(const std::string& format, const Value& args) {
       i = close + 1;
     }
     std::string spec;
-    while (i < format.size() && std::string_view("-+ #0123456789.").find(format[i]) != std::string_view::npos)
+    // Python's order: flags, width, then .precision.
+    while (i < format.size() && std::string_view("-+ #0").find(format[i]) != std::string_view::npos) spec += format[i++];
+    while (i < format.size() && format[i] >= '0' && format[i] <= '9') spec += format[i++];
+    if (i < format.size() && format[i] == '.') {
       spec += format[i++];
+      while (i < format.size() && format[i] >= '0' && format[i] <= '9') spec += format[i++];
+    }
     if (i >= format.size()) value_error("incomplete format");
     char conv = format[i];
     if (conv == '%') {
@@ -141,6 +146,8 @@ std::string percent_format(const std::string& format, const Value& args) {
       out += text;
     } else if (std::string_view("dixXo").find(conv) != std::string_view::npos) {
       if (!arg->is_number()) type_error(std::string("%") + conv + " format: a real number is required, not " + arg->type_name());
+      if (arg->is_float() && conv != 'd' && conv != 'i')
+        type_error(std::string("%") + conv + " format: an integer is required, not float");
       long long v = arg->is_float() ? static_cast<long long>(arg->as_float()) : arg->integer();
       std::snprintf(buf, sizeof(buf), (fmt + "ll" + (conv == 'i' ? 'd' : conv)).c_str(), v);
       out += buf;
@@ -732,18 +739,54 @@ Value f_wordcount(Interpreter&, const Value& v, CallArgs& args) {
 
 // ---- tests ----
 
-bool t_defined(Interpreter&, const Value& v, CallArgs&) { return !v.is_undefined(); }
-bool t_undefined(Interpreter&, const Value& v, CallArgs&) { return v.is_undefined(); }
-bool t_none(Interpreter&, const Value& v, CallArgs&) { return v.is_none(); }
-bool t_boolean(Interpreter&, const Value& v, CallArgs&) { return v.is_bool(); }
-bool t_true(Interpreter&, const Value& v, CallArgs&) { return v.is_bool() && v.as_bool(); }
-bool t_false(Interpreter&, const Value& v, CallArgs&) { return v.is_bool() && !v.as_bool(); }
-bool t_integer(Interpreter&, const Value& v, CallArgs&) { return v.is_int(); }
-bool t_float(Interpreter&, const Value& v, CallArgs&) { return v.is_float(); }
-bool t_number(Interpreter&, const Value& v, CallArgs&) { return v.is_number(); }
-bool t_string(Interpreter&, const Value& v, CallArgs&) { return v.is_string(); }
-bool t_mapping(Interpreter&, const Value& v, CallArgs&) { return v.is_dict(); }
-bool t_callable(Interpreter&, const Value& v, CallArgs&) { return v.kind() == Kind::Callable; }
+bool t_defined(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "defined", {});
+  return !v.is_undefined();
+}
+bool t_undefined(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "undefined", {});
+  return v.is_undefined();
+}
+bool t_none(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "none", {});
+  return v.is_none();
+}
+bool t_boolean(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "boolean", {});
+  return v.is_bool();
+}
+bool t_true(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "true", {});
+  return v.is_bool() && v.as_bool();
+}
+bool t_false(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "false", {});
+  return v.is_bool() && !v.as_bool();
+}
+bool t_integer(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "integer", {});
+  return v.is_int();
+}
+bool t_float(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "float", {});
+  return v.is_float();
+}
+bool t_number(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "number", {});
+  return v.is_number();
+}
+bool t_string(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "string", {});
+  return v.is_string();
+}
+bool t_mapping(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "mapping", {});
+  return v.is_dict();
+}
+bool t_callable(Interpreter&, const Value& v, CallArgs& args) {
+  bind_args(args, "callable", {});
+  return v.kind() == Kind::Callable || v.is_undefined();  // jinja2's Undefined defines __call__
+}
 bool t_escaped(Interpreter&, const Value&, CallArgs&) { return false; }
 bool t_sequence(Interpreter&, const Value& v, CallArgs&) {
   // len() and __getitem__: strings, lists, tuples, dicts, and jinja2's Undefined.
