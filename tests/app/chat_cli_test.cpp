@@ -89,7 +89,7 @@ TEST(ChatCli, APseudoTerminalGetsPromptsAndSlashCommands) {
   if (std::system("command -v script >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs script(1) (bsdutils)";
   kvtier::testing::TempDir dir("kvtier-chat");
   const std::string chat = kBinary + " chat -m " + demo_model() + " -n 8 --temp 0 -t 1 --system 'Be brief.'";
-  const std::string input = "Hello there\n/stats\nline one \\\nline two\n/save " + dir.path() + "/c.kvs\n/help\n";
+  const std::string input = "Hello there\n/stats\nline one \\\nline two\n/save " + dir.path() + "/c.kvs\n/help\n/exit\n";
   Outcome o = shell("script -qfec \"" + chat + "\" /dev/null", dir.path(), input);
   ASSERT_EQ(o.code, 0) << o.out << o.err;
   // Under a terminal everything shares the pty: the banner, the prompts, the answers and /stats output.
@@ -108,7 +108,8 @@ TEST(ChatCli, TwentyTurnsThroughAPseudoTerminalEvaluateOnlyNewTokens) {
   if (std::system("command -v script >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs script(1) (bsdutils)";
   kvtier::testing::TempDir dir("kvtier-chat");
   const std::string chat = kBinary + " chat -m " + demo_model() + " -n 12 --temp 0 -t 2 -c 2048 -v";
-  Outcome o = shell("script -qfec \"" + chat + "\" /dev/null", dir.path(), twenty_messages());
+  // /exit ends the session: an end of file that script(1) passes on while the chat is busy can be lost.
+  Outcome o = shell("script -qfec \"" + chat + "\" /dev/null", dir.path(), twenty_messages() + "/exit\n");
   ASSERT_EQ(o.code, 0) << o.out << o.err;
   const std::vector<int> reused = numbers_after(o.out, "[reused ");
   const std::vector<int> evaluated = numbers_after(o.out, "tokens, evaluated ");

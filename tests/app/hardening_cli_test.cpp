@@ -238,7 +238,7 @@ TEST_F(Hardening, NumericOptionsOutOfRangeAreRefused) {
 // Case 8: messages that name what the user did.
 TEST_F(Hardening, MessagesNameWhatTheUserDid) {
   Outcome o = kvtier("frobnicate -m x", dir());
-  expect_one_error_line(o, 2, "unknown command 'frobnicate' (commands: run, perplexity");
+  expect_one_error_line(o, 2, "unknown command 'frobnicate' (commands: run, chat, template, perplexity");
   KVTIER_REQUIRE_SHARED("eval/eval.txt");
   const std::string text = kvtier::testing::shared_path("eval/eval.txt").string();
   o = kvtier("recall -m " + demo_model() + " -f " + text + " -c 64", dir());
