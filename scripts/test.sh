@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it:
-#   1. ASan+UBSan build of the library and its tests (build-asan/), ctest on it
+#   1. ASan+UBSan build of the library and its tests (build-asan/, asserts on), ctest on it
 #   2. a short libFuzzer run of every fuzz target (GGUF reader, tokenizers, command line)
 #   3. the kernels cross-compiled for aarch64 and tested under qemu (NEON, as on Apple cores)
 #   4. the Release build (build/) and the full ctest suite, whose summary closes the output
@@ -13,8 +13,11 @@ scripts/install_deps.sh --test
 echo "== [1/4] sanitizers (ASan+UBSan) =="
 # Every option is set explicitly: a build dir configured earlier by scripts/quickstart.sh (tests off) or by
 # hand must not change what this script runs. --no-tests=error: a suite that finds no tests fails.
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVTIER_SANITIZE=ON -DKVTIER_BUILD_TESTS=ON \
-  -DKVTIER_BUILD_FUZZ=OFF -DKVTIER_BUILD_BENCH=OFF >/dev/null
+# -g1: line tables, all a sanitizer report needs (full debug info of the Highway-expanded kernels costs compile
+# time and link size). No -DNDEBUG, and _GLIBCXX_ASSERTIONS: the asserts inside kernels and the standard containers' bounds
+# checks run here.
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -D_GLIBCXX_ASSERTIONS" \
+  -DKVTIER_SANITIZE=ON -DKVTIER_BUILD_TESTS=ON -DKVTIER_BUILD_FUZZ=OFF -DKVTIER_BUILD_BENCH=OFF >/dev/null
 cmake --build build-asan -j"$jobs"
 # The long reference runs (perplexity over 7 models) run in the Release build only.
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \

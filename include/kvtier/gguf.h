@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,7 +53,7 @@ struct TensorInfo {
   int64_t ne[4] = {1, 1, 1, 1};  // ne[0] is the contiguous (row) dimension
   uint64_t offset = 0;           // relative to the data section
   uint64_t n_bytes = 0;
-  const uint8_t* data = nullptr;  // into the mapping
+  const uint8_t* data = nullptr;  // into the mapping (or the copy of copy_tensors_into_memory)
   int64_t n_elements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
 };
 
@@ -101,6 +102,26 @@ class File {
   // xxHash64 of the header and tensor table (everything before the data section).
   uint64_t header_hash() const;
 
+  // Tensor bytes: [begin, end) offsets into the data section that tensors occupy, sorted, adjacent ones merged
+  // (padding between tensors and anything after the last one are not in them), and their total.
+  std::vector<std::pair<uint64_t, uint64_t>> tensor_byte_ranges() const;
+  uint64_t tensor_bytes() const;
+
+  // Where the tensors' bytes live. By default they stay in the file's mapping and are read from disk (or the
+  // page cache) on first use; these three change that, as llama.cpp's default, --mlock and --no-mmap do.
+  //   advise_will_need: asks the kernel to start reading a tensor in the background (madvise WILLNEED);
+  //     returns at once. No effect on copies and in-memory images.
+  //   lock_tensors: locks the tensor bytes in RAM (mlock), which reads them now; errors say how far it got
+  //     and the RLIMIT_MEMLOCK limit (the bytes locked so far stay locked).
+  //   copy_tensors_into_memory: reads the tensor bytes into anonymous memory (pread, read-only afterwards)
+  //     and points every TensorInfo::data there: the weights then no longer depend on the file or the page
+  //     cache (the header and metadata stay mapped). A file that changed size since open() is refused.
+  // progress: bytes done and total, called every few MiB.
+  using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+  void advise_will_need(const TensorInfo& tensor) const;
+  Status lock_tensors(const ProgressFn& progress = {});
+  Status copy_tensors_into_memory(const ProgressFn& progress = {});
+
   // Drops the mapped pages before the data section (header, metadata, tensor table) from the process's
   // resident set once the model and tokenizer have been built from them: a large vocabulary's token and merge
   // arrays are several MiB. Pages touched again are read back from the file, so every accessor stays valid.
@@ -116,6 +137,8 @@ class File {
   size_t size_ = 0;
   bool mapped_ = false;
   std::vector<uint8_t> owned_;  // from_bytes copies here
+  uint8_t* tensor_copy_ = nullptr;  // [size_ - data_offset_] anonymous copy of the data section, or null
+  size_t tensor_copy_size_ = 0;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;

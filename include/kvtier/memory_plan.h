@@ -1,7 +1,8 @@
 // What a run allocates in proportion to its request — the KV cache at full context, logits, batch buffers,
 // the tokens of an input text — computed from the model's configuration before anything is allocated, so
 // that a request the machine cannot hold is refused with one line (kvtier/resources.h: check_memory).
-// The weights are not listed: they stay memory-mapped (the page cache can drop and re-read them).
+// The weights are not listed: they stay memory-mapped (the page cache can drop and re-read them); when they are
+// read into memory instead (WeightResidency::kCopied), Model::load checks their bytes before reading them.
 #pragma once
 
 #include <cstdint>

@@ -63,12 +63,31 @@ struct LayerWeights {
 // Progress of a long operation: done and total units (bytes, tokens, ...).
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
+// Where the weights live once loaded (llama.cpp's default, --mlock and --no-mmap).
+enum class WeightResidency {
+  kMapped,  // memory-mapped and read on first use: loading reads only the metadata. The kernel is asked to read
+            // ahead every tensor but the MoE experts' (an expert's pages come in when a token is routed to it).
+  kLocked,  // mapped, then locked in RAM (mlock) at load: never paged out. A lock the system refuses is a
+            // warning (load_warnings()) and the weights stay mapped.
+  kCopied,  // read into the process's memory at load (checked against the memory available first); the file's
+            // pages are not used afterwards.
+};
+
+struct ModelLoadOptions {
+  WeightResidency residency = WeightResidency::kMapped;
+};
+
 class Model {
  public:
-  // Maps the file, validates config and every tensor's type and shape, and
-  // touches the weights once (reported through `progress`) so the first
-  // forward pass does not pay for page faults.
-  static Result<std::unique_ptr<Model>> load(const std::string& path, const ProgressFn& progress = {});
+  // Maps the file, validates config and every tensor's type and shape, and places the weights as `options`
+  // says; `progress` reports the bytes read or locked at load (none when mapped).
+  static Result<std::unique_ptr<Model>> load(const std::string& path, const ModelLoadOptions& options,
+                                             const ProgressFn& progress = {});
+  static Result<std::unique_ptr<Model>> load(const std::string& path, const ProgressFn& progress = {}) {
+    return load(path, ModelLoadOptions{}, progress);
+  }
+  // Conditions found at load that do not stop it (e.g. the weights could not be locked).
+  const std::vector<std::string>& load_warnings() const { return load_warnings_; }
 
   const ModelConfig& config() const { return config_; }
   const gguf::File& file() const { return *file_; }
@@ -97,6 +116,7 @@ class Model {
   std::vector<float> rope_freq_factors_;  // [rope_dims / 2] or empty
   std::vector<std::vector<float>> converted_;  // 1-D tensors stored as F16/BF16 in the file, as f32
   uint64_t weight_bytes_ = 0;
+  std::vector<std::string> load_warnings_;
 
   // Scratch for one micro-batch of up to scratch_tokens_ tokens.
   int scratch_tokens_ = 0;

@@ -17,6 +17,7 @@ namespace kvtier::app {
 namespace {
 struct BenchOptions {
   std::string model_path;
+  ModelLoadOptions load;  // --mlock, --no-mmap
   int n_prompt = 512;
   int n_gen = 128;
   int repetitions = 3;
@@ -39,9 +40,10 @@ Stats summarize(const std::vector<double>& values) {
 }
 
 int run(const BenchOptions& o) {
-  auto model_or = Model::load(o.model_path);
+  auto model_or = Model::load(o.model_path, o.load);
   if (!model_or.ok()) return fail(model_or.error());
   Model& model = **model_or;
+  for (const std::string& w : model.load_warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
   const ModelConfig& c = model.config();
   ThreadPool pool(o.threads);
   std::mt19937 rng(42);
@@ -129,6 +131,7 @@ Command add_bench_command(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 24));
   app.add_option("-r,--repetitions", o->repetitions, "repetitions (default 3)")->check(CLI::Range(1, 1 << 24));
   add_threads_option(app, o->threads);
+  add_weight_options(app, o->load);
   app.add_option("-d,--depth", o->depth, "tokens already in the cache before each test (default 0)")
       ->check(CLI::Range(0, 1 << 22));
   add_kv_options(app, o->kv);

@@ -26,6 +26,7 @@ namespace {
 
 struct ChatOptions {
   std::string model_path;
+  ModelLoadOptions load;  // --mlock, --no-mmap
   std::string system;
   std::string chat_template;  // --chat-template NAME|FILE
   int n_ctx = 0;
@@ -298,7 +299,7 @@ bool run_command(const std::string& line, Conversation& chat) {
 int run(const ChatOptions& o) {
   if (Status s = validate_sampling_params(o.sampling); !s.ok()) return fail(s.message());
   ::signal(SIGPIPE, SIG_IGN);
-  auto loaded = load_model_and_tokenizer(o.model_path);
+  auto loaded = load_model_and_tokenizer(o.model_path, o.load);
   if (!loaded.ok()) return fail(loaded.error());
   Model& model = *loaded->model;
   const Tokenizer& tokenizer = *loaded->tokenizer;
@@ -376,6 +377,7 @@ Command add_chat_command(CLI::App& app) {
   app.add_option("-n,--n-predict", o->n_predict, "most tokens per answer (default: until the end of the turn)")
       ->check(CLI::Range(1, 1 << 24));
   add_threads_option(app, o->threads);
+  add_weight_options(app, o->load);
   add_kv_options(app, o->kv);
   add_sampling_options(app, o->sampling);
   app.add_option("--stop", o->stop_strings, "end the answer when it would contain STR (repeatable; never printed)")

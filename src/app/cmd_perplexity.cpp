@@ -14,6 +14,7 @@ namespace kvtier::app {
 namespace {
 struct PerplexityOptions {
   std::string model_path;
+  ModelLoadOptions load;  // --mlock, --no-mmap
   std::string text_path;
   int n_ctx = 512;
   int chunks = 0;
@@ -66,7 +67,7 @@ int run(const PerplexityOptions& o) {
   if (!read.ok()) return fail(read.error());
   const std::string text = std::move(*read);
 
-  auto loaded = load_model_and_tokenizer(o.model_path);
+  auto loaded = load_model_and_tokenizer(o.model_path, o.load);
   if (!loaded.ok()) return fail(loaded.error());
   Model& model = *loaded->model;
   const Tokenizer& tokenizer = *loaded->tokenizer;
@@ -131,6 +132,7 @@ Command add_perplexity_command(CLI::App& app) {
   app.add_option("--chunks", o->chunks, "evaluate only the first K chunks (default: all)")
       ->check(CLI::Range(0, 1 << 24));
   add_threads_option(app, o->threads);
+  add_weight_options(app, o->load);
   add_kv_options(app, o->kv);
   app.add_flag("--kl-divergence", o->kl_divergence,
                "compare the cache given by --kv/--kv-ladder with the f16 cache on every chunk (KLD, top-1, PPL ratio)");

@@ -12,6 +12,7 @@ namespace kvtier::app {
 namespace {
 struct RecallCommandOptions {
   std::string model_path;
+  ModelLoadOptions load;  // --mlock, --no-mmap
   std::string text_path;
   int n_ctx = 2048;
   int span = 128;
@@ -36,7 +37,7 @@ int run(const RecallCommandOptions& o) {
   auto text = read_bounded_file(o.text_path, kMaxTextFileBytes, "text file");
   if (!text.ok()) return fail(text.error());
 
-  auto loaded = load_model_and_tokenizer(o.model_path);
+  auto loaded = load_model_and_tokenizer(o.model_path, o.load);
   if (!loaded.ok()) return fail(loaded.error());
   Model& model = *loaded->model;
   const Tokenizer& tokenizer = *loaded->tokenizer;
@@ -104,6 +105,7 @@ Command add_recall_command(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 16));
   app.add_flag("--decode", o->decode, "feed the second copy one token at a time, as generation does");
   add_threads_option(app, o->threads);
+  add_weight_options(app, o->load);
   add_kv_options(app, o->kv);
   return [o] { return run(*o); };
 }

@@ -21,6 +21,7 @@ namespace kvtier::app {
 namespace {
 struct RunOptions {
   std::string model_path;
+  ModelLoadOptions load;  // --mlock, --no-mmap
   std::string prompt;
   std::string prompt_file;  // -f: the prompt from a file, or "-" for standard input
   int n_predict = 128;
@@ -94,7 +95,7 @@ int run(const RunOptions& o) {
     prompt_text = std::move(*text);
   }
   ::signal(SIGPIPE, SIG_IGN);
-  auto loaded = load_model_and_tokenizer(o.model_path);
+  auto loaded = load_model_and_tokenizer(o.model_path, o.load);
   if (!loaded.ok()) return fail(loaded.error());
   Model& model = *loaded->model;
   const Tokenizer& tokenizer = *loaded->tokenizer;
@@ -240,6 +241,7 @@ Command add_run_command(CLI::App& app) {
   app.add_option("-c,--ctx-size", o->n_ctx, "context size in tokens (default: min(trained, 4096))")
       ->check(CLI::Range(0, 1 << 24));
   add_threads_option(app, o->threads);
+  add_weight_options(app, o->load);
   add_kv_options(app, o->kv);
   add_sampling_options(app, o->sampling);
   app.add_flag("--ignore-eos", o->ignore_eos, "keep generating after an end-of-generation token");

@@ -10,13 +10,16 @@
 
 namespace kvtier::app {
 
-Result<LoadedModel> load_model_and_tokenizer(const std::string& path) {
+Result<LoadedModel> load_model_and_tokenizer(const std::string& path, const ModelLoadOptions& options) {
   LoadedModel loaded;
   {
-    ProgressBar bar("loading " + path);
-    auto model = Model::load(path, [&](uint64_t done, uint64_t total) { bar.update(done, total); });
+    ProgressBar bar((options.residency == WeightResidency::kLocked ? "locking " : "reading ") + path);
+    auto model = Model::load(path, options, [&](uint64_t done, uint64_t total) { bar.update(done, total); });
     if (!model.ok()) return Status::error(model.error());
     loaded.model = std::move(*model);
+  }
+  for (const std::string& w : loaded.model->load_warnings()) {
+    std::fprintf(stderr, "warning: %s: %s; the weights stay memory-mapped\n", path.c_str(), w.c_str());
   }
   auto tokenizer = Tokenizer::from_gguf(loaded.model->file());
   if (!tokenizer.ok()) return Status::error(path + ": " + tokenizer.error());
@@ -34,6 +37,18 @@ Result<LoadedModel> load_model_and_tokenizer(const std::string& path) {
   }
   loaded.model->file().release_metadata_pages();  // model and tokenizer hold what they need from it now
   return loaded;
+}
+
+void add_weight_options(CLI::App& app, ModelLoadOptions& options) {
+  // Both flags write one residency: "--no-mmap --mlock" is not a combination kvtier has, so they exclude
+  // each other rather than one silently winning.
+  auto* lock = app.add_flag_callback(
+      "--mlock", [&options] { options.residency = WeightResidency::kLocked; },
+      "lock the weights in RAM at load (never paged out; needs the locked-memory limit, ulimit -l)");
+  auto* copy = app.add_flag_callback(
+      "--no-mmap", [&options] { options.residency = WeightResidency::kCopied; },
+      "read the weights into memory at load instead of mapping the file (default: mapped, read on first use)");
+  lock->excludes(copy);
 }
 
 void add_threads_option(CLI::App& app, int& threads) {

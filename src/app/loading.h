@@ -21,7 +21,12 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
-Result<LoadedModel> load_model_and_tokenizer(const std::string& path);
+// Loads the model (a progress bar while weights are read or locked: --no-mmap, --mlock) and its tokenizer;
+// load warnings go to stderr.
+Result<LoadedModel> load_model_and_tokenizer(const std::string& path, const ModelLoadOptions& options = {});
+
+// --mlock and --no-mmap, as llama.cpp names them (kvtier/model.h WeightResidency); they may be combined.
+void add_weight_options(CLI::App& app, ModelLoadOptions& options);
 
 // Checks what a run will allocate (kvtier/memory_plan.h) against the memory this process can have now.
 Status check_run_memory(const ModelConfig& config, const KvCacheOptions& kv, const RunMemoryRequest& request);

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -329,7 +330,124 @@ void File::release_metadata_pages() const {
   if (end > 0) ::madvise(const_cast<uint8_t*>(base_), end, MADV_DONTNEED);  // advisory: failure changes nothing
 }
 
+std::vector<std::pair<uint64_t, uint64_t>> File::tensor_byte_ranges() const {
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [n_tensors] then merged in place
+  for (const TensorInfo& t : tensors_) {
+    if (t.n_bytes > 0) ranges.emplace_back(t.offset, t.offset + t.n_bytes);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  std::vector<std::pair<uint64_t, uint64_t>> merged;
+  for (const auto& r : ranges) {
+    if (!merged.empty() && r.first <= merged.back().second) {
+      merged.back().second = std::max(merged.back().second, r.second);
+    } else {
+      merged.push_back(r);
+    }
+  }
+  return merged;
+}
+
+uint64_t File::tensor_bytes() const {
+  uint64_t total = 0;
+  for (const auto& [begin, end] : tensor_byte_ranges()) total += end - begin;
+  return total;
+}
+
+namespace {
+constexpr uint64_t kIoChunk = 64ull << 20;  // bytes per mlock/pread call: progress moves, one call stays short
+
+size_t page_size() { return static_cast<size_t>(::sysconf(_SC_PAGESIZE)); }
+}  // namespace
+
+void File::advise_will_need(const TensorInfo& tensor) const {
+  if (!mapped_ || tensor_copy_ || tensor.n_bytes == 0) return;
+  const uintptr_t page = page_size();
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(tensor.data) / page * page;
+  const uintptr_t end = reinterpret_cast<uintptr_t>(tensor.data) + tensor.n_bytes;
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);  // advisory: failure changes nothing
+}
+
+Status File::lock_tensors(const ProgressFn& progress) {
+  const uint8_t* data = tensor_copy_ ? tensor_copy_ : base_ + data_offset_;
+  const uintptr_t page = page_size();
+  const uint64_t total = tensor_bytes();
+  uint64_t done = 0;
+  for (const auto& [begin, end] : tensor_byte_ranges()) {
+    for (uint64_t at = begin; at < end; at += kIoChunk) {
+      const uint64_t stop = std::min(end, at + kIoChunk);
+      const uintptr_t first = reinterpret_cast<uintptr_t>(data + at) / page * page;
+      const uintptr_t last = reinterpret_cast<uintptr_t>(data + stop);
+      if (::mlock(reinterpret_cast<const void*>(first), last - first) != 0) {
+        const int err = errno;
+        struct rlimit limit {};
+        ::getrlimit(RLIMIT_MEMLOCK, &limit);
+        const std::string limit_text =
+            limit.rlim_cur == RLIM_INFINITY ? "unlimited" : std::to_string(limit.rlim_cur >> 10) + " KiB";
+        return Status::error("could not lock the weights in RAM after " + std::to_string(done >> 20) + " of " +
+                             std::to_string(total >> 20) + " MiB (mlock: " + std::strerror(err) +
+                             "; the locked-memory limit RLIMIT_MEMLOCK is " + limit_text + ")");
+      }
+      done += stop - at;
+      if (progress) progress(done, total);
+    }
+  }
+  return {};
+}
+
+Status File::copy_tensors_into_memory(const ProgressFn& progress) {
+  if (!mapped_ || tensor_copy_) return {};  // in-memory images are copies already
+  const size_t data_size = size_ - data_offset_;
+  if (data_size == 0) return {};
+  auto opened = open_regular_file(path_, "GGUF file");
+  if (!opened.ok()) return opened.status();
+  const int fd = *opened;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != size_) {
+    ::close(fd);
+    return Status::error("GGUF file '" + path_ + "' changed size while it was being loaded");
+  }
+  void* copy = ::mmap(nullptr, data_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (copy == MAP_FAILED) {
+    const int err = errno;
+    ::close(fd);
+    return Status::error("GGUF file '" + path_ + "': cannot allocate " + std::to_string(data_size >> 20) +
+                         " MiB for the weights: " + std::strerror(err));
+  }
+  auto* bytes = static_cast<uint8_t*>(copy);
+  const uint64_t total = tensor_bytes();
+  uint64_t done = 0;
+  for (const auto& [begin, end] : tensor_byte_ranges()) {
+    for (uint64_t at = begin; at < end;) {
+      const size_t want = static_cast<size_t>(std::min(end - at, kIoChunk));
+      const ssize_t got = ::pread(fd, bytes + at, want, static_cast<off_t>(data_offset_ + at));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        const std::string why = got < 0 ? std::strerror(errno) : "the file ended early (truncated while loading?)";
+        ::close(fd);
+        ::munmap(copy, data_size);
+        return Status::error("GGUF file '" + path_ + "': reading the weights at byte " +
+                             std::to_string(data_offset_ + at) + " failed: " + why);
+      }
+      at += static_cast<uint64_t>(got);
+      done += static_cast<uint64_t>(got);
+      if (progress) progress(done, total);
+    }
+  }
+  ::close(fd);
+  ::mprotect(copy, data_size, PROT_READ);  // the weights are read-only, as in the mapping
+  tensor_copy_ = bytes;
+  tensor_copy_size_ = data_size;
+  for (TensorInfo& t : tensors_) t.data = tensor_copy_ + t.offset;
+  // The mapped tensor pages are never touched again; drop any the parse or a caller faulted in.
+  const uintptr_t page = page_size();
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(base_ + data_offset_) + page - 1) / page * page;
+  const uintptr_t last = reinterpret_cast<uintptr_t>(base_ + size_);
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  return {};
+}
+
 File::~File() {
+  if (tensor_copy_) ::munmap(tensor_copy_, tensor_copy_size_);
   if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_);
 }
 

@@ -1,5 +1,5 @@
-// Loading a model: config, tensor binding with type and shape checks, and a
-// pass over the mapped weights so their pages are resident before the first token.
+// Loading a model: config, tensor binding with type and shape checks, and the placement of the weights
+// (mapped, locked or copied: kvtier/model.h WeightResidency).
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -8,6 +8,7 @@
 
 #include "kvtier/f16.h"
 #include "kvtier/model.h"
+#include "kvtier/resources.h"
 
 namespace kvtier {
 
@@ -21,7 +22,8 @@ std::string shape_string(const gguf::TensorInfo& t) {
 
 }  // namespace
 
-Result<std::unique_ptr<Model>> Model::load(const std::string& path, const ProgressFn& progress) {
+Result<std::unique_ptr<Model>> Model::load(const std::string& path, const ModelLoadOptions& options,
+                                           const ProgressFn& progress) {
   auto file = gguf::File::open(path);
   if (!file.ok()) return Status::error(file.error());
   std::unique_ptr<Model> model(new Model());
@@ -31,37 +33,32 @@ Result<std::unique_ptr<Model>> Model::load(const std::string& path, const Progre
   model->config_ = *config;
   if (Status s = model->bind_weights(); !s.ok()) return Status::error(path + ": " + s.message());
 
-  // Touch one byte per page of the tensors' bytes so the weights are resident (and a progress bar can show
-  // the load) before the first forward pass. Only tensor bytes: bytes of the file that no tensor uses (padding,
-  // anything appended after the last tensor) are never read.
-  const gguf::File& f = *model->file_;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [begin, end) offsets into the data section, merged
-  for (const gguf::TensorInfo& t : f.tensors()) ranges.emplace_back(t.offset, t.offset + t.n_bytes);
-  std::sort(ranges.begin(), ranges.end());
-  std::vector<std::pair<uint64_t, uint64_t>> merged;
-  for (const auto& r : ranges) {
-    if (!merged.empty() && r.first <= merged.back().second) {
-      merged.back().second = std::max(merged.back().second, r.second);
-    } else {
-      merged.push_back(r);
+  // Only tensor bytes are ever read: bytes of the file that no tensor uses (padding, anything appended after
+  // the last tensor) stay on disk whatever the residency.
+  gguf::File& f = *model->file_;
+  switch (options.residency) {
+    case WeightResidency::kMapped:
+      // Read-ahead in the background: loading returns at once and the first tokens rarely wait for the disk.
+      // Experts ("*_exps" tensors) are left to first use, so an MoE model reads only the experts it routes to.
+      for (const gguf::TensorInfo& t : f.tensors()) {
+        if (t.name.find("_exps.") == std::string::npos) f.advise_will_need(t);
+      }
+      break;
+    case WeightResidency::kLocked:
+      if (Status s = f.lock_tensors(progress); !s.ok()) model->load_warnings_.push_back(s.message());
+      break;
+    case WeightResidency::kCopied: {
+      const uint64_t bytes = f.tensor_bytes();
+      if (Status s = check_memory({{"weights read into memory", bytes}}, available_memory()); !s.ok()) {
+        return Status::error(path + ": " + s.message());
+      }
+      if (Status s = f.copy_tensors_into_memory(progress); !s.ok()) return s;
+      // 1-D tensors and matrices were bound to the mapping: bind them again to the copy.
+      model->converted_.clear();
+      if (Status s = model->bind_weights(); !s.ok()) return Status::error(path + ": " + s.message());
+      break;
     }
   }
-  uint64_t total = 0;
-  for (const auto& r : merged) total += r.second - r.first;
-  constexpr uint64_t kPage = 4096;
-  constexpr uint64_t kReport = 16ull << 20;
-  const uint8_t* data = f.base() + f.data_offset();
-  volatile uint8_t sink = 0;
-  uint64_t done = 0, next_report = 0;
-  for (const auto& [begin, end] : merged) {
-    for (uint64_t off = begin; off < end; off += kPage) sink = sink + data[off];
-    done += end - begin;
-    if (progress && done >= next_report) {
-      progress(done, total);
-      next_report = done + kReport;
-    }
-  }
-  if (progress) progress(total, total);
   return model;
 }
 
