@@ -396,7 +396,7 @@ TEST(SessionCli, CtrlCDuringThePromptSavesWhatWasRead) {
   KVTIER_REQUIRE_SHARED("models/tiny-llama-31m.Q4_K_M.gguf");
   KVTIER_REQUIRE_SHARED("eval/eval.txt");
   const std::string model = kvtier::testing::shared_path("models/tiny-llama-31m.Q4_K_M.gguf").string();
-  const std::string prompt = slurp(kvtier::testing::shared_path("eval/eval.txt")).substr(0, 12000);  // ~3,000 tokens
+  const std::string prompt = slurp(kvtier::testing::shared_path("eval/eval.txt")).substr(0, 7000);  // ~1,700 tokens: 3+ micro-batches
   const fs::path dir = test_dir();
   const fs::path session = dir / "doc.kvs";
   const std::vector<std::string> extra = {"-c", "4096", "--session", session.string()};
