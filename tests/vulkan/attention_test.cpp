@@ -1,6 +1,6 @@
 // Decode attention over KV pages in the project's page format, decoded inside the shader (split-K over pages,
 // log-sum-exp merge), against the CPU scalar reference (kernels/paged_attention.h) on pages built by the real
-// page encoder (kv/codec.h): every supported width, GQA 1..8, head_dim 64 and 128, a partial last page, and
+// page encoder (kv/codec.h): every supported width, GQA 1..8, head_dim 64, 128 and 256, a partial last page, and
 // a mixed block table (f16 sink pages then quantized pages) run as two dispatches merged together.
 #include <algorithm>
 #include <cmath>
@@ -145,7 +145,10 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{Precision::F16, 0, Precision::Q2, 16, 2, 128, 301, 3},
                       AttentionCase{Precision::F16, 0, Precision::K8V4, 8, 1, 64, 150, 1},
                       AttentionCase{Precision::F16, 0, Precision::K16V2, 6, 2, 64, 77, 1},
-                      AttentionCase{Precision::F16, 2, Precision::Q4, 8, 2, 64, 64 * 5 + 9, 2}),
+                      AttentionCase{Precision::F16, 2, Precision::Q4, 8, 2, 64, 64 * 5 + 9, 2},
+                      AttentionCase{Precision::F16, 0, Precision::Q2, 6, 1, 256, 130, 2},
+                      AttentionCase{Precision::F16, 0, Precision::F16, 1, 1, 128, 65, 1},
+                      AttentionCase{Precision::F16, 0, Precision::K4V8, 5, 1, 64, 64 * 4, 4}),
     [](const ::testing::TestParamInfo<AttentionCase>& info) {
       return std::string(kv::precision_name(info.param.precision)) + "_gqa" +
              std::to_string(info.param.n_heads / info.param.n_kv_heads) + "_hd" +

@@ -152,7 +152,8 @@ Status Kernels::decode_attention(CommandBatch& batch, const kv::PageFormat& form
   }
   if (format.tokens != kv::kTokensPerPage || format.n_kv_heads <= 0 || n_heads % format.n_kv_heads != 0 ||
       n_heads / format.n_kv_heads > 8 || n_pages == 0 || pages_per_split == 0 || format.head_dim % 8 != 0 ||
-      format.page_bytes % 4 != 0) {
+      format.head_dim > 512 || format.page_bytes % 4 != 0 ||
+      (format.value_bits != 16 && (format.row_code_bytes % 4 != 0 || format.value_codes_offset % 4 != 0))) {
     return Status::error(fmt::format("Vulkan decode attention: unsupported geometry ({} query heads over {})",
                                      n_heads, format.describe()));
   }
