@@ -342,7 +342,7 @@ int run(const Options& opt) {
     std::printf("decode attention, 8 KV heads x 128, 32 query heads, batch 1 (one layer per dispatch pair):\n");
     std::printf("%-6s %6s %9s %5s %6s %10s %8s %6s %9s\n", "pages", "tokens", "MiB", "pps", "splits", "us", "GB/s",
                 "%copy", "max err");
-    const std::vector<uint32_t> pps = opt.quick ? std::vector<uint32_t>{2} : std::vector<uint32_t>{1, 2, 4, 8, 16};
+    const std::vector<uint32_t> pps = opt.quick ? std::vector<uint32_t>{2} : std::vector<uint32_t>{1, 2, 4, 8, 16, 32};
     const std::vector<int> lengths = opt.quick ? std::vector<int>{1024} : std::vector<int>{32768, 131072};
     for (int n_tokens : lengths) {
       for (kv::Precision p : {kv::Precision::F16, kv::Precision::Q8, kv::Precision::Q4, kv::Precision::Q2}) {
