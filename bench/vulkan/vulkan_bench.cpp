@@ -276,9 +276,10 @@ bool bench_attention(Context& ctx, Kernels& kernels, kv::Precision precision, in
     kernels::PagedKv view{refs, n_kv_heads, head_dim, false, false};
     kernels::paged_attention(view, n_tokens - 1, 1, n_heads, q.data(), scale, expected.data(), threads);
   }
-  auto record = [&](CommandBatch& batch, int l, uint32_t pps) {
+  auto record = [&](CommandBatch& batch, int l, uint32_t pps, bool stamp_between) {
     kernels.decode_attention(batch, f, pools[l], *list_b, n_pages, *q_b, n_heads, scale, *part_o, *part_ml, 0, pps);
     batch.barrier();
+    if (stamp_between) batch.timestamp();
     kernels.merge_attention(batch, *part_o, *part_ml, Kernels::attention_splits(n_pages, pps), n_heads, head_dim, *out,
                             *lse);
     batch.barrier();
@@ -288,31 +289,35 @@ bool bench_attention(Context& ctx, Kernels& kernels, kv::Precision precision, in
     {
       Result<CommandBatch> batch = ctx.begin();
       if (!batch.ok()) return false;
-      record(*batch, 0, pps);
+      record(*batch, 0, pps, false);
       if (!check(ctx.submit(*batch), "attention")) return false;
       std::vector<float> got(q.size());
       if (!check(ctx.download(*out, 0, got.data(), got.size() * 4), "download")) return false;
       for (size_t i = 0; i < got.size(); ++i) max_error = std::max<double>(max_error, std::fabs(got[i] - expected[i]));
     }
     const int n = reps * layers;
-    Result<CommandBatch> batch = ctx.begin(static_cast<uint32_t>(n + 1));
+    // Timestamps: one before the first layer, then after each decode and after each merge.
+    Result<CommandBatch> batch = ctx.begin(static_cast<uint32_t>(2 * n + 1));
     if (!batch.ok()) return false;
-    for (int l = 0; l < layers; ++l) record(*batch, l, pps);  // warm-up
+    for (int l = 0; l < layers; ++l) record(*batch, l, pps, false);  // warm-up
     batch->timestamp();
     for (int i = 0; i < n; ++i) {
-      record(*batch, i % layers, pps);
+      record(*batch, i % layers, pps, true);
       batch->timestamp();
     }
     if (!check(ctx.submit(*batch), "attention")) return false;
     Result<std::vector<double>> ts = ctx.timestamps_ns(*batch);
     if (!ts.ok()) return false;
-    std::vector<double> each;
-    for (int i = 0; i < n; ++i) each.push_back((*ts)[i + 1] - (*ts)[i]);
-    const double ns = median(each);
+    std::vector<double> each, decode_only;
+    for (int i = 0; i < n; ++i) {
+      each.push_back((*ts)[2 * i + 2] - (*ts)[2 * i]);
+      decode_only.push_back((*ts)[2 * i + 1] - (*ts)[2 * i]);
+    }
+    const double ns = median(each), decode_ns = median(decode_only);
     const double gbs = static_cast<double>(layer_bytes) / ns;
-    std::printf("%-6s %6d %9.1f %5u %6u %10.2f %8.0f %5.0f%% %9.1e\n", kv::precision_name(precision), n_tokens,
+    std::printf("%-6s %6d %9.1f %5u %6u %10.2f %8.2f %8.0f %5.0f%% %9.1e\n", kv::precision_name(precision), n_tokens,
                 static_cast<double>(layer_bytes) / (1 << 20), pps, Kernels::attention_splits(n_pages, pps), ns / 1e3,
-                gbs, 100 * gbs / copy_gbs, max_error);
+                decode_ns / 1e3, gbs, 100 * gbs / copy_gbs, max_error);
     std::fflush(stdout);
   }
   return true;
@@ -340,8 +345,8 @@ int run(const Options& opt) {
   Kernels kernels(**ctx);
   if (opt.attention) {
     std::printf("decode attention, 8 KV heads x 128, 32 query heads, batch 1 (one layer per dispatch pair):\n");
-    std::printf("%-6s %6s %9s %5s %6s %10s %8s %6s %9s\n", "pages", "tokens", "MiB", "pps", "splits", "us", "GB/s",
-                "%copy", "max err");
+    std::printf("%-6s %6s %9s %5s %6s %10s %8s %8s %6s %9s\n", "pages", "tokens", "MiB", "pps", "splits", "us",
+                "dec us", "GB/s", "%copy", "max err");
     const std::vector<uint32_t> pps = opt.quick ? std::vector<uint32_t>{2} : std::vector<uint32_t>{1, 2, 4, 8, 16, 32};
     const std::vector<int> lengths = opt.quick ? std::vector<int>{1024} : std::vector<int>{32768, 131072};
     for (int n_tokens : lengths) {

@@ -152,7 +152,7 @@ Status Kernels::decode_attention(CommandBatch& batch, const kv::PageFormat& form
   }
   if (format.tokens != kv::kTokensPerPage || format.n_kv_heads <= 0 || n_heads % format.n_kv_heads != 0 ||
       n_heads / format.n_kv_heads > 8 || n_pages == 0 || pages_per_split == 0 || format.head_dim % 8 != 0 ||
-      format.head_dim > 512 || format.page_bytes % 4 != 0 ||
+      format.head_dim > 256 || format.page_bytes % 4 != 0 ||
       (format.value_bits != 16 && (format.row_code_bytes % 4 != 0 || format.value_codes_offset % 4 != 0))) {
     return Status::error(fmt::format("Vulkan decode attention: unsupported geometry ({} query heads over {})",
                                      n_heads, format.describe()));
@@ -186,6 +186,7 @@ Status Kernels::decode_attention(CommandBatch& batch, const kv::PageFormat& form
 Status Kernels::merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
                                 int n_heads, int head_dim, BufferRange out, BufferRange lse) {
   if (n_splits == 0 || n_heads <= 0 || head_dim <= 0) return Status::error("Vulkan merge_attention: empty shape");
+  if (head_dim > 256) return Status::error("Vulkan merge_attention: head_dim above 256 is not supported yet");
   Result<const Pipeline*> p = pipeline("attention_merge", 4, 12, {});
   if (!p.ok()) return p.status();
   struct {
