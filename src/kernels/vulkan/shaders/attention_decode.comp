@@ -9,18 +9,14 @@
 // Codes 2, 4 or 8 bits wide.
 //
 // 256 threads, three steps per page:
-//   scores  thread (w, c) = (tid % KW, tid / KW): 32-bit word w of the key rows (2 f16 tokens, or 32 / bits
-//           codes) of channels c, c + KCH, ...; consecutive threads read consecutive words of a row. The
-//           partial scores of the channel chunks are summed by subgroup shuffles (lanes KW apart hold the same
-//           tokens), then over subgroups in 8 shared-memory slots. Quantized keys: q.(code * s + m) =
-//           (q s).code + q m, so each code costs one FMA per query head;
+//   scores  thread (t, c) = (tid % 64, tid / 64): token t's partial q.k over channel quarter c, summed over the
+//           quarters through shared memory (4 x the threads of one thread per token, the same loads);
 //   softmax every (query head, token) pair by one thread; page max and sum by subgroup then shared reductions;
 //   values  thread (w, ch) = (tid % VW, tid / VW): 32-bit word w of a value row (2 f16 channels, or 32 / bits
 //           codes) of the tokens ch, ch + VCH, ... — consecutive threads read consecutive words of one row.
 //           Each thread keeps its partial outputs in registers across the split's pages; the VCH token
 //           chunks are summed once, at the end of the split.
 #extension GL_KHR_shader_subgroup_arithmetic : require
-#extension GL_KHR_shader_subgroup_shuffle : require
 
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint HEAD_DIM = 64;
@@ -30,11 +26,7 @@ layout(constant_id = 3) const uint VALUE_BITS = 16;  // 16: f16 values
 layout(constant_id = 4) const uint GROUP = 64;       // value group along head_dim (quantized values)
 const uint T = 256;                                  // threads
 const uint P = 64;                                   // tokens per page (kv::kTokensPerPage)
-// Keys: words per row (a row is one channel's 64 tokens), tokens per word, channel chunks.
-const uint KW = KEY_BITS == 16 ? P / 2 : P * KEY_BITS / 32;
-const uint TPW = KEY_BITS == 16 ? 2 : 32 / KEY_BITS;
-const uint KCH = T / KW;
-const uint SCORE_SLOTS = 8;  // shared partial-score slots (subgroup groups beyond 8 add into them in rounds)
+const uint QUARTER = HEAD_DIM / 4;                   // channels per score thread (HEAD_DIM % 8 == 0)
 // Values: words per row, channels per word, token chunks.
 const uint VW = VALUE_BITS == 16 ? HEAD_DIM / 2 : HEAD_DIM * VALUE_BITS / 32;
 const uint CPW = VALUE_BITS == 16 ? 2 : 32 / VALUE_BITS;
@@ -42,7 +34,7 @@ const uint VCH = T / VW;
 const uint N_GROUPS = HEAD_DIM / GROUP;
 const uint OUT_PER_THREAD = (GQA * HEAD_DIM + T - 1) / T;
 const uint REDUCE_SLOTS = 2;  // token chunks summed per round at the end of a split
-const uint SCRATCH = SCORE_SLOTS * P > REDUCE_SLOTS * HEAD_DIM ? SCORE_SLOTS * GQA * P : REDUCE_SLOTS * GQA * HEAD_DIM;
+const uint SCRATCH = 4 * P > REDUCE_SLOTS * HEAD_DIM ? 4 * GQA * P : REDUCE_SLOTS * GQA * HEAD_DIM;
 
 layout(push_constant) uniform Push {
   uint n_pages;            // pages in the page list
@@ -66,11 +58,20 @@ layout(binding = 4) writeonly buffer PartialMlBuf { vec2 part_ml[]; };  // [spli
 
 shared float q_s[GQA * HEAD_DIM];  // the group's queries times pc.scale
 shared vec2 key_params[HEAD_DIM];  // per-channel (scale, min) of the current page
-shared float scratch[SCRATCH];     // per page: [SCORE_SLOTS][GQA][P] partial scores; at the end:
-                                   // [REDUCE_SLOTS][GQA][HEAD_DIM] partial outputs
+shared float scratch[SCRATCH];     // per page: [4][GQA][P] partial scores; at the end: [REDUCE_SLOTS][GQA][HEAD_DIM]
 shared float p_s[GQA * P];         // [GQA][P] scores, then softmax weights, of the current page
 shared float red_max[GQA * P];     // [GQA * P / subgroup size] per-subgroup maxima
 shared float red_sum[GQA * P];
+
+uint byte_at(uint b) { return (pool[b >> 2] >> ((b & 3u) * 8u)) & 255u; }
+float half_at(uint b) { return unpackHalf2x16(pool[b >> 2] >> ((b & 2u) * 8u)).x; }  // b even
+
+// Code i of a packed row of n codes `bits` wide (kv/codec.h): byte i % (n * bits / 8), bits from
+// (i / (n * bits / 8)) * bits.
+uint code_at(uint row, uint n, uint bits, uint i) {
+  const uint stride = n * bits / 8;
+  return (byte_at(row + i % stride) >> ((i / stride) * bits)) & ((1u << bits) - 1u);
+}
 
 void main() {
   const uint split = gl_WorkGroupID.x, kv_head = gl_WorkGroupID.y, tid = gl_LocalInvocationID.x;
@@ -86,8 +87,7 @@ void main() {
     for (uint j = 0; j < CPW; ++j) acc[g][j] = 0.0;
   }
   const uint word = tid % VW, chunk = tid / VW;  // chunk >= VCH: idle in the value step
-  const uint key_word = tid % KW, key_chunk = tid / KW;
-  const uint score_slots_used = KCH / max(1u, gl_SubgroupSize / KW);  // subgroup groups of the score step
+  const uint score_token = tid % P, quarter = tid / P;
 
   const uint first_page = split * pc.pages_per_split;
   const uint end_page = min(first_page + pc.pages_per_split, pc.n_pages);
@@ -100,68 +100,31 @@ void main() {
     }
     barrier();  // q_s, key_params
 
-    // Scores: thread (key_word, key_chunk) sums q.k over channels key_chunk, key_chunk + KCH, ... for the TPW
-    // tokens of its word: token 2 w + j (f16), or byte 4 w + j % 4, bit plane j / 4 of a row (kv/codec.h).
+    // Scores: partial q.k of token score_token over channels [quarter * QUARTER, +QUARTER).
     {
-      float s[GQA][TPW];
-      for (uint g = 0; g < GQA; ++g) {
-        for (uint j = 0; j < TPW; ++j) s[g][j] = 0.0;
-      }
-      const uint row_bytes = KEY_BITS == 16 ? 2 * P : pc.key_row_code_bytes;
-      const uint codes = (keys + (KEY_BITS == 16 ? 0 : pc.key_codes_offset)) / 4 + key_word;
-      for (uint d = key_chunk; d < HEAD_DIM; d += KCH) {
-        const uint bits = pool[codes + d * (row_bytes / 4)];
+      float s[GQA];
+      for (uint g = 0; g < GQA; ++g) s[g] = 0.0;
+      for (uint d = quarter * QUARTER; d < (quarter + 1) * QUARTER; ++d) {
+        float k;
         if (KEY_BITS == 16) {
-          const vec2 k = unpackHalf2x16(bits);
-          for (uint g = 0; g < GQA; ++g) {
-            const float qd = q_s[g * HEAD_DIM + d];
-            for (uint j = 0; j < TPW; ++j) s[g][j] += qd * (j == 0 ? k.x : k.y);
-          }
+          k = half_at(keys + 2 * (d * P + score_token));
         } else {
           const vec2 sm = key_params[d];
-          float code[TPW];
-          for (uint j = 0; j < TPW; ++j) {
-            code[j] = float((bits >> (8 * (j % 4) + (j / 4) * KEY_BITS)) & ((1u << KEY_BITS) - 1u));
-          }
-          for (uint g = 0; g < GQA; ++g) {
-            const float qd = q_s[g * HEAD_DIM + d], qs = qd * sm.x, qm = qd * sm.y;
-            for (uint j = 0; j < TPW; ++j) s[g][j] += qs * code[j] + qm;
-          }
+          k = float(code_at(keys + pc.key_codes_offset + d * pc.key_row_code_bytes, P, KEY_BITS, score_token)) * sm.x +
+              sm.y;
         }
+        for (uint g = 0; g < GQA; ++g) s[g] += q_s[g * HEAD_DIM + d] * k;
       }
-      // Lanes KW apart hold the same tokens: sum them, then one lane per word and subgroup-group adds into slot
-      // group % SCORE_SLOTS, in rounds of SCORE_SLOTS groups.
-      for (uint g = 0; g < GQA; ++g) {
-        for (uint j = 0; j < TPW; ++j) {
-          for (uint mask = KW; mask < gl_SubgroupSize; mask *= 2) s[g][j] += subgroupShuffleXor(s[g][j], mask);
-        }
-      }
-      const uint chunks_per_group = max(1u, gl_SubgroupSize / KW);
-      const uint groups = KCH / chunks_per_group, group = key_chunk / chunks_per_group;
-      const bool writer = key_chunk % chunks_per_group == 0;
-      for (uint round = 0; round * SCORE_SLOTS < groups; ++round) {
-        if (writer && group / SCORE_SLOTS == round) {
-          for (uint g = 0; g < GQA; ++g) {
-            for (uint j = 0; j < TPW; ++j) {
-              const uint token = KEY_BITS == 16 ? 2 * key_word + j : 4 * key_word + j % 4 + (j / 4) * (P * KEY_BITS / 8);
-              const uint at = ((group % SCORE_SLOTS) * GQA + g) * P + token;
-              scratch[at] = round == 0 ? s[g][j] : scratch[at] + s[g][j];
-            }
-          }
-        }
-        barrier();
-      }
+      for (uint g = 0; g < GQA; ++g) scratch[(quarter * GQA + g) * P + score_token] = s[g];
     }
+    barrier();
 
     // Softmax: pair i = (g, t) = (i / P, i % P). A subgroup never spans two query heads (P is a multiple of
     // the subgroup size), so red_*[i / subgroup size] hold per-head partial reductions.
     for (uint i = tid; i < GQA * P; i += T) {
       const uint t = i % P;
       float s = -1.0 / 0.0;
-      if (t < n_valid) {
-        s = 0.0;
-        for (uint slot = 0; slot < min(score_slots_used, SCORE_SLOTS); ++slot) s += scratch[slot * GQA * P + i];
-      }
+      if (t < n_valid) s = scratch[i] + scratch[GQA * P + i] + scratch[2 * GQA * P + i] + scratch[3 * GQA * P + i];
       p_s[i] = s;
       const float mx = subgroupMax(s);
       if (subgroupElect()) red_max[i / gl_SubgroupSize] = mx;
