@@ -15,7 +15,8 @@
 //   values  thread (w, ch) = (tid % VW, tid / VW): 32-bit word w of a value row (2 f16 channels, or 32 / bits
 //           codes) of the tokens ch, ch + VCH, ... — consecutive threads read consecutive words of one row.
 //           Each thread keeps its partial outputs in registers across the split's pages; the VCH token
-//           chunks are summed once, at the end of the split.
+//           chunks are summed once, at the end of the split. The value words are loaded at the start of the
+//           page (registers), so a page costs two dependent trips to memory: keys (with their scales) and values.
 #extension GL_KHR_shader_subgroup_arithmetic : require
 
 layout(local_size_x = 256) in;
@@ -32,6 +33,9 @@ const uint VW = VALUE_BITS == 16 ? HEAD_DIM / 2 : HEAD_DIM * VALUE_BITS / 32;
 const uint CPW = VALUE_BITS == 16 ? 2 : 32 / VALUE_BITS;
 const uint VCH = T / VW;
 const uint N_GROUPS = HEAD_DIM / GROUP;
+const uint PLANES = VALUE_BITS == 16 ? 1 : 8 / VALUE_BITS;  // bit planes of a value code row
+const uint VALUE_STRIDE = HEAD_DIM * VALUE_BITS / 8;       // bytes of one plane of a value code row
+const uint TOKENS_PER_CHUNK = (P + VCH - 1) / VCH;
 const uint OUT_PER_THREAD = (GQA * HEAD_DIM + T - 1) / T;
 const uint REDUCE_SLOTS = 2;  // token chunks summed per round at the end of a split
 const uint SCRATCH = 4 * P > REDUCE_SLOTS * HEAD_DIM ? 4 * GQA * P : REDUCE_SLOTS * GQA * HEAD_DIM;
@@ -57,7 +61,6 @@ layout(binding = 3) writeonly buffer PartialOBuf { float part_o[]; };  // [split
 layout(binding = 4) writeonly buffer PartialMlBuf { vec2 part_ml[]; };  // [splits][n_heads] (m, l)
 
 shared float q_s[GQA * HEAD_DIM];  // the group's queries times pc.scale
-shared vec2 key_params[HEAD_DIM];  // per-channel (scale, min) of the current page
 shared float scratch[SCRATCH];     // per page: [4][GQA][P] partial scores; at the end: [REDUCE_SLOTS][GQA][HEAD_DIM]
 shared float p_s[GQA * P];         // [GQA][P] scores, then softmax weights, of the current page
 shared float red_max[GQA * P];     // [GQA * P / subgroup size] per-subgroup maxima
@@ -89,16 +92,31 @@ void main() {
   const uint word = tid % VW, chunk = tid / VW;  // chunk >= VCH: idle in the value step
   const uint score_token = tid % P, quarter = tid / P;
 
+  barrier();  // q_s
   const uint first_page = split * pc.pages_per_split;
   const uint end_page = min(first_page + pc.pages_per_split, pc.n_pages);
   for (uint page = first_page; page < end_page; ++page) {
     const uvec2 entry = pages[page];
     const uint keys = entry.x + kv_head * pc.head_bytes, values = keys + pc.key_section_bytes;
     const uint n_valid = entry.y;
-    if (KEY_BITS != 16) {
-      for (uint d = tid; d < HEAD_DIM; d += T) key_params[d] = unpackHalf2x16(pool[(keys >> 2) + d]);
+    // The page's value words (and their groups' scale and min) are loaded now, into registers: their latency
+    // then overlaps the score and softmax steps instead of adding a third round trip to memory per page.
+    uint value_bits[TOKENS_PER_CHUNK];
+    vec2 value_params[TOKENS_PER_CHUNK][PLANES];
+    if (chunk < VCH) {
+      for (uint i = 0; i < TOKENS_PER_CHUNK; ++i) {
+        const uint t = chunk + i * VCH;
+        if (t >= n_valid) break;
+        if (VALUE_BITS == 16) {
+          value_bits[i] = pool[(values >> 2) + t * (HEAD_DIM / 2) + word];
+        } else {
+          value_bits[i] = pool[(values + pc.value_codes_offset + t * pc.row_code_bytes) / 4 + word];
+          for (uint k = 0; k < PLANES; ++k) {
+            value_params[i][k] = unpackHalf2x16(pool[(values >> 2) + t * N_GROUPS + (4 * word + k * VALUE_STRIDE) / GROUP]);
+          }
+        }
+      }
     }
-    barrier();  // q_s, key_params
 
     // Scores: partial q.k of token score_token over channels [quarter * QUARTER, +QUARTER).
     {
@@ -109,7 +127,7 @@ void main() {
         if (KEY_BITS == 16) {
           k = half_at(keys + 2 * (d * P + score_token));
         } else {
-          const vec2 sm = key_params[d];
+          const vec2 sm = unpackHalf2x16(pool[(keys >> 2) + d]);  // read with the codes: one round trip
           k = float(code_at(keys + pc.key_codes_offset + d * pc.key_row_code_bytes, P, KEY_BITS, score_token)) * sm.x +
               sm.y;
         }
@@ -158,20 +176,19 @@ void main() {
       for (uint j = 0; j < CPW; ++j) acc[g][j] *= corr[g];
     }
     if (chunk < VCH) {
-      for (uint t = chunk; t < n_valid; t += VCH) {
+      for (uint i = 0; i < TOKENS_PER_CHUNK; ++i) {
+        const uint t = chunk + i * VCH;
+        if (t >= n_valid) break;
         float v[CPW];
         if (VALUE_BITS == 16) {
-          const vec2 pair = unpackHalf2x16(pool[(values >> 2) + t * (HEAD_DIM / 2) + word]);
+          const vec2 pair = unpackHalf2x16(value_bits[i]);
           for (uint j = 0; j < CPW; ++j) v[j] = j == 0 ? pair.x : pair.y;  // CPW = 2 (a constant index into
                                                                             // a spec-constant-sized array fails glslc)
         } else {
-          const uint bits = pool[(values + pc.value_codes_offset + t * pc.row_code_bytes) / 4 + word];
-          const uint planes = 8 / VALUE_BITS, stride = HEAD_DIM * VALUE_BITS / 8;
-          for (uint k = 0; k < planes; ++k) {
-            const vec2 sm = unpackHalf2x16(pool[(values >> 2) + t * N_GROUPS + (4 * word + k * stride) / GROUP]);
+          for (uint k = 0; k < PLANES; ++k) {
             for (uint b = 0; b < 4; ++b) {
-              const uint code = (bits >> (8 * b + k * VALUE_BITS)) & ((1u << VALUE_BITS) - 1u);
-              v[k * 4 + b] = float(code) * sm.x + sm.y;
+              const uint code = (value_bits[i] >> (8 * b + k * VALUE_BITS)) & ((1u << VALUE_BITS) - 1u);
+              v[k * 4 + b] = float(code) * value_params[i][k].x + value_params[i][k].y;
             }
           }
         }
@@ -181,7 +198,7 @@ void main() {
         }
       }
     }
-    barrier();  // key_params, scratch, p_s and the reductions are rewritten by the next page
+    barrier();  // scratch, p_s and the reductions are rewritten by the next page
   }
 
   // Sum the token chunks' partial outputs, REDUCE_SLOTS chunks per round, into out_acc: element
