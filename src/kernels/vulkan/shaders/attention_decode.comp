@@ -12,10 +12,8 @@
 //   scores  thread (t, c) = (tid % 64, tid / 64): token t's partial q.k over channel quarter c, summed over the
 //           quarters through shared memory (4 x the threads of one thread per token, the same loads);
 //   softmax every (query head, token) pair by one thread; page max and sum by subgroup then shared reductions;
-//   values  thread (slot, ch) = (tid % VS, tid / VS) of the tokens ch, ch + VCH, ...: slot = (plane, w) covers
-//           32-bit word w of a value row, 2 f16 channels or the 4 codes of one bit plane (4 channels), so a
-//           thread holds 4 x GQA partial outputs whatever the width (registers decide occupancy); consecutive
-//           threads read consecutive words of one row.
+//   values  thread (w, ch) = (tid % VW, tid / VW): 32-bit word w of a value row (2 f16 channels, or 32 / bits
+//           codes) of the tokens ch, ch + VCH, ... — consecutive threads read consecutive words of one row.
 //           Each thread keeps its partial outputs in registers across the split's pages; the VCH token
 //           chunks are summed once, at the end of the split. The value words are loaded at the start of the
 //           page (registers), so a page costs two dependent trips to memory: keys (with their scales) and values.
@@ -30,13 +28,12 @@ layout(constant_id = 4) const uint GROUP = 64;       // value group along head_d
 const uint T = 256;                                  // threads
 const uint P = 64;                                   // tokens per page (kv::kTokensPerPage)
 const uint QUARTER = HEAD_DIM / 4;                   // channels per score thread (HEAD_DIM % 8 == 0)
-// Values: words per row, bit planes, slots (word, plane) per row, channels per slot, token chunks.
+// Values: words per row, channels per word, token chunks.
 const uint VW = VALUE_BITS == 16 ? HEAD_DIM / 2 : HEAD_DIM * VALUE_BITS / 32;
-const uint PLANES = VALUE_BITS == 16 ? 1 : 8 / VALUE_BITS;
-const uint VS = VW * PLANES;
-const uint CPW = VALUE_BITS == 16 ? 2 : 4;
-const uint VCH = T / VS;
+const uint CPW = VALUE_BITS == 16 ? 2 : 32 / VALUE_BITS;
+const uint VCH = T / VW;
 const uint N_GROUPS = HEAD_DIM / GROUP;
+const uint PLANES = VALUE_BITS == 16 ? 1 : 8 / VALUE_BITS;  // bit planes of a value code row
 const uint VALUE_STRIDE = HEAD_DIM * VALUE_BITS / 8;       // bytes of one plane of a value code row
 const uint TOKENS_PER_CHUNK = (P + VCH - 1) / VCH;
 const uint OUT_PER_THREAD = (GQA * HEAD_DIM + T - 1) / T;
@@ -85,14 +82,14 @@ void main() {
   for (uint i = tid; i < GQA * HEAD_DIM; i += T) q_s[i] = q[first_head * HEAD_DIM + i] * pc.scale;
 
   // Softmax state per query head (the same in every thread) and this thread's partial outputs: channels
-  // the channels of its slot, over its token chunk.
+  // value_channel(j) of its word, over its token chunk.
   float m[GQA], l[GQA], acc[GQA][CPW];
   for (uint g = 0; g < GQA; ++g) {
     m[g] = -1.0 / 0.0;
     l[g] = 0.0;
     for (uint j = 0; j < CPW; ++j) acc[g][j] = 0.0;
   }
-  const uint word = tid % VS % VW, plane = tid % VS / VW, chunk = tid / VS;  // chunk >= VCH: idle in the value step
+  const uint word = tid % VW, chunk = tid / VW;  // chunk >= VCH: idle in the value step
   const uint score_token = tid % P, quarter = tid / P;
 
   barrier();  // q_s
@@ -105,7 +102,7 @@ void main() {
     // The page's value words (and their groups' scale and min) are loaded now, into registers: their latency
     // then overlaps the score and softmax steps instead of adding a third round trip to memory per page.
     uint value_bits[TOKENS_PER_CHUNK];
-    vec2 value_params[TOKENS_PER_CHUNK];
+    vec2 value_params[TOKENS_PER_CHUNK][PLANES];
     if (chunk < VCH) {
       for (uint i = 0; i < TOKENS_PER_CHUNK; ++i) {
         const uint t = chunk + i * VCH;
@@ -114,7 +111,9 @@ void main() {
           value_bits[i] = pool[(values >> 2) + t * (HEAD_DIM / 2) + word];
         } else {
           value_bits[i] = pool[(values + pc.value_codes_offset + t * pc.row_code_bytes) / 4 + word];
-          value_params[i] = unpackHalf2x16(pool[(values >> 2) + t * N_GROUPS + (4 * word + plane * VALUE_STRIDE) / GROUP]);
+          for (uint k = 0; k < PLANES; ++k) {
+            value_params[i][k] = unpackHalf2x16(pool[(values >> 2) + t * N_GROUPS + (4 * word + k * VALUE_STRIDE) / GROUP]);
+          }
         }
       }
     }
@@ -172,7 +171,7 @@ void main() {
       l[g] = l[g] * corr[g] + page_sum;
     }
 
-    // Values: slot (word, plane) of the rows of tokens chunk, chunk + VCH, ...
+    // Values: word `word` of the rows of tokens chunk, chunk + VCH, ...
     for (uint g = 0; g < GQA; ++g) {
       for (uint j = 0; j < CPW; ++j) acc[g][j] *= corr[g];
     }
@@ -186,9 +185,11 @@ void main() {
           for (uint j = 0; j < CPW; ++j) v[j] = j == 0 ? pair.x : pair.y;  // CPW = 2 (a constant index into
                                                                             // a spec-constant-sized array fails glslc)
         } else {
-          for (uint b = 0; b < 4; ++b) {
-            const uint code = (value_bits[i] >> (8 * b + plane * VALUE_BITS)) & ((1u << VALUE_BITS) - 1u);
-            v[b] = float(code) * value_params[i].x + value_params[i].y;
+          for (uint k = 0; k < PLANES; ++k) {
+            for (uint b = 0; b < 4; ++b) {
+              const uint code = (value_bits[i] >> (8 * b + k * VALUE_BITS)) & ((1u << VALUE_BITS) - 1u);
+              v[k * 4 + b] = float(code) * value_params[i][k].x + value_params[i][k].y;
+            }
           }
         }
         for (uint g = 0; g < GQA; ++g) {
@@ -212,7 +213,7 @@ void main() {
           if (VALUE_BITS == 16) {
             channel = 2 * word + j;
           } else {
-            channel = 4 * word + j + plane * VALUE_STRIDE;
+            channel = 4 * word + j % 4 + (j / 4) * (HEAD_DIM * VALUE_BITS / 8);
           }
           scratch[((chunk - base) * GQA + g) * HEAD_DIM + channel] = acc[g][j];
         }
