@@ -16,7 +16,7 @@
 //           codes) of the tokens ch, ch + VCH, ... — consecutive threads read consecutive words of one row.
 //           Each thread keeps its partial outputs in registers across the split's pages; the VCH token
 //           chunks are summed once, at the end of the split. The value words are loaded at the start of the
-//           page (registers), so a page costs two dependent trips to memory: keys (with their scales) and values.
+//           page (registers) and the key scales one page ahead, so a page costs about one trip to memory: the keys.
 #extension GL_KHR_shader_subgroup_arithmetic : require
 
 layout(local_size_x = 256) in;
@@ -61,6 +61,7 @@ layout(binding = 3) writeonly buffer PartialOBuf { float part_o[]; };  // [split
 layout(binding = 4) writeonly buffer PartialMlBuf { vec2 part_ml[]; };  // [splits][n_heads] (m, l)
 
 shared float q_s[GQA * HEAD_DIM];  // the group's queries times pc.scale
+shared vec2 key_params[2][HEAD_DIM];  // per-channel (scale, min) of the current page [page & 1] and the next
 shared float scratch[SCRATCH];     // per page: [4][GQA][P] partial scores; at the end: [REDUCE_SLOTS][GQA][HEAD_DIM]
 shared float p_s[GQA * P];         // [GQA][P] scores, then softmax weights, of the current page
 shared float red_max[GQA * P];     // [GQA * P / subgroup size] per-subgroup maxima
@@ -92,13 +93,24 @@ void main() {
   const uint word = tid % VW, chunk = tid / VW;  // chunk >= VCH: idle in the value step
   const uint score_token = tid % P, quarter = tid / P;
 
-  barrier();  // q_s
   const uint first_page = split * pc.pages_per_split;
   const uint end_page = min(first_page + pc.pages_per_split, pc.n_pages);
+  // Quantized keys' per-channel scales go through shared memory (one load per channel per page, not one per
+  // thread and channel), double-buffered: the next page's are loaded at the start of a page and stored at its
+  // end, so their trip to memory overlaps the page's work.
+  if (KEY_BITS != 16 && first_page < end_page) {
+    const uint keys = pages[first_page].x + kv_head * pc.head_bytes;
+    for (uint d = tid; d < HEAD_DIM; d += T) key_params[first_page & 1u][d] = unpackHalf2x16(pool[(keys >> 2) + d]);
+  }
+  barrier();  // q_s, key_params
   for (uint page = first_page; page < end_page; ++page) {
     const uvec2 entry = pages[page];
     const uint keys = entry.x + kv_head * pc.head_bytes, values = keys + pc.key_section_bytes;
     const uint n_valid = entry.y;
+    vec2 next_params = vec2(0.0);  // channel tid of the next page (tid < HEAD_DIM; HEAD_DIM <= T)
+    if (KEY_BITS != 16 && page + 1 < end_page && tid < HEAD_DIM) {
+      next_params = unpackHalf2x16(pool[((pages[page + 1].x + kv_head * pc.head_bytes) >> 2) + tid]);
+    }
     // The page's value words (and their groups' scale and min) are loaded now, into registers: their latency
     // then overlaps the score and softmax steps instead of adding a third round trip to memory per page.
     uint value_bits[TOKENS_PER_CHUNK];
@@ -127,7 +139,7 @@ void main() {
         if (KEY_BITS == 16) {
           k = half_at(keys + 2 * (d * P + score_token));
         } else {
-          const vec2 sm = unpackHalf2x16(pool[(keys >> 2) + d]);  // read with the codes: one round trip
+          const vec2 sm = key_params[page & 1u][d];
           k = float(code_at(keys + pc.key_codes_offset + d * pc.key_row_code_bytes, P, KEY_BITS, score_token)) * sm.x +
               sm.y;
         }
@@ -198,7 +210,8 @@ void main() {
         }
       }
     }
-    barrier();  // scratch, p_s and the reductions are rewritten by the next page
+    if (KEY_BITS != 16 && page + 1 < end_page && tid < HEAD_DIM) key_params[(page + 1) & 1u][tid] = next_params;
+    barrier();  // scratch, p_s and the reductions are rewritten by the next page; the next key_params are in
   }
 
   // Sum the token chunks' partial outputs, REDUCE_SLOTS chunks per round, into out_acc: element
