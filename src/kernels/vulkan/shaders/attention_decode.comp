@@ -16,7 +16,7 @@
 //           codes) of the tokens ch, ch + VCH, ... — consecutive threads read consecutive words of one row.
 //           Each thread keeps its partial outputs in registers across the split's pages; the VCH token
 //           chunks are summed once, at the end of the split. The value words are loaded at the start of the
-//           page (registers) and the key scales one page ahead, so a page costs about one trip to memory: the keys.
+//           page (f16 values, into registers) and the key scales one page ahead (quantized keys, shared memory).
 #extension GL_KHR_shader_subgroup_arithmetic : require
 
 layout(local_size_x = 256) in;
@@ -111,22 +111,15 @@ void main() {
     if (KEY_BITS != 16 && page + 1 < end_page && tid < HEAD_DIM) {
       next_params = unpackHalf2x16(pool[((pages[page + 1].x + kv_head * pc.head_bytes) >> 2) + tid]);
     }
-    // The page's value words (and their groups' scale and min) are loaded now, into registers: their latency
-    // then overlaps the score and softmax steps instead of adding a third round trip to memory per page.
+    // f16 pages: the page's value words are loaded now, into registers, so that their trip to memory overlaps
+    // the score and softmax steps. (Quantized values are read in the value step: prefetching their words and
+    // scales measured slower on the H100 — q8 at 32K: 89 -> 156 us.)
     uint value_bits[TOKENS_PER_CHUNK];
-    vec2 value_params[TOKENS_PER_CHUNK][PLANES];
-    if (chunk < VCH) {
+    if (VALUE_BITS == 16 && chunk < VCH) {
       for (uint i = 0; i < TOKENS_PER_CHUNK; ++i) {
         const uint t = chunk + i * VCH;
         if (t >= n_valid) break;
-        if (VALUE_BITS == 16) {
-          value_bits[i] = pool[(values >> 2) + t * (HEAD_DIM / 2) + word];
-        } else {
-          value_bits[i] = pool[(values + pc.value_codes_offset + t * pc.row_code_bytes) / 4 + word];
-          for (uint k = 0; k < PLANES; ++k) {
-            value_params[i][k] = unpackHalf2x16(pool[(values >> 2) + t * N_GROUPS + (4 * word + k * VALUE_STRIDE) / GROUP]);
-          }
-        }
+        value_bits[i] = pool[(values >> 2) + t * (HEAD_DIM / 2) + word];
       }
     }
 
@@ -197,10 +190,12 @@ void main() {
           for (uint j = 0; j < CPW; ++j) v[j] = j == 0 ? pair.x : pair.y;  // CPW = 2 (a constant index into
                                                                             // a spec-constant-sized array fails glslc)
         } else {
+          const uint bits = pool[(values + pc.value_codes_offset + t * pc.row_code_bytes) / 4 + word];
           for (uint k = 0; k < PLANES; ++k) {
+            const vec2 sm = unpackHalf2x16(pool[(values >> 2) + t * N_GROUPS + (4 * word + k * VALUE_STRIDE) / GROUP]);
             for (uint b = 0; b < 4; ++b) {
-              const uint code = (value_bits[i] >> (8 * b + k * VALUE_BITS)) & ((1u << VALUE_BITS) - 1u);
-              v[k * 4 + b] = float(code) * value_params[i][k].x + value_params[i][k].y;
+              const uint code = (bits >> (8 * b + k * VALUE_BITS)) & ((1u << VALUE_BITS) - 1u);
+              v[k * 4 + b] = float(code) * sm.x + sm.y;
             }
           }
         }
