@@ -68,7 +68,9 @@ std::string greedy(Loaded& l, const std::string& prompt, int n, ThreadPool& pool
   for (int i = 0; i < n; ++i) {
     const int32_t next = argmax(session.last_logits().data(), l.model->config().n_vocab);
     text += detok.push(next);
-    if (i + 1 < n) EXPECT_TRUE(session.append({next}).ok());
+    if (i + 1 < n) {
+      EXPECT_TRUE(session.append({next}).ok());
+    }
   }
   return text + detok.flush();
 }
