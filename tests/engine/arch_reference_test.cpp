@@ -1,8 +1,9 @@
 // The architectures beyond llama/qwen2 (qwen3, qwen3 with YaRN, qwen3moe, Mixtral-style llama MoE, smollm3,
 // phi3) against llama.cpp on the same files: tools/arch_model.h lays tiny-llama-6m's trained weights out as
 // each architecture stores them (deterministically, so the files made here are the ones
-// scripts/make_arch_references.sh ran llama.cpp on; their sha256 is checked), and
-// tests/data/arch/references.json holds llama.cpp's perplexity and greedy text on them.
+// scripts/make_arch_references.sh ran llama.cpp on; the JSON records their sha256, and a change of the
+// generator needs the script rerun), and tests/data/arch/references.json holds llama.cpp's perplexity and
+// greedy text on them.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -105,10 +106,13 @@ TEST_P(ArchReference, PerplexityWithinHalfAPercentOfLlamaCpp) {
   text << in.rdbuf();
   const std::vector<int32_t> tokens = l.tokenizer->encode(text.str(), true, false);
   ThreadPool pool(2);
-  auto result = compute_perplexity(*l.model, tokens, 512, 16, l.tokenizer->bos_id(), pool,
+  // The first 4 of the reference's 16 chunks (llama.cpp's running perplexity after chunk 4) keep the six
+  // variants at a few seconds together; the script's full 16-chunk numbers are in docs/models.md.
+  constexpr int kChunks = 4;
+  auto result = compute_perplexity(*l.model, tokens, 512, kChunks, l.tokenizer->bos_id(), pool,
                                    [&] { return make_contiguous_kv_cache(l.model->config(), 512); });
   ASSERT_TRUE(result.ok()) << result.error();
-  const double expected = ref["ppl"];
+  const double expected = ref["running_ppl_after_each_chunk"][kChunks - 1];
   EXPECT_NEAR(result->ppl / expected, 1.0, 0.005) << GetParam() << ": kvtier " << result->ppl << " llama.cpp "
                                                   << expected;
 }
