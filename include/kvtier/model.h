@@ -1,5 +1,6 @@
 // Llama-family transformer models loaded from GGUF: architectures `llama`
-// (Llama 2/3.x, Mistral-style, SmolLM2) and `qwen2`.
+// (Llama 2/3.x, Mistral-style, SmolLM2, Mixtral-style MoE), `qwen2`, `qwen3`,
+// `qwen3moe`, `smollm3` and `phi3` (see docs/models.md).
 //
 // The model owns only weights (memory-mapped). The KV cache is passed in to
 // every forward call, so one model can serve many sequences and the cache
@@ -21,9 +22,10 @@
 namespace kvtier {
 
 enum class RopeMode { kNormal, kNeox };  // adjacent pairs (llama) / split halves (qwen2)
+enum class RopeScaling { kNone, kLinear, kYarn };
 
 struct ModelConfig {
-  std::string architecture;  // "llama" or "qwen2"
+  std::string architecture;  // "llama", "qwen2", "qwen3", "qwen3moe", "smollm3" or "phi3"
   std::string name;          // general.name, if any
   int n_vocab = 0;
   int n_embd = 0;
@@ -41,7 +43,24 @@ struct ModelConfig {
   bool has_rope_freq_factors = false;  // Llama-3.1 style per-dimension factors (rope_freqs.weight)
   bool tied_embeddings = false;
   bool has_qkv_bias = false;
+  // YaRN (rope.scaling.type = yarn): frequencies interpolated by rope_freq_scale below the correction range,
+  // extrapolated above it, ramped between (ggml's rope_yarn); cos/sin scaled by yarn_mscale.
+  RopeScaling rope_scaling = RopeScaling::kNone;
+  int rope_n_ctx_orig = 0;          // rope.scaling.original_context_length (default: context_length)
+  float yarn_beta_fast = 32.0f;
+  float yarn_beta_slow = 1.0f;
+  float yarn_mscale = 1.0f;         // (1 + 0.1 ln factor) * rope.scaling.attn_factor
+  bool has_qk_norm = false;         // qwen3: per-head RMSNorm of q and k before RoPE (attn_{q,k}_norm [head_dim])
+  int no_rope_layer_step = 0;       // smollm3: layers l with (l + 1) % step == 0 have no RoPE; 0 = all use RoPE
+  bool fused_gate_up = false;       // phi3: ffn_up holds gate rows then up rows, [2 n_ff, n_embd]
+  // Routed experts (qwen3moe; Mixtral-style llama): softmax over ffn_gate_inp's logits, the top n_expert_used,
+  // their weights renormalised to sum 1 (then scaled by expert_weights_scale when that is not 0).
+  int n_expert = 0;                 // 0: dense feed-forward
+  int n_expert_used = 0;
+  int n_ff_expert = 0;              // hidden width of one expert
+  float expert_weights_scale = 0.0f;
 
+  bool layer_uses_rope(int layer) const { return no_rope_layer_step == 0 || (layer + 1) % no_rope_layer_step != 0; }
   // Reads and validates {arch}.* keys; errors name the key.
   static Result<ModelConfig> from_gguf(const gguf::File& file);
   KvGeometry kv_geometry(int max_tokens) const { return {n_layers, n_kv_heads, head_dim, max_tokens}; }
@@ -58,6 +77,12 @@ struct LayerWeights {
   const float* ffn_norm = nullptr;   // [n_embd]
   kernels::WeightMatrix w_gate, w_up;  // [n_ff, n_embd]
   kernels::WeightMatrix w_down;        // [n_embd, n_ff]
+  const float* q_norm = nullptr;     // qwen3 per-head norms, [head_dim] or null
+  const float* k_norm = nullptr;
+  // Routed experts (empty for a dense layer): views into the 3-D ffn_{gate,up,down}_exps tensors.
+  kernels::WeightMatrix router;      // ffn_gate_inp, [n_expert, n_embd]
+  std::vector<kernels::WeightMatrix> expert_gate, expert_up;  // [n_expert] of [n_ff_expert, n_embd]
+  std::vector<kernels::WeightMatrix> expert_down;              // [n_expert] of [n_embd, n_ff_expert]
 };
 
 // Progress of a long operation: done and total units (bytes, tokens, ...).
@@ -103,9 +128,12 @@ class Model {
  private:
   Model() = default;
   Status bind_weights();
+  Status bind_experts(const std::string& layer_prefix, LayerWeights& w);  // moe.cpp
   Status forward_batch(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool, int logits_from,
                      float* logits);
   void ensure_scratch(int n);
+  // The routed-expert feed-forward block (moe.cpp): proj_ rows [0, n) = MoE(xn_ rows [0, n)).
+  void moe_ffn(const LayerWeights& w, int n, ThreadPool& pool);
 
   std::unique_ptr<gguf::File> file_;
   ModelConfig config_;
@@ -130,6 +158,9 @@ class Model {
   std::vector<float> up_;     // [min(n, kFfnChunk), n_ff]
   std::vector<float> proj_;   // [n, n_embd] output of wo / w_down before the residual add
   std::vector<float> rope_;   // [n, rope_dims] RoPE (cos, sin) pairs of the batch's positions
+  std::vector<float> router_;      // [n, n_expert] router logits, then probabilities
+  std::vector<float> expert_in_;   // [min(n, kFfnChunk), n_embd] rows of xn_ routed to one expert
+  std::vector<float> expert_out_;  // [min(n, kFfnChunk), n_embd] that expert's output for them
 };
 
 // Largest number of tokens one forward micro-batch processes.

@@ -1,13 +1,16 @@
-// The transformer forward pass (llama / qwen2), batched over tokens.
+// The transformer forward pass (llama, qwen2, qwen3, qwen3moe, smollm3, phi3), batched over tokens.
 //
 // One micro-batch of n tokens at positions [pos, pos + n):
 //   x = embed(tokens)                                        x: [n, n_embd]
 //   per layer:  xn = rmsnorm(x) * attn_norm
-//               q, k, v = xn Wq^T (+bq), xn Wk^T (+bk), xn Wv^T (+bv), RoPE on q and k
+//               q, k, v = xn Wq^T (+bq), xn Wk^T (+bk), xn Wv^T (+bv)
+//               q, k = rmsnorm per head * q_norm, k_norm       (qwen3)
+//               RoPE on q and k                               (not on smollm3's NoPE layers)
 //               cache.store(k, v);  attn = cache.attend(q)   (causal, GQA)
 //               x += attn Wo^T
 //               xn = rmsnorm(x) * ffn_norm
 //               x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T      (in chunks of kFfnChunk tokens)
+//                    or the routed experts' weighted sum of that (moe.cpp)
 //   logits = (rmsnorm(x) * output_norm) Woutput^T            for the rows asked for
 #include <algorithm>
 #include <cassert>
@@ -39,21 +42,43 @@ void add_bias(float* rows, const float* bias, int n, int d) {
   }
 }
 
+// YaRN's correction range (ggml_rope_yarn_corr_dims): the rotary dims whose wavelength fits between
+// beta_fast and beta_slow turns over the original context.  dims[0] <= dims[1].
+void yarn_corr_dims(const ModelConfig& c, float dims[2]) {
+  const int n_dims = c.rope_dims;
+  auto corr_dim = [&](float n_rot) {
+    return static_cast<float>(n_dims) * std::log(static_cast<float>(c.rope_n_ctx_orig) / (n_rot * 2.0f * 3.14159265358979323846f)) /
+           (2.0f * std::log(c.rope_freq_base));
+  };
+  dims[0] = std::max(0.0f, std::floor(corr_dim(c.yarn_beta_fast)));
+  dims[1] = std::min(static_cast<float>(n_dims - 1), std::ceil(corr_dim(c.yarn_beta_slow)));
+}
+
 // Rotary position embedding, computed as GGML does (theta multiplied by theta_scale pair after pair, in
 // float) so results match llama.cpp closely. The angles depend only on the position, so one table serves q
 // and k of every layer.  cos_sin: [n][rope_dims] (cos, sin) pairs for positions [pos, pos + n).
 void rope_table(const ModelConfig& c, const std::vector<float>& freq_factors, int n, int pos, std::vector<float>& cos_sin) {
   const int dims = c.rope_dims;
   const float theta_scale = std::pow(c.rope_freq_base, -2.0f / static_cast<float>(dims));
+  const bool yarn = c.rope_scaling == RopeScaling::kYarn;
+  float corr[2] = {0, 0};
+  if (yarn) yarn_corr_dims(c, corr);
+  const float mscale = yarn ? c.yarn_mscale : 1.0f;
   cos_sin.resize(static_cast<size_t>(n) * dims);
   for (int t = 0; t < n; ++t) {
     float theta = static_cast<float>(pos + t);
     float* row = cos_sin.data() + static_cast<size_t>(t) * dims;
     for (int i = 0; i < dims; i += 2) {
       const float factor = freq_factors.empty() ? 1.0f : freq_factors[i / 2];
-      const float angle = c.rope_freq_scale * (theta / factor);
-      row[i] = std::cos(angle);
-      row[i + 1] = std::sin(angle);
+      const float extrapolated = theta / factor;
+      float angle = c.rope_freq_scale * extrapolated;
+      if (yarn) {  // ramp from extrapolation (fast dims, below corr[0]) to interpolation (above corr[1])
+        const float y = (static_cast<float>(i / 2) - corr[0]) / std::max(0.001f, corr[1] - corr[0]);
+        const float ramp = 1.0f - std::min(1.0f, std::max(0.0f, y));
+        angle = angle * (1.0f - ramp) + extrapolated * ramp;
+      }
+      row[i] = std::cos(angle) * mscale;
+      row[i + 1] = std::sin(angle) * mscale;
       theta *= theta_scale;
     }
   }
@@ -93,8 +118,14 @@ void Model::ensure_scratch(int n) {
   v_.resize(tokens * kv_dim);
   attn_.resize(tokens * q_dim);
   const size_t ffn_tokens = std::min<size_t>(tokens, kFfnChunk);
-  gate_.resize(ffn_tokens * c.n_ff);
-  up_.resize(ffn_tokens * c.n_ff);
+  const size_t ff = static_cast<size_t>(std::max(c.n_ff, c.n_ff_expert));
+  gate_.resize(ffn_tokens * ff);
+  up_.resize(ffn_tokens * ff);
+  if (c.n_expert > 0) {
+    router_.resize(tokens * c.n_expert);
+    expert_in_.resize(ffn_tokens * c.n_embd);
+    expert_out_.resize(ffn_tokens * c.n_embd);
+  }
   proj_.resize(tokens * c.n_embd);
   scratch_tokens_ = n;
 }
@@ -151,15 +182,20 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
     add_bias(q_.data(), w.bq, n, q_dim);
     add_bias(k_.data(), w.bk, n, kv_dim);
     add_bias(v_.data(), w.bv, n, kv_dim);
-    apply_rope(c, rope_, q_.data(), c.n_heads, n);
-    apply_rope(c, rope_, k_.data(), c.n_kv_heads, n);
+    if (w.q_norm) rms_norm(q_.data(), w.q_norm, n * c.n_heads, c.head_dim, c.rms_eps, q_.data());
+    if (w.k_norm) rms_norm(k_.data(), w.k_norm, n * c.n_kv_heads, c.head_dim, c.rms_eps, k_.data());
+    if (c.layer_uses_rope(l)) {
+      apply_rope(c, rope_, q_.data(), c.n_heads, n);
+      apply_rope(c, rope_, k_.data(), c.n_kv_heads, n);
+    }
     if (Status s = cache.store(l, pos, n, k_.data(), v_.data()); !s.ok()) return s;
     if (Status s = cache.attend(l, pos, n, c.n_heads, q_.data(), attn_.data(), attn_scale, pool); !s.ok()) return s;
     kernels::matmul(w.wo, attn_.data(), n, proj_.data(), pool);
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += proj_[i];
 
     rms_norm(x_.data(), w.ffn_norm, n, d, c.rms_eps, xn_.data());
-    for (int first = 0; first < n; first += kFfnChunk) {  // tokens [first, first + rows)
+    if (c.n_expert > 0) moe_ffn(w, n, pool);
+    for (int first = 0; first < n && c.n_expert == 0; first += kFfnChunk) {  // tokens [first, first + rows)
       const int rows = std::min(kFfnChunk, n - first);
       const float* xn_rows = xn_.data() + static_cast<size_t>(first) * d;
       const kernels::MatmulOutput gate_up[] = {{&w.w_gate, gate_.data()}, {&w.w_up, up_.data()}};

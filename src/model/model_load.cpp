@@ -14,6 +14,14 @@ namespace kvtier {
 
 namespace {
 
+// Rows [first, first + count) of a matrix, as a matrix (a view of the same bytes).
+kernels::WeightMatrix row_range(const kernels::WeightMatrix& m, int64_t first, int64_t count) {
+  kernels::WeightMatrix r = m;
+  r.data = static_cast<const uint8_t*>(m.data) + static_cast<size_t>(first) * m.row_bytes;
+  r.rows = count;
+  return r;
+}
+
 std::string shape_string(const gguf::TensorInfo& t) {
   std::string s = "[";
   for (int i = 0; i < t.n_dims; ++i) s += (i ? ", " : "") + std::to_string(t.ne[i]);
@@ -128,17 +136,43 @@ Status Model::bind_weights() {
     LayerWeights& w = layers_[l];
     Status s;
     if (s = vector(p + "attn_norm.weight", c.n_embd, true, w.attn_norm); !s.ok()) return s;
-    if (s = matrix(p + "attn_q.weight", q_dim, c.n_embd, w.wq); !s.ok()) return s;
-    if (s = matrix(p + "attn_k.weight", kv_dim, c.n_embd, w.wk); !s.ok()) return s;
-    if (s = matrix(p + "attn_v.weight", kv_dim, c.n_embd, w.wv); !s.ok()) return s;
+    if (f.find_tensor(p + "attn_qkv.weight")) {  // fused (phi3): q rows, then k rows, then v rows
+      kernels::WeightMatrix qkv;
+      if (s = matrix(p + "attn_qkv.weight", q_dim + 2 * kv_dim, c.n_embd, qkv); !s.ok()) return s;
+      w.wq = row_range(qkv, 0, q_dim);
+      w.wk = row_range(qkv, q_dim, kv_dim);
+      w.wv = row_range(qkv, q_dim + kv_dim, kv_dim);
+    } else {
+      if (s = matrix(p + "attn_q.weight", q_dim, c.n_embd, w.wq); !s.ok()) return s;
+      if (s = matrix(p + "attn_k.weight", kv_dim, c.n_embd, w.wk); !s.ok()) return s;
+      if (s = matrix(p + "attn_v.weight", kv_dim, c.n_embd, w.wv); !s.ok()) return s;
+    }
     if (s = matrix(p + "attn_output.weight", c.n_embd, q_dim, w.wo); !s.ok()) return s;
     if (s = vector(p + "attn_q.bias", q_dim, c.has_qkv_bias, w.bq); !s.ok()) return s;
     if (s = vector(p + "attn_k.bias", kv_dim, c.has_qkv_bias, w.bk); !s.ok()) return s;
     if (s = vector(p + "attn_v.bias", kv_dim, c.has_qkv_bias, w.bv); !s.ok()) return s;
+    if (s = vector(p + "attn_q_norm.weight", c.head_dim, c.has_qk_norm, w.q_norm); !s.ok()) return s;
+    if (s = vector(p + "attn_k_norm.weight", c.head_dim, c.has_qk_norm, w.k_norm); !s.ok()) return s;
     if (s = vector(p + "ffn_norm.weight", c.n_embd, true, w.ffn_norm); !s.ok()) return s;
-    if (s = matrix(p + "ffn_gate.weight", c.n_ff, c.n_embd, w.w_gate); !s.ok()) return s;
-    if (s = matrix(p + "ffn_up.weight", c.n_ff, c.n_embd, w.w_up); !s.ok()) return s;
-    if (s = matrix(p + "ffn_down.weight", c.n_embd, c.n_ff, w.w_down); !s.ok()) return s;
+    if (c.n_expert > 0) {
+      if (s = bind_experts(p, w); !s.ok()) return s;
+    } else if (c.fused_gate_up) {  // phi3: ffn_up = [gate rows; up rows]
+      kernels::WeightMatrix gate_up;
+      if (s = matrix(p + "ffn_up.weight", 2 * static_cast<int64_t>(c.n_ff), c.n_embd, gate_up); !s.ok()) return s;
+      w.w_gate = row_range(gate_up, 0, c.n_ff);
+      w.w_up = row_range(gate_up, c.n_ff, c.n_ff);
+    } else {
+      if (s = matrix(p + "ffn_gate.weight", c.n_ff, c.n_embd, w.w_gate); !s.ok()) return s;
+      if (s = matrix(p + "ffn_up.weight", c.n_ff, c.n_embd, w.w_up); !s.ok()) return s;
+    }
+    if (c.n_expert == 0) {
+      if (s = matrix(p + "ffn_down.weight", c.n_embd, c.n_ff, w.w_down); !s.ok()) return s;
+    }
+  }
+  for (const char* name : {"rope_factors_long.weight", "rope_factors_short.weight"}) {
+    if (f.find_tensor(name) || f.find_tensor("blk.0." + std::string(name))) {
+      return Status::error("tensor " + std::string(name) + " (LongRoPE scaling) is not supported yet");
+    }
   }
   if (c.has_rope_freq_factors) {
     const float* factors = nullptr;

@@ -19,6 +19,7 @@ namespace kvtier::testing {
 struct GgufEdit {
   std::function<void(gguf::GgufWriter&)> metadata;
   std::function<void(const gguf::TensorInfo&, std::vector<int64_t>& dims, uint64_t& n_bytes)> tensor;
+  std::function<bool(const gguf::TensorInfo&)> keep;  // tensors it returns false for are left out
 };
 
 inline Status copy_gguf(const std::string& from, const std::string& to, const GgufEdit& edit) {
@@ -62,6 +63,7 @@ inline Status copy_gguf(const std::string& from, const std::string& to, const Gg
   }
   if (edit.metadata) edit.metadata(w);
   for (const gguf::TensorInfo& t : (*file)->tensors()) {
+    if (edit.keep && !edit.keep(t)) continue;
     std::vector<int64_t> dims(t.ne, t.ne + t.n_dims);
     uint64_t n_bytes = t.n_bytes;
     if (edit.tensor) edit.tensor(t, dims, n_bytes);
