@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <limits>
 
+#include "kvtier/file_io.h"
 #include "kvtier/resources.h"
 
 #include "app/loading.h"
@@ -34,6 +35,17 @@ Result<LoadedModel> load_model_and_tokenizer(const std::string& path) {
   }
   loaded.model->file().release_metadata_pages();  // model and tokenizer hold what they need from it now
   return loaded;
+}
+
+Result<ChatFormatter> load_chat_formatter(const Model& model, const Tokenizer& tokenizer,
+                                          const std::string& chat_template) {
+  if (chat_template.empty()) return ChatFormatter::from_model(model.file(), tokenizer);
+  if (auto builtin = builtin_chat_template(chat_template); builtin.ok()) {
+    return ChatFormatter::from_source(*builtin, chat_template + " (built-in)", &tokenizer);
+  }
+  auto source = read_bounded_file(chat_template, 1u << 20, "chat template file");
+  if (!source.ok()) return Status::error(source.error() + " (--chat-template takes a built-in name or a file)");
+  return ChatFormatter::from_source(*source, chat_template, &tokenizer);
 }
 
 void add_threads_option(CLI::App& app, int& threads) {

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "kvtier/chat.h"
 #include "kvtier/kv_options.h"
 #include "kvtier/memory_plan.h"
 #include "kvtier/model.h"
@@ -22,6 +23,11 @@ struct LoadedModel {
 };
 
 Result<LoadedModel> load_model_and_tokenizer(const std::string& path);
+
+// The chat template of `--chat-template VALUE` (chat and serve): empty = the model's own (else ChatML), a
+// built-in name, or a Jinja file.
+Result<ChatFormatter> load_chat_formatter(const Model& model, const Tokenizer& tokenizer,
+                                          const std::string& chat_template);
 
 // Checks what a run will allocate (kvtier/memory_plan.h) against the memory this process can have now.
 Status check_run_memory(const ModelConfig& config, const KvCacheOptions& kv, const RunMemoryRequest& request);
