@@ -26,9 +26,13 @@ using namespace std::chrono_literals;
 
 // An OpenAI-style error: {"error": {"message", "type", "param", "code"}} with its HTTP status.
 struct ApiError {
-  int status = 400;
+  ApiError(int status, std::string message, std::string type = "invalid_request_error", std::string param = "",
+           std::string code = "")
+      : status(status), message(std::move(message)), type(std::move(type)), param(std::move(param)),
+        code(std::move(code)) {}
+  int status;
   std::string message;
-  std::string type = "invalid_request_error";
+  std::string type;
   std::string param;
   std::string code;
 };
@@ -162,6 +166,7 @@ ParsedRequest parse_generation_fields(const json& body, bool chat, int n_ctx) {
     if (auto v = bool_field(*options, "include_usage")) p.include_usage = *v;
   }
   if (auto n = integer_field(body, "n"); n && *n != 1) bad_request("n", "only n = 1 is supported");
+  if (auto v = bool_field(body, "ignore_eos")) g.ignore_eos = *v;  // llama-server's extension (benchmarks)
   std::optional<int64_t> max_tokens = integer_field(body, "max_completion_tokens");
   if (!max_tokens) max_tokens = integer_field(body, "max_tokens");
   if (max_tokens) {
