@@ -214,16 +214,20 @@ TEST_F(HttpApiTest, StreamedTextEqualsTheNonStreamedTextForGreedyRequests) {
   }
 }
 
-TEST_F(HttpApiTest, ConcurrentGreedyRequestsGiveTheirSequentialAnswers) {
-  TestServer server(4, 8);
+// Alone and beside others with the same cache history (empty slots): a reused prefix evaluates the prompt in other
+// pieces than a cold run, which may change the last bits of the logits (docs/server.md), so each solo run gets a
+// fresh server.
+TEST_F(HttpApiTest, ConcurrentGreedyRequestsGiveTheirSoloAnswers) {
   const std::vector<std::string> prompts = {"The Linux kernel", "In the beginning", "def parse(text):",
-                                            "The dictionary defines"};
-  std::vector<std::string> sequential;
+                                            "A dictionary defines"};
+  std::vector<std::string> solo;
   for (const std::string& p : prompts) {
+    TestServer server(1, 0);
     auto r = server.client().Post("/v1/completions", completion_body(p, 16).dump(), "application/json");
     ASSERT_TRUE(r);
-    sequential.push_back(parse(r->body)["choices"][0]["text"]);
+    solo.push_back(parse(r->body)["choices"][0]["text"]);
   }
+  TestServer server(4, 8);
   std::vector<std::string> parallel(prompts.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -235,7 +239,7 @@ TEST_F(HttpApiTest, ConcurrentGreedyRequestsGiveTheirSequentialAnswers) {
     });
   }
   for (std::thread& t : threads) t.join();
-  EXPECT_EQ(parallel, sequential);
+  EXPECT_EQ(parallel, solo);
 }
 
 TEST_F(HttpApiTest, BadRequestsGetOpenAiErrorObjects) {
