@@ -61,7 +61,14 @@ int run(const ServeOptions& o) {
                 std::to_string(so.n_ctx) + " positions)");
   }
   auto scheduler = Scheduler::create(model, *loaded->tokenizer, so);
-  if (!scheduler.ok()) return fail(scheduler.error());
+  if (!scheduler.ok()) {
+    std::string note;
+    if (o.kv.budget_bytes > 0 && o.n_slots > 1) {
+      note = " (--kv-budget is split evenly over the " + std::to_string(o.n_slots) + " slots: " +
+             std::to_string(o.kv.budget_bytes / static_cast<size_t>(o.n_slots)) + " bytes each)";
+    }
+    return fail(scheduler.error() + note);
+  }
 
   ApiSettings settings;
   const std::string file_name = std::filesystem::path(o.model_path).filename().string();

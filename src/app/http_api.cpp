@@ -599,8 +599,9 @@ void ApiServer::register_routes() {
              std::string out;
              auto metric = [&out](const char* name, const char* type, const char* help, double value,
                                   const std::string& labels = "") {
-               char line[64];
-               std::snprintf(line, sizeof line, "%.6g", value);
+               char line[64];  // counts and bytes exactly, rates to 6 digits
+               const bool whole = value == std::floor(value) && std::fabs(value) < 9.0e15;
+               std::snprintf(line, sizeof line, whole ? "%.0f" : "%.6g", value);
                out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name +
                       labels + " " + line + "\n";
              };
