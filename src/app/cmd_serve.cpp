@@ -111,7 +111,8 @@ Command add_serve_command(CLI::App& app) {
       ->check(CLI::Range(0, 65535));
   app.add_option("-c,--ctx-size", o->n_ctx, "context size of each slot in tokens (default: min(trained, 4096))")
       ->check(CLI::Range(0, 1 << 24));
-  app.add_option("--parallel", o->n_slots, "(also -np) slots: requests served at once, each with its own KV cache (default 1)")
+  app.add_option("--parallel", o->n_slots,
+                 "(also -np) slots: requests served at once, each with its own KV cache (default 1)")
       ->check(CLI::Range(1, 256));
   app.add_option("--max-queue", o->max_queue, "requests waiting for a slot before 503 (default 16)")
       ->check(CLI::Range(0, 4096));

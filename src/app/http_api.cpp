@@ -82,7 +82,8 @@ int port_of(const sockaddr_storage& a) {
 
 std::string host_of(const sockaddr_storage& a, socklen_t length) {
   char host[NI_MAXHOST];
-  if (::getnameinfo(reinterpret_cast<const sockaddr*>(&a), length, host, sizeof host, nullptr, 0, NI_NUMERICHOST) != 0) {
+  const auto* address = reinterpret_cast<const sockaddr*>(&a);
+  if (::getnameinfo(address, length, host, sizeof host, nullptr, 0, NI_NUMERICHOST) != 0) {
     return "";
   }
   return host;
@@ -471,7 +472,8 @@ void ApiServer::register_routes() {
         const std::string name = model->get<std::string>();
         if (std::find(settings_.model_names.begin(), settings_.model_names.end(), name) ==
             settings_.model_names.end()) {
-          throw ApiError{404, "the model '" + name + "' does not exist; this server serves '" + settings_.model_id + "'",
+          throw ApiError{404,
+                         "the model '" + name + "' does not exist; this server serves '" + settings_.model_id + "'",
                          "invalid_request_error", "model", "model_not_found"};
         }
       }
@@ -605,7 +607,8 @@ void ApiServer::register_routes() {
                out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name +
                       labels + " " + line + "\n";
              };
-             out += "# HELP kvtier_requests_total Requests answered, by outcome.\n# TYPE kvtier_requests_total counter\n";
+             out += "# HELP kvtier_requests_total Requests answered, by outcome.\n"
+                    "# TYPE kvtier_requests_total counter\n";
              for (auto [outcome, count] : {std::pair{"finished", m.requests_finished},
                                            {"cancelled", m.requests_cancelled},
                                            {"failed", m.requests_failed},
@@ -641,7 +644,8 @@ void ApiServer::register_routes() {
               std::vector<int32_t> tokens;
               {
                 std::lock_guard lock(text_mutex_);
-                tokens = tokenizer_.encode(content->get<std::string>(), add_special && tokenizer_.add_bos_default(), true);
+                const bool bos = add_special && tokenizer_.add_bos_default();
+                tokens = tokenizer_.encode(content->get<std::string>(), bos, true);
               }
               json out = json::array();
               for (int32_t t : tokens) {

@@ -91,7 +91,8 @@ TEST_P(ServeProcessTest, AnswersAndExitsCleanlyOnASignalEvenMidStream) {
   ASSERT_GT(port, 0) << server.log();
   httplib::Client client("127.0.0.1", port);
   client.set_read_timeout(60, 0);
-  const nlohmann::json body = {{"model", "tiny"}, {"prompt", "The Linux kernel"}, {"max_tokens", 8}, {"temperature", 0}};
+  const nlohmann::json body = {
+      {"model", "tiny"}, {"prompt", "The Linux kernel"}, {"max_tokens", 8}, {"temperature", 0}};
   auto r = client.Post("/v1/completions", body.dump(), "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
