@@ -116,6 +116,33 @@ bool peer_closed(int fd) {
   return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
+// Request bodies nest at most this deep: parsing is iterative, but dumping, rendering and destroying a value
+// recurse, and a body of a million '[' would overflow the stack of an HTTP thread.
+constexpr int kMaxJsonDepth = 64;
+
+bool nesting_depth_exceeds(const std::string& text, int limit) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
 // --- Request fields ------------------------------------------------------------------------------------------
 const json* field(const json& body, const char* name) {
   auto it = body.find(name);
@@ -458,6 +485,9 @@ void ApiServer::register_routes() {
   });
 
   auto parse_body = [](const httplib::Request& req) {
+    if (nesting_depth_exceeds(req.body, kMaxJsonDepth)) {
+      bad_request("", "the request body nests arrays/objects deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    }
     json body = json::parse(req.body, nullptr, false);
     if (body.is_discarded()) bad_request("", "the request body is not valid JSON");
     if (!body.is_object()) bad_request("", "the request body must be a JSON object");

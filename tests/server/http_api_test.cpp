@@ -267,6 +267,9 @@ TEST_F(HttpApiTest, BadRequestsGetOpenAiErrorObjects) {
   expect_error("/v1/completions", R"({"prompt": 5})", 400, "invalid_request_error");
   expect_error("/v1/completions", R"({"prompt": [1, 99999999]})", 400, "invalid_request_error");
   expect_error("/v1/chat/completions", R"({"messages": "hi"})", 400, "invalid_request_error");
+  const std::string deep = "{\"messages\": [{\"role\": \"user\", \"content\": " + std::string(10000, '[') +
+                           std::string(10000, ']') + "}]}";
+  expect_error("/v1/chat/completions", deep, 400, "invalid_request_error");  // not a stack overflow
   expect_error("/v1/chat/completions", R"({"messages": [{"content": "no role"}]})", 400, "invalid_request_error");
   expect_error("/v1/chat/completions", R"({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]})", 404,
                "invalid_request_error");
