@@ -24,6 +24,7 @@ std::unique_ptr<Cli> make_cli() {
   add("bench", "prefill and decode speed (like llama-bench)", add_bench_command);
   add("recall", "long-range retrieval: a repeated span's NLL, f16 vs a quantized KV cache", add_recall_command);
   add("plan", "how many tokens a KV ladder and budget hold in RAM and on disk", add_plan_command);
+  add("serve", "an OpenAI-compatible HTTP server (docs/server.md)", add_serve_command);
   return cli;
 }
 
@@ -43,8 +44,15 @@ int parse_cli(Cli& cli, int argc, const char* const* argv) {
       return 2;
     }
   }
+  // llama-server spells the slot count "-np"; CLI11 takes one letter after a single dash.
+  std::vector<std::string> args(argv, argv + argc);
+  for (std::string& a : args) {
+    if (a == "-np") a = "--parallel";
+  }
+  std::vector<const char*> rewritten;
+  for (const std::string& a : args) rewritten.push_back(a.c_str());
   try {
-    cli.app.parse(argc, argv);
+    cli.app.parse(argc, rewritten.data());
   } catch (const CLI::CallForHelp& e) {
     return cli.app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

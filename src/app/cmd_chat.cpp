@@ -305,16 +305,7 @@ int run(const ChatOptions& o) {
   const Tokenizer& tokenizer = *loaded->tokenizer;
   const ModelConfig& c = model.config();
 
-  Result<ChatFormatter> formatter = Status::error("no template");
-  if (o.chat_template.empty()) {
-    formatter = ChatFormatter::from_model(model.file(), tokenizer);
-  } else if (auto builtin = builtin_chat_template(o.chat_template); builtin.ok()) {
-    formatter = ChatFormatter::from_source(*builtin, o.chat_template + " (built-in)", &tokenizer);
-  } else {
-    auto source = read_bounded_file(o.chat_template, 1u << 20, "chat template file");
-    if (!source.ok()) return fail(source.error() + " (--chat-template takes a built-in name or a file)");
-    formatter = ChatFormatter::from_source(*source, o.chat_template, &tokenizer);
-  }
+  Result<ChatFormatter> formatter = load_chat_formatter(&model.file(), &tokenizer, o.chat_template);
   if (!formatter.ok()) return fail(formatter.error());
 
   const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, 4096);

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "app/commands.h"
+#include "app/loading.h"
 #include "kvtier/chat.h"
 #include "kvtier/file_io.h"
 #include "kvtier/gguf.h"
@@ -43,24 +44,10 @@ int run(const TemplateOptions& o) {
     if (!tok.ok()) return fail(o.model_path + ": " + tok.error());
     tokenizer = std::move(*tok);
   }
-  Result<ChatFormatter> formatter = Status::error("give -m MODEL, --chat-template NAME|FILE or --chat-template-file");
-  if (!o.template_file.empty() || !o.template_name.empty()) {
-    std::string source_path = o.template_file;
-    if (source_path.empty()) {
-      if (auto builtin = builtin_chat_template(o.template_name); builtin.ok()) {
-        formatter = ChatFormatter::from_source(*builtin, o.template_name + " (built-in)", tokenizer.get());
-      } else {
-        source_path = o.template_name;
-      }
-    }
-    if (!source_path.empty()) {
-      auto source = read_bounded_file(source_path, 1u << 20, "chat template file");
-      if (!source.ok()) return fail(source.error());
-      formatter = ChatFormatter::from_source(*source, source_path, tokenizer.get());
-    }
-  } else if (file) {
-    formatter = ChatFormatter::from_model(*file, *tokenizer);
-  }
+  // --chat-template-file is always a file; --chat-template a built-in name or a file; neither: the model's.
+  const std::string& choice = o.template_file.empty() ? o.template_name : o.template_file;
+  if (choice.empty() && !file) return fail("give -m MODEL, --chat-template NAME|FILE or --chat-template-file");
+  Result<ChatFormatter> formatter = load_chat_formatter(file.get(), tokenizer.get(), choice, o.template_file.empty());
   if (!formatter.ok()) return fail(formatter.error());
 
   nlohmann::ordered_json context = nlohmann::ordered_json::object();

@@ -17,6 +17,7 @@ Command add_recall_command(CLI::App& app);
 Command add_plan_command(CLI::App& app);
 Command add_chat_command(CLI::App& app);
 Command add_template_command(CLI::App& app);
+Command add_serve_command(CLI::App& app);
 
 // Prints "kvtier: error: <message>" on stderr and returns the exit code 1.
 int fail(const std::string& message);

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <limits>
 
+#include "kvtier/file_io.h"
 #include "kvtier/resources.h"
 
 #include "app/loading.h"
@@ -49,6 +50,24 @@ void add_weight_options(CLI::App& app, ModelLoadOptions& options) {
       "--no-mmap", [&options] { options.residency = WeightResidency::kCopied; },
       "read the weights into memory at load instead of mapping the file (default: mapped, read on first use)");
   lock->excludes(copy);
+}
+
+Result<ChatFormatter> load_chat_formatter(const gguf::File* model_file, const Tokenizer* tokenizer,
+                                          const std::string& chat_template, bool builtin_names) {
+  if (chat_template.empty()) {
+    if (!model_file || !tokenizer) return Status::error("no chat template: give a model or a template");
+    return ChatFormatter::from_model(*model_file, *tokenizer);
+  }
+  if (builtin_names) {
+    if (auto builtin = builtin_chat_template(chat_template); builtin.ok()) {
+      return ChatFormatter::from_source(*builtin, chat_template + " (built-in)", tokenizer);
+    }
+  }
+  auto source = read_bounded_file(chat_template, 1u << 20, "chat template file");
+  if (!source.ok()) {
+    return Status::error(source.error() + (builtin_names ? " (--chat-template takes a built-in name or a file)" : ""));
+  }
+  return ChatFormatter::from_source(*source, chat_template, tokenizer);
 }
 
 void add_threads_option(CLI::App& app, int& threads) {

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "kvtier/chat.h"
 #include "kvtier/kv_options.h"
 #include "kvtier/memory_plan.h"
 #include "kvtier/model.h"
@@ -27,6 +28,12 @@ Result<LoadedModel> load_model_and_tokenizer(const std::string& path, const Mode
 
 // --mlock and --no-mmap, as llama.cpp names them (kvtier/model.h WeightResidency); they may be combined.
 void add_weight_options(CLI::App& app, ModelLoadOptions& options);
+
+// The chat template of `--chat-template VALUE` (chat, serve, template): empty = the model's own (else ChatML), a
+// built-in name (unless builtin_names is false: `template --chat-template-file`), or a Jinja file. model_file and
+// tokenizer may be null (`kvtier template` without -m): the template then renders without special tokens.
+Result<ChatFormatter> load_chat_formatter(const gguf::File* model_file, const Tokenizer* tokenizer,
+                                          const std::string& chat_template, bool builtin_names = true);
 
 // Checks what a run will allocate (kvtier/memory_plan.h) against the memory this process can have now.
 Status check_run_memory(const ModelConfig& config, const KvCacheOptions& kv, const RunMemoryRequest& request);

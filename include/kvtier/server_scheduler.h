@@ -1,0 +1,159 @@
+// The scheduler behind `kvtier serve`: -np slots, each a Session with its own KV cache, and one worker thread
+// that owns the model and the thread pool and interleaves the requests fairly. Each turn of its loop gives every
+// active request one forward pass: a decode step, or the next chunk (256 tokens by default) of its prompt, so a
+// long prompt never freezes the other streams. Requests beyond the slots wait in a bounded queue.
+//
+// A request's output depends only on its own tokens and sampling parameters, never on what runs beside it:
+// every slot has its own cache, and one slot's forward passes see nothing of another's. (Continuous batching
+// and a page pool shared by all slots, issue 16, will replace the internals behind this interface.)
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kvtier/kv_options.h"
+#include "kvtier/model.h"
+#include "kvtier/sampling.h"
+#include "kvtier/status.h"
+#include "kvtier/thread_pool.h"
+#include "kvtier/tokenizer.h"
+
+namespace kvtier {
+
+struct SchedulerOptions {
+  int n_slots = 1;             // -np
+  int n_ctx = 0;               // positions per slot (-c): each slot holds its own context of this size
+  int threads = 0;             // -t; 0 = all cores
+  int max_queued = 64;         // requests waiting for a slot; past this, submit() refuses (the server's 503)
+  int prefill_chunk = 256;     // prompt tokens one request evaluates per turn of the loop
+  KvCacheOptions kv;           // as `kvtier run` takes it; a --kv-budget is split evenly over the slots
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;  // with BOS and the chat template applied; at most n_ctx - 1 tokens
+  SamplingParams sampling;
+  int max_tokens = 16;          // generation also stops at the slot's context size ("length")
+  std::vector<std::string> stop_strings;  // never part of the output (kvtier/stop_strings.h)
+  bool ignore_eos = false;
+  int top_logprobs = -1;        // -1: no log-probabilities; 0..20: the chosen token's, and this many alternatives
+};
+
+enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
+const char* finish_reason_name(FinishReason reason);  // "stop", "length", "cancelled", "error"
+
+struct TokenLogprob {
+  int32_t token = -1;
+  float logprob = 0;  // natural log of the model's probability (before sampling's filters)
+};
+
+// What one decode step produced: the token, and the text it completed (possibly empty: bytes of an
+// unfinished UTF-8 character, or text held back because it could still become a stop string).
+struct GeneratedToken {
+  int32_t token = -1;
+  std::string text;
+  TokenLogprob chosen;                // filled when the request asked for logprobs
+  std::vector<TokenLogprob> top;      // [top_logprobs] the most likely tokens, best first
+};
+
+struct GenerationSummary {
+  FinishReason finish = FinishReason::kNone;
+  std::string error;          // FinishReason::kError: what went wrong
+  int prompt_tokens = 0;
+  int cached_tokens = 0;      // prompt tokens the slot already held (not evaluated again)
+  int completion_tokens = 0;
+  std::string tail_text;      // text released at the end (held-back bytes that were no stop string)
+  double prompt_seconds = 0, decode_seconds = 0;
+};
+
+// The two ends of one request: the worker pushes tokens and the summary; the caller (an HTTP thread) takes
+// them, and may cancel. All members are thread-safe.
+class RequestStream {
+ public:
+  // Waits until tokens are ready, the request finished, or `timeout` passed; moves the ready tokens into `out`.
+  // Returns true once the request has finished and every token was taken.
+  bool wait(std::vector<GeneratedToken>& out, std::chrono::milliseconds timeout);
+  // Stops the request at its next step (a closed connection): the slot is freed, finish is kCancelled.
+  void cancel() { cancelled_.store(true); }
+  bool cancelled() const { return cancelled_.load(); }
+  // Valid once wait() returned true.
+  const GenerationSummary& summary() const { return summary_; }
+
+ private:
+  friend class Scheduler;
+  void push(GeneratedToken token);
+  void finish(GenerationSummary summary);
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::vector<GeneratedToken> tokens_;
+  bool finished_ = false;
+  GenerationSummary summary_;
+  std::atomic<bool> cancelled_{false};
+};
+
+// Counters for /metrics. Totals count since the start; the gauges are the state now.
+struct SchedulerMetrics {
+  uint64_t requests_finished = 0, requests_cancelled = 0, requests_failed = 0, requests_refused = 0;
+  uint64_t prompt_tokens = 0, prompt_tokens_evaluated = 0, cached_tokens = 0, generated_tokens = 0;
+  double prompt_seconds = 0, decode_seconds = 0;  // worker time spent on each kind of work
+  int queue_depth = 0, active_slots = 0, n_slots = 0;
+  uint64_t kv_resident_bytes = 0;                  // all slots' caches, as of the last turn
+};
+
+class Scheduler {
+ public:
+  // Builds the slots' caches (errors name the bad KV option) and starts the worker.
+  static Result<std::unique_ptr<Scheduler>> create(Model& model, const Tokenizer& tokenizer,
+                                                   const SchedulerOptions& options);
+  ~Scheduler();  // shutdown(), and joins the worker
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a request. Errors: the prompt is empty or does not fit a slot's context, max_tokens < 1, bad sampling
+  // parameters, or the queue is full (queue_full() tells that one apart: the server answers 503, not 400).
+  Result<std::shared_ptr<RequestStream>> submit(GenerationRequest request);
+  static bool queue_full(const Status& status);
+  // Cancels whatever runs or waits (their streams finish as kCancelled) and refuses new requests. Idempotent.
+  void shutdown();
+
+  SchedulerMetrics metrics() const;
+  const SchedulerOptions& options() const { return options_; }
+  // The tokens each slot's cache holds now (tests: which slot kept which prefix).
+  std::vector<std::vector<int32_t>> slot_tokens() const;
+
+ private:
+  struct Slot;
+  struct Pending {
+    GenerationRequest request;
+    std::shared_ptr<RequestStream> stream;
+  };
+  Scheduler(Model& model, const Tokenizer& tokenizer, const SchedulerOptions& options);
+  void run();
+  void admit_waiting();                 // under mutex_: queued requests into idle slots
+  void step(Slot& slot);                // one forward pass of one slot's request
+  void start(Slot& slot, Pending pending);
+  void finish(Slot& slot, FinishReason reason, const std::string& error = "");
+
+  Model& model_;
+  const Tokenizer& tokenizer_;
+  SchedulerOptions options_;
+  ThreadPool pool_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+
+  mutable std::mutex mutex_;            // guards queue_, stopping_, metrics_, the slots' busy flags and tokens
+  std::condition_variable work_;
+  std::deque<Pending> queue_;
+  bool stopping_ = false;
+  SchedulerMetrics metrics_;
+  std::thread worker_;
+};
+
+}  // namespace kvtier

@@ -1,0 +1,367 @@
+#include "kvtier/server_scheduler.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "engine/log_softmax.h"
+#include "kvtier/session.h"
+#include "kvtier/stop_strings.h"
+
+namespace kvtier {
+
+namespace {
+// The start of the message submit() refuses a request with when the queue is full (queue_full() looks for it).
+constexpr const char* kQueueFullMessage = "too many requests: all slots are busy and the queue is full";
+constexpr int kMaxTopLogprobs = 20;  // OpenAI's limit
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+}  // namespace
+
+const char* finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kError: return "error";
+    case FinishReason::kNone: break;
+  }
+  return "none";
+}
+
+bool RequestStream::wait(std::vector<GeneratedToken>& out, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  ready_.wait_for(lock, timeout, [&] { return !tokens_.empty() || finished_; });
+  for (GeneratedToken& t : tokens_) out.push_back(std::move(t));
+  tokens_.clear();
+  return finished_;
+}
+
+void RequestStream::push(GeneratedToken token) {
+  {
+    std::lock_guard lock(mutex_);
+    tokens_.push_back(std::move(token));
+  }
+  ready_.notify_all();
+}
+
+void RequestStream::finish(GenerationSummary summary) {
+  {
+    std::lock_guard lock(mutex_);
+    summary_ = std::move(summary);
+    finished_ = true;
+  }
+  ready_.notify_all();
+}
+
+// One slot: a session (its own cache) and the state of the request it serves, if any.
+struct Scheduler::Slot {
+  Slot(Model& model, std::unique_ptr<KvCache> cache, ThreadPool& pool) : session(model, std::move(cache), pool) {}
+  Session session;
+  bool busy = false;        // under Scheduler::mutex_
+  uint64_t last_used = 0;   // under Scheduler::mutex_: the turn a request last left it (idle slots: LRU)
+  std::vector<int32_t> held_tokens;  // under Scheduler::mutex_: session.tokens() as of the last admission/finish
+
+  // The request being served (worker thread only).
+  GenerationRequest request;
+  std::shared_ptr<RequestStream> stream;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<StreamingDetokenizer> detok;
+  std::unique_ptr<StopStringFilter> stops;
+  std::vector<int32_t> to_prefill;  // [prompt tokens the cache did not hold]
+  size_t prefilled = 0;
+  int32_t pending_token = -1;       // sampled and sent, not yet evaluated
+  GenerationSummary summary;
+  std::chrono::steady_clock::time_point decode_start;
+};
+
+Scheduler::Scheduler(Model& model, const Tokenizer& tokenizer, const SchedulerOptions& options)
+    : model_(model), tokenizer_(tokenizer), options_(options), pool_(options.threads) {}
+
+Result<std::unique_ptr<Scheduler>> Scheduler::create(Model& model, const Tokenizer& tokenizer,
+                                                     const SchedulerOptions& options) {
+  if (options.n_slots < 1) return Status::error("-np: at least one slot is needed");
+  if (options.n_ctx < 2) return Status::error("-c: the context must hold at least 2 tokens");
+  if (options.prefill_chunk < 1) return Status::error("prefill chunk must be at least 1 token");
+  if (options.max_queued < 0) return Status::error("the queue length must be >= 0");
+  std::unique_ptr<Scheduler> s(new Scheduler(model, tokenizer, options));
+  KvCacheOptions slot_kv = options.kv;
+  slot_kv.budget_bytes = options.kv.budget_bytes / static_cast<size_t>(options.n_slots);
+  if (options.kv.budget_bytes > 0 && slot_kv.budget_bytes == 0) slot_kv.budget_bytes = 1;
+  for (int i = 0; i < options.n_slots; ++i) {
+    auto cache = make_kv_cache(model.config(), options.n_ctx, slot_kv, &s->pool_);
+    if (!cache.ok()) return cache.status();
+    s->slots_.push_back(std::make_unique<Slot>(model, std::move(*cache), s->pool_));
+  }
+  s->metrics_.n_slots = options.n_slots;
+  s->worker_ = std::thread([raw = s.get()] { raw->run(); });
+  return s;
+}
+
+void Scheduler::shutdown() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  work_.notify_all();
+}
+
+Scheduler::~Scheduler() {
+  shutdown();
+  if (worker_.joinable()) worker_.join();
+}
+
+bool Scheduler::queue_full(const Status& status) {
+  return !status.ok() && status.message().rfind(kQueueFullMessage, 0) == 0;
+}
+
+Result<std::shared_ptr<RequestStream>> Scheduler::submit(GenerationRequest request) {
+  if (request.prompt.empty()) return Status::error("the prompt is empty");
+  if (static_cast<int>(request.prompt.size()) >= options_.n_ctx) {
+    return Status::error("the prompt has " + std::to_string(request.prompt.size()) +
+                         " tokens; the context size per slot is " + std::to_string(options_.n_ctx) +
+                         " (it must leave room for at least one generated token)");
+  }
+  if (request.max_tokens < 1) return Status::error("max_tokens must be at least 1");
+  if (request.top_logprobs > kMaxTopLogprobs) {
+    return Status::error("top_logprobs must be at most " + std::to_string(kMaxTopLogprobs));
+  }
+  const int32_t n_vocab = model_.config().n_vocab;
+  for (int32_t t : request.prompt) {
+    if (t < 0 || t >= n_vocab) return Status::error("prompt token " + std::to_string(t) + " is not in the vocabulary");
+  }
+  if (Status s = validate_sampling_params(request.sampling); !s.ok()) return s;
+  auto stream = std::make_shared<RequestStream>();
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return Status::error("the server is shutting down");
+    const int idle = static_cast<int>(std::count_if(slots_.begin(), slots_.end(), [](auto& s) { return !s->busy; }));
+    // Requests up to the idle slots' number start at the next turn; the queue holds the ones beyond them.
+    if (static_cast<int>(queue_.size()) >= idle + options_.max_queued) {
+      ++metrics_.requests_refused;
+      return Status::error(std::string(kQueueFullMessage) + " (" + std::to_string(options_.n_slots) + " slots, " +
+                           std::to_string(options_.max_queued) + " queued)");
+    }
+    queue_.push_back(Pending{std::move(request), stream});
+  }
+  work_.notify_all();
+  return stream;
+}
+
+SchedulerMetrics Scheduler::metrics() const {
+  std::lock_guard lock(mutex_);
+  SchedulerMetrics m = metrics_;
+  m.active_slots = static_cast<int>(std::count_if(slots_.begin(), slots_.end(), [](auto& s) { return s->busy; }));
+  const int idle = m.n_slots - m.active_slots;
+  m.queue_depth = std::max(0, static_cast<int>(queue_.size()) - idle);
+  return m;
+}
+
+std::vector<std::vector<int32_t>> Scheduler::slot_tokens() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::vector<int32_t>> held;
+  for (const auto& s : slots_) held.push_back(s->held_tokens);
+  return held;
+}
+
+void Scheduler::admit_waiting() {
+  while (!queue_.empty()) {
+    // The idle slot whose tokens share the longest prefix with the prompt, when that prefix is worth keeping (half
+    // the prompt, or 64 tokens: a conversation's next turn, a shared system prompt); otherwise the least recently
+    // used idle slot, so that a request sharing little (a BOS token) does not evict another conversation's prefix.
+    Slot* longest = nullptr;
+    Slot* oldest = nullptr;
+    size_t longest_shared = 0;
+    const std::vector<int32_t>& prompt = queue_.front().request.prompt;
+    for (auto& slot : slots_) {
+      if (slot->busy) continue;
+      const std::vector<int32_t>& held = slot->session.tokens();
+      const size_t limit = std::min(held.size(), prompt.size());
+      size_t shared = 0;
+      while (shared < limit && held[shared] == prompt[shared]) ++shared;
+      if (longest == nullptr || shared > longest_shared) {
+        longest = slot.get();
+        longest_shared = shared;
+      }
+      if (oldest == nullptr || slot->last_used < oldest->last_used) oldest = slot.get();
+    }
+    if (oldest == nullptr) return;
+    const bool worth_keeping = longest_shared * 2 >= prompt.size() || longest_shared >= 64;
+    Slot* chosen = worth_keeping ? longest : oldest;
+    chosen->busy = true;
+    Pending pending = std::move(queue_.front());
+    queue_.pop_front();
+    start(*chosen, std::move(pending));
+  }
+}
+
+void Scheduler::start(Slot& slot, Pending pending) {
+  slot.request = std::move(pending.request);
+  slot.stream = std::move(pending.stream);
+  slot.summary = GenerationSummary();
+  slot.summary.prompt_tokens = static_cast<int>(slot.request.prompt.size());
+  slot.to_prefill = slot.session.reuse_prefix(slot.request.prompt);
+  slot.prefilled = 0;
+  slot.summary.cached_tokens = slot.summary.prompt_tokens - static_cast<int>(slot.to_prefill.size());
+  slot.pending_token = -1;
+  SamplingParams sampling = slot.request.sampling;
+  slot.sampler = std::make_unique<Sampler>(sampling);
+  for (int32_t t : slot.request.prompt) slot.sampler->accept(t);
+  slot.detok = std::make_unique<StreamingDetokenizer>(tokenizer_);
+  slot.stops = std::make_unique<StopStringFilter>(slot.request.stop_strings);
+  slot.held_tokens = slot.session.tokens();
+  metrics_.prompt_tokens += static_cast<uint64_t>(slot.summary.prompt_tokens);
+  metrics_.cached_tokens += static_cast<uint64_t>(slot.summary.cached_tokens);
+}
+
+void Scheduler::run() {
+  uint64_t turn = 0;
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    work_.wait(lock, [&] {
+      const bool any_busy = std::any_of(slots_.begin(), slots_.end(), [](auto& s) { return s->busy; });
+      return stopping_ || any_busy || !queue_.empty();
+    });
+    if (stopping_) break;
+    admit_waiting();
+    std::vector<Slot*> active;
+    for (auto& slot : slots_) {
+      if (slot->busy) active.push_back(slot.get());
+    }
+    lock.unlock();
+    // One forward pass per active request, in slot order: every stream advances by one step per turn.
+    for (Slot* slot : active) step(*slot);
+    size_t kv_bytes = 0;
+    for (auto& slot : slots_) kv_bytes += slot->session.cache().resident_bytes();
+    lock.lock();
+    metrics_.kv_resident_bytes = kv_bytes;
+    ++turn;
+    for (Slot* slot : active) {
+      if (!slot->busy) slot->last_used = turn;
+    }
+  }
+  // Shutting down: whatever runs or waits ends as cancelled.
+  std::deque<Pending> waiting = std::move(queue_);
+  lock.unlock();
+  for (auto& slot : slots_) {
+    if (slot->stream) finish(*slot, FinishReason::kCancelled);
+  }
+  for (Pending& p : waiting) {
+    GenerationSummary summary;
+    summary.finish = FinishReason::kCancelled;
+    summary.prompt_tokens = static_cast<int>(p.request.prompt.size());
+    p.stream->finish(std::move(summary));
+  }
+}
+
+void Scheduler::step(Slot& slot) {
+  if (slot.stream->cancelled()) {
+    finish(slot, FinishReason::kCancelled);
+    return;
+  }
+  const int n_vocab = model_.config().n_vocab;
+  if (slot.prefilled < slot.to_prefill.size()) {
+    const size_t n = std::min(slot.to_prefill.size() - slot.prefilled, static_cast<size_t>(options_.prefill_chunk));
+    const std::vector<int32_t> piece(slot.to_prefill.begin() + static_cast<std::ptrdiff_t>(slot.prefilled),
+                                     slot.to_prefill.begin() + static_cast<std::ptrdiff_t>(slot.prefilled + n));
+    const auto start = std::chrono::steady_clock::now();
+    const Status s = slot.session.append(piece);
+    const double seconds = seconds_since(start);
+    slot.summary.prompt_seconds += seconds;
+    {
+      std::lock_guard lock(mutex_);
+      metrics_.prompt_seconds += seconds;
+      metrics_.prompt_tokens_evaluated += s.ok() ? n : 0;
+    }
+    if (!s.ok()) {
+      finish(slot, FinishReason::kError, s.message());
+      return;
+    }
+    slot.prefilled += n;
+    if (slot.prefilled < slot.to_prefill.size()) return;
+    slot.decode_start = std::chrono::steady_clock::now();
+  } else {
+    // Decode: evaluate the token sent last turn; its logits give the next one.
+    const auto start = std::chrono::steady_clock::now();
+    const Status s = slot.session.append({slot.pending_token});
+    const double seconds = seconds_since(start);
+    {
+      std::lock_guard lock(mutex_);
+      metrics_.decode_seconds += seconds;
+    }
+    if (!s.ok()) {
+      finish(slot, FinishReason::kError, s.message());
+      return;
+    }
+  }
+  const float* logits = slot.session.last_logits().data();  // [n_vocab]
+  const int32_t token = slot.sampler->sample(logits, n_vocab);
+  if (!slot.request.ignore_eos && tokenizer_.is_end_of_generation(token)) {
+    finish(slot, FinishReason::kStop);
+    return;
+  }
+  GeneratedToken out;
+  out.token = token;
+  out.text = slot.stops->push(slot.detok->push(token));
+  if (slot.request.top_logprobs >= 0) {
+    std::vector<double> log_probs;  // [n_vocab]
+    engine_detail::log_softmax(logits, n_vocab, log_probs);
+    out.chosen = {token, static_cast<float>(log_probs[token])};
+    std::vector<int32_t> ids(static_cast<size_t>(n_vocab));
+    std::iota(ids.begin(), ids.end(), 0);
+    const int k = std::min(slot.request.top_logprobs, n_vocab);
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
+      return log_probs[a] > log_probs[b] || (log_probs[a] == log_probs[b] && a < b);
+    });
+    for (int i = 0; i < k; ++i) out.top.push_back({ids[i], static_cast<float>(log_probs[ids[i]])});
+  }
+  ++slot.summary.completion_tokens;
+  {
+    std::lock_guard lock(mutex_);
+    ++metrics_.generated_tokens;
+  }
+  slot.stream->push(std::move(out));
+  if (slot.stops->stopped()) {
+    finish(slot, FinishReason::kStop);
+  } else if (slot.summary.completion_tokens >= slot.request.max_tokens ||
+             slot.session.n_past() + 1 > options_.n_ctx) {  // the token would not fit the slot's context
+    finish(slot, FinishReason::kLength);
+  } else {
+    slot.pending_token = token;
+  }
+}
+
+void Scheduler::finish(Slot& slot, FinishReason reason, const std::string& error) {
+  GenerationSummary summary = std::move(slot.summary);
+  if (reason == FinishReason::kStop || reason == FinishReason::kLength) {
+    // Held-back text that turned out to be no stop string (or completes one now: then the reason is a stop).
+    summary.tail_text = slot.stops->push(slot.detok->flush());
+    summary.tail_text += slot.stops->flush();
+    if (slot.stops->stopped()) reason = FinishReason::kStop;
+  }
+  summary.finish = reason;
+  summary.error = error;
+  if (summary.completion_tokens > 0 && reason != FinishReason::kError) {
+    summary.decode_seconds = seconds_since(slot.decode_start);
+  }
+  std::shared_ptr<RequestStream> stream = std::move(slot.stream);
+  slot.stream.reset();
+  slot.sampler.reset();
+  slot.detok.reset();
+  slot.stops.reset();
+  slot.to_prefill.clear();
+  {
+    std::lock_guard lock(mutex_);
+    slot.busy = false;
+    slot.held_tokens = slot.session.tokens();
+    switch (reason) {
+      case FinishReason::kCancelled: ++metrics_.requests_cancelled; break;
+      case FinishReason::kError: ++metrics_.requests_failed; break;
+      default: ++metrics_.requests_finished; break;
+    }
+  }
+  stream->finish(std::move(summary));
+}
+
+}  // namespace kvtier
