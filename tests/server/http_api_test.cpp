@@ -41,7 +41,7 @@ SharedModel& shared() {
     auto tok = Tokenizer::from_gguf(l.model->file());
     if (!tok.ok()) return l;
     l.tokenizer = std::move(*tok);
-    auto formatter = load_chat_formatter(*l.model, *l.tokenizer, "chatml");
+    auto formatter = load_chat_formatter(&l.model->file(), l.tokenizer.get(), "chatml");
     if (formatter.ok()) l.formatter = std::make_unique<ChatFormatter>(std::move(*formatter));
     return l;
   }();
