@@ -117,12 +117,14 @@ TEST_F(ArchValidation, UnknownOrIncompleteRopeScaling) {
   EXPECT_MENTIONS(bad_orig, "qwen3.rope.scaling.original_context_length");
 }
 
-TEST_F(ArchValidation, LongRopeFactorsAreRefusedByName) {
+TEST_F(ArchValidation, LongRopeFactorsMissingOrMisshapen) {
+  EXPECT_MENTIONS(load_error("phi3-longrope", without_tensor("rope_factors_short.weight")), "rope_factors_short.weight");
   const std::string e = load_error("phi3", {.metadata = [](gguf::GgufWriter& w) {
-    const std::vector<float> factors(8, 1.0f);
-    (void)w.add_tensor_f32("rope_factors_long.weight", {8}, factors);
+    const std::vector<float> factors(16, 1.0f);  // rope.dimension_count 16 takes 8
+    (void)w.add_tensor_f32("rope_factors_long.weight", {16}, factors);
+    (void)w.add_tensor_f32("rope_factors_short.weight", {16}, factors);
   }});
-  EXPECT_MENTIONS(e, "rope_factors_long.weight");
+  EXPECT_MENTIONS(e, "rope_factors_short.weight");
 }
 
 }  // namespace
