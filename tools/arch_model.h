@@ -15,7 +15,8 @@
 //   smollm3    the llama weights under smollm3: layer 3 of 4 runs without RoPE (llama.cpp's every 4th).
 //   phi3       fused attn_qkv and ffn_up (gate rows, then up rows); NeoX RoPE over the first 16 of 32 dims
 //              (rope.dimension_count 16), the even rotary pairs moved there, the odd ones left unrotated.
-//   phi3-longrope  phi3 with LongRoPE as Phi-3-128K / Phi-4-mini files store it: rope_factors_short/long [8],
+//   phi3-longrope  phi3 with LongRoPE as Phi-3-128K / Phi-4-mini files store it: rope_factors_short/long [8]
+//              (long ones mild, up to ~2: steeper ones left near-ties in greedy text),
 //              rope.scaling.original_context_length 256 (so contexts of 512 and 1024 use the long factors),
 //              rope.scaling.attn_factor sqrt(1 + ln 4 / ln 256) as the converter computes it.
 // Everything is deterministic (a fixed-seed FastRng), so tests and scripts/make_arch_references.sh make
@@ -226,7 +227,7 @@ inline Status make_arch_model(const std::string& source, const std::string& vari
     std::vector<float> short_factors(rope_dims / 2), long_factors(rope_dims / 2);
     for (int i = 0; i < rope_dims / 2; ++i) {
       short_factors[i] = 1.0f + 0.05f * static_cast<float>(i) * rng.uniform(0.5f, 1.5f);
-      long_factors[i] = 1.0f + 0.5f * static_cast<float>(i) * rng.uniform(0.5f, 1.5f);
+      long_factors[i] = 1.0f + 0.15f * static_cast<float>(i) * rng.uniform(0.5f, 1.5f);
     }
     if (Status s = add_f32(w, "rope_factors_short.weight", {rope_dims / 2}, short_factors); !s.ok()) return s;
     if (Status s = add_f32(w, "rope_factors_long.weight", {rope_dims / 2}, long_factors); !s.ok()) return s;
