@@ -12,7 +12,8 @@
 # peer (bench/build_llamacpp.sh) or the source F16 file changes.
 #
 # Environment: KVTIER_PEER_DIR (peer cache, default <repo>/peer), KVTIER_SHARED (default <repo>/../shared),
-#   BUILD_DIR [build] (where build/tools/make_arch_model is built), VARIANTS [all], THREADS [2].
+#   BUILD_DIR [build] (where build/tools/make_arch_model is built), VARIANTS [all; others already in the JSON
+#   are kept], THREADS [2].
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +21,7 @@ cd "$REPO_DIR"
 PEER_DIR="${KVTIER_PEER_DIR:-$REPO_DIR/peer}"
 SHARED_DIR="${KVTIER_SHARED:-$REPO_DIR/../shared}"
 BUILD_DIR="${BUILD_DIR:-build}"
-VARIANTS="${VARIANTS:-qwen3 qwen3-yarn qwen3moe llama-moe smollm3 phi3}"
+VARIANTS="${VARIANTS:-qwen3 qwen3-yarn qwen3moe llama-moe smollm3 phi3 phi3-longrope}"
 OUT="tests/data/arch/references.json"
 THREADS="${THREADS:-2}"
 PROMPTS=("The Linux kernel" "def fibonacci(n):" "Python is a programming language that" "And God said")
@@ -67,5 +68,12 @@ commit="$(git -C "$PEER_DIR/llama.cpp" rev-parse --short=12 HEAD)"
   echo "{\"tool\": \"llama.cpp (npm node-llama-cpp@3.21.1 source bundle, commit $commit) on tools/make_arch_model files made from tiny-llama-6m.f16.gguf: llama-perplexity -c 512 --chunks 16 -t $THREADS -fa on on eval/eval.txt; llama-completion --temp 0 -n 64 --ignore-eos -t $THREADS (BOS added, f16 KV)\","
   echo "\"how_to_compare\": \"F16 weights: kvtier's 48-token greedy continuation is a prefix of llama.cpp's 64-token one for every prompt; perplexity within 0.5%\","
   echo "\"variants\": {$(IFS=,; echo "${entries[*]}")}}"
-} | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin), indent=1, ensure_ascii=False))' >"$OUT"
+} | python3 -c '
+import json, os, sys
+new = json.load(sys.stdin)
+if os.path.exists(sys.argv[1]):  # keep the variants not rerun
+    old = json.load(open(sys.argv[1], encoding="utf-8"))
+    new["variants"] = {**old.get("variants", {}), **new["variants"]}
+print(json.dumps(new, indent=1, ensure_ascii=False))' "$OUT" >"$WORK/references.json"
+mv "$WORK/references.json" "$OUT"
 log "wrote $OUT"

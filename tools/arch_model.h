@@ -15,6 +15,10 @@
 //   smollm3    the llama weights under smollm3: layer 3 of 4 runs without RoPE (llama.cpp's every 4th).
 //   phi3       fused attn_qkv and ffn_up (gate rows, then up rows); NeoX RoPE over the first 16 of 32 dims
 //              (rope.dimension_count 16), the even rotary pairs moved there, the odd ones left unrotated.
+//   phi3-longrope  phi3 with LongRoPE as Phi-3-128K / Phi-4-mini files store it: rope_factors_short/long [8]
+//              (long ones mild, up to ~2: steeper ones left near-ties in greedy text),
+//              rope.scaling.original_context_length 256 (so contexts of 512 and 1024 use the long factors),
+//              rope.scaling.attn_factor sqrt(1 + ln 4 / ln 256) as the converter computes it.
 // Everything is deterministic (a fixed-seed FastRng), so tests and scripts/make_arch_references.sh make
 // byte-identical files. Header-only like synthetic_model.h: tests include it directly.
 #pragma once
@@ -31,7 +35,8 @@
 namespace kvtier::tools {
 
 inline const std::vector<std::string>& arch_model_variants() {
-  static const std::vector<std::string> v = {"qwen3", "qwen3-yarn", "qwen3moe", "llama-moe", "smollm3", "phi3"};
+  static const std::vector<std::string> v = {"qwen3",   "qwen3-yarn", "qwen3moe",     "llama-moe",
+                                             "smollm3", "phi3",       "phi3-longrope"};
   return v;
 }
 
@@ -193,16 +198,17 @@ inline Status make_arch_model(const std::string& source, const std::string& vari
 
   const bool qwen3 = variant.rfind("qwen3", 0) == 0;
   const bool moe = variant == "qwen3moe" || variant == "llama-moe";
-  const std::string arch = variant == "qwen3-yarn" ? "qwen3" : variant == "llama-moe" ? "llama" : variant;
+  const bool phi3 = variant.rfind("phi3", 0) == 0;
+  const std::string arch = variant == "qwen3-yarn" ? "qwen3" : variant == "llama-moe" ? "llama" : phi3 ? "phi3" : variant;
   constexpr int kExperts = 4, kExpertsUsed = 2;
   const int n_ff_exp = n_ff;
-  const int rope_dims = variant == "phi3" ? head_dim / 2 : head_dim;
+  const int rope_dims = phi3 ? head_dim / 2 : head_dim;
   FastRng rng(0x6b76746965720017ull);  // "kvtier" + issue 17
 
   gguf::GgufWriter w;
   copy_metadata(f, arch, w);
   // llama.cpp keys token attributes on general.name: a name with "phi3" in it expects phi-3 tokens.
-  w.set_string("general.name", variant == "phi3" ? "tiny-phi-6m" : "tiny-" + variant + "-6m");
+  w.set_string("general.name", phi3 ? "tiny-phi-6m" : "tiny-" + variant + "-6m");
   w.set_u32(arch + ".rope.dimension_count", static_cast<uint32_t>(rope_dims));
   if (qwen3) {
     w.set_u32(arch + ".attention.head_count", static_cast<uint32_t>(2 * n_head));
@@ -214,6 +220,17 @@ inline Status make_arch_model(const std::string& source, const std::string& vari
     w.set_string(arch + ".rope.scaling.type", "yarn");
     w.set_f32(arch + ".rope.scaling.factor", 4.0f);
     w.set_u32(arch + ".rope.scaling.original_context_length", 256);
+  }
+  if (variant == "phi3-longrope") {
+    w.set_u32(arch + ".rope.scaling.original_context_length", 256);
+    w.set_f32(arch + ".rope.scaling.attn_factor", std::sqrt(1.0f + std::log(4.0f) / std::log(256.0f)));
+    std::vector<float> short_factors(rope_dims / 2), long_factors(rope_dims / 2);
+    for (int i = 0; i < rope_dims / 2; ++i) {
+      short_factors[i] = 1.0f + 0.05f * static_cast<float>(i) * rng.uniform(0.5f, 1.5f);
+      long_factors[i] = 1.0f + 0.15f * static_cast<float>(i) * rng.uniform(0.5f, 1.5f);
+    }
+    if (Status s = add_f32(w, "rope_factors_short.weight", {rope_dims / 2}, short_factors); !s.ok()) return s;
+    if (Status s = add_f32(w, "rope_factors_long.weight", {rope_dims / 2}, long_factors); !s.ok()) return s;
   }
   if (moe) {
     w.set_u32(arch + ".expert_count", kExperts);
@@ -247,7 +264,7 @@ inline Status make_arch_model(const std::string& source, const std::string& vari
     Status s;
     if (s = copy(p + "attn_norm.weight"); !s.ok()) return s;
     if (s = copy(p + "ffn_norm.weight"); !s.ok()) return s;
-    const bool neox = qwen3 || variant == "phi3";
+    const bool neox = qwen3 || phi3;
     const Matrix qr = neox ? neox_heads(*q, head_dim, rope_dims, head_dim / rope_dims) : *q;
     const Matrix kr = neox ? neox_heads(*k, head_dim, rope_dims, head_dim / rope_dims) : *k;
     if (qwen3) {
@@ -275,7 +292,7 @@ inline Status make_arch_model(const std::string& source, const std::string& vari
       for (float& x : k_norm) x = 2.0f * rng.uniform(0.9f, 1.1f);
       if (s = add_f32(w, p + "attn_q_norm.weight", {head_dim}, q_norm); !s.ok()) return s;
       if (s = add_f32(w, p + "attn_k_norm.weight", {head_dim}, k_norm); !s.ok()) return s;
-    } else if (variant == "phi3") {
+    } else if (phi3) {
       std::vector<float> qkv = qr.v;
       qkv.insert(qkv.end(), kr.v.begin(), kr.v.end());
       qkv.insert(qkv.end(), v->v.begin(), v->v.end());
@@ -294,7 +311,7 @@ inline Status make_arch_model(const std::string& source, const std::string& vari
       if (s = add_f16(w, p + "ffn_gate_exps.weight", {n_embd, n_ff_exp, kExperts}, gate_exps); !s.ok()) return s;
       if (s = add_f16(w, p + "ffn_up_exps.weight", {n_embd, n_ff_exp, kExperts}, up_exps); !s.ok()) return s;
       if (s = add_f16(w, p + "ffn_down_exps.weight", {n_ff_exp, n_embd, kExperts}, down_exps); !s.ok()) return s;
-    } else if (variant == "phi3") {
+    } else if (phi3) {
       std::vector<float> gate_up = gate->v;
       gate_up.insert(gate_up.end(), up->v.begin(), up->v.end());
       if (s = add_f16(w, p + "ffn_up.weight", {n_embd, 2 * n_ff}, gate_up); !s.ok()) return s;

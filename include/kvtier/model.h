@@ -44,12 +44,15 @@ struct ModelConfig {
   bool tied_embeddings = false;
   bool has_qkv_bias = false;
   // YaRN (rope.scaling.type = yarn): frequencies interpolated by rope_freq_scale below the correction range,
-  // extrapolated above it, ramped between (ggml's rope_yarn); cos/sin scaled by yarn_mscale.
+  // extrapolated above it, ramped between (ggml's rope_yarn).
   RopeScaling rope_scaling = RopeScaling::kNone;
   int rope_n_ctx_orig = 0;          // rope.scaling.original_context_length (default: context_length)
   float yarn_beta_fast = 32.0f;
   float yarn_beta_slow = 1.0f;
-  float yarn_mscale = 1.0f;         // (1 + 0.1 ln factor) * rope.scaling.attn_factor
+  float rope_mscale = 1.0f;         // cos/sin scale: rope.scaling.attn_factor (times 1 + 0.1 ln factor for YaRN)
+  // LongRoPE (phi3): rope_factors_short / rope_factors_long [rope_dims / 2] divide the frequencies; the long
+  // ones when the context exceeds rope_n_ctx_orig (llama.cpp's rule).
+  bool has_longrope_factors = false;
   bool has_qk_norm = false;         // qwen3: per-head RMSNorm of q and k before RoPE (attn_{q,k}_norm [head_dim])
   int no_rope_layer_step = 0;       // smollm3: layers l with (l + 1) % step == 0 have no RoPE; 0 = all use RoPE
   bool fused_gate_up = false;       // phi3: ffn_up holds gate rows then up rows, [2 n_ff, n_embd]
@@ -141,7 +144,8 @@ class Model {
   kernels::WeightMatrix output_;      // [n_vocab, n_embd] (== token_embd_ when tied)
   const float* output_norm_ = nullptr;
   std::vector<LayerWeights> layers_;
-  std::vector<float> rope_freq_factors_;  // [rope_dims / 2] or empty
+  std::vector<float> rope_freq_factors_;  // [rope_dims / 2] or empty (rope_freqs, or LongRoPE's short factors)
+  std::vector<float> rope_factors_long_;  // [rope_dims / 2] or empty (LongRoPE)
   std::vector<std::vector<float>> converted_;  // 1-D tensors stored as F16/BF16 in the file, as f32
   uint64_t weight_bytes_ = 0;
   std::vector<std::string> load_warnings_;

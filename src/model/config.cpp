@@ -71,16 +71,7 @@ Status read_rope_scaling(const gguf::File& file, const std::string& a, const std
     return {};
   }
   c.rope_scaling = RopeScaling::kYarn;
-  c.rope_n_ctx_orig = c.n_ctx_train;
-  if (file.find(key(a, "rope.scaling.original_context_length"))) {
-    auto orig = file.get_u32(key(a, "rope.scaling.original_context_length"));
-    if (!orig.ok()) return orig.status();
-    if (Status s = positive(key(a, "rope.scaling.original_context_length"), *orig, 1 << 24); !s.ok()) return s;
-    c.rope_n_ctx_orig = static_cast<int>(*orig);
-  }
-  float attn_factor = 1.0f;
-  for (auto [suffix, out] : {std::pair{"rope.scaling.attn_factor", &attn_factor},
-                             {"rope.scaling.yarn_beta_fast", &c.yarn_beta_fast},
+  for (auto [suffix, out] : {std::pair{"rope.scaling.yarn_beta_fast", &c.yarn_beta_fast},
                              {"rope.scaling.yarn_beta_slow", &c.yarn_beta_slow}}) {
     if (!file.find(key(a, suffix))) continue;
     auto v = file.get_f32(key(a, suffix));
@@ -95,8 +86,27 @@ Status read_rope_scaling(const gguf::File& file, const std::string& a, const std
   // cos/sin are scaled by (1 + 0.1 ln factor) * attn_factor, computed in llama.cpp's steps (llama_context
   // divides its mscale by 1 + 0.1 ln factor, which ggml's rope_yarn multiplies back) to round alike.
   const float mscale = 0.1f * std::log(*factor) + 1.0f;
-  const float passed = mscale * (1.0f / (1.0f + 0.1f * std::log(*factor))) * attn_factor;
-  c.yarn_mscale = passed * (1.0f + 0.1f * std::log(1.0f / c.rope_freq_scale));
+  const float passed = mscale * (1.0f / (1.0f + 0.1f * std::log(*factor))) * c.rope_mscale;
+  c.rope_mscale = passed * (1.0f + 0.1f * std::log(1.0f / c.rope_freq_scale));
+  return {};
+}
+
+// Keys every RoPE scaling may use: the original context (YaRN's correction range, LongRoPE's choice of
+// factors) and the attention factor (cos/sin scale).
+Status read_rope_common(const gguf::File& file, const std::string& a, ModelConfig& c) {
+  c.rope_n_ctx_orig = c.n_ctx_train;
+  if (file.find(key(a, "rope.scaling.original_context_length"))) {
+    auto orig = file.get_u32(key(a, "rope.scaling.original_context_length"));
+    if (!orig.ok()) return orig.status();
+    if (Status s = positive(key(a, "rope.scaling.original_context_length"), *orig, 1 << 24); !s.ok()) return s;
+    c.rope_n_ctx_orig = static_cast<int>(*orig);
+  }
+  if (file.find(key(a, "rope.scaling.attn_factor"))) {
+    auto v = file.get_f32(key(a, "rope.scaling.attn_factor"));
+    if (!v.ok()) return v.status();
+    if (!(*v > 0) || !std::isfinite(*v)) return Status::error(key(a, "rope.scaling.attn_factor") + " must be finite and > 0");
+    c.rope_mscale = *v;
+  }
   return {};
 }
 
@@ -206,6 +216,7 @@ Result<ModelConfig> ModelConfig::from_gguf(const gguf::File& file) {
     }
   }
   // RoPE scaling: rope.scaling.type = linear or yarn, with rope.scaling.factor.
+  if (Status s = read_rope_common(file, a, c); !s.ok()) return s;
   if (auto type = file.get_string(key(a, "rope.scaling.type")); type.ok()) {
     if (Status s = read_rope_scaling(file, a, *type, c); !s.ok()) return s;
   } else if (file.find(key(a, "rope.scale_linear"))) {
@@ -227,6 +238,10 @@ Result<ModelConfig> ModelConfig::from_gguf(const gguf::File& file) {
   if (Status s = positive("token_embd.weight rows (vocabulary)", embd->ne[1], 1 << 24); !s.ok()) return s;
   c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
   c.has_rope_freq_factors = file.find_tensor("rope_freqs.weight") != nullptr;
+  c.has_longrope_factors = file.find_tensor("rope_factors_long.weight") || file.find_tensor("rope_factors_short.weight");
+  if (c.has_rope_freq_factors && c.has_longrope_factors) {
+    return Status::error("tensors rope_freqs.weight and rope_factors_long/short.weight both present");
+  }
   return c;
 }
 

@@ -63,7 +63,7 @@ void rope_table(const ModelConfig& c, const std::vector<float>& freq_factors, in
   const bool yarn = c.rope_scaling == RopeScaling::kYarn;
   float corr[2] = {0, 0};
   if (yarn) yarn_corr_dims(c, corr);
-  const float mscale = yarn ? c.yarn_mscale : 1.0f;
+  const float mscale = c.rope_mscale;
   cos_sin.resize(static_cast<size_t>(n) * dims);
   for (int t = 0; t < n; ++t) {
     float theta = static_cast<float>(pos + t);
@@ -170,7 +170,9 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
   const int q_dim = c.n_heads * c.head_dim;
   const int kv_dim = c.n_kv_heads * c.head_dim;
   const float attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  rope_table(c, rope_freq_factors_, n, pos, rope_);
+  // LongRoPE: the long factors when the context (the cache's size) exceeds the original one, as llama.cpp.
+  const bool long_rope = !rope_factors_long_.empty() && cache.geometry().max_tokens > c.rope_n_ctx_orig;
+  rope_table(c, long_rope ? rope_factors_long_ : rope_freq_factors_, n, pos, rope_);
 
   for (int t = 0; t < n; ++t) kernels::get_row(token_embd_, tokens[t], x_.data() + static_cast<size_t>(t) * d);
 

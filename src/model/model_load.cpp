@@ -169,10 +169,13 @@ Status Model::bind_weights() {
       if (s = matrix(p + "ffn_down.weight", c.n_embd, c.n_ff, w.w_down); !s.ok()) return s;
     }
   }
-  for (const char* name : {"rope_factors_long.weight", "rope_factors_short.weight"}) {
-    if (f.find_tensor(name) || f.find_tensor("blk.0." + std::string(name))) {
-      return Status::error("tensor " + std::string(name) + " (LongRoPE scaling) is not supported yet");
-    }
+  if (c.has_longrope_factors) {  // both required, [rope_dims / 2] each
+    const float* short_factors = nullptr;
+    const float* long_factors = nullptr;
+    if (Status s = vector("rope_factors_short.weight", c.rope_dims / 2, true, short_factors); !s.ok()) return s;
+    if (Status s = vector("rope_factors_long.weight", c.rope_dims / 2, true, long_factors); !s.ok()) return s;
+    rope_freq_factors_.assign(short_factors, short_factors + c.rope_dims / 2);
+    rope_factors_long_.assign(long_factors, long_factors + c.rope_dims / 2);
   }
   if (c.has_rope_freq_factors) {
     const float* factors = nullptr;

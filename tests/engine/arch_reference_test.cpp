@@ -59,10 +59,11 @@ Loaded make_and_load(const std::string& variant) {
   return l;
 }
 
-// Greedy continuation of n tokens (BOS added, f16 cache), detokenized.
+// Greedy continuation of n tokens (BOS added, f16 cache), detokenized. The cache holds the trained context,
+// as llama-completion's does by default (LongRoPE picks its factors by the context size).
 std::string greedy(Loaded& l, const std::string& prompt, int n, ThreadPool& pool) {
   std::vector<int32_t> tokens = l.tokenizer->encode(prompt, true, true);
-  Session session(*l.model, make_kv_cache(l.model->config(), static_cast<int>(tokens.size()) + n, {}).value(), pool);
+  Session session(*l.model, make_kv_cache(l.model->config(), l.model->config().n_ctx_train, {}).value(), pool);
   EXPECT_TRUE(session.append(tokens).ok());
   StreamingDetokenizer detok(*l.tokenizer);
   std::string text;

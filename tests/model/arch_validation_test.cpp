@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "common/gguf_copy.h"
@@ -48,11 +49,18 @@ class ArchValidation : public ::testing::Test {
     return model.ok() ? std::string() : model.error();
   }
 
+  static testing::GgufEdit metadata(std::function<void(gguf::GgufWriter&)> edit) {
+    testing::GgufEdit e;
+    e.metadata = std::move(edit);
+    return e;
+  }
   static testing::GgufEdit set_u32(const std::string& key, uint32_t value) {
-    return {.metadata = [=](gguf::GgufWriter& w) { w.set_u32(key, value); }};
+    return metadata([=](gguf::GgufWriter& w) { w.set_u32(key, value); });
   }
   static testing::GgufEdit without_tensor(const std::string& name) {
-    return {.keep = [=](const gguf::TensorInfo& t) { return t.name != name; }};
+    testing::GgufEdit e;
+    e.keep = [=](const gguf::TensorInfo& t) { return t.name != name; };
+    return e;
   }
 
   fs::path dir_;
@@ -74,7 +82,7 @@ TEST_F(ArchValidation, ExpertUsedCountAboveExpertCount) {
 }
 
 TEST_F(ArchValidation, MoeArchitectureWithoutExpertCount) {
-  const std::string e = load_error("qwen3moe", {.metadata = [](gguf::GgufWriter& w) { w.remove("qwen3moe.expert_count"); }});
+  const std::string e = load_error("qwen3moe", metadata([](gguf::GgufWriter& w) { w.remove("qwen3moe.expert_count"); }));
   EXPECT_MENTIONS(e, "qwen3moe.expert_count");
 }
 
@@ -91,12 +99,13 @@ TEST_F(ArchValidation, MissingExpertOrNormTensors) {
 
 TEST_F(ArchValidation, MisshapenFusedTensors) {
   // ffn_up of phi3 must hold gate and up rows (2 n_ff); here it holds n_ff.
-  const std::string e = load_error("phi3", {.tensor = [](const gguf::TensorInfo& t, std::vector<int64_t>& dims,
-                                                         uint64_t& n_bytes) {
+  testing::GgufEdit halve_ffn_up;
+  halve_ffn_up.tensor = [](const gguf::TensorInfo& t, std::vector<int64_t>& dims, uint64_t& n_bytes) {
     if (t.name != "blk.1.ffn_up.weight") return;
     dims[1] /= 2;
     n_bytes /= 2;
-  }});
+  };
+  const std::string e = load_error("phi3", halve_ffn_up);
   EXPECT_MENTIONS(e, "blk.1.ffn_up.weight");
   EXPECT_MENTIONS(e, "shape");
   const std::string qkv = load_error("phi3", set_u32("phi3.attention.head_count_kv", 4));
@@ -104,25 +113,27 @@ TEST_F(ArchValidation, MisshapenFusedTensors) {
 }
 
 TEST_F(ArchValidation, UnknownOrIncompleteRopeScaling) {
-  const std::string unknown = load_error("qwen3", {.metadata = [](gguf::GgufWriter& w) {
+  const std::string unknown = load_error("qwen3", metadata([](gguf::GgufWriter& w) {
     w.set_string("qwen3.rope.scaling.type", "dynamic");
-  }});
+  }));
   EXPECT_MENTIONS(unknown, "qwen3.rope.scaling.type");
   EXPECT_MENTIONS(unknown, "dynamic");
-  const std::string no_factor = load_error("qwen3-yarn", {.metadata = [](gguf::GgufWriter& w) {
+  const std::string no_factor = load_error("qwen3-yarn", metadata([](gguf::GgufWriter& w) {
     w.remove("qwen3.rope.scaling.factor");
-  }});
+  }));
   EXPECT_MENTIONS(no_factor, "qwen3.rope.scaling.factor");
   const std::string bad_orig = load_error("qwen3-yarn", set_u32("qwen3.rope.scaling.original_context_length", 0));
   EXPECT_MENTIONS(bad_orig, "qwen3.rope.scaling.original_context_length");
 }
 
-TEST_F(ArchValidation, LongRopeFactorsAreRefusedByName) {
-  const std::string e = load_error("phi3", {.metadata = [](gguf::GgufWriter& w) {
-    const std::vector<float> factors(8, 1.0f);
-    (void)w.add_tensor_f32("rope_factors_long.weight", {8}, factors);
-  }});
-  EXPECT_MENTIONS(e, "rope_factors_long.weight");
+TEST_F(ArchValidation, LongRopeFactorsMissingOrMisshapen) {
+  EXPECT_MENTIONS(load_error("phi3-longrope", without_tensor("rope_factors_short.weight")), "rope_factors_short.weight");
+  const std::string e = load_error("phi3", metadata([](gguf::GgufWriter& w) {
+    const std::vector<float> factors(16, 1.0f);  // rope.dimension_count 16 takes 8
+    (void)w.add_tensor_f32("rope_factors_long.weight", {16}, factors);
+    (void)w.add_tensor_f32("rope_factors_short.weight", {16}, factors);
+  }));
+  EXPECT_MENTIONS(e, "rope_factors_short.weight");
 }
 
 }  // namespace
