@@ -2,6 +2,7 @@
 #include <string>
 
 #include "kvtier/model.h"
+#include "model/gemma.h"
 
 namespace kvtier {
 
@@ -22,9 +23,9 @@ Result<ModelConfig> ModelConfig::from_gguf(const gguf::File& file) {
   auto arch = file.get_string("general.architecture");
   if (!arch.ok()) return Status::error(arch.error());
   c.architecture = *arch;
-  if (c.architecture != "llama" && c.architecture != "qwen2") {
+  if (c.architecture != "llama" && c.architecture != "qwen2" && !is_gemma_architecture(c.architecture)) {
     return Status::error("unsupported architecture '" + c.architecture +
-                         "' (general.architecture); kvtier runs llama and qwen2");
+                         "' (general.architecture); kvtier runs llama, qwen2, gemma2 and gemma3");
   }
   if (auto name = file.get_string("general.name"); name.ok()) c.name = *name;
   const std::string& a = c.architecture;
@@ -109,6 +110,9 @@ Result<ModelConfig> ModelConfig::from_gguf(const gguf::File& file) {
   if (Status s = positive("token_embd.weight rows (vocabulary)", embd->ne[1], 1 << 24); !s.ok()) return s;
   c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
   c.has_rope_freq_factors = file.find_tensor("rope_freqs.weight") != nullptr;
+  if (is_gemma_architecture(a)) {
+    if (Status s = read_gemma_config(file, c); !s.ok()) return s;
+  }
   return c;
 }
 

@@ -73,8 +73,11 @@ class PagedKvCache final : public KvCache {
     return store_->append(layer, pos, n, k, v);
   }
 
-  Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out, float scale,
+  Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out, const AttentionParams& params,
                 ThreadPool& pool) override {
+    const float scale = params.scale;
+    window_ = params.window;
+    softcap_ = params.softcap;
     kv::ColdTier* cold = store_->cold();
     const int64_t n_cold = store_->n_cold(layer);
     const bool sparse = n_cold > 0 && cold->options().mode == kv::ColdReadMode::Sparse && n == 1;
@@ -156,6 +159,8 @@ class PagedKvCache final : public KvCache {
     view.head_dim = geometry().head_dim;
     view.keys_rotated = store_->keys_rotated();
     view.pages_are_prefix = partial;
+    view.window = window_;
+    view.softcap = softcap_;
     return view;
   }
 
@@ -300,6 +305,8 @@ class PagedKvCache final : public KvCache {
   std::vector<int64_t> selection_, misses_;
   std::vector<std::vector<int64_t>> last_selection_;  // [n_layers] sparse choice of the previous step
   int prefetch_slot_ = -1, miss_slot_ = -1;
+  int window_ = 0;        // the AttentionParams of the layer being attended (make_view passes them on)
+  float softcap_ = 0;
 };
 
 // "re-encoded N pages: X ms of work in the background (where), the decode thread waited Y ms".
