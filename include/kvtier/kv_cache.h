@@ -21,7 +21,7 @@ struct KvGeometry {
   int max_tokens = 0;  // capacity in positions (the context size)
   // Sliding window of each layer (0: global), or empty when no layer has one. A windowed layer's queries
   // never look further back than their window, so a cache may drop what lies behind it.
-  std::vector<int> layer_windows;
+  std::vector<int> layer_windows{};
   int kv_dim() const { return n_kv_heads * head_dim; }
   int window(int layer) const { return layer_windows.empty() ? 0 : layer_windows[layer]; }
 };
