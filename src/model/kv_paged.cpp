@@ -44,6 +44,7 @@ class PagedKvCache final : public KvCache {
   }
   std::string describe() const override;
   std::string reencode_summary() const;
+  std::string window_summary() const;
   std::string policy() const override { return store_->policy(); }
   Status save(ByteSink& out) override { return store_->save(out); }
   Status load(ByteSource& in) override {
@@ -323,11 +324,25 @@ std::string PagedKvCache::reencode_summary() const {
   return s + buf;
 }
 
+// Per layer: positions held and released behind sliding windows (empty without windowed layers).
+std::string PagedKvCache::window_summary() const {
+  const KvGeometry& g = geometry();
+  if (g.layer_windows.empty()) return {};
+  std::string s = "\nsliding-window layers released " + std::to_string(store_->released_pages()) +
+                  " pages; positions held per layer:";
+  for (int l = 0; l < g.n_layers; ++l) {
+    const int64_t held = store_->n_tokens(l) - store_->released_positions(l);
+    s += " " + std::to_string(held) + (g.window(l) > 0 ? "w" : "");
+  }
+  return s + " (w: window " + std::to_string(*std::max_element(g.layer_windows.begin(), g.layer_windows.end())) + ")";
+}
+
 std::string PagedKvCache::describe() const {
   store_->settle();
   std::string s = "paged KV cache, ladder " + store_->ladder().describe() + ", keys " +
                   (store_->keys_rotated() ? "rotated per-token" : "per-channel") + "\n" + store_->memory().describe() +
                   "\n" + reencode_summary();
+  s += window_summary();
   if (const kv::ColdTier* cold = store_->cold()) {
     const kv::ColdStats& c = cold->stats();
     const kv::PageFileStats& f = cold->file().stats();
