@@ -69,7 +69,9 @@ std::string greedy(Loaded& l, const std::string& prompt, int n, const KvCacheOpt
   for (int i = 0; i < n; ++i) {
     const int32_t next = argmax(session.last_logits().data(), l.model->config().n_vocab);
     text += detok.push(next);
-    if (i + 1 < n) EXPECT_TRUE(session.append({next}).ok());
+    if (i + 1 < n) {
+      EXPECT_TRUE(session.append({next}).ok());
+    }
   }
   return text + detok.flush();
 }
@@ -141,6 +143,43 @@ TEST_P(GemmaReference, PerplexityWithinHalfAPercentOfLlamaCpp) {
                 contiguous ? "contiguous" : "paged", result->ppl, expected, 100.0 * (result->ppl / expected - 1.0));
     EXPECT_NEAR(result->ppl / expected, 1.0, 0.005)
         << (contiguous ? "contiguous" : "paged") << ": kvtier " << result->ppl << " llama.cpp " << expected;
+  }
+}
+
+// Context shift and prompt reuse cut the sequence back behind pages a windowed layer released: the session
+// evaluates the kept tokens again, and what follows is what evaluating the shorter sequence from scratch gives.
+TEST_P(GemmaReference, CutsBehindReleasedPagesReevaluate) {
+  Loaded l = load(GetParam());
+  ASSERT_TRUE(l.model && l.tokenizer);
+  ThreadPool pool(2);
+  std::vector<int32_t> tokens =
+      l.tokenizer->encode("The Linux kernel is a free and open-source, monolithic, modular, multitasking, Unix-like "
+                          "operating system kernel. It was originally written in 1991 by Linus Torvalds for his "
+                          "i386-based PC, and it was soon adopted as the kernel for the GNU operating system, which "
+                          "was written to be a free replacement for Unix. Since the late 1990s, it has been included "
+                          "as part of a large number of operating system distributions.", true, true);
+  tokens.insert(tokens.end(), tokens.begin() + 1, tokens.end());  // twice: 3 pages, one out of the hot ring
+  // Past the sinks (4), the two-page hot ring of the f16 preset and the window (32): a pool page is released.
+  ASSERT_GT(tokens.size(), 4u + 2 * 64 + 32);
+  auto session_with = [&](int n_ctx) {
+    return Session(*l.model, make_kv_cache(l.model->config(), n_ctx, {}).value(), pool);
+  };
+  Session session = session_with(256);
+  ASSERT_TRUE(session.append(tokens).ok());
+  const std::string described = session.cache().describe();
+  EXPECT_NE(described.find("layers released"), std::string::npos) << described;
+  EXPECT_EQ(described.find("released 0 pages"), std::string::npos) << described;
+  // Shift: drop [10, 40); the cache is emptied and [0, 10) evaluated again, then the tail.
+  ASSERT_TRUE(session.shift_context(10, 30).ok());
+  std::vector<int32_t> shifted(tokens.begin(), tokens.begin() + 10);
+  shifted.insert(shifted.end(), tokens.begin() + 40, tokens.end());
+  EXPECT_EQ(session.tokens(), shifted);
+  EXPECT_EQ(session.n_past(), static_cast<int>(shifted.size()));
+  Session fresh = session_with(256);
+  ASSERT_TRUE(fresh.append(shifted).ok());
+  ASSERT_EQ(session.last_logits().size(), fresh.last_logits().size());
+  for (size_t i = 0; i < fresh.last_logits().size(); ++i) {
+    ASSERT_NEAR(session.last_logits()[i], fresh.last_logits()[i], 1e-3f) << i;
   }
 }
 
