@@ -125,14 +125,16 @@ std::string CapacityPlan::describe() const {
     s += buf;
   }
   s += "\nfixed RAM: hot rings " + mib(ring_bytes) + ", sinks " + mib(sink_bytes);
-  if (windowed_layers > 0) {
-    std::snprintf(buf, sizeof buf, "\nsliding window %d on %d layers: each keeps at most %d positions (window + a page); "
-                  "at %lld tokens that releases %s", window, windowed_layers, window + kTokensPerPage,
-                  static_cast<long long>(context), mib(window_released_bytes).c_str());
-    s += buf;
-  }
   if (cold_fixed_bytes > 0) s += ", cold-tier buffers " + mib(cold_fixed_bytes);
   s += "; warm rungs when full " + mib(warm_bytes) + "; smallest budget " + mib(min_budget) + "\n";
+  if (windowed_layers > 0) {
+    std::snprintf(buf, sizeof buf,
+                  "sliding window %d on %d layers: each keeps at most %d positions (window + a page) besides its hot "
+                  "ring; at %lld tokens that releases %s\n",
+                  window, windowed_layers, window + kTokensPerPage, static_cast<long long>(context),
+                  mib(window_released_bytes).c_str());
+    s += buf;
+  }
   if (tokens_in_ram < 0) {
     s += "no budget: every token stays in RAM\n";
   } else if (tokens_in_ram == 0) {
