@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kvtier/status.h"
 #include "kvtier/thread_pool.h"
@@ -18,7 +19,11 @@ struct KvGeometry {
   int n_kv_heads = 0;
   int head_dim = 0;
   int max_tokens = 0;  // capacity in positions (the context size)
+  // Sliding window of each layer (0: global), or empty when no layer has one. A windowed layer's queries
+  // never look further back than their window, so a cache may drop what lies behind it.
+  std::vector<int> layer_windows{};
   int kv_dim() const { return n_kv_heads * head_dim; }
+  int window(int layer) const { return layer_windows.empty() ? 0 : layer_windows[layer]; }
 };
 
 // Byte streams for saving and restoring a cache (session files). Implementations report I/O errors
@@ -41,6 +46,16 @@ struct KvIoStats {
   double stall_seconds = 0;  // time the forward pass waited for reads
 };
 
+// How a layer attends (the forward pass sets one per layer).
+struct AttentionParams {
+  float scale = 1.0f;    // multiplies q.k before the softmax
+  int window = 0;        // > 0: sliding window, query at p sees cached positions p' with p - p' < window (llama.cpp's
+                         // LLAMA_SWA_TYPE_STANDARD mask); 0: all of [0, p]
+  float softcap = 0.0f;  // > 0: scores become softcap * tanh(score / softcap) before the softmax (Gemma 2)
+  // First position a query at p can see.
+  int first_visible(int p) const { return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0; }
+};
+
 class KvCache {
  public:
   virtual ~KvCache() = default;
@@ -52,12 +67,11 @@ class KvCache {
   virtual Status store(int layer, int pos, int n, const float* k, const float* v) = 0;
 
   // Causal attention of n query tokens at positions [pos, pos + n): query i
-  // attends to cached positions [0, pos + i]. Heads are grouped: query head h
+  // attends to cached positions [params.first_visible(pos + i), pos + i]. Heads are grouped: query head h
   // reads KV head h / (n_heads / n_kv_heads).
   // q: [n, n_heads * head_dim] f32; out: [n, n_heads * head_dim] f32.
-  // scale multiplies q.k before the softmax.
-  virtual Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out, float scale,
-                      ThreadPool& pool) = 0;
+  virtual Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out,
+                        const AttentionParams& params, ThreadPool& pool) = 0;
 
   // Number of positions currently valid (stores advance it; truncate lowers it).
   virtual int n_tokens() const = 0;

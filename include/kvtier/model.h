@@ -64,9 +64,28 @@ struct ModelConfig {
   float expert_weights_scale = 0.0f;
 
   bool layer_uses_rope(int layer) const { return no_rope_layer_step == 0 || (layer + 1) % no_rope_layer_step != 0; }
+  // Gemma 2 / 3 (docs/sliding_window.md). `gemma`: embeddings scaled by sqrt(n_embd), RMSNorms after
+  // attention and after the FFN (post_attention_norm, post_ffw_norm), GELU-tanh gated FFN.
+  bool gemma = false;
+  float attn_scale = 0;               // multiplies q.k; 0: 1/sqrt(head_dim)
+  float attn_softcap = 0;             // > 0: attention logits soft-capped (gemma2 attn_logit_softcapping)
+  float final_softcap = 0;            // > 0: output logits soft-capped (final_logit_softcapping)
+  int sliding_window = 0;             // > 0: attention.sliding_window, for the layers layer_is_windowed() names
+  int sliding_window_pattern = 0;     // every pattern-th layer (the last of each run) is global
+  float rope_freq_base_swa = 10000.0f;  // RoPE of windowed layers (rope.freq_base_swa), unscaled
+  float rope_freq_scale_swa = 1.0f;
+  bool layer_is_windowed(int layer) const {
+    return sliding_window > 0 && (sliding_window_pattern <= 1 || layer % sliding_window_pattern < sliding_window_pattern - 1);
+  }
+  int layer_window(int layer) const { return layer_is_windowed(layer) ? sliding_window : 0; }
+
   // Reads and validates {arch}.* keys; errors name the key.
   static Result<ModelConfig> from_gguf(const gguf::File& file);
-  KvGeometry kv_geometry(int max_tokens) const { return {n_layers, n_kv_heads, head_dim, max_tokens}; }
+  KvGeometry kv_geometry(int max_tokens) const {
+    KvGeometry g{n_layers, n_kv_heads, head_dim, max_tokens};
+    for (int l = 0; l < n_layers && sliding_window > 0; ++l) g.layer_windows.push_back(layer_window(l));
+    return g;
+  }
 };
 
 // Weights of one transformer block. 1-D tensors are f32 [n_embd] (or [dim] for biases).
@@ -80,12 +99,15 @@ struct LayerWeights {
   const float* ffn_norm = nullptr;   // [n_embd]
   kernels::WeightMatrix w_gate, w_up;  // [n_ff, n_embd]
   kernels::WeightMatrix w_down;        // [n_embd, n_ff]
-  const float* q_norm = nullptr;     // qwen3 per-head norms, [head_dim] or null
+  const float* q_norm = nullptr;     // per-head norms of q and k (qwen3, gemma3), [head_dim] or null
   const float* k_norm = nullptr;
   // Routed experts (empty for a dense layer): views into the 3-D ffn_{gate,up,down}_exps tensors.
   kernels::WeightMatrix router;      // ffn_gate_inp, [n_expert, n_embd]
   std::vector<kernels::WeightMatrix> expert_gate, expert_up;  // [n_expert] of [n_ff_expert, n_embd]
   std::vector<kernels::WeightMatrix> expert_down;              // [n_expert] of [n_embd, n_ff_expert]
+  // Gemma: norms of the attention and FFN outputs ([n_embd]).
+  const float* attn_post_norm = nullptr;
+  const float* ffn_post_norm = nullptr;
 };
 
 // Progress of a long operation: done and total units (bytes, tokens, ...).
@@ -165,6 +187,7 @@ class Model {
   std::vector<float> router_;      // [n, n_expert] router logits, then probabilities
   std::vector<float> expert_in_;   // [min(n, kFfnChunk), n_embd] rows of xn_ routed to one expert
   std::vector<float> expert_out_;  // [min(n, kFfnChunk), n_embd] that expert's output for them
+  std::vector<float> rope_swa_;  // [n, rope_dims] the same for windowed layers' own base (Gemma 3), or empty
 };
 
 // Largest number of tokens one forward micro-batch processes.

@@ -23,6 +23,18 @@ Status Session::evaluate(int pos, const std::vector<int32_t>& tokens, const Prog
 void Session::cut(int n_tokens) {
   n_tokens = std::clamp(n_tokens, 0, static_cast<int>(tokens_.size()));
   cache_->truncate(n_tokens);
+  // A cache may keep less than asked: a sliding-window layer that released pages the next position would need
+  // again (kv/tiered_store.h) drops everything. The tokens in between are evaluated again here; should that
+  // fail, the session ends where the cache does.
+  const int kept = std::min(n_tokens, cache_->n_tokens());
+  if (kept < n_tokens) {
+    const std::vector<int32_t> again(tokens_.begin() + kept, tokens_.begin() + n_tokens);
+    if (!evaluate(kept, again, {}).ok()) {
+      cache_->truncate(kept);
+      n_tokens = std::min(kept, cache_->n_tokens());
+    }
+    last_logits_.clear();
+  }
   tokens_.resize(static_cast<size_t>(n_tokens));
 }
 

@@ -17,12 +17,13 @@ struct ContiguousKv {
   int head_dim = 0;
 };
 
-// out[head_dim] = softmax(scale * q.K[0..n_pos)) V[0..n_pos) for KV head kv_head.
+// out[head_dim] = softmax(cap(scale * q.K[0..n_pos))) V[0..n_pos) for KV head kv_head, where cap(s) =
+// softcap * tanh(s / softcap) when softcap > 0 (Gemma 2) and s otherwise.
 // q: [head_dim] f32.  scores: scratch of n_pos floats.
 void attend_one_head_reference(const float* q, const ContiguousKv& kv, int kv_head, int n_pos, float scale,
-                               float* scores, float* out);
+                               float* scores, float* out, float softcap = 0);
 // SIMD (Highway, dispatched) version of the same.
 void attend_one_head(const float* q, const ContiguousKv& kv, int kv_head, int n_pos, float scale, float* scores,
-                     float* out);
+                     float* out, float softcap = 0);
 
 }  // namespace kvtier::kernels

@@ -17,7 +17,8 @@
 namespace kvtier::kernels {
 
 struct PagedKv {
-  std::span<const kv::PageRef> pages;  // position order, contiguous, starting at position 0
+  std::span<const kv::PageRef> pages;  // position order, contiguous (from position 0, or from where a windowed
+                                       // layer's released pages end)
   int n_kv_heads = 0;
   int head_dim = 0;
   bool keys_rotated = false;  // keys are Hadamard-rotated (KeyMode::RotatedPerToken): queries are rotated too
@@ -25,10 +26,14 @@ struct PagedKv {
   // cache attends long page lists in segments and merges them with merge_attention). A query that sees none
   // of the pages gets a zero output and lse = -inf.
   bool pages_are_prefix = false;
+  // Sliding window (> 0): query at p sees positions (p - window, p] only, as llama.cpp's standard SWA mask.
+  int window = 0;
+  // Gemma 2 logit soft-capping (> 0): a score s becomes softcap * tanh(s / softcap) before the softmax.
+  float softcap = 0;
 };
 
 // Causal attention of n_q query tokens at positions [pos, pos + n_q): query i attends to cached
-// positions [0, pos + i], which the pages must hold. Query head h reads KV head h / (n_heads / n_kv_heads).
+// positions [0, pos + i] (or its window of them), which the pages must hold. Query head h reads KV head h / (n_heads / n_kv_heads).
 //   q: [n_q, n_heads, head_dim] f32 (not rotated; the kernel rotates when keys_rotated)
 //   out: [n_q, n_heads, head_dim] f32;  scale multiplies q.k before the softmax.
 void paged_attention_reference(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale,

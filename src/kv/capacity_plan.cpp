@@ -85,6 +85,19 @@ Result<CapacityPlan> plan_capacity(const KvGeometry& g, const TieredKvOptions& o
   }
   const size_t fixed_without_cold = plan.ring_bytes + plan.sink_bytes + plan.warm_bytes;
   plan.all_in_ram_bytes = fixed_without_cold + static_cast<size_t>(last_tokens * last_per_token);
+  if (!budgeted) {  // (with a cold tier windowed layers spill like the others: kv/tiered_store.h)
+    for (int l = 0; l < L; ++l) {
+      const int window = g.window(l);
+      if (window <= 0) continue;
+      ++plan.windowed_layers;
+      plan.window = window;
+      // Pages are released once wholly behind the window: a layer holds at most window + one page.
+      const int64_t held = std::min<int64_t>(context, window + kTokensPerPage);
+      const int64_t held_last = std::max<int64_t>(0, held - front_tokens);
+      plan.window_released_bytes += static_cast<size_t>((last_tokens - held_last) * last_per_token / L);
+    }
+    plan.all_in_ram_bytes -= plan.window_released_bytes;
+  }
   // With the cold tier every last-rung token may be cold (only its index entry and key summary stay).
   plan.budget_for_context = fixed_without_cold + ColdTier::fixed_ram_bytes(g, options.cold, *last_page) +
                             static_cast<size_t>(last_tokens * ColdTier::ram_bytes_per_page(g) * L / kTokensPerPage);
@@ -114,6 +127,14 @@ std::string CapacityPlan::describe() const {
   s += "\nfixed RAM: hot rings " + mib(ring_bytes) + ", sinks " + mib(sink_bytes);
   if (cold_fixed_bytes > 0) s += ", cold-tier buffers " + mib(cold_fixed_bytes);
   s += "; warm rungs when full " + mib(warm_bytes) + "; smallest budget " + mib(min_budget) + "\n";
+  if (windowed_layers > 0) {
+    std::snprintf(buf, sizeof buf,
+                  "sliding window %d on %d layers: each keeps at most %d positions (window + a page) besides its hot "
+                  "ring; at %lld tokens that releases %s\n",
+                  window, windowed_layers, window + kTokensPerPage, static_cast<long long>(context),
+                  mib(window_released_bytes).c_str());
+    s += buf;
+  }
   if (tokens_in_ram < 0) {
     s += "no budget: every token stays in RAM\n";
   } else if (tokens_in_ram == 0) {

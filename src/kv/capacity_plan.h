@@ -36,6 +36,11 @@ struct CapacityPlan {
   size_t ram_at_context = 0;      // RAM the store holds at `context`: min(budget, everything in RAM)
   size_t all_in_ram_bytes = 0;    // RAM to hold `context` tokens without a cold tier
   size_t budget_for_context = 0;  // the smallest budget that holds `context` with the cold tier
+  // Sliding-window layers (KvGeometry::layer_windows) without a budget: they keep about window + one page of
+  // positions and release the rest, which all_in_ram_bytes and ram_at_context leave out.
+  int windowed_layers = 0;
+  int window = 0;
+  size_t window_released_bytes = 0;
   std::string describe() const;
 };
 

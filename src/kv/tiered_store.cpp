@@ -265,6 +265,7 @@ Status TieredKvStore::append(int layer, int pos, int n, const float* k, const fl
 std::vector<PageMove> TieredKvStore::plan(int layer) const {
   const Layer& l = layers_[layer];
   std::vector<PageMove> moves = plan_moves(rungs_, table_.rungs(layer), n_sinks_, kTokensPerPage, l.n_tokens);
+  std::erase_if(moves, [&](const PageMove& m) { return m.page < l.released; });  // nothing left to move
   for (int64_t page = l.ring_first; page < l.ring_first + l.ring_count; ++page) {
     const int64_t last_pos = page_first_pos(page) + kTokensPerPage - 1;
     if (last_pos >= l.n_tokens) break;
@@ -316,7 +317,24 @@ void TieredKvStore::compact_pool() {
 
 Status TieredKvStore::rebalance(int layer) {
   complete(layer);
+  release_behind_window(layer);
   return apply(layer, plan(layer));
+}
+
+void TieredKvStore::release_behind_window(int layer) {
+  const int window = geometry_.window(layer);
+  // With a cold tier the oldest pages may be on disk (a prefix of the table): they stay there.
+  if (window <= 0 || cold_) return;
+  Layer& l = layers_[layer];
+  const int64_t first_needed = static_cast<int64_t>(l.n_tokens) - window + 1;  // the next position's window start
+  while (l.released < table_.n_pages(layer) && page_first_pos(l.released) + kTokensPerPage <= first_needed &&
+         !pending(layer, l.released)) {
+    const PageId old = table_.replace(layer, l.released, PageId{}, table_.rung(layer, l.released));
+    pool_.release(old);
+    ++l.released;
+    ++released_pages_;
+    compaction_due_ = true;
+  }
 }
 
 double TieredKvStore::reencode_seconds() const {
@@ -423,6 +441,15 @@ void TieredKvStore::run_job(Background& background, Job& job, float* k, float* v
 
 void TieredKvStore::truncate(int n_tokens) {
   drain();
+  // A sliding-window layer whose released pages the next position would need again cannot be cut there: the
+  // whole cache goes (the caller evaluates the tokens again; Session does).
+  for (int layer = 0; layer < geometry_.n_layers; ++layer) {
+    const int window = geometry_.window(layer);
+    if (layers_[layer].released > 0 && n_tokens < layers_[layer].n_tokens &&
+        std::max(0, n_tokens - window + 1) < released_positions(layer)) {
+      n_tokens = 0;
+    }
+  }
   const PageFormat& hot = ring_format();
   for (int layer = 0; layer < geometry_.n_layers; ++layer) {
     Layer& l = layers_[layer];
@@ -436,6 +463,7 @@ void TieredKvStore::truncate(int n_tokens) {
       l.ring_first = 0;
       l.ring_count = 0;
       l.n_tokens = n_tokens;
+      l.released = 0;
       continue;
     }
     const int64_t last_page = (n_tokens - n_sinks_ - 1) / kTokensPerPage;  // holds the last kept position
@@ -491,10 +519,11 @@ void TieredKvStore::gather_pages(int layer, std::vector<PageRef>& out) const {
   const Layer& l = layers_[layer];
   out.clear();
   if (l.n_tokens == 0) return;
-  if (n_sinks_ > 0) out.push_back({l.sinks, &sink_format_, 0, std::min(l.n_tokens, n_sinks_)});
+  // Sinks lie behind a sliding window once pages after them are released (attention would skip them).
+  if (n_sinks_ > 0 && l.released == 0) out.push_back({l.sinks, &sink_format_, 0, std::min(l.n_tokens, n_sinks_)});
   const std::span<const PageId> pages = table_.pages(layer);
   const size_t n_cold_pages = static_cast<size_t>(n_cold(layer));
-  for (size_t i = 0; i < pages.size(); ++i) {
+  for (size_t i = static_cast<size_t>(l.released); i < pages.size(); ++i) {
     const Precision p = rungs_.rungs[table_.rung(layer, static_cast<int64_t>(i))].precision;
     const uint8_t* data = i < n_cold_pages ? nullptr : pool_.data(pages[i]);
     out.push_back({data, &format(p), static_cast<int>(page_first_pos(i)), kTokensPerPage});
@@ -526,7 +555,8 @@ KvMemoryReport TieredKvStore::memory() const {
     r.n_tokens = std::max<int64_t>(r.n_tokens, l.n_tokens);
     if (l.n_tokens > 0 && n_sinks_ > 0) held += sink_format_.page_bytes;
     held += static_cast<size_t>(l.ring_count) * ring_page;
-    elements += static_cast<int64_t>(l.n_tokens) * geometry_.kv_dim() * 2;
+    const int64_t released = l.released > 0 ? page_first_pos(l.released) : 0;  // positions no longer held
+    elements += (static_cast<int64_t>(l.n_tokens) - released) * geometry_.kv_dim() * 2;
   }
   if (cold_) {
     r.cold_pages = cold_->total_pages();

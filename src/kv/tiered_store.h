@@ -147,6 +147,12 @@ class TieredKvStore {
   Status load(ByteSource& in);
   void clear();  // drops every position of every layer
   int64_t reencoded_pages() const { return reencoded_pages_; }
+  // Pages freed because they fell behind their layer's sliding window (all layers, since creation), and the
+  // positions a layer no longer holds for that reason (0 for global layers).
+  int64_t released_pages() const { return released_pages_; }
+  int64_t released_positions(int layer) const {
+    return layers_[layer].released > 0 ? page_first_pos(layers_[layer].released) : 0;
+  }
   // Time spent re-encoding (in the background when it is on), and the time the caller's thread
   // waited for background re-encodes to finish.
   double reencode_seconds() const;
@@ -164,7 +170,11 @@ class TieredKvStore {
     int64_t ring_first = 0;    // logical page number of the oldest ring page
     int64_t ring_count = 0;    // pages in the ring (the last may be partial)
     int n_tokens = 0;
+    int64_t released = 0;      // leading pool pages dropped as behind a sliding window (entries invalid)
   };
+  // Sliding-window layers (KvGeometry::layer_windows): frees the pool pages no later query can see (all their
+  // positions are behind the window of the next position), without spilling or re-encoding them.
+  void release_behind_window(int layer);
   TieredKvStore(const KvGeometry& geometry, const TieredKvOptions& options);
   uint8_t* ring_slot(int layer, int64_t page) const;
   int64_t page_first_pos(int64_t page) const { return n_sinks_ + page * kTokensPerPage; }
@@ -216,6 +226,7 @@ class TieredKvStore {
   std::vector<Layer> layers_;
   std::vector<float> scratch_k_, scratch_v_;  // [P, n_kv_heads, head_dim] re-encode / rotation buffers
   int64_t reencoded_pages_ = 0;
+  int64_t released_pages_ = 0;
   double reencode_seconds_ = 0;
   std::unique_ptr<ColdTier> cold_;
   std::vector<std::vector<std::unique_ptr<Job>>> pending_;  // [n_layers] jobs not yet swapped in

@@ -40,6 +40,12 @@ std::string TieredKvStore::policy() const {
 
 Status TieredKvStore::save(ByteSink& out) {
   drain();  // background encodings into the table first: the stream holds settled pages
+  for (const Layer& l : layers_) {
+    if (l.released > 0) {
+      return Status::error("saving a KV cache whose sliding-window layers released pages is not supported yet "
+                           "(the stream format holds every position of every layer)");
+    }
+  }
 #define KVTIER_TRY(expr)              \
   if (Status s_ = (expr); !s_.ok()) { \
     return s_;                        \
@@ -87,6 +93,7 @@ void TieredKvStore::clear() {
     layers_[layer].ring_first = 0;
     layers_[layer].ring_count = 0;
     layers_[layer].n_tokens = 0;
+    layers_[layer].released = 0;
   }
   if (cold_) cold_->clear_bad_position();
 }

@@ -2,6 +2,7 @@
 #include <string>
 
 #include "kvtier/model.h"
+#include "model/gemma.h"
 
 namespace kvtier {
 
@@ -33,6 +34,8 @@ constexpr ArchTraits kArchTraits[] = {
     {"qwen3moe", RopeMode::kNeox, false, true, true, 0, false},
     {"smollm3", RopeMode::kNormal, false, false, false, 4, false},
     {"phi3", RopeMode::kNeox, false, false, false, 0, true},
+    {"gemma2", RopeMode::kNeox, false, false, false, 0, false},  // the rest: read_gemma_config
+    {"gemma3", RopeMode::kNeox, false, true, false, 0, false},
 };
 
 const ArchTraits* find_arch(const std::string& name) {
@@ -241,6 +244,9 @@ Result<ModelConfig> ModelConfig::from_gguf(const gguf::File& file) {
   c.has_longrope_factors = file.find_tensor("rope_factors_long.weight") || file.find_tensor("rope_factors_short.weight");
   if (c.has_rope_freq_factors && c.has_longrope_factors) {
     return Status::error("tensors rope_freqs.weight and rope_factors_long/short.weight both present");
+  }
+  if (is_gemma_architecture(a)) {
+    if (Status s = read_gemma_config(file, c); !s.ok()) return s;
   }
   return c;
 }

@@ -12,11 +12,16 @@
 //               x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T      (in chunks of kFfnChunk tokens)
 //                    or the routed experts' weighted sum of that (moe.cpp)
 //   logits = (rmsnorm(x) * output_norm) Woutput^T            for the rows asked for
+// Gemma 2/3 (config.gemma, model/gemma.h) adds: x scaled by sqrt(n_embd) after the embedding, per-head q/k
+// RMSNorms, its own RoPE table for sliding-window layers, each layer's window (and soft-cap) in the attention,
+// RMSNorms of the attention and FFN outputs before their residual adds, GeGLU instead of SwiGLU, and
+// soft-capped logits.
 #include <algorithm>
 #include <cassert>
 #include <cmath>
 
 #include "kvtier/model.h"
+#include "model/gemma.h"
 
 namespace kvtier {
 
@@ -169,12 +174,22 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
   const int d = c.n_embd;
   const int q_dim = c.n_heads * c.head_dim;
   const int kv_dim = c.n_kv_heads * c.head_dim;
-  const float attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const float attn_scale = c.attn_scale > 0 ? c.attn_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   // LongRoPE: the long factors when the context (the cache's size) exceeds the original one, as llama.cpp.
   const bool long_rope = !rope_factors_long_.empty() && cache.geometry().max_tokens > c.rope_n_ctx_orig;
   rope_table(c, long_rope ? rope_factors_long_ : rope_freq_factors_, n, pos, rope_);
+  // Sliding-window layers with a RoPE base of their own (Gemma 3: 10000 locally, the scaled base globally).
+  const bool windowed_rope = c.sliding_window > 0 &&
+                             (c.rope_freq_base_swa != c.rope_freq_base || c.rope_freq_scale_swa != c.rope_freq_scale);
+  if (windowed_rope) {
+    ModelConfig local = c;
+    local.rope_freq_base = c.rope_freq_base_swa;
+    local.rope_freq_scale = c.rope_freq_scale_swa;
+    rope_table(local, {}, n, pos, rope_swa_);
+  }
 
   for (int t = 0; t < n; ++t) kernels::get_row(token_embd_, tokens[t], x_.data() + static_cast<size_t>(t) * d);
+  if (c.gemma) scale_embeddings(x_.data(), n, d);
 
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = layers_[l];
@@ -187,12 +202,15 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
     if (w.q_norm) rms_norm(q_.data(), w.q_norm, n * c.n_heads, c.head_dim, c.rms_eps, q_.data());
     if (w.k_norm) rms_norm(k_.data(), w.k_norm, n * c.n_kv_heads, c.head_dim, c.rms_eps, k_.data());
     if (c.layer_uses_rope(l)) {
-      apply_rope(c, rope_, q_.data(), c.n_heads, n);
-      apply_rope(c, rope_, k_.data(), c.n_kv_heads, n);
+      const std::vector<float>& rope = windowed_rope && c.layer_is_windowed(l) ? rope_swa_ : rope_;
+      apply_rope(c, rope, q_.data(), c.n_heads, n);
+      apply_rope(c, rope, k_.data(), c.n_kv_heads, n);
     }
     if (Status s = cache.store(l, pos, n, k_.data(), v_.data()); !s.ok()) return s;
-    if (Status s = cache.attend(l, pos, n, c.n_heads, q_.data(), attn_.data(), attn_scale, pool); !s.ok()) return s;
+    const AttentionParams attention{attn_scale, c.layer_window(l), c.attn_softcap};
+    if (Status s = cache.attend(l, pos, n, c.n_heads, q_.data(), attn_.data(), attention, pool); !s.ok()) return s;
     kernels::matmul(w.wo, attn_.data(), n, proj_.data(), pool);
+    if (w.attn_post_norm) rms_norm(proj_.data(), w.attn_post_norm, n, d, c.rms_eps, proj_.data());
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += proj_[i];
 
     rms_norm(x_.data(), w.ffn_norm, n, d, c.rms_eps, xn_.data());
@@ -203,12 +221,18 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
       const kernels::MatmulOutput gate_up[] = {{&w.w_gate, gate_.data()}, {&w.w_up, up_.data()}};
       kernels::matmul_shared(gate_up, xn_rows, rows, pool);
       const size_t ff_elems = static_cast<size_t>(rows) * c.n_ff;
+      if (c.gemma) {
+        geglu(gate_.data(), up_.data(), ff_elems);
+        kernels::matmul(w.w_down, gate_.data(), rows, proj_.data() + static_cast<size_t>(first) * d, pool);
+        continue;
+      }
       for (size_t i = 0; i < ff_elems; ++i) {
         const float g = gate_[i];
         gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];  // SwiGLU
       }
       kernels::matmul(w.w_down, gate_.data(), rows, proj_.data() + static_cast<size_t>(first) * d, pool);
     }
+    if (w.ffn_post_norm) rms_norm(proj_.data(), w.ffn_post_norm, n, d, c.rms_eps, proj_.data());
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += proj_[i];
   }
 
@@ -216,6 +240,7 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
     const int rows = n - logits_from;
     rms_norm(x_.data() + static_cast<size_t>(logits_from) * d, output_norm_, rows, d, c.rms_eps, xn_.data());
     kernels::matmul(output_, xn_.data(), rows, logits, pool);
+    if (c.final_softcap > 0) soft_cap(logits, static_cast<size_t>(rows) * c.n_vocab, c.final_softcap);
   }
   return {};
 }

@@ -76,14 +76,12 @@ class ContiguousKvCache final : public KvCache {
     return {};
   }
 
-  Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out, float scale,
-              ThreadPool& pool) override {
+  Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out, const AttentionParams& params,
+                ThreadPool& pool) override {
     const KvGeometry& g = geometry();
     const int group = n_heads / g.n_kv_heads;
     const size_t q_dim = static_cast<size_t>(n_heads) * g.head_dim;
     kernels::ContiguousKv view;
-    view.k = storage_.key_row(layer, 0);
-    view.v = storage_.value_row(layer, 0);
     view.f16 = storage_.element_type() == kv::ElementType::F16;
     view.n_kv_heads = g.n_kv_heads;
     view.head_dim = g.head_dim;
@@ -97,7 +95,13 @@ class ContiguousKvCache final : public KvCache {
         const int i = static_cast<int>(item / n_heads);
         const int h = static_cast<int>(item % n_heads);
         const size_t offset = i * q_dim + static_cast<size_t>(h) * g.head_dim;
-        kernels::attend_one_head(q + offset, view, h / group, pos + i + 1, scale, scores, out + offset);
+        // The window's positions [first, pos + i] are one contiguous run of rows.
+        const int first = params.first_visible(pos + i);
+        kernels::ContiguousKv run = view;
+        run.k = storage_.key_row(layer, first);
+        run.v = storage_.value_row(layer, first);
+        kernels::attend_one_head(q + offset, run, h / group, pos + i + 1 - first, params.scale, scores, out + offset,
+                                 params.softcap);
       }
     });
     return {};

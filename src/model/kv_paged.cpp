@@ -44,6 +44,7 @@ class PagedKvCache final : public KvCache {
   }
   std::string describe() const override;
   std::string reencode_summary() const;
+  std::string window_summary() const;
   std::string policy() const override { return store_->policy(); }
   Status save(ByteSink& out) override { return store_->save(out); }
   Status load(ByteSource& in) override {
@@ -73,8 +74,11 @@ class PagedKvCache final : public KvCache {
     return store_->append(layer, pos, n, k, v);
   }
 
-  Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out, float scale,
+  Status attend(int layer, int pos, int n, int n_heads, const float* q, float* out, const AttentionParams& params,
                 ThreadPool& pool) override {
+    const float scale = params.scale;
+    window_ = params.window;
+    softcap_ = params.softcap;
     kv::ColdTier* cold = store_->cold();
     const int64_t n_cold = store_->n_cold(layer);
     const bool sparse = n_cold > 0 && cold->options().mode == kv::ColdReadMode::Sparse && n == 1;
@@ -156,6 +160,8 @@ class PagedKvCache final : public KvCache {
     view.head_dim = geometry().head_dim;
     view.keys_rotated = store_->keys_rotated();
     view.pages_are_prefix = partial;
+    view.window = window_;
+    view.softcap = softcap_;
     return view;
   }
 
@@ -300,6 +306,8 @@ class PagedKvCache final : public KvCache {
   std::vector<int64_t> selection_, misses_;
   std::vector<std::vector<int64_t>> last_selection_;  // [n_layers] sparse choice of the previous step
   int prefetch_slot_ = -1, miss_slot_ = -1;
+  int window_ = 0;        // the AttentionParams of the layer being attended (make_view passes them on)
+  float softcap_ = 0;
 };
 
 // "re-encoded N pages: X ms of work in the background (where), the decode thread waited Y ms".
@@ -316,11 +324,25 @@ std::string PagedKvCache::reencode_summary() const {
   return s + buf;
 }
 
+// Per layer: positions held and released behind sliding windows (empty without windowed layers).
+std::string PagedKvCache::window_summary() const {
+  const KvGeometry& g = geometry();
+  if (g.layer_windows.empty()) return {};
+  std::string s = "\nsliding-window layers released " + std::to_string(store_->released_pages()) +
+                  " pages; positions held per layer:";
+  for (int l = 0; l < g.n_layers; ++l) {
+    const int64_t held = store_->n_tokens(l) - store_->released_positions(l);
+    s += " " + std::to_string(held) + (g.window(l) > 0 ? "w" : "");
+  }
+  return s + " (w: window " + std::to_string(*std::max_element(g.layer_windows.begin(), g.layer_windows.end())) + ")";
+}
+
 std::string PagedKvCache::describe() const {
   store_->settle();
   std::string s = "paged KV cache, ladder " + store_->ladder().describe() + ", keys " +
                   (store_->keys_rotated() ? "rotated per-token" : "per-channel") + "\n" + store_->memory().describe() +
                   "\n" + reencode_summary();
+  s += window_summary();
   if (const kv::ColdTier* cold = store_->cold()) {
     const kv::ColdStats& c = cold->stats();
     const kv::PageFileStats& f = cold->file().stats();

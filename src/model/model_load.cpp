@@ -2,6 +2,7 @@
 // (mapped, locked or copied: kvtier/model.h WeightResidency).
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <utility>
 #include <vector>
 #include <string>
@@ -9,6 +10,7 @@
 #include "kvtier/f16.h"
 #include "kvtier/model.h"
 #include "kvtier/resources.h"
+#include "model/gemma.h"
 
 namespace kvtier {
 
@@ -27,6 +29,10 @@ std::string shape_string(const gguf::TensorInfo& t) {
   for (int i = 0; i < t.n_dims; ++i) s += (i ? ", " : "") + std::to_string(t.ne[i]);
   return s + "]";
 }
+
+// Binds a 1-D f32 tensor of n elements (bind_weights' `vector`).
+using BindVector = std::function<Status(const std::string& name, int64_t n, bool required, const float*& out)>;
+Status bind_gemma_weights(const ModelConfig& c, const BindVector& bind_vector, std::vector<LayerWeights>& layers);
 
 }  // namespace
 
@@ -182,7 +188,24 @@ Status Model::bind_weights() {
     if (Status s = vector("rope_freqs.weight", c.rope_dims / 2, true, factors); !s.ok()) return s;
     rope_freq_factors_.assign(factors, factors + c.rope_dims / 2);
   }
+  if (c.gemma) return bind_gemma_weights(c, vector, layers_);
   return {};
 }
+
+namespace {
+
+// Gemma's extra norms (llama.cpp names): blk.N.post_attention_norm and blk.N.post_ffw_norm [n_embd] (gemma3's
+// attn_q_norm / attn_k_norm are bound with qwen3's, by has_qk_norm). Gemma ties the output to token_embd.
+Status bind_gemma_weights(const ModelConfig& c, const BindVector& bind_vector, std::vector<LayerWeights>& layers) {
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LayerWeights& w = layers[l];
+    if (Status s = bind_vector(p + "post_attention_norm.weight", c.n_embd, true, w.attn_post_norm); !s.ok()) return s;
+    if (Status s = bind_vector(p + "post_ffw_norm.weight", c.n_embd, true, w.ffn_post_norm); !s.ok()) return s;
+  }
+  return {};
+}
+
+}  // namespace
 
 }  // namespace kvtier

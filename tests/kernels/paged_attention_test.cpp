@@ -86,6 +86,8 @@ struct Case {
   int n_tokens;  // cached positions
   int n_q;       // queries at the end (1 = decode)
   kv::KeyMode mode;
+  int window = 0;      // sliding window (PagedKv::window)
+  float softcap = 0;   // Gemma 2 soft-cap (PagedKv::softcap)
 };
 
 // Builds a store holding n_tokens positions of one layer with the case's ladder; returns its pages.
@@ -122,6 +124,8 @@ void check_case(const Case& c) {
     EXPECT_EQ(precisions.size(), 5u);
   }
   PagedKv view{pages, c.n_kv_heads, c.head_dim, store->keys_rotated()};
+  view.window = c.window;
+  view.softcap = c.softcap;
   const int pos = c.n_tokens - c.n_q;
   const size_t q_elems = static_cast<size_t>(c.n_q) * c.n_heads * c.head_dim;
   const auto q = random_rows(q_elems, 13);
@@ -187,6 +191,22 @@ TEST(PagedAttentionKernels, DecodeMatchesReferenceMixedPrecision) {
       // tiny-llama's rotated decode KLD: q2 0.2910 -> 0.2936, q4:128,q2 0.0601 -> 0.0619, +- 0.002-0.006.)
       {"q4:64,k2v4", 0, 8, 2, 128, 300, 1, rotated},
       {"q3", 0, 8, 2, 64, 200, 1, rotated},
+  };
+  for (const Case& c : cases) check_case(c);
+}
+
+// Sliding windows over quantized pages: windows that cut pages in the middle, cover less than a page, or
+// reach back into the sinks; decode (fused steps on pages wholly inside the window) and prefill; soft-capping.
+TEST(PagedAttentionKernels, SlidingWindowMatchesReference) {
+  const kv::KeyMode kivi = kv::KeyMode::PerChannel, rotated = kv::KeyMode::RotatedPerToken;
+  const Case cases[] = {
+      {"f16:64,q8:128,q4:128,q3:64,q2", 4, 8, 2, 64, 700, 1, kivi, 100},
+      {"f16:64,q8:128,q4:128,q3:64,q2", 4, 8, 2, 64, 700, 1, rotated, 200, 5.0f},
+      {"q4:128,q2", 0, 8, 1, 128, 400, 1, kivi, 150},  // the VNNI page step where pages are whole
+      {"q3", 0, 8, 2, 64, 200, 1, kivi, 7},
+      {"f16:64,q8:128,q4:128,q2", 4, 8, 2, 64, 600, 77, kivi, 90},  // prefill: each query its own window
+      {"q4", 2, 3, 1, 40, 130, 130, kivi, 32, 2.0f},
+      {"f16:16,q3", 0, 5, 5, 24, 95, 33, rotated, 1000},  // a window longer than the sequence
   };
   for (const Case& c : cases) check_case(c);
 }

@@ -30,7 +30,7 @@ inline float ScalarAt(const void* base, bool f16, size_t index) {
 }
 
 void AttendOneHead(const float* q, const ContiguousKv& kv, int kv_head, int n_pos, float scale, float* scores,
-                   float* out) {
+                   float* out, float softcap) {
   const hn::ScalableTag<float> df;
   const size_t lanes = hn::Lanes(df);
   const size_t head_dim = static_cast<size_t>(kv.head_dim);
@@ -49,6 +49,7 @@ void AttendOneHead(const float* q, const ContiguousKv& kv, int kv_head, int n_po
       dot += q[d] * ScalarAt(kv.k, kv.f16, base + d);
     }
     scores[j] = dot * scale;
+    if (softcap > 0) scores[j] = softcap * std::tanh(scores[j] / softcap);
     max_score = scores[j] > max_score ? scores[j] : max_score;
   }
   float sum = 0;
@@ -80,8 +81,8 @@ namespace kvtier::kernels {
 HWY_EXPORT(AttendOneHead);
 
 void attend_one_head(const float* q, const ContiguousKv& kv, int kv_head, int n_pos, float scale, float* scores,
-                     float* out) {
-  HWY_DYNAMIC_DISPATCH(AttendOneHead)(q, kv, kv_head, n_pos, scale, scores, out);
+                     float* out, float softcap) {
+  HWY_DYNAMIC_DISPATCH(AttendOneHead)(q, kv, kv_head, n_pos, scale, scores, out, softcap);
 }
 }  // namespace kvtier::kernels
 #endif

@@ -47,6 +47,8 @@ struct Work {
   int pos = 0, n_q = 0;
   const float* q = nullptr;  // [n_q, n_heads, head_dim], already rotated if the keys are
   float scale = 1;
+  int window = 0;      // > 0: query at p sees positions (p - window, p] (PagedKv::window)
+  float softcap = 0;   // > 0: scores are soft-capped (PagedKv::softcap)
   int q_block = 1, n_qblocks = 1, n_chunks = 1;
   int max_page_tokens = 0;
   size_t state_floats = 0;  // head_dim + 2: acc, m, l
@@ -880,6 +882,12 @@ void FusedDecodePage(const Work& w, const kv::PageRef& page, int kvh, int rows, 
                w.state_floats, s);
 }
 
+// Gemma 2's attention logit soft-capping: s = cap * tanh(s / cap) over scores[0, n) (cap 0: none).
+void SoftCap(float* scores, int n, float cap) {
+  if (cap <= 0) return;
+  for (int t = 0; t < n; ++t) scores[t] = cap * std::tanh(scores[t] / cap);
+}
+
 // order: the item's place in the hand-out order (see Work).
 HWY_NOINLINE void ProcessItem(const Work& w, int order) {
   const int chunk = order / (w.n_kv_heads * w.n_qblocks);
@@ -890,6 +898,8 @@ HWY_NOINLINE void ProcessItem(const Work& w, int order) {
   const int q0 = qb * w.q_block;
   const int nq = std::min(w.q_block, w.n_q - q0);
   const int last_visible = w.pos + q0 + nq - 1;
+  // The block's first query sees the least far back: pages that end before its window are seen by none.
+  const int block_first_visible = w.window > 0 ? std::max(0, w.pos + q0 - w.window + 1) : 0;
   float* states = w.states + static_cast<size_t>(item) * w.item_floats();
   for (int s = 0; s < nq * w.group; ++s) {
     float* state = states + static_cast<size_t>(s) * w.state_floats;
@@ -919,6 +929,10 @@ HWY_NOINLINE void ProcessItem(const Work& w, int order) {
   for (int pi = page_begin; pi < page_end; ++pi) {
     const kv::PageRef& page = w.pages[pi];
     if (page.first_pos > last_visible) break;
+    if (page.first_pos + page.n_tokens <= block_first_visible) continue;
+    // The fused decode steps attend a page's rows from its first: only for pages wholly inside the window,
+    // and without soft-capping (their scores never exist as an array to cap).
+    const bool plain_page = w.softcap == 0 && page.first_pos >= block_first_visible;
     const int rows_needed = std::min(page.n_tokens, last_visible - page.first_pos + 1);
     int key_lanes = 0, value_lanes = 0;
     // One page ahead, prefetched spread over this page's work (PrefetchPart). Two ahead (as one burst) helped the
@@ -930,12 +944,12 @@ HWY_NOINLINE void ProcessItem(const Work& w, int order) {
       next = {after.data + after.format->key_section(kvh), after.format->head_bytes};
     }
 #ifdef KVTIER_FUSED_VNNI
-    if (vnni_heads && VnniPageFits(*page.format, rows_needed)) {
+    if (plain_page && vnni_heads && VnniPageFits(*page.format, rows_needed)) {
       VnniDecodePage(*page.format, page.data, kvh, w.group, q_scaled.data(), states, w.state_floats, fused, next);
       continue;
     }
 #endif
-    if (nq == 1 && CanFuse(*page.format, &key_lanes, &value_lanes)) {
+    if (plain_page && nq == 1 && CanFuse(*page.format, &key_lanes, &value_lanes)) {
       const float* q_row = w.q + (static_cast<size_t>(q0) * w.n_heads + static_cast<size_t>(kvh) * w.group) * hd;
       FusedDecodePage(w, page, kvh, rows_needed, key_lanes, value_lanes, q_row, states, fused, next);
       continue;
@@ -945,19 +959,26 @@ HWY_NOINLINE void ProcessItem(const Work& w, int order) {
     DecodeValues(*page.format, page.data, kvh, rows_needed, v_tile.data(), scratch);
     for (int i = 0; i < nq; ++i) {
       const int rows = std::min(rows_needed, w.pos + q0 + i - page.first_pos + 1);
-      if (rows <= 0) continue;
+      // Rows [skip, rows) of the page are inside this query's window.
+      const int skip = w.window > 0 ? std::max(0, w.pos + q0 + i - w.window + 1 - page.first_pos) : 0;
+      if (rows <= skip) continue;
+      const int kept = rows - skip;
+      const float* v_kept = v_tile.data() + static_cast<size_t>(skip) * hd;
       const float* q_row = w.q + (static_cast<size_t>(q0 + i) * w.n_heads + static_cast<size_t>(kvh) * w.group) * hd;
       int g = 0;
       for (; g + 1 < w.group; g += 2) {  // heads in pairs: each key load serves two
         float* sb = scores.data() + kstride;
         ScoresPair(q_row + static_cast<size_t>(g) * hd, q_row + static_cast<size_t>(g + 1) * hd, k_tile.data(), kstride,
                    hd, rows, w.scale, scores.data(), sb);
-        FoldTile(v_tile.data(), rows, hd, scores.data(), states + static_cast<size_t>(i * w.group + g) * w.state_floats);
-        FoldTile(v_tile.data(), rows, hd, sb, states + static_cast<size_t>(i * w.group + g + 1) * w.state_floats);
+        SoftCap(scores.data() + skip, kept, w.softcap);
+        SoftCap(sb + skip, kept, w.softcap);
+        FoldTile(v_kept, kept, hd, scores.data() + skip, states + static_cast<size_t>(i * w.group + g) * w.state_floats);
+        FoldTile(v_kept, kept, hd, sb + skip, states + static_cast<size_t>(i * w.group + g + 1) * w.state_floats);
       }
       for (; g < w.group; ++g) {
         Scores(q_row + static_cast<size_t>(g) * hd, k_tile.data(), kstride, hd, rows, w.scale, scores.data());
-        FoldTile(v_tile.data(), rows, hd, scores.data(), states + static_cast<size_t>(i * w.group + g) * w.state_floats);
+        SoftCap(scores.data() + skip, kept, w.softcap);
+        FoldTile(v_kept, kept, hd, scores.data() + skip, states + static_cast<size_t>(i * w.group + g) * w.state_floats);
       }
     }
   }
@@ -1007,6 +1028,8 @@ void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const floa
   w.n_q = n_q;
   w.q = q;
   w.scale = scale;
+  w.window = kv.window;
+  w.softcap = kv.softcap;
   for (const kv::PageRef& p : kv.pages) w.max_page_tokens = std::max(w.max_page_tokens, p.format->tokens);
   // The pages hold the whole causal range, or (a partial call) a part of it.
   assert(kv.pages_are_prefix || kv.pages.back().first_pos + kv.pages.back().n_tokens >= pos + n_q);

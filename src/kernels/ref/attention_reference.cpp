@@ -14,7 +14,7 @@ float load_element(const void* base, bool f16, size_t index) {
 }  // namespace
 
 void attend_one_head_reference(const float* q, const ContiguousKv& kv, int kv_head, int n_pos, float scale,
-                               float* scores, float* out) {
+                               float* scores, float* out, float softcap) {
   const size_t row = static_cast<size_t>(kv.n_kv_heads) * kv.head_dim;
   const size_t head_offset = static_cast<size_t>(kv_head) * kv.head_dim;
   float max_score = -INFINITY;
@@ -22,6 +22,7 @@ void attend_one_head_reference(const float* q, const ContiguousKv& kv, int kv_he
     double dot = 0;
     for (int d = 0; d < kv.head_dim; ++d) dot += static_cast<double>(q[d]) * load_element(kv.k, kv.f16, j * row + head_offset + d);
     scores[j] = static_cast<float>(dot) * scale;
+    if (softcap > 0) scores[j] = softcap * std::tanh(scores[j] / softcap);
     max_score = std::max(max_score, scores[j]);
   }
   double sum = 0;

@@ -15,7 +15,9 @@ void paged_attention_reference(const PagedKv& kv, int pos, int n_q, int n_heads,
   assert(n_heads % kv.n_kv_heads == 0);
   const int group = n_heads / kv.n_kv_heads;
   const int hd = kv.head_dim;
-  int n_cached = 0;
+  // Positions [first_cached, n_cached) are in the pages (a windowed layer may have released older ones).
+  const int first_cached = kv.pages.empty() ? 0 : kv.pages.front().first_pos;
+  int n_cached = first_cached;
   for (const kv::PageRef& p : kv.pages) {
     assert(p.first_pos == n_cached);
     n_cached += p.n_tokens;
@@ -32,22 +34,25 @@ void paged_attention_reference(const PagedKv& kv, int pos, int n_q, int n_heads,
     }
     for (int i = 0; i < n_q; ++i) {
       const int n_visible = pos + i + 1;
+      const int first = kv.window > 0 ? std::max(0, pos + i - kv.window + 1) : 0;
+      assert(first >= first_cached);
       for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
         const size_t offset = (static_cast<size_t>(i) * n_heads + h) * hd;
         std::copy(q + offset, q + offset + hd, query.begin());
         if (kv.keys_rotated) kv::hadamard_rotate(query.data(), hd);
         double max_score = -INFINITY;
-        for (int t = 0; t < n_visible; ++t) {
+        for (int t = first; t < n_visible; ++t) {
           double dot = 0;
           for (int d = 0; d < hd; ++d) dot += static_cast<double>(query[d]) * keys[static_cast<size_t>(t) * hd + d];
           scores[t] = dot * scale;
+          if (kv.softcap > 0) scores[t] = kv.softcap * std::tanh(scores[t] / kv.softcap);
           max_score = std::max(max_score, scores[t]);
         }
         double sum = 0;
-        for (int t = 0; t < n_visible; ++t) sum += scores[t] = std::exp(scores[t] - max_score);
+        for (int t = first; t < n_visible; ++t) sum += scores[t] = std::exp(scores[t] - max_score);
         for (int d = 0; d < hd; ++d) {
           double acc = 0;
-          for (int t = 0; t < n_visible; ++t) acc += scores[t] * values[static_cast<size_t>(t) * hd + d];
+          for (int t = first; t < n_visible; ++t) acc += scores[t] * values[static_cast<size_t>(t) * hd + d];
           out[offset + d] = static_cast<float>(acc / sum);
         }
       }
