@@ -1,6 +1,10 @@
-// Synthetic Llama-architecture GGUF models with random weights, for speed
-// benchmarks at real model shapes (e.g. Llama-3.2-1B) without shipping a
-// trained model. Header-only so that tests/tools/ can check it without a
+// Synthetic GGUF models with random weights, for speed benchmarks at real
+// model shapes without shipping a trained model: Llama-3.2-1B (llama),
+// Qwen3-0.6B (qwen3: per-head q/k norms, NeoX RoPE), Gemma-3-1B (gemma3: also
+// post-norms and sliding-window layers) and Qwen3-30B-A3B with fewer layers
+// (qwen3moe: 128 experts, 8 used, as 3-D expert tensors and an F32 router).
+// The metadata keys are the ones tools/arch_model.h and tools/gemma_model.h
+// write for their test models (and kvtier's config readers check). Header-only so that tests/tools/ can check it without a
 // library of its own; tools/gen_synthetic_model.cpp is the command line.
 //
 // Tensor types follow what llama.cpp's llama-quantize picks (src/llama-quant.cpp,
@@ -13,12 +17,20 @@
 //            ffn_down Q6_K in the "more bits" layers: i < n/8, i >= 7n/8, or
 //            (i - n/8) % 3 == 2 (for 16 layers: 0, 1, 4, 7, 10, 13, 14, 15).
 //   K-quant fallbacks when a row length is not a multiple of 256: Q4_K -> Q5_0,
-//   Q6_K -> Q8_0 (and the output tensor goes straight to Q8_0).
-// Norms are F32 near 1. Weights are random but valid blocks: random quant bits
+//   Q6_K -> Q8_0 (and the output tensor goes straight to Q8_0). Gemma-3-1B's
+//   n_embd of 1152 hits them: its attention and ffn_gate/up rows are Q5_0, its
+//   tied embeddings Q8_0, as in published Gemma-3-1B Q4_K_M files.
+//   Experts (3-D [ne0, ne1, n_expert] tensors) follow their 2-D roles: gate/up
+//   Q4_K, ffn_down_exps Q6_K in the "more bits" layers (llama-quantize reads the
+//   layer from the tensor name when n_expert > 1, so the rule is per layer as for
+//   dense models). The router (ffn_gate_inp) is never quantized: F32 as the
+//   converter writes it. Norms (attn/ffn/output, q/k and Gemma's post-norms) are
+//   F32 near 1. Weights are random but valid blocks: random quant bits
 // with small f16 scales so that every weight has a standard deviation of about
 // `weight_std`, which keeps activations finite through all layers.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -43,6 +55,7 @@ inline const char* weight_mix_name(WeightMix mix) { return mix == WeightMix::Q4_
 inline uint32_t weight_mix_file_type(WeightMix mix) { return mix == WeightMix::Q4_0 ? 2 : 15; }
 
 struct SyntheticShape {
+  std::string architecture = "llama";  // llama, qwen3, gemma3 or qwen3moe
   std::string name = "synthetic-llama-3.2-1b";
   int64_t n_embd = 2048;
   int64_t n_layer = 16;
@@ -61,10 +74,106 @@ struct SyntheticShape {
   float rope_low_freq_factor = 1.0f;
   float rope_high_freq_factor = 4.0f;
   int64_t rope_original_ctx = 8192;
+  // Mixture of experts (qwen3moe): n_expert > 0 replaces the dense FFN by
+  // ffn_gate_inp + ffn_{gate,up,down}_exps of width n_ff_expert; n_ff is then
+  // only recorded as feed_forward_length.
+  int64_t n_expert = 0;
+  int64_t n_expert_used = 0;
+  int64_t n_ff_expert = 0;
+  // Gemma 3: every sliding_window_pattern-th layer global, the others windowed
+  // with their own RoPE base.
+  int64_t sliding_window = 0;
+  int64_t sliding_window_pattern = 0;
+  float rope_base_swa = 10000.0f;
 };
+
+inline bool has_qk_norm(const SyntheticShape& s) {
+  return s.architecture == "qwen3" || s.architecture == "qwen3moe" || s.architecture == "gemma3";
+}
+inline bool has_post_norms(const SyntheticShape& s) { return s.architecture == "gemma3"; }
 
 // Llama-3.2-1B's shapes (its config.json).
 inline SyntheticShape llama_3_2_1b_shape() { return SyntheticShape{}; }
+
+// Qwen3-0.6B (config.json): head_dim 128 > n_embd / n_head, tied embeddings.
+inline SyntheticShape qwen3_0_6b_shape() {
+  SyntheticShape s;
+  s.architecture = "qwen3";
+  s.name = "synthetic-qwen3-0.6b";
+  s.n_embd = 1024;
+  s.n_layer = 28;
+  s.n_head = 16;
+  s.n_head_kv = 8;
+  s.head_dim = 128;
+  s.n_ff = 3072;
+  s.n_vocab = 151936;
+  s.n_ctx = 40960;
+  s.rope_base = 1000000.0f;
+  s.rms_eps = 1e-6f;
+  s.rope_scaling_factor = 0;
+  return s;
+}
+
+// Gemma-3-1B (config.json): MQA with head_dim 256, window 512 on 5 of every 6
+// layers, its full 262144-token vocabulary (tied, so the embedding is also the
+// output matrix: Q8_0, 340 MB, by far the largest tensor).
+inline SyntheticShape gemma3_1b_shape() {
+  SyntheticShape s;
+  s.architecture = "gemma3";
+  s.name = "synthetic-gemma-3-1b";
+  s.n_embd = 1152;
+  s.n_layer = 26;
+  s.n_head = 4;
+  s.n_head_kv = 1;
+  s.head_dim = 256;
+  s.n_ff = 6912;
+  s.n_vocab = 262144;
+  s.n_ctx = 32768;
+  s.rope_base = 1000000.0f;
+  s.rms_eps = 1e-6f;
+  s.rope_scaling_factor = 0;
+  s.sliding_window = 512;
+  s.sliding_window_pattern = 6;
+  return s;
+}
+
+// Qwen3-30B-A3B (config.json) with its 48 layers cut to `n_layer` (each layer's
+// 128 experts are ~0.35 GB in Q4_K_M): untied output, 8 of 128 experts of width
+// 768 per token.
+inline SyntheticShape qwen3_30b_a3b_shape(int64_t n_layer = 6) {
+  SyntheticShape s;
+  s.architecture = "qwen3moe";
+  s.name = "synthetic-qwen3-30b-a3b-" + std::to_string(n_layer) + "l";
+  s.n_embd = 2048;
+  s.n_layer = n_layer;
+  s.n_head = 32;
+  s.n_head_kv = 4;
+  s.head_dim = 128;
+  s.n_ff = 6144;
+  s.n_expert = 128;
+  s.n_expert_used = 8;
+  s.n_ff_expert = 768;
+  s.n_vocab = 151936;
+  s.n_ctx = 40960;
+  s.rope_base = 1000000.0f;
+  s.rms_eps = 1e-6f;
+  s.tied_embeddings = false;
+  s.rope_scaling_factor = 0;
+  return s;
+}
+
+inline const std::vector<std::string>& synthetic_architectures() {
+  static const std::vector<std::string> v = {"llama", "qwen3", "gemma3", "qwen3moe"};
+  return v;
+}
+
+// The real model shape each --arch stands for.
+inline SyntheticShape synthetic_shape_for(const std::string& architecture) {
+  if (architecture == "qwen3") return qwen3_0_6b_shape();
+  if (architecture == "gemma3") return gemma3_1b_shape();
+  if (architecture == "qwen3moe") return qwen3_30b_a3b_shape();
+  return llama_3_2_1b_shape();
+}
 
 enum class TensorRole { TokenEmbd, Output, AttnQ, AttnK, AttnV, AttnOutput, FfnGate, FfnUp, FfnDown };
 
@@ -307,35 +416,60 @@ inline Status build_synthetic_model(const SyntheticOptions& o, const gguf::File&
   if (s.n_head % s.n_head_kv != 0 || s.n_embd <= 0 || s.n_layer <= 0 || s.head_dim % 2 != 0) {
     return Status::error("synthetic model: inconsistent shape (n_head must be a multiple of n_head_kv)");
   }
-  w.set_string("general.architecture", "llama");
+  const auto& archs = synthetic_architectures();
+  if (std::find(archs.begin(), archs.end(), s.architecture) == archs.end()) {
+    return Status::error("synthetic model: unknown architecture '" + s.architecture + "'");
+  }
+  if ((s.n_expert > 0) != (s.architecture == "qwen3moe") || s.n_expert_used > s.n_expert ||
+      (s.n_expert > 0 && s.n_ff_expert <= 0)) {
+    return Status::error("synthetic model: experts (qwen3moe only) need 0 < expert_used <= expert_count, n_ff_expert > 0");
+  }
+  const std::string a = s.architecture + ".";
+  w.set_string("general.architecture", s.architecture);
   w.set_string("general.name", s.name + "-" + weight_mix_name(o.mix));
-  w.set_u32("llama.context_length", static_cast<uint32_t>(s.n_ctx));
-  w.set_u32("llama.embedding_length", static_cast<uint32_t>(s.n_embd));
-  w.set_u32("llama.block_count", static_cast<uint32_t>(s.n_layer));
-  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(s.n_ff));
-  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(s.n_head));
-  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
-  w.set_u32("llama.attention.key_length", static_cast<uint32_t>(s.head_dim));
-  w.set_u32("llama.attention.value_length", static_cast<uint32_t>(s.head_dim));
-  w.set_f32("llama.rope.freq_base", s.rope_base);
-  w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(s.head_dim));
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", s.rms_eps);
-  w.set_u32("llama.vocab_size", static_cast<uint32_t>(s.n_vocab));
+  w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
+  w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));
+  w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layer));
+  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(s.n_ff));
+  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_head));
+  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
+  w.set_u32(a + "attention.key_length", static_cast<uint32_t>(s.head_dim));
+  w.set_u32(a + "attention.value_length", static_cast<uint32_t>(s.head_dim));
+  w.set_f32(a + "rope.freq_base", s.rope_base);
+  w.set_u32(a + "rope.dimension_count", static_cast<uint32_t>(s.head_dim));
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", s.rms_eps);
+  w.set_u32(a + "vocab_size", static_cast<uint32_t>(s.n_vocab));
+  if (s.n_expert > 0) {
+    w.set_u32(a + "expert_count", static_cast<uint32_t>(s.n_expert));
+    w.set_u32(a + "expert_used_count", static_cast<uint32_t>(s.n_expert_used));
+    w.set_u32(a + "expert_feed_forward_length", static_cast<uint32_t>(s.n_ff_expert));
+  }
+  if (s.sliding_window > 0) {
+    w.set_u32(a + "attention.sliding_window", static_cast<uint32_t>(s.sliding_window));
+    w.set_u32(a + "attention.sliding_window_pattern", static_cast<uint32_t>(s.sliding_window_pattern));
+    w.set_f32(a + "rope.freq_base_swa", s.rope_base_swa);
+  }
   if (Status st = set_padded_tokenizer(vocab_source, s.n_vocab, w); !st.ok()) return st;
   w.set_u32("general.quantization_version", 2);
   w.set_u32("general.file_type", weight_mix_file_type(o.mix));
 
   struct Planned {
     std::string name;
-    TensorRole role;  // unused for norms
+    TensorRole role;  // unused for norms and the router
     int64_t layer;
     GgmlType type;
     std::vector<int64_t> dims;  // ne[0] first
   };
   std::vector<Planned> plan;
-  auto matrix = [&](std::string name, TensorRole role, int64_t layer, int64_t ne0, int64_t ne1) {
+  // ne2 > 1: one [ne0, ne1] matrix per expert, typed as its 2-D role.
+  auto matrix = [&](std::string name, TensorRole role, int64_t layer, int64_t ne0, int64_t ne1, int64_t ne2 = 1) {
     const GgmlType t = quantized_type_for(o.mix, role, layer, s.n_layer, s.tied_embeddings, ne0);
-    plan.push_back({std::move(name), role, layer, t, {ne0, ne1}});
+    std::vector<int64_t> dims = {ne0, ne1};
+    if (ne2 > 1) dims.push_back(ne2);
+    plan.push_back({std::move(name), role, layer, t, std::move(dims)});
+  };
+  auto router = [&](std::string name, int64_t ne0, int64_t ne1) {
+    plan.push_back({std::move(name), TensorRole::TokenEmbd, -1, GgmlType::F32, {ne0, ne1}});
   };
   auto norm = [&](std::string name, int64_t n) {
     plan.push_back({std::move(name), TensorRole::TokenEmbd, -1, GgmlType::F32, {n}});
@@ -352,10 +486,23 @@ inline Status build_synthetic_model(const SyntheticOptions& o, const gguf::File&
     matrix(p + "attn_k.weight", TensorRole::AttnK, i, s.n_embd, kv_dim);
     matrix(p + "attn_v.weight", TensorRole::AttnV, i, s.n_embd, kv_dim);
     matrix(p + "attn_output.weight", TensorRole::AttnOutput, i, q_dim, s.n_embd);
+    if (has_qk_norm(s)) {
+      norm(p + "attn_q_norm.weight", s.head_dim);
+      norm(p + "attn_k_norm.weight", s.head_dim);
+    }
+    if (has_post_norms(s)) norm(p + "post_attention_norm.weight", s.n_embd);
     norm(p + "ffn_norm.weight", s.n_embd);
-    matrix(p + "ffn_gate.weight", TensorRole::FfnGate, i, s.n_embd, s.n_ff);
-    matrix(p + "ffn_up.weight", TensorRole::FfnUp, i, s.n_embd, s.n_ff);
-    matrix(p + "ffn_down.weight", TensorRole::FfnDown, i, s.n_ff, s.n_embd);
+    if (s.n_expert > 0) {
+      router(p + "ffn_gate_inp.weight", s.n_embd, s.n_expert);
+      matrix(p + "ffn_gate_exps.weight", TensorRole::FfnGate, i, s.n_embd, s.n_ff_expert, s.n_expert);
+      matrix(p + "ffn_up_exps.weight", TensorRole::FfnUp, i, s.n_embd, s.n_ff_expert, s.n_expert);
+      matrix(p + "ffn_down_exps.weight", TensorRole::FfnDown, i, s.n_ff_expert, s.n_embd, s.n_expert);
+    } else {
+      matrix(p + "ffn_gate.weight", TensorRole::FfnGate, i, s.n_embd, s.n_ff);
+      matrix(p + "ffn_up.weight", TensorRole::FfnUp, i, s.n_embd, s.n_ff);
+      matrix(p + "ffn_down.weight", TensorRole::FfnDown, i, s.n_ff, s.n_embd);
+    }
+    if (has_post_norms(s)) norm(p + "post_ffw_norm.weight", s.n_embd);
   }
 
   const size_t n_total = plan.size() + (rope_freqs ? 1 : 0);
@@ -371,7 +518,9 @@ inline Status build_synthetic_model(const SyntheticOptions& o, const gguf::File&
       if (Status st = w.add_tensor_f32(t.name, t.dims, gains); !st.ok()) return st;
       continue;
     }
-    if (Status st = fill_random_weights(t.type, t.dims[0] * t.dims[1], o.weight_std, rng, bytes); !st.ok()) {
+    int64_t n_elements = 1;
+    for (int64_t d : t.dims) n_elements *= d;
+    if (Status st = fill_random_weights(t.type, n_elements, o.weight_std, rng, bytes); !st.ok()) {
       return Status::error(t.name + ": " + st.message());
     }
     if (Status st = w.add_tensor(t.name, t.type, t.dims, bytes); !st.ok()) return st;

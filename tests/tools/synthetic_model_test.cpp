@@ -1,7 +1,7 @@
 // The synthetic benchmark models (tools/synthetic_model.h): their tensor types
 // must be the ones llama-quantize picks (checked against the real quantized
 // test models), their tokenizer a padded copy of the source vocabulary, and
-// kvtier must load and run them with finite logits.
+// kvtier must load and run them with finite logits, for every --arch.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -240,6 +240,164 @@ TEST(SyntheticModel, KvtierLoadsItAndLogitsStayFinite) {
     EXPECT_GT(rms, 0.05) << weight_mix_name(mix);
     EXPECT_LT(rms, 50.0) << weight_mix_name(mix);
   }
+}
+
+// Small versions of each non-llama architecture's benchmark shape: the real head_dim / n_head / n_head_kv
+// ratios (qwen3's head_dim is not n_embd / n_head) with narrow layers, so that the test stays fast under ASan.
+SyntheticOptions small_shape_of(const std::string& architecture) {
+  SyntheticOptions o;
+  o.shape = synthetic_shape_for(architecture);
+  SyntheticShape& s = o.shape;
+  s.n_embd = 256;
+  s.n_ff = 512;
+  s.head_dim = 64;
+  s.n_head = std::min<int64_t>(s.n_head, 8);
+  s.n_head_kv = std::max<int64_t>(1, s.n_head_kv / 4);
+  s.n_vocab = 8192 + 300;
+  s.n_ctx = 4096;
+  s.n_layer = 2;
+  if (architecture == "gemma3") {
+    s.n_layer = 6;  // one run of the pattern: five windowed layers, then a global one
+    s.sliding_window = 4;
+  }
+  if (architecture == "qwen3moe") {
+    s.n_expert = 8;
+    s.n_expert_used = 2;
+    s.n_ff_expert = 256;
+  }
+  return o;
+}
+
+class SyntheticArchitecture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SyntheticArchitecture, HasTheArchitecturesTensorsInLlamaQuantizesTypes) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-6m.f16.gguf");
+  auto vocab = open_shared("models/tiny-llama-6m.f16.gguf");
+  ASSERT_TRUE(vocab);
+  const SyntheticOptions o = small_shape_of(GetParam());
+  const SyntheticShape& s = o.shape;
+  auto f = build_to_file(o, *vocab);
+  ASSERT_TRUE(f);
+  EXPECT_EQ(*f->get_string("general.architecture"), GetParam());
+  EXPECT_EQ(*f->get_u32(GetParam() + ".attention.key_length"), static_cast<uint32_t>(s.head_dim));
+  auto type_of = [&](const std::string& name) {
+    const gguf::TensorInfo* t = f->find_tensor(name);
+    return t ? std::string(ggml_type_name(t->type)) : "missing";
+  };
+  EXPECT_EQ(f->find_tensor("rope_freqs.weight"), nullptr);  // Llama-3 RoPE scaling only
+  EXPECT_EQ(f->find_tensor("output.weight") == nullptr, s.tied_embeddings);
+  for (int64_t i = 0; i < s.n_layer; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    const std::string more_bits = quantize_uses_more_bits(i, s.n_layer) ? "Q6_K" : "Q4_K";
+    EXPECT_EQ(type_of(p + "attn_q_norm.weight"), "F32");
+    EXPECT_EQ(type_of(p + "attn_k_norm.weight"), "F32");
+    EXPECT_EQ(f->find_tensor(p + "attn_q_norm.weight")->ne[0], s.head_dim);
+    EXPECT_EQ(type_of(p + "attn_v.weight"), more_bits) << p;
+    const bool gemma = GetParam() == "gemma3";
+    EXPECT_EQ(type_of(p + "post_attention_norm.weight"), gemma ? "F32" : "missing");
+    EXPECT_EQ(type_of(p + "post_ffw_norm.weight"), gemma ? "F32" : "missing");
+    if (GetParam() == "qwen3moe") {
+      EXPECT_EQ(type_of(p + "ffn_gate_inp.weight"), "F32");  // the router is never quantized
+      EXPECT_EQ(type_of(p + "ffn_gate_exps.weight"), "Q4_K");
+      EXPECT_EQ(type_of(p + "ffn_up_exps.weight"), "Q4_K");
+      EXPECT_EQ(type_of(p + "ffn_down_exps.weight"), more_bits) << p;
+      const gguf::TensorInfo* down = f->find_tensor(p + "ffn_down_exps.weight");
+      ASSERT_NE(down, nullptr);
+      EXPECT_EQ(down->n_dims, 3);
+      EXPECT_EQ(down->ne[0], s.n_ff_expert);
+      EXPECT_EQ(down->ne[1], s.n_embd);
+      EXPECT_EQ(down->ne[2], s.n_expert);
+      EXPECT_EQ(type_of(p + "ffn_down.weight"), "missing");
+    } else {
+      EXPECT_EQ(type_of(p + "ffn_down.weight"), more_bits) << p;
+    }
+  }
+}
+
+TEST_P(SyntheticArchitecture, KvtierLoadsItAsThatArchitectureAndLogitsStayFinite) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-6m.f16.gguf");
+  auto vocab = open_shared("models/tiny-llama-6m.f16.gguf");
+  ASSERT_TRUE(vocab);
+  const SyntheticOptions o = small_shape_of(GetParam());
+  gguf::GgufWriter w;
+  ASSERT_TRUE(build_synthetic_model(o, *vocab, w).ok());
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("kvtier_synthetic_" + std::to_string(::getpid()) + GetParam() + ".gguf");
+  ASSERT_TRUE(w.write_file(path.string()).ok());
+  auto model = Model::load(path.string());
+  std::filesystem::remove(path);
+  ASSERT_TRUE(model.ok()) << model.error();
+  const ModelConfig& c = (*model)->config();
+  EXPECT_EQ(c.architecture, GetParam());
+  EXPECT_EQ(c.head_dim, o.shape.head_dim);
+  EXPECT_EQ(c.n_kv_heads, o.shape.n_head_kv);
+  EXPECT_TRUE(c.has_qk_norm);
+  EXPECT_EQ(c.rope_mode, RopeMode::kNeox);
+  EXPECT_EQ(c.n_expert, o.shape.n_expert);
+  EXPECT_EQ(c.n_expert_used, o.shape.n_expert_used);
+  if (o.shape.n_expert > 0) EXPECT_EQ(c.n_ff_expert, o.shape.n_ff_expert);
+  EXPECT_EQ(c.sliding_window, o.shape.sliding_window);
+  if (GetParam() == "gemma3") {
+    EXPECT_TRUE(c.layer_is_windowed(0));
+    EXPECT_FALSE(c.layer_is_windowed(5));
+  }
+
+  const std::vector<int32_t> tokens = {8190, 39, 7428, 2604, 469, 1515, 706, 514, 8400};  // more than the window
+  const int n = static_cast<int>(tokens.size());
+  std::vector<float> logits(static_cast<size_t>(n) * c.n_vocab);  // [n, n_vocab]
+  ThreadPool pool(2);
+  auto cache = make_contiguous_kv_cache(c, 64);
+  ASSERT_TRUE((*model)->forward(tokens.data(), n, 0, *cache, pool, 0, logits.data()).ok());
+  double sum_sq = 0;
+  for (float x : logits) {
+    ASSERT_TRUE(std::isfinite(x));
+    sum_sq += double(x) * x;
+  }
+  const double rms = std::sqrt(sum_sq / logits.size());
+  EXPECT_GT(rms, 0.05);  // neither collapsed nor exploding
+  EXPECT_LT(rms, 50.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, SyntheticArchitecture, ::testing::Values("qwen3", "gemma3", "qwen3moe"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+TEST(SyntheticModel, FullShapesGetLlamaQuantizesFallbacksAndExpertTypes) {
+  // Gemma-3-1B's rows of 1152 hold no whole 256-element super-block: Q5_0 / Q8_0 as in published files.
+  const SyntheticShape g = gemma3_1b_shape();
+  EXPECT_EQ(quantized_type_for(WeightMix::Q4_K_M, TensorRole::AttnQ, 3, g.n_layer, true, g.n_embd), GgmlType::Q5_0);
+  EXPECT_EQ(quantized_type_for(WeightMix::Q4_K_M, TensorRole::AttnV, 0, g.n_layer, true, g.n_embd), GgmlType::Q8_0);
+  EXPECT_EQ(quantized_type_for(WeightMix::Q4_K_M, TensorRole::TokenEmbd, -1, g.n_layer, true, g.n_embd),
+            GgmlType::Q8_0);
+  EXPECT_EQ(quantized_type_for(WeightMix::Q4_K_M, TensorRole::FfnDown, 3, g.n_layer, true, g.n_ff), GgmlType::Q4_K);
+  // Qwen3-30B-A3B cut to 6 layers: ffn_down_exps (rows of 768) take six bits in layers 2 and 5.
+  const SyntheticShape m = qwen3_30b_a3b_shape(6);
+  std::set<int64_t> six_bit_layers;
+  for (int64_t i = 0; i < m.n_layer; ++i) {
+    if (quantized_type_for(WeightMix::Q4_K_M, TensorRole::FfnDown, i, m.n_layer, false, m.n_ff_expert) ==
+        GgmlType::Q6_K) {
+      six_bit_layers.insert(i);
+    }
+  }
+  EXPECT_EQ(six_bit_layers, (std::set<int64_t>{2, 5}));
+  EXPECT_EQ(quantized_type_for(WeightMix::Q4_K_M, TensorRole::TokenEmbd, -1, m.n_layer, false, m.n_embd),
+            GgmlType::Q4_K);
+  EXPECT_EQ(quantized_type_for(WeightMix::Q4_K_M, TensorRole::Output, -1, m.n_layer, false, m.n_embd),
+            GgmlType::Q6_K);
+}
+
+TEST(SyntheticModel, RejectsExpertsOutsideQwen3Moe) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-6m.f16.gguf");
+  auto vocab = open_shared("models/tiny-llama-6m.f16.gguf");
+  ASSERT_TRUE(vocab);
+  SyntheticOptions o = small_shape_of("qwen3");
+  o.shape.n_expert = 8;
+  o.shape.n_expert_used = 2;
+  o.shape.n_ff_expert = 256;
+  gguf::GgufWriter w;
+  EXPECT_FALSE(build_synthetic_model(o, *vocab, w).ok());
+  SyntheticOptions unknown = small_shape_of("qwen3");
+  unknown.shape.architecture = "mamba";
+  EXPECT_FALSE(build_synthetic_model(unknown, *vocab, w).ok());
 }
 
 }  // namespace
