@@ -21,6 +21,7 @@
 #include <cmath>
 
 #include "kvtier/model.h"
+#include "model/activation.h"
 #include "model/gemma.h"
 
 namespace kvtier {
@@ -220,16 +221,7 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
       const float* xn_rows = xn_.data() + static_cast<size_t>(first) * d;
       const kernels::MatmulOutput gate_up[] = {{&w.w_gate, gate_.data()}, {&w.w_up, up_.data()}};
       kernels::matmul_shared(gate_up, xn_rows, rows, pool);
-      const size_t ff_elems = static_cast<size_t>(rows) * c.n_ff;
-      if (c.gemma) {
-        geglu(gate_.data(), up_.data(), ff_elems);
-        kernels::matmul(w.w_down, gate_.data(), rows, proj_.data() + static_cast<size_t>(first) * d, pool);
-        continue;
-      }
-      for (size_t i = 0; i < ff_elems; ++i) {
-        const float g = gate_[i];
-        gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];  // SwiGLU
-      }
+      gated_activation(c.gemma, gate_.data(), up_.data(), static_cast<size_t>(rows) * c.n_ff, pool);
       kernels::matmul(w.w_down, gate_.data(), rows, proj_.data() + static_cast<size_t>(first) * d, pool);
     }
     if (w.ffn_post_norm) rms_norm(proj_.data(), w.ffn_post_norm, n, d, c.rms_eps, proj_.data());

@@ -13,6 +13,7 @@
 #include <numeric>
 
 #include "kvtier/model.h"
+#include "model/activation.h"
 
 namespace kvtier {
 
@@ -125,11 +126,7 @@ void Model::moe_ffn(const LayerWeights& w, int n, ThreadPool& pool) {
       }
       const kernels::MatmulOutput gate_up[] = {{&w.expert_gate[e], gate_.data()}, {&w.expert_up[e], up_.data()}};
       kernels::matmul_shared(gate_up, expert_in_.data(), rows, pool);
-      const size_t ff_elems = static_cast<size_t>(rows) * ff;
-      for (size_t i = 0; i < ff_elems; ++i) {
-        const float g = gate_[i];
-        gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];  // SwiGLU
-      }
+      gated_activation(false, gate_.data(), up_.data(), static_cast<size_t>(rows) * ff, pool);  // SwiGLU
       kernels::matmul(w.expert_down[e], gate_.data(), rows, expert_out_.data(), pool);
       for (int r = 0; r < rows; ++r) {
         const auto [token, weight] = tokens[first + r];
