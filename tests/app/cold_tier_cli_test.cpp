@@ -91,8 +91,10 @@ TEST(ColdTierCli, ExactReadsGiveTheSameGreedyTextAsAllInRam) {
   const std::vector<Case> cases = {{{"--kv", "f16"}, "2M"}, {{"--kv-ladder", "f16:128,q4:512,q2"}, "2300K"}};
 #if defined(__SANITIZE_ADDRESS__)
   const std::string generated = "200";  // every decode step reads every cold page: 600 steps took ~4 min here
+  const int min_spilled = 50;           // the ladder case spills 88 pages in 1,450 tokens
 #else
   const std::string generated = "600";
+  const int min_spilled = 100;
 #endif
   for (const Case& c : cases) {
     std::vector<std::string> args = {"run", "-m", model_31m(), "-p", prompt, "-n", generated, "-c", "2048",
@@ -110,7 +112,7 @@ TEST(ColdTierCli, ExactReadsGiveTheSameGreedyTextAsAllInRam) {
     args.insert(args.end(), {"--kv-budget", c.budget});
     Outcome cold = kvtier(args);
     ASSERT_EQ(cold.exit_code, 0) << cold.err;
-    EXPECT_GT(spilled_pages(cold.err), 100) << cold.err;
+    EXPECT_GT(spilled_pages(cold.err), min_spilled) << cold.err;
     EXPECT_EQ(cold.out, ram.out) << c.cache[1];
     EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "the page file must not outlive the run";
   }
