@@ -1,4 +1,5 @@
 #include "app/cli.h"
+#include "app/main_entry.h"
 
 #include <cstdio>
 
@@ -69,6 +70,12 @@ int run_parsed(Cli& cli) {
     if (sub->parsed()) return run();
   }
   return fail("no subcommand given");
+}
+
+int cli_main(int argc, const char* const* argv) {
+  auto cli = make_cli();
+  if (const int code = parse_cli(*cli, argc, argv); code >= 0) return code;
+  return run_parsed(*cli);
 }
 
 }  // namespace kvtier::app

@@ -10,6 +10,7 @@
 
 #include "app/commands.h"
 #include "app/loading.h"
+#include "app/options.h"
 #include "kvtier/model.h"
 
 namespace kvtier::app {

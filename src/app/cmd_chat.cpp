@@ -13,6 +13,7 @@
 
 #include "app/commands.h"
 #include "app/loading.h"
+#include "app/options.h"
 #include "app/progress.h"
 #include "kvtier/chat.h"
 #include "kvtier/file_io.h"
@@ -41,10 +42,6 @@ struct ChatOptions {
 
 volatile sig_atomic_t g_stop_answer = 0;
 extern "C" void on_sigint(int) { g_stop_answer = 1; }
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 const char* kHelp =
     "/clear        forget the conversation (keeps the system prompt)\n"

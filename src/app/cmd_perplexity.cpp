@@ -5,6 +5,7 @@
 
 #include "app/commands.h"
 #include "app/loading.h"
+#include "app/options.h"
 #include "app/progress.h"
 #include "kvtier/file_io.h"
 #include "kvtier/session.h"

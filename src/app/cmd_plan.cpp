@@ -7,6 +7,7 @@
 
 #include "app/commands.h"
 #include "app/loading.h"
+#include "app/options.h"
 #include "kv/capacity_plan.h"
 #include "kvtier/gguf.h"
 #include "kvtier/model.h"

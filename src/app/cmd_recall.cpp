@@ -4,6 +4,7 @@
 
 #include "app/commands.h"
 #include "app/loading.h"
+#include "app/options.h"
 #include "kvtier/file_io.h"
 #include "kvtier/recall.h"
 

@@ -9,6 +9,7 @@
 
 #include "app/commands.h"
 #include "app/loading.h"
+#include "app/options.h"
 #include "app/progress.h"
 #include "kvtier/file_io.h"
 #include "kvtier/sampling.h"
@@ -42,10 +43,6 @@ struct RunOptions {
 long l2_cache_bytes() {
   const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
   return bytes > 0 ? bytes : 0;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
 // Ctrl-C (and SIGTERM, SIGHUP) with --session: the first stops generation at the next token (the session is

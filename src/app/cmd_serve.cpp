@@ -11,6 +11,7 @@
 #include "app/commands.h"
 #include "app/http_api.h"
 #include "app/loading.h"
+#include "app/options.h"
 #include "kvtier/server_scheduler.h"
 
 namespace kvtier::app {

@@ -1,4 +1,4 @@
-// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+// A one-line progress bar on stderr, drawn only when stderr is a terminal, and the elapsed-time helper.
 #pragma once
 
 #include <unistd.h>
@@ -9,6 +9,11 @@
 #include <string>
 
 namespace kvtier::app {
+
+// Wall-clock seconds since t (the statistics lines of run and chat).
+inline double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
 
 class ProgressBar {
  public:
