@@ -4,13 +4,14 @@
 #   2. a short libFuzzer run of every fuzz target (GGUF reader, tokenizers, command line)
 #   3. the kernels cross-compiled for aarch64 and tested under qemu (NEON, as on Apple cores)
 #   4. the Release build (build/) and the full ctest suite, whose summary closes the output
+# Each phase's header says when it started (seconds since the script began), so CI logs show where time goes.
 # Environment: KVTIER_FUZZ_SECONDS (default 60), KVTIER_SKIP_ARM64=1 to skip step 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
 scripts/install_deps.sh --test
 
-echo "== [1/4] sanitizers (ASan+UBSan) =="
+echo "== [1/4] sanitizers (ASan+UBSan) (started at ${SECONDS} s) =="
 # Every option is set explicitly: a build dir configured earlier by scripts/quickstart.sh (tests off) or by
 # hand must not change what this script runs. --no-tests=error: a suite that finds no tests fails.
 # -g1: line tables, all a sanitizer report needs (full debug info of the Highway-expanded kernels costs compile
@@ -23,13 +24,13 @@ cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest -j"$jobs" --output-on-failure --no-tests=error -E 'Perplexity')
 
-echo "== [2/4] fuzz smoke run (GGUF reader, tokenizers, command line) =="
+echo "== [2/4] fuzz smoke run (GGUF reader, tokenizers, command line) (started at ${SECONDS} s) =="
 scripts/fuzz_smoke.sh "${KVTIER_FUZZ_SECONDS:-60}"
 
-echo "== [3/4] aarch64 (NEON) kernels under qemu =="
+echo "== [3/4] aarch64 (NEON) kernels under qemu (started at ${SECONDS} s) =="
 if [[ "${KVTIER_SKIP_ARM64:-0}" == 1 ]]; then echo "skipped (KVTIER_SKIP_ARM64=1)"; else scripts/test_arm64.sh; fi
 
-echo "== [4/4] Release build and the full suite =="
+echo "== [4/4] Release build and the full suite (started at ${SECONDS} s) =="
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVTIER_SANITIZE=OFF -DKVTIER_BUILD_TESTS=ON \
   -DKVTIER_BUILD_FUZZ=OFF -DKVTIER_BUILD_BENCH=OFF >/dev/null
 cmake --build build -j"$jobs"
