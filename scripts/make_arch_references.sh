@@ -24,14 +24,11 @@ BUILD_DIR="${BUILD_DIR:-build}"
 VARIANTS="${VARIANTS:-qwen3 qwen3-yarn qwen3moe llama-moe smollm3 phi3 phi3-longrope}"
 OUT="tests/data/arch/references.json"
 THREADS="${THREADS:-2}"
-PROMPTS=("The Linux kernel" "def fibonacci(n):" "Python is a programming language that" "And God said")
 
 log() { echo "[arch_refs] $*" >&2; }
 
-LLAMA_BIN="$(KVTIER_PEER_DIR="$PEER_DIR" bench/build_llamacpp.sh | tail -n 1)"
-for tool in llama-perplexity llama-completion; do
-  [[ -x "$LLAMA_BIN/$tool" ]] || { log "error: $LLAMA_BIN/$tool missing"; exit 1; }
-done
+source scripts/peer_common.sh
+peer_tools llama-perplexity llama-completion
 SOURCE="$SHARED_DIR/models/tiny-llama-6m.f16.gguf"
 [[ -f "$SOURCE" ]] || { log "error: $SOURCE not found"; exit 1; }
 nice -n 10 cmake --build "$BUILD_DIR" -j2 --target make_arch_model >&2
@@ -39,31 +36,17 @@ mkdir -p "$(dirname "$OUT")"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-json_string() { python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))'; }
-
 entries=()
 for variant in $VARIANTS; do
   model="$WORK/tiny-$variant-6m.f16.gguf"
   "$BUILD_DIR/tools/make_arch_model" --arch "$variant" --from "$SOURCE" -o "$model"
   log "$variant: llama-perplexity (c 512, 16 chunks)"
-  "$LLAMA_BIN/llama-perplexity" -m "$model" -f "$SHARED_DIR/eval/eval.txt" -c 512 --chunks 16 -t "$THREADS" -fa on \
-    >"$WORK/ppl.log" 2>&1 || { tail -n 20 "$WORK/ppl.log" >&2; exit 1; }
-  ppl="$(grep -oE 'Final estimate: PPL = [0-9.]+' "$WORK/ppl.log" | awk '{print $NF}')"
-  running="$(grep -oE '\[[0-9]+\][0-9.]+' "$WORK/ppl.log" | sed -E 's/\[[0-9]+\]//' | paste -sd, -)"
-  log "  PPL $ppl"
-  greedy=()
-  for prompt in "${PROMPTS[@]}"; do
-    "$LLAMA_BIN/llama-completion" -m "$model" -p "$prompt" --temp 0 -n 64 --ignore-eos -t "$THREADS" \
-      --no-display-prompt -no-cnv </dev/null >"$WORK/completion.txt" 2>"$WORK/completion.log" \
-      || { tail -n 20 "$WORK/completion.log" >&2; exit 1; }
-    # llama-completion ends its output with a newline of its own at exit.
-    text="$(python3 -c 'import sys; t = open(sys.argv[1], encoding="utf-8", errors="replace").read(); print(t[:-1] if t.endswith("\n") else t, end="")' "$WORK/completion.txt" | json_string)"
-    greedy+=("{\"prompt\": $(printf '%s' "$prompt" | json_string), \"greedy_continuation\": $text}")
-  done
-  entries+=("\"$variant\": {\"sha256\": \"$(sha256sum "$model" | cut -c1-64)\", \"ppl\": $ppl, \"running_ppl_after_each_chunk\": [$running], \"greedy\": [$(IFS=,; echo "${greedy[*]}")]}")
+  peer_perplexity "$model" 512 -fa on
+  peer_greedy "$model"
+  entries+=("\"$variant\": {\"sha256\": \"$(sha256sum "$model" | cut -c1-64)\", \"ppl\": $PPL, \"running_ppl_after_each_chunk\": [$RUNNING], \"greedy\": $GREEDY_JSON}")
 done
 
-commit="$(git -C "$PEER_DIR/llama.cpp" rev-parse --short=12 HEAD)"
+commit="$(peer_commit)"
 {
   echo "{\"tool\": \"llama.cpp (npm node-llama-cpp@3.21.1 source bundle, commit $commit) on tools/make_arch_model files made from tiny-llama-6m.f16.gguf: llama-perplexity -c 512 --chunks 16 -t $THREADS -fa on on eval/eval.txt; llama-completion --temp 0 -n 64 --ignore-eos -t $THREADS (BOS added, f16 KV)\","
   echo "\"how_to_compare\": \"F16 weights: kvtier's 48-token greedy continuation is a prefix of llama.cpp's 64-token one for every prompt; perplexity within 0.5%\","

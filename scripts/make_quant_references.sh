@@ -22,21 +22,16 @@ MODEL="${MODEL:-tiny-llama-6m}"
 TYPES="${TYPES:-Q2_K Q3_K_M IQ4_NL IQ4_XS}"
 OUT_DIR="${OUT_DIR:-tests/data/quant}"
 THREADS="${THREADS:-2}"
-PROMPTS=("The Linux kernel" "def fibonacci(n):" "Python is a programming language that" "And God said")
 
 log() { echo "[quant_refs] $*" >&2; }
 
-LLAMA_BIN="$(KVTIER_PEER_DIR="$PEER_DIR" bench/build_llamacpp.sh | tail -n 1)"
-for tool in llama-quantize llama-perplexity llama-completion; do
-  [[ -x "$LLAMA_BIN/$tool" ]] || { log "error: $LLAMA_BIN/$tool missing"; exit 1; }
-done
+source scripts/peer_common.sh
+peer_tools llama-quantize llama-perplexity llama-completion
 SOURCE="$SHARED_DIR/models/$MODEL.f16.gguf"
 [[ -f "$SOURCE" ]] || { log "error: $SOURCE not found"; exit 1; }
 mkdir -p "$OUT_DIR"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-
-json_string() { python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))'; }
 
 entries=()
 for type in $TYPES; do
@@ -51,26 +46,13 @@ for type in $TYPES; do
   log "  tensor types: $tensor_types"
 
   log "  llama-perplexity (c 512, 16 chunks)"
-  "$LLAMA_BIN/llama-perplexity" -m "$out" -f "$SHARED_DIR/eval/eval.txt" -c 512 --chunks 16 -t "$THREADS" -fa on \
-    >"$WORK/ppl.log" 2>&1 || { tail -n 20 "$WORK/ppl.log" >&2; exit 1; }
-  ppl="$(grep -oE 'Final estimate: PPL = [0-9.]+' "$WORK/ppl.log" | awk '{print $NF}')"
-  running="$(grep -oE '\[[0-9]+\][0-9.]+' "$WORK/ppl.log" | sed -E 's/\[[0-9]+\]//' | paste -sd, -)"
-  log "  PPL $ppl"
+  peer_perplexity "$out" 512 -fa on
 
-  greedy=()
-  for prompt in "${PROMPTS[@]}"; do
-    "$LLAMA_BIN/llama-completion" -m "$out" -p "$prompt" --temp 0 -n 64 --ignore-eos -t "$THREADS" \
-      --no-display-prompt -no-cnv </dev/null >"$WORK/completion.txt" 2>"$WORK/completion.log" \
-      || { tail -n 20 "$WORK/completion.log" >&2; exit 1; }
-    # llama-completion ends its output with a newline of its own at exit.
-    text="$(python3 -c 'import sys; t = open(sys.argv[1], encoding="utf-8", errors="replace").read(); print(t[:-1] if t.endswith("\n") else t, end="")' "$WORK/completion.txt" | json_string)"
-    greedy+=("{\"prompt\": $(printf '%s' "$prompt" | json_string), \"greedy_continuation\": $text}")
-  done
-  greedy_json="$(IFS=,; echo "${greedy[*]}")"
-  entries+=("\"$(basename "$out")\": {\"type\": \"$type\", \"tensor_types\": \"$tensor_types\", \"bytes\": $(stat -c %s "$out"), \"ppl\": $ppl, \"running_ppl_after_each_chunk\": [$running], \"greedy\": [$greedy_json]}")
+  peer_greedy "$out"
+  entries+=("\"$(basename "$out")\": {\"type\": \"$type\", \"tensor_types\": \"$tensor_types\", \"bytes\": $(stat -c %s "$out"), \"ppl\": $PPL, \"running_ppl_after_each_chunk\": [$RUNNING], \"greedy\": $GREEDY_JSON}")
 done
 
-commit="$(git -C "$PEER_DIR/llama.cpp" rev-parse --short=12 HEAD)"
+commit="$(peer_commit)"
 {
   echo "{\"tool\": \"llama.cpp (npm node-llama-cpp@3.21.1 source bundle, commit $commit): llama-quantize from $MODEL.f16.gguf; llama-perplexity -c 512 --chunks 16 -t $THREADS -fa on on eval/eval.txt; llama-completion --temp 0 -n 64 --ignore-eos -t $THREADS (BOS added, f16 KV)\","
   echo "\"how_to_compare\": \"perplexity within 1% (final) and 2% (first chunk); greedy: kvtier's 48-token continuations share with llama.cpp's at least 100 characters of common prefix over the four prompts together (activations are 8-bit in both, summed in different orders, so near-tied logits may part the texts; an exact match is not required, as for reference/greedy_cases.json's quantized files)\","
