@@ -203,9 +203,6 @@ Status Model::forward_batch(std::span<const ForwardSegment> segments, ThreadPool
   // Sliding-window layers with a RoPE base of their own (Gemma 3: 10000 locally, the scaled base globally).
   const bool windowed_rope = c.sliding_window > 0 &&
                              (c.rope_freq_base_swa != c.rope_freq_base || c.rope_freq_scale_swa != c.rope_freq_scale);
-  ModelConfig local = c;
-  local.rope_freq_base = c.rope_freq_base_swa;
-  local.rope_freq_scale = c.rope_freq_scale_swa;
   rope_.resize(static_cast<size_t>(n) * c.rope_dims);
   if (windowed_rope) rope_swa_.resize(static_cast<size_t>(n) * c.rope_dims);
   for (size_t i = 0; i < segments.size(); ++i) {
@@ -214,7 +211,12 @@ Status Model::forward_batch(std::span<const ForwardSegment> segments, ThreadPool
     // LongRoPE: the long factors when the context (the cache's size) exceeds the original one, as llama.cpp.
     const bool long_rope = !rope_factors_long_.empty() && seg.cache->geometry().max_tokens > c.rope_n_ctx_orig;
     rope_table(c, long_rope ? rope_factors_long_ : rope_freq_factors_, seg.n, seg.pos, rope_.data() + row0);
-    if (windowed_rope) rope_table(local, {}, seg.n, seg.pos, rope_swa_.data() + row0);
+    if (windowed_rope) {
+      ModelConfig local = c;
+      local.rope_freq_base = c.rope_freq_base_swa;
+      local.rope_freq_scale = c.rope_freq_scale_swa;
+      rope_table(local, {}, seg.n, seg.pos, rope_swa_.data() + row0);
+    }
     for (int t = 0; t < seg.n; ++t) {
       kernels::get_row(token_embd_, seg.tokens[t], x_.data() + static_cast<size_t>(first_row[i] + t) * d);
     }
