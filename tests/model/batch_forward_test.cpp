@@ -1,6 +1,6 @@
 // Continuous batching at the model level (Model::forward_segments): several sequences, each with its own cache
 // and history, evaluated in one pass give every segment the logits its own one-segment forward gives, bit for
-// bit, for the weight formats of the test models (F16, Q4_0, Q4_K_M with its Q5_0/Q8_0 fallbacks, Q8_0).
+// bit, for the weight formats of the test models (F16, Q4_0, Q4_K_M with its Q5_0/Q8_0 fallbacks).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -47,7 +47,7 @@ std::vector<SequenceCase> mixed_cases(int n_vocab) {
   std::vector<SequenceCase> cases;
   for (int i = 0; i < 5; ++i) cases.push_back({some_tokens(3 + 7 * i, i, n_vocab), some_tokens(1, 100 + i, n_vocab)});
   cases.push_back({{}, some_tokens(37, 200, n_vocab)});
-  cases.push_back({some_tokens(20, 300, n_vocab), some_tokens(66, 301, n_vocab)});
+  cases.push_back({some_tokens(20, 300, n_vocab), some_tokens(40, 301, n_vocab)});
   cases.push_back({some_tokens(2, 400, n_vocab), some_tokens(2, 401, n_vocab)});
   return cases;
 }
@@ -116,8 +116,7 @@ INSTANTIATE_TEST_SUITE_P(SharedModels, BatchForwardTest,
                          ::testing::Values(ModelCase{"tiny-llama-6m.f16.gguf", false},
                                            ModelCase{"tiny-llama-6m.Q4_0.gguf", false},
                                            ModelCase{"tiny-llama-6m.Q4_K_M.gguf", true},
-                                           ModelCase{"tiny-llama-31m.Q4_K_M.gguf", true},
-                                           ModelCase{"tiny-llama-31m.Q8_0.gguf", false}),
+                                           ModelCase{"tiny-llama-31m.Q4_K_M.gguf", true}),
                          [](const auto& info) {
                            std::string name = info.param.file;
                            name = name.substr(std::string("tiny-llama-").size());

@@ -38,7 +38,7 @@ std::vector<std::vector<int32_t>> prompts(const Tokenizer& tokenizer) {
   std::vector<std::vector<int32_t>> out;
   for (int i = 0; i < 16; ++i) {
     std::string text = openings[i];
-    const size_t length = i < 14 ? static_cast<size_t>(4 + 3 * i) : static_cast<size_t>(300 + 150 * (i - 14));
+    const size_t length = i < 14 ? static_cast<size_t>(4 + 2 * i) : static_cast<size_t>(270 + 20 * (i - 14));
     for (int r = 1; tokenizer.encode(text, true, false).size() < length; ++r) text += " " + openings[(i + r) % 16];
     out.push_back(tokenizer.encode(text, true, false));
   }
@@ -50,7 +50,7 @@ std::vector<std::vector<int32_t>> generate(Model& model, const Tokenizer& tokeni
                                            int max_tokens) {
   SchedulerOptions options;
   options.n_slots = slots;
-  options.n_ctx = 640;
+  options.n_ctx = 320;
   options.threads = 2;
   options.max_queued = 32;
   auto scheduler = Scheduler::create(model, tokenizer, options);
@@ -91,7 +91,7 @@ TEST_P(BatchingTest, SixteenConcurrentGreedyRequestsEqualTheirSoloRuns) {
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.error();
   const auto prompt_list = prompts(**tokenizer);
   ASSERT_EQ(prompt_list.size(), 16u);
-  constexpr int kTokens = 12;
+  constexpr int kTokens = 8;
   // Alone: one request at a time, each in a slot not used before (the least recently used one: the prompts
   // share nothing worth keeping), so that both runs start from empty caches.
   const auto alone = generate(**model, **tokenizer, 16, prompt_list, false, kTokens);
