@@ -1,9 +1,10 @@
 // Continuous batching through the server's scheduler (kvtier/server_scheduler.h): 16 concurrent greedy requests,
-// batched into shared forward passes (decode steps beside prompt chunks), each give exactly the tokens the same
-// request gives alone, on the shared test models.
+// batched into shared forward passes (decode steps beside prompt chunks), each give exactly the tokens and
+// log-probabilities (bit for bit) the same request gives alone, on the shared test models.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,12 +20,19 @@ namespace {
 using kvtier::testing::shared_path;
 using namespace std::chrono_literals;
 
-std::vector<int32_t> collect_tokens(RequestStream& stream) {
+// A request's generated token ids, each followed by the bits of its log-probability: a greedy token rarely
+// flips when a logit changes in its last bits, its log-probability does.
+std::vector<int64_t> collect_tokens(RequestStream& stream) {
   std::vector<GeneratedToken> got;
   while (!stream.wait(got, 100ms)) {
   }
-  std::vector<int32_t> ids;
-  for (const GeneratedToken& t : got) ids.push_back(t.token);
+  std::vector<int64_t> ids;
+  for (const GeneratedToken& t : got) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, &t.chosen.logprob, sizeof bits);
+    ids.push_back(t.token);
+    ids.push_back(bits);
+  }
   return ids;
 }
 
@@ -45,7 +53,7 @@ std::vector<std::vector<int32_t>> prompts(const Tokenizer& tokenizer) {
   return out;
 }
 
-std::vector<std::vector<int32_t>> generate(Model& model, const Tokenizer& tokenizer, int slots,
+std::vector<std::vector<int64_t>> generate(Model& model, const Tokenizer& tokenizer, int slots,
                                            const std::vector<std::vector<int32_t>>& prompt_list, bool together,
                                            int max_tokens) {
   SchedulerOptions options;
@@ -62,19 +70,20 @@ std::vector<std::vector<int32_t>> generate(Model& model, const Tokenizer& tokeni
     request.sampling.temperature = 0;
     request.max_tokens = max_tokens;
     request.ignore_eos = true;
+    request.top_logprobs = 0;
     auto stream = (*scheduler)->submit(std::move(request));
     EXPECT_TRUE(stream.ok()) << stream.error();
     return stream.ok() ? *stream : nullptr;
   };
-  std::vector<std::vector<int32_t>> outputs;
+  std::vector<std::vector<int64_t>> outputs;
   if (together) {
     std::vector<std::shared_ptr<RequestStream>> streams;
     for (const auto& p : prompt_list) streams.push_back(submit(p));
-    for (auto& s : streams) outputs.push_back(s ? collect_tokens(*s) : std::vector<int32_t>{});
+    for (auto& s : streams) outputs.push_back(s ? collect_tokens(*s) : std::vector<int64_t>{});
   } else {
     for (const auto& p : prompt_list) {
       auto s = submit(p);
-      outputs.push_back(s ? collect_tokens(*s) : std::vector<int32_t>{});
+      outputs.push_back(s ? collect_tokens(*s) : std::vector<int64_t>{});
     }
   }
   return outputs;
@@ -99,7 +108,7 @@ TEST_P(BatchingTest, SixteenConcurrentGreedyRequestsEqualTheirSoloRuns) {
   ASSERT_EQ(alone.size(), 16u);
   ASSERT_EQ(together.size(), 16u);
   for (size_t i = 0; i < 16; ++i) {
-    EXPECT_EQ(alone[i].size(), static_cast<size_t>(kTokens)) << "request " << i;
+    EXPECT_EQ(alone[i].size(), static_cast<size_t>(2 * kTokens)) << "request " << i;
     EXPECT_EQ(together[i], alone[i]) << GetParam() << ": request " << i << " (" << prompt_list[i].size()
                                      << " prompt tokens)";
   }
