@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,17 @@ struct LayerWeights {
   const float* ffn_post_norm = nullptr;
 };
 
+// One sequence's part of a batched forward pass (Model::forward_segments): tokens at positions [pos, pos + n)
+// of its own cache (which must hold exactly `pos` positions), and where its logits go.
+struct ForwardSegment {
+  const int32_t* tokens = nullptr;  // [n]
+  int n = 0;
+  int pos = 0;
+  KvCache* cache = nullptr;
+  int logits_from = 0;              // logits of rows [logits_from, n) are written ...
+  float* logits = nullptr;          // ... here: [n - logits_from, n_vocab]; null for none
+};
+
 // Progress of a long operation: done and total units (bytes, tokens, ...).
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
@@ -147,15 +159,25 @@ class Model {
   // `pos` positions), appending their keys and values to the cache. Logits of
   // batch rows [logits_from, n) are written to `logits`: [n - logits_from, n_vocab].
   // Long batches are processed in micro-batches of at most max_batch tokens.
+  // A one-segment forward_segments() per micro-batch.
   Status forward(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool, int logits_from,
                  float* logits, const ProgressFn& progress = {});
+
+  // Continuous batching: several sequences, each with its own cache, in one pass of at most kMaxBatch tokens in
+  // all. The weights are read once for all rows (norms, matmuls, activations run over the rows of every
+  // segment together); attention runs per segment over its own cache. Each row's result does not depend on
+  // the other rows of the batch (docs/server.md, "Batch invariance"), so a segment's logits equal those of
+  // forward() over the same tokens, bit for bit. Errors: a segment that does not follow its cache, overflows
+  // it, or holds a token outside the vocabulary; caches shared by two segments; more than kMaxBatch tokens.
+  // After an error the caches may hold some layers of the batch's positions: truncate them to what they held.
+  Status forward_segments(std::span<const ForwardSegment> segments, ThreadPool& pool);
 
  private:
   Model() = default;
   Status bind_weights();
   Status bind_experts(const std::string& layer_prefix, LayerWeights& w);  // moe.cpp
-  Status forward_batch(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool, int logits_from,
-                     float* logits);
+  Status check_segment(const ForwardSegment& segment) const;
+  Status forward_batch(std::span<const ForwardSegment> segments, ThreadPool& pool);
   void ensure_scratch(int n);
   // The routed-expert feed-forward block (moe.cpp): proj_ rows [0, n) = MoE(xn_ rows [0, n)).
   void moe_ffn(const LayerWeights& w, int n, ThreadPool& pool);
@@ -183,11 +205,13 @@ class Model {
   std::vector<float> gate_;   // [min(n, kFfnChunk), n_ff]
   std::vector<float> up_;     // [min(n, kFfnChunk), n_ff]
   std::vector<float> proj_;   // [n, n_embd] output of wo / w_down before the residual add
-  std::vector<float> rope_;   // [n, rope_dims] RoPE (cos, sin) pairs of the batch's positions
+  std::vector<float> rope_;   // [n, rope_dims] RoPE (cos, sin) pairs of each row's position
   std::vector<float> router_;      // [n, n_expert] router logits, then probabilities
   std::vector<float> expert_in_;   // [min(n, kFfnChunk), n_embd] rows of xn_ routed to one expert
   std::vector<float> expert_out_;  // [min(n, kFfnChunk), n_embd] that expert's output for them
   std::vector<float> rope_swa_;  // [n, rope_dims] the same for windowed layers' own base (Gemma 3), or empty
+  std::vector<float> logits_;    // [rows asked for, n_vocab] logits of a several-segment batch before they are
+                                 // copied to each segment's buffer
 };
 
 // Largest number of tokens one forward micro-batch processes.

@@ -1,11 +1,14 @@
 // The scheduler behind `kvtier serve`: -np slots, each a Session with its own KV cache, and one worker thread
-// that owns the model and the thread pool and interleaves the requests fairly. Each turn of its loop gives every
-// active request one forward pass: a decode step, or the next chunk (256 tokens by default) of its prompt, so a
-// long prompt never freezes the other streams. Requests beyond the slots wait in a bounded queue.
+// that owns the model and the thread pool. Continuous batching: each turn of its loop gathers the decode step of
+// every generating request and the next prompt chunk (256 tokens by default) of prefilling ones into one
+// batched forward pass (Model::forward_segments: the weights are read once per turn for all of them), up to
+// kMaxBatch tokens; a chunk that does not fit waits for the next turn, first in line. A long prompt therefore
+// never freezes the other streams. Requests beyond the slots wait in a bounded queue.
 //
 // A request's output depends only on its own tokens and sampling parameters, never on what runs beside it:
-// every slot has its own cache, and one slot's forward passes see nothing of another's. (Continuous batching
-// and a page pool shared by all slots, issue 16, will replace the internals behind this interface.)
+// every slot has its own cache, a request's prompt is cut into the same chunks whatever else runs, and each
+// row of a batched forward pass is computed independently of the other rows (docs/server.md, "Batch
+// invariance"). (A page pool shared by all slots, issue 16, will replace the per-slot caches.)
 #pragma once
 
 #include <atomic>
@@ -138,7 +141,8 @@ class Scheduler {
   Scheduler(Model& model, const Tokenizer& tokenizer, const SchedulerOptions& options);
   void run();
   void admit_waiting();                 // under mutex_: queued requests into idle slots
-  void step(Slot& slot);                // one forward pass of one slot's request
+  void step(const std::vector<Slot*>& active, uint64_t turn);  // one batched forward pass of the active requests
+  void emit_token(Slot& slot);          // samples the slot's next token from its session's last logits
   void start(Slot& slot, Pending pending);
   void finish(Slot& slot, FinishReason reason, const std::string& error = "");
 

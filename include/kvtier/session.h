@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,13 @@ class Session {
   // position and the tokens from there are evaluated again, once; a second failure is an error. Any error
   // leaves the cache and tokens() consistent (the cache holds exactly tokens()).
   Status append(const std::vector<int32_t>& tokens, const ProgressFn& progress = {});
+  // Continuous batching: appends pieces[i] (non-empty) to sessions[i] (distinct sessions of one model) in one
+  // batched forward pass (Model::forward_segments; at most kMaxBatch tokens in all), as append() would one by
+  // one: each session's last_logits() and tokens() come out the same, bit for bit. When the batched pass fails
+  // (a damaged cold page, a full context), every session is cut back to its tokens() and its piece is
+  // appended alone, where append()'s recovery applies. Returns each session's status, [sessions.size()].
+  static std::vector<Status> append_together(std::span<Session* const> sessions,
+                                             std::span<const std::vector<int32_t>> pieces);
   const std::vector<float>& last_logits() const { return last_logits_; }  // [n_vocab]; empty after restore
   int n_past() const { return cache_->n_tokens(); }
   const std::vector<int32_t>& tokens() const { return tokens_; }  // [n_past()] the evaluated sequence

@@ -230,8 +230,8 @@ void Scheduler::run() {
       if (slot->busy) active.push_back(slot.get());
     }
     lock.unlock();
-    // One forward pass per active request, in slot order: every stream advances by one step per turn.
-    for (Slot* slot : active) step(*slot);
+    // One batched forward pass over the active requests: every stream advances by one step per turn.
+    step(active, turn);
     size_t kv_bytes = 0;
     for (auto& slot : slots_) kv_bytes += slot->session.cache().resident_bytes();
     lock.lock();
@@ -255,46 +255,80 @@ void Scheduler::run() {
   }
 }
 
-void Scheduler::step(Slot& slot) {
-  if (slot.stream->cancelled()) {
-    finish(slot, FinishReason::kCancelled);
-    return;
+void Scheduler::step(const std::vector<Slot*>& active, uint64_t turn) {
+  // The work of this turn: every decode step (one token each), then prompt chunks while the batch has room.
+  // Chunks are cut at fixed offsets of each prompt (multiples of the chunk size), whatever runs beside them,
+  // so a request is evaluated in the same pieces alone or in company; a chunk that does not fit waits.
+  const size_t chunk = static_cast<size_t>(std::min(options_.prefill_chunk, kMaxBatch));
+  std::vector<Slot*> decoding, prefilling;
+  for (Slot* slot : active) {
+    if (slot->stream->cancelled()) {
+      finish(*slot, FinishReason::kCancelled);
+    } else if (slot->prefilled < slot->to_prefill.size()) {
+      prefilling.push_back(slot);
+    } else {
+      decoding.push_back(slot);
+    }
   }
+  // Prefilling requests take turns at the room left: the first in line rotates with the turn.
+  if (!prefilling.empty()) {
+    std::rotate(prefilling.begin(), prefilling.begin() + static_cast<std::ptrdiff_t>(turn % prefilling.size()),
+                prefilling.end());
+  }
+  std::vector<Slot*> batch;                   // [requests in this pass]
+  std::vector<std::vector<int32_t>> pieces;   // [requests in this pass] the tokens each evaluates
+  std::vector<Session*> sessions;             // [requests in this pass]
+  int rows = 0, prompt_rows = 0;
+  for (Slot* slot : decoding) {
+    if (rows + 1 > kMaxBatch) break;
+    batch.push_back(slot);
+    pieces.push_back({slot->pending_token});  // the token sent last turn; its logits give the next one
+    ++rows;
+  }
+  for (Slot* slot : prefilling) {
+    const size_t n = std::min(slot->to_prefill.size() - slot->prefilled, chunk);
+    if (rows + static_cast<int>(n) > kMaxBatch) continue;
+    const auto first = slot->to_prefill.begin() + static_cast<std::ptrdiff_t>(slot->prefilled);
+    batch.push_back(slot);
+    pieces.emplace_back(first, first + static_cast<std::ptrdiff_t>(n));
+    rows += static_cast<int>(n);
+    prompt_rows += static_cast<int>(n);
+  }
+  if (batch.empty()) return;
+  for (Slot* slot : batch) sessions.push_back(&slot->session);
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<Status> statuses = Session::append_together(sessions, pieces);
+  const double seconds = seconds_since(start);
+  // The pass's time, shared between prompt and decode work by their rows (/metrics' tokens per second).
+  const double prompt_seconds = seconds * prompt_rows / rows;
+  {
+    std::lock_guard lock(mutex_);
+    metrics_.prompt_seconds += prompt_seconds;
+    metrics_.decode_seconds += seconds - prompt_seconds;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Slot& slot = *batch[i];
+    const bool prefill = slot.prefilled < slot.to_prefill.size();
+    if (prefill) {
+      slot.summary.prompt_seconds += seconds;
+      std::lock_guard lock(mutex_);
+      metrics_.prompt_tokens_evaluated += statuses[i].ok() ? pieces[i].size() : 0;
+    }
+    if (!statuses[i].ok()) {
+      finish(slot, FinishReason::kError, statuses[i].message());
+      continue;
+    }
+    if (prefill) {
+      slot.prefilled += pieces[i].size();
+      if (slot.prefilled < slot.to_prefill.size()) continue;
+      slot.decode_start = std::chrono::steady_clock::now();
+    }
+    emit_token(slot);
+  }
+}
+
+void Scheduler::emit_token(Slot& slot) {
   const int n_vocab = model_.config().n_vocab;
-  if (slot.prefilled < slot.to_prefill.size()) {
-    const size_t n = std::min(slot.to_prefill.size() - slot.prefilled, static_cast<size_t>(options_.prefill_chunk));
-    const std::vector<int32_t> piece(slot.to_prefill.begin() + static_cast<std::ptrdiff_t>(slot.prefilled),
-                                     slot.to_prefill.begin() + static_cast<std::ptrdiff_t>(slot.prefilled + n));
-    const auto start = std::chrono::steady_clock::now();
-    const Status s = slot.session.append(piece);
-    const double seconds = seconds_since(start);
-    slot.summary.prompt_seconds += seconds;
-    {
-      std::lock_guard lock(mutex_);
-      metrics_.prompt_seconds += seconds;
-      metrics_.prompt_tokens_evaluated += s.ok() ? n : 0;
-    }
-    if (!s.ok()) {
-      finish(slot, FinishReason::kError, s.message());
-      return;
-    }
-    slot.prefilled += n;
-    if (slot.prefilled < slot.to_prefill.size()) return;
-    slot.decode_start = std::chrono::steady_clock::now();
-  } else {
-    // Decode: evaluate the token sent last turn; its logits give the next one.
-    const auto start = std::chrono::steady_clock::now();
-    const Status s = slot.session.append({slot.pending_token});
-    const double seconds = seconds_since(start);
-    {
-      std::lock_guard lock(mutex_);
-      metrics_.decode_seconds += seconds;
-    }
-    if (!s.ok()) {
-      finish(slot, FinishReason::kError, s.message());
-      return;
-    }
-  }
   const float* logits = slot.session.last_logits().data();  // [n_vocab]
   const int32_t token = slot.sampler->sample(logits, n_vocab);
   if (!slot.request.ignore_eos && tokenizer_.is_end_of_generation(token)) {

@@ -59,6 +59,36 @@ Status Session::append(const std::vector<int32_t>& tokens, const ProgressFn& pro
   return Status();
 }
 
+std::vector<Status> Session::append_together(std::span<Session* const> sessions,
+                                             std::span<const std::vector<int32_t>> pieces) {
+  std::vector<Status> statuses(sessions.size());
+  if (sessions.empty()) return statuses;
+  if (sessions.size() > 1) {
+    std::vector<ForwardSegment> segments;  // [sessions]
+    for (size_t i = 0; i < sessions.size(); ++i) {
+      Session& s = *sessions[i];
+      const int n = static_cast<int>(pieces[i].size());
+      s.stopped_ = false;
+      s.last_logits_.resize(s.model_.config().n_vocab);
+      segments.push_back({pieces[i].data(), n, static_cast<int>(s.tokens_.size()), s.cache_.get(), n - 1,
+                          s.last_logits_.data()});
+    }
+    if (sessions[0]->model_.forward_segments(segments, sessions[0]->pool_).ok()) {
+      for (size_t i = 0; i < sessions.size(); ++i) {
+        sessions[i]->tokens_.insert(sessions[i]->tokens_.end(), pieces[i].begin(), pieces[i].end());
+      }
+      return statuses;
+    }
+    // Some caches may hold some layers of the failed batch: back to what they held, then one by one.
+    for (Session* s : sessions) {
+      s->cut(static_cast<int>(s->tokens_.size()));
+      s->last_logits_.clear();
+    }
+  }
+  for (size_t i = 0; i < sessions.size(); ++i) statuses[i] = sessions[i]->append(pieces[i]);
+  return statuses;
+}
+
 Status Session::append_piece(const std::vector<int32_t>& tokens, const ProgressFn& progress) {
   if (tokens.empty()) return {};
   const int start = static_cast<int>(tokens_.size());

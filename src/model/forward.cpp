@@ -1,12 +1,13 @@
 // The transformer forward pass (llama, qwen2, qwen3, qwen3moe, smollm3, phi3), batched over tokens.
 //
-// One micro-batch of n tokens at positions [pos, pos + n):
+// One micro-batch of n rows: the tokens of one or more sequences (segments), each at its own positions
+// [pos, pos + n) of its own cache; everything but the attention runs over all rows at once:
 //   x = embed(tokens)                                        x: [n, n_embd]
 //   per layer:  xn = rmsnorm(x) * attn_norm
 //               q, k, v = xn Wq^T (+bq), xn Wk^T (+bk), xn Wv^T (+bv)
 //               q, k = rmsnorm per head * q_norm, k_norm       (qwen3)
 //               RoPE on q and k                               (not on smollm3's NoPE layers)
-//               cache.store(k, v);  attn = cache.attend(q)   (causal, GQA)
+//               per segment: cache.store(k, v); attn = cache.attend(q)   (causal, GQA)
 //               x += attn Wo^T
 //               xn = rmsnorm(x) * ffn_norm
 //               x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T      (in chunks of kFfnChunk tokens)
@@ -63,17 +64,16 @@ void yarn_corr_dims(const ModelConfig& c, float dims[2]) {
 // Rotary position embedding, computed as GGML does (theta multiplied by theta_scale pair after pair, in
 // float) so results match llama.cpp closely. The angles depend only on the position, so one table serves q
 // and k of every layer.  cos_sin: [n][rope_dims] (cos, sin) pairs for positions [pos, pos + n).
-void rope_table(const ModelConfig& c, const std::vector<float>& freq_factors, int n, int pos, std::vector<float>& cos_sin) {
+void rope_table(const ModelConfig& c, const std::vector<float>& freq_factors, int n, int pos, float* cos_sin) {
   const int dims = c.rope_dims;
   const float theta_scale = std::pow(c.rope_freq_base, -2.0f / static_cast<float>(dims));
   const bool yarn = c.rope_scaling == RopeScaling::kYarn;
   float corr[2] = {0, 0};
   if (yarn) yarn_corr_dims(c, corr);
   const float mscale = c.rope_mscale;
-  cos_sin.resize(static_cast<size_t>(n) * dims);
   for (int t = 0; t < n; ++t) {
     float theta = static_cast<float>(pos + t);
-    float* row = cos_sin.data() + static_cast<size_t>(t) * dims;
+    float* row = cos_sin + static_cast<size_t>(t) * dims;
     for (int i = 0; i < dims; i += 2) {
       const float factor = freq_factors.empty() ? 1.0f : freq_factors[i / 2];
       const float extrapolated = theta / factor;
@@ -136,60 +136,91 @@ void Model::ensure_scratch(int n) {
   scratch_tokens_ = n;
 }
 
-Status Model::forward(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool, int logits_from,
-                      float* logits, const ProgressFn& progress) {
+Status Model::check_segment(const ForwardSegment& seg) const {
   const ModelConfig& c = config_;
-  if (n <= 0) return Status::error("forward: empty batch");
-  if (pos != cache.n_tokens()) {
-    return Status::error("forward: position " + std::to_string(pos) + " does not follow the cache's " +
-                         std::to_string(cache.n_tokens()) + " tokens");
+  if (seg.n <= 0 || seg.cache == nullptr || seg.tokens == nullptr) return Status::error("forward: empty batch");
+  if (seg.pos != seg.cache->n_tokens()) {
+    return Status::error("forward: position " + std::to_string(seg.pos) + " does not follow the cache's " +
+                         std::to_string(seg.cache->n_tokens()) + " tokens");
   }
-  if (pos + n > cache.geometry().max_tokens) {
-    return Status::error("context is full: " + std::to_string(pos + n) + " tokens exceed the context size " +
-                         std::to_string(cache.geometry().max_tokens) + " (raise -c)");
+  if (seg.pos + seg.n > seg.cache->geometry().max_tokens) {
+    return Status::error("context is full: " + std::to_string(seg.pos + seg.n) + " tokens exceed the context size " +
+                         std::to_string(seg.cache->geometry().max_tokens) + " (raise -c)");
   }
-  for (int i = 0; i < n; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
-      return Status::error("token id " + std::to_string(tokens[i]) + " is outside the vocabulary");
+  for (int i = 0; i < seg.n; ++i) {
+    if (seg.tokens[i] < 0 || seg.tokens[i] >= c.n_vocab) {
+      return Status::error("token id " + std::to_string(seg.tokens[i]) + " is outside the vocabulary");
     }
   }
+  return {};
+}
+
+Status Model::forward(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool, int logits_from,
+                      float* logits, const ProgressFn& progress) {
+  if (Status s = check_segment({tokens, n, pos, &cache, 0, nullptr}); !s.ok()) return s;
   logits_from = std::clamp(logits_from, 0, n);
   for (int start = 0; start < n; start += kMaxBatch) {
     const int count = std::min(kMaxBatch, n - start);
     // Logits rows of this micro-batch: [max(logits_from - start, 0), count).
     const int local_from = std::clamp(logits_from - start, 0, count);
-    float* local_logits = logits ? logits + static_cast<size_t>(std::max(0, start - logits_from)) * c.n_vocab
+    float* local_logits = logits ? logits + static_cast<size_t>(std::max(0, start - logits_from)) * config_.n_vocab
                                  : nullptr;
-    if (Status s = forward_batch(tokens + start, count, pos + start, cache, pool, local_from, local_logits); !s.ok()) {
-      return s;
-    }
+    const ForwardSegment segment{tokens + start, count, pos + start, &cache, local_from, local_logits};
+    if (Status s = forward_batch({&segment, 1}, pool); !s.ok()) return s;
     if (progress) progress(start + count, n);
   }
   return {};
 }
 
-Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cache, ThreadPool& pool,
-                            int logits_from, float* logits) {
+Status Model::forward_segments(std::span<const ForwardSegment> segments, ThreadPool& pool) {
+  int total = 0;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (Status s = check_segment(segments[i]); !s.ok()) return s;
+    for (size_t j = 0; j < i; ++j) {
+      if (segments[j].cache == segments[i].cache) return Status::error("forward: two segments share one cache");
+    }
+    total += segments[i].n;
+  }
+  if (segments.empty()) return Status::error("forward: empty batch");
+  if (total > kMaxBatch) {
+    return Status::error("forward: " + std::to_string(total) + " tokens in one batch, more than " +
+                         std::to_string(kMaxBatch));
+  }
+  return forward_batch(segments, pool);
+}
+
+// One micro-batch: the rows of every segment, one after another (segment i's rows start at first_row[i]).
+Status Model::forward_batch(std::span<const ForwardSegment> segments, ThreadPool& pool) {
   const ModelConfig& c = config_;
+  std::vector<int> first_row(segments.size() + 1, 0);  // [segments + 1] row offsets
+  for (size_t i = 0; i < segments.size(); ++i) first_row[i + 1] = first_row[i] + segments[i].n;
+  const int n = first_row.back();
   ensure_scratch(n);
   const int d = c.n_embd;
   const int q_dim = c.n_heads * c.head_dim;
   const int kv_dim = c.n_kv_heads * c.head_dim;
   const float attn_scale = c.attn_scale > 0 ? c.attn_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  // LongRoPE: the long factors when the context (the cache's size) exceeds the original one, as llama.cpp.
-  const bool long_rope = !rope_factors_long_.empty() && cache.geometry().max_tokens > c.rope_n_ctx_orig;
-  rope_table(c, long_rope ? rope_factors_long_ : rope_freq_factors_, n, pos, rope_);
   // Sliding-window layers with a RoPE base of their own (Gemma 3: 10000 locally, the scaled base globally).
   const bool windowed_rope = c.sliding_window > 0 &&
                              (c.rope_freq_base_swa != c.rope_freq_base || c.rope_freq_scale_swa != c.rope_freq_scale);
-  if (windowed_rope) {
-    ModelConfig local = c;
-    local.rope_freq_base = c.rope_freq_base_swa;
-    local.rope_freq_scale = c.rope_freq_scale_swa;
-    rope_table(local, {}, n, pos, rope_swa_);
+  rope_.resize(static_cast<size_t>(n) * c.rope_dims);
+  if (windowed_rope) rope_swa_.resize(static_cast<size_t>(n) * c.rope_dims);
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const ForwardSegment& seg = segments[i];
+    const size_t row0 = static_cast<size_t>(first_row[i]) * c.rope_dims;
+    // LongRoPE: the long factors when the context (the cache's size) exceeds the original one, as llama.cpp.
+    const bool long_rope = !rope_factors_long_.empty() && seg.cache->geometry().max_tokens > c.rope_n_ctx_orig;
+    rope_table(c, long_rope ? rope_factors_long_ : rope_freq_factors_, seg.n, seg.pos, rope_.data() + row0);
+    if (windowed_rope) {
+      ModelConfig local = c;
+      local.rope_freq_base = c.rope_freq_base_swa;
+      local.rope_freq_scale = c.rope_freq_scale_swa;
+      rope_table(local, {}, seg.n, seg.pos, rope_swa_.data() + row0);
+    }
+    for (int t = 0; t < seg.n; ++t) {
+      kernels::get_row(token_embd_, seg.tokens[t], x_.data() + static_cast<size_t>(first_row[i] + t) * d);
+    }
   }
-
-  for (int t = 0; t < n; ++t) kernels::get_row(token_embd_, tokens[t], x_.data() + static_cast<size_t>(t) * d);
   if (c.gemma) scale_embeddings(x_.data(), n, d);
 
   for (int l = 0; l < c.n_layers; ++l) {
@@ -207,9 +238,21 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
       apply_rope(c, rope, q_.data(), c.n_heads, n);
       apply_rope(c, rope, k_.data(), c.n_kv_heads, n);
     }
-    if (Status s = cache.store(l, pos, n, k_.data(), v_.data()); !s.ok()) return s;
+    // Attention: each segment over its own cache.
     const AttentionParams attention{attn_scale, c.layer_window(l), c.attn_softcap};
-    if (Status s = cache.attend(l, pos, n, c.n_heads, q_.data(), attn_.data(), attention, pool); !s.ok()) return s;
+    for (size_t i = 0; i < segments.size(); ++i) {
+      const ForwardSegment& seg = segments[i];
+      const size_t row = static_cast<size_t>(first_row[i]);
+      if (Status s = seg.cache->store(l, seg.pos, seg.n, k_.data() + row * kv_dim, v_.data() + row * kv_dim);
+          !s.ok()) {
+        return s;
+      }
+      if (Status s = seg.cache->attend(l, seg.pos, seg.n, c.n_heads, q_.data() + row * q_dim,
+                                       attn_.data() + row * q_dim, attention, pool);
+          !s.ok()) {
+        return s;
+      }
+    }
     kernels::matmul(w.wo, attn_.data(), n, proj_.data(), pool);
     if (w.attn_post_norm) rms_norm(proj_.data(), w.attn_post_norm, n, d, c.rms_eps, proj_.data());
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += proj_[i];
@@ -228,11 +271,32 @@ Status Model::forward_batch(const int32_t* tokens, int n, int pos, KvCache& cach
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += proj_[i];
   }
 
-  if (logits && logits_from < n) {
-    const int rows = n - logits_from;
-    rms_norm(x_.data() + static_cast<size_t>(logits_from) * d, output_norm_, rows, d, c.rms_eps, xn_.data());
-    kernels::matmul(output_, xn_.data(), rows, logits, pool);
-    if (c.final_softcap > 0) soft_cap(logits, static_cast<size_t>(rows) * c.n_vocab, c.final_softcap);
+  // Logits: the rows asked for, of every segment, gathered into xn_ and through the output matrix at once.
+  int rows = 0;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const ForwardSegment& seg = segments[i];
+    const int from = std::clamp(seg.logits_from, 0, seg.n);
+    if (!seg.logits || from == seg.n) continue;
+    const size_t src = static_cast<size_t>(first_row[i] + from) * d;
+    rms_norm(x_.data() + src, output_norm_, seg.n - from, d, c.rms_eps, xn_.data() + static_cast<size_t>(rows) * d);
+    rows += seg.n - from;
+  }
+  if (rows == 0) return {};
+  const size_t vocab = static_cast<size_t>(c.n_vocab);
+  // One segment's logits go straight to its buffer; several are computed together, then handed out.
+  const bool direct = segments.size() == 1;
+  if (!direct) logits_.resize(static_cast<size_t>(rows) * vocab);
+  float* out = direct ? segments[0].logits : logits_.data();
+  kernels::matmul(output_, xn_.data(), rows, out, pool);
+  if (c.final_softcap > 0) soft_cap(out, static_cast<size_t>(rows) * vocab, c.final_softcap);
+  if (direct) return {};
+  size_t row = 0;
+  for (const ForwardSegment& seg : segments) {
+    const int from = std::clamp(seg.logits_from, 0, seg.n);
+    if (!seg.logits || from == seg.n) continue;
+    const size_t count = static_cast<size_t>(seg.n - from) * vocab;
+    std::copy(logits_.data() + row * vocab, logits_.data() + row * vocab + count, seg.logits);
+    row += static_cast<size_t>(seg.n - from);
   }
   return {};
 }

@@ -416,6 +416,17 @@ HWY_INLINE FVec BlockDot(const WeightPrep& w, const ActPrep& a) {
 constexpr int kTileTokens = KVTIER_TILE_TOKENS;
 constexpr int kTileRows = KVTIER_TILE_ROWS;
 
+// Every output of every tile shape sums its blocks in one fixed order, so that a token's result does not depend
+// on how many other tokens share the matmul (batch invariance, docs/server.md): kQuantSets partial sums, set u
+// taking blocks u, u + kQuantSets, ... of the whole groups and set 0 also the blocks after them, added
+// ((set 0 + set 1) + set 2) + set 3 before the lanes are summed; Q4_1/Q5_1's min terms in block order.
+// Four sets hide the FMA latency of a decode tile (one output, one chain per set).
+constexpr int kQuantSets = 4;
+// Tiles with this many outputs or fewer keep all sets in registers, interleaved block by block; larger ones
+// (prefill) have independent chains enough in their outputs and run the sets one after another, keeping only
+// the running total of the sets done in memory. Both give the same sums.
+constexpr int kInterleavedOutputs = 2;
+
 // RM weight rows x RN tokens over n_blocks blocks of 32.
 //   w: RM rows, w_stride bytes apart;  a: RN activation rows, a_stride bytes apart
 //   y: y[t * y_stride + r]
@@ -426,16 +437,7 @@ HWY_NOINLINE void QuantTile(int64_t n_blocks, const uint8_t* HWY_RESTRICT w, siz
                             float* HWY_RESTRICT y, size_t y_stride) {
   using Block = typename F::Block;
   using ActBlock = typename F::ActBlock;
-  // Small tiles (decode) would wait on the FMA latency of one accumulator per
-  // output; kSets independent sets, used for alternating blocks, hide it.
-  constexpr int kSets = RM * RN >= 4 ? 1 : 4 / (RM * RN);
-  FVec acc[kSets][RM][RN];
-  float min_terms[RM][RN] = {};
-  for (int u = 0; u < kSets; ++u) {
-    for (int r = 0; r < RM; ++r) {
-      for (int t = 0; t < RN; ++t) acc[u][r][t] = Zero();
-    }
-  }
+  // sums[r][t] += the scaled integer dot of block k (no min terms).
   auto step = [&](int64_t k, FVec(&sums)[RM][RN]) HWY_ATTR {
     ActPrep act[RN];
     for (int t = 0; t < RN; ++t) {
@@ -444,22 +446,53 @@ HWY_NOINLINE void QuantTile(int64_t n_blocks, const uint8_t* HWY_RESTRICT w, siz
     for (int r = 0; r < RM; ++r) {
       const WeightPrep wp = PrepareWeight<F>(reinterpret_cast<const Block*>(w + r * w_stride)[k]);
       for (int t = 0; t < RN; ++t) sums[r][t] = MulAdd(wp.scale, Mul(BlockDot<F>(wp, act[t]), act[t].scale), sums[r][t]);
-      if constexpr (kHasMin<F>) {
-        for (int t = 0; t < RN; ++t) min_terms[r][t] += wp.min * act[t].sum;
-      }
     }
   };
-  int64_t k = 0;
-  for (; k + kSets <= n_blocks; k += kSets) {
-    for (int u = 0; u < kSets; ++u) step(k + u, acc[u]);
-  }
-  for (; k < n_blocks; ++k) step(k, acc[0]);
-  for (int r = 0; r < RM; ++r) {
-    for (int t = 0; t < RN; ++t) {
-      FVec total = acc[0][r][t];
-      for (int u = 1; u < kSets; ++u) total = Add(total, acc[u][r][t]);
-      y[t * y_stride + r] = Sum(total) + min_terms[r][t];
+  const int64_t whole = n_blocks / kQuantSets * kQuantSets;  // blocks in whole groups of kQuantSets
+  FVec total[RM][RN];
+  if constexpr (RM * RN <= kInterleavedOutputs) {
+    FVec acc[kQuantSets][RM][RN];
+    for (int u = 0; u < kQuantSets; ++u) {
+      for (int r = 0; r < RM; ++r) {
+        for (int t = 0; t < RN; ++t) acc[u][r][t] = Zero();
+      }
     }
+    for (int64_t k = 0; k < whole; k += kQuantSets) {
+      for (int u = 0; u < kQuantSets; ++u) step(k + u, acc[u]);
+    }
+    for (int64_t k = whole; k < n_blocks; ++k) step(k, acc[0]);
+    for (int r = 0; r < RM; ++r) {
+      for (int t = 0; t < RN; ++t) {
+        total[r][t] = acc[0][r][t];
+        for (int u = 1; u < kQuantSets; ++u) total[r][t] = Add(total[r][t], acc[u][r][t]);
+      }
+    }
+  } else {
+    for (int u = 0; u < kQuantSets; ++u) {
+      FVec acc[RM][RN];
+      for (int r = 0; r < RM; ++r) {
+        for (int t = 0; t < RN; ++t) acc[r][t] = Zero();
+      }
+      for (int64_t k = u; k < whole; k += kQuantSets) step(k, acc);
+      if (u == 0) {
+        for (int64_t k = whole; k < n_blocks; ++k) step(k, acc);
+      }
+      for (int r = 0; r < RM; ++r) {
+        for (int t = 0; t < RN; ++t) total[r][t] = u == 0 ? acc[r][t] : Add(total[r][t], acc[r][t]);
+      }
+    }
+  }
+  float min_terms[RM][RN] = {};
+  if constexpr (kHasMin<F>) {
+    for (int64_t k = 0; k < n_blocks; ++k) {
+      for (int r = 0; r < RM; ++r) {
+        const float min = BlockMin(reinterpret_cast<const Block*>(w + r * w_stride)[k]);
+        for (int t = 0; t < RN; ++t) min_terms[r][t] += min * sides[t * n_blocks + k].sum;
+      }
+    }
+  }
+  for (int r = 0; r < RM; ++r) {
+    for (int t = 0; t < RN; ++t) y[t * y_stride + r] = Sum(total[r][t]) + min_terms[r][t];
   }
 }
 
