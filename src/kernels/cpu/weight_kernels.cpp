@@ -5,7 +5,10 @@
 // A micro-tile computes RM weight rows x RN tokens in one pass over the shared
 // dimension, so each weight block is decoded once per RN tokens and each
 // activation block loaded once per RM rows (the idea of llamafile's tinyBLAS).
-// Decode (one token) uses the same tiles with RN = 1.
+// Decode (one token) uses the same tiles with RN = 1. Q4_0 on x86 has its own
+// tiles over the same GGUF layout (token lanes for prefill, block lanes for
+// decode, below), and every Q4_0 kernel computes the same exact per-block
+// chain, so Q4_0 outputs are batch invariant (see QuantTile).
 //
 // Highway 1.0.3 has no int8 dot product, so the int8 block dot uses target
 // intrinsics where they exist (x86 AVX2/AVX-512: maddubs + madd; Arm NEON:
