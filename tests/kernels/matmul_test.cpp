@@ -106,42 +106,6 @@ TEST(Matmul, MatchesDoublePrecisionForOneToThreeThreads) {
   }
 }
 
-// Batch invariance (docs/server.md): a token's outputs are the same bits whatever other tokens share the matmul
-// (the tile shapes differ with the number of tokens), for every weight type, at odd sizes and thread counts.
-TEST(Matmul, EachTokensResultIsTheSameInAnyBatch) {
-  std::mt19937 rng(7);
-  const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0,   GgmlType::Q4_1,
-                            GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::IQ4_NL, GgmlType::Q4_K,
-                            GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q2_K, GgmlType::Q3_K,   GgmlType::IQ4_XS};
-  for (GgmlType type : types) {
-    const int64_t rows = 37, cols = ggml_type_info(type).block_elems == 256 ? 512 : 608;  // 2 super-blocks or 19 blocks
-    const std::vector<uint8_t> wbytes = random_weights(rng, type, rows, cols);
-    const WeightMatrix w{type, wbytes.data(), rows, cols, ggml_row_bytes(type, cols)};
-    constexpr int64_t kTokens = 70;
-    const std::vector<float> x = random_floats(rng, kTokens * cols);  // [kTokens, cols]
-    for (int threads : {1, 2}) {
-      ThreadPool pool(threads);
-      std::vector<float> all(static_cast<size_t>(rows * kTokens));  // [kTokens, rows]
-      matmul(w, x.data(), kTokens, all.data(), pool);
-      // Token t alone, and in batches of every size that start at t or end at it.
-      for (int64_t t : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{5}, int64_t{63}, int64_t{64}, int64_t{69}}) {
-        std::vector<float> alone(static_cast<size_t>(rows));  // [rows]
-        matmul(w, x.data() + t * cols, 1, alone.data(), pool);
-        const std::vector<float> in_all(all.begin() + t * rows, all.begin() + (t + 1) * rows);
-        EXPECT_EQ(alone, in_all) << ggml_type_name(type) << " token " << t << " of " << kTokens << ", threads "
-                                 << threads;
-        for (int64_t n = 2; n <= 6; ++n) {
-          const int64_t first = std::max<int64_t>(0, std::min(t, kTokens - n));
-          std::vector<float> batch(static_cast<size_t>(rows * n));  // [n, rows]
-          matmul(w, x.data() + first * cols, n, batch.data(), pool);
-          const std::vector<float> mine(batch.begin() + (t - first) * rows, batch.begin() + (t - first + 1) * rows);
-          EXPECT_EQ(alone, mine) << ggml_type_name(type) << " token " << t << " in a batch of " << n;
-        }
-      }
-    }
-  }
-}
-
 // K-quants go through the same entry point (routed to kernels/kquant_ops.h).
 TEST(Matmul, RoutesKQuantsForOneToThreeThreads) {
   std::mt19937 rng(6);

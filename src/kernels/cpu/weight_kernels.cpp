@@ -5,7 +5,10 @@
 // A micro-tile computes RM weight rows x RN tokens in one pass over the shared
 // dimension, so each weight block is decoded once per RN tokens and each
 // activation block loaded once per RM rows (the idea of llamafile's tinyBLAS).
-// Decode (one token) uses the same tiles with RN = 1.
+// Decode (one token) uses the same tiles with RN = 1. Q4_0 on x86 has its own
+// tiles over the same GGUF layout (token lanes for prefill, block lanes for
+// decode, below), and every Q4_0 kernel computes the same exact per-block
+// chain, so Q4_0 outputs are batch invariant (see QuantTile).
 //
 // Highway 1.0.3 has no int8 dot product, so the int8 block dot uses target
 // intrinsics where they exist (x86 AVX2/AVX-512: maddubs + madd; Arm NEON:
@@ -218,6 +221,8 @@ struct FormatQ4_0 {
   using Block = BlockQ4_0;
   using ActBlock = BlockQ8_0;
   static constexpr int kOffset = 8;
+  // Each output is sum over blocks k, in order, of fma(idot_k, d_w * d_a): see QuantTile.
+  static constexpr bool kExactBlocks = true;
   static HWY_INLINE Int8Block UnsignedCodes(const Block& b) { return DecodeNibbles(b.qs); }
   static HWY_INLINE Int8Block SignedCodes(const Block& b) { return SubConst(DecodeNibbles(b.qs), 8); }
 };
@@ -262,6 +267,10 @@ struct FormatIQ4_NL {
 
 template <class F>
 constexpr bool kHasMin = std::is_same_v<typename F::ActBlock, BlockQ8_1>;
+
+// Formats whose outputs are batch invariant by construction (see QuantTile).
+template <class F>
+constexpr bool kExactBlocks = requires { F::kExactBlocks; };
 
 template <class Block>
 HWY_INLINE float BlockMin(const Block& b) {
@@ -437,6 +446,35 @@ HWY_NOINLINE void QuantTile(int64_t n_blocks, const uint8_t* HWY_RESTRICT w, siz
                             float* HWY_RESTRICT y, size_t y_stride) {
   using Block = typename F::Block;
   using ActBlock = typename F::ActBlock;
+  if constexpr (kExactBlocks<F>) {
+    // Batch invariant: y = sum over blocks k in order of fma(idot_k, d_w[k] * d_a[k], y), one scalar
+    // chain per output, where idot_k is the exact integer dot of the block (its float lanes are
+    // integers below 2^24, so any order sums them exactly). Every kernel of the format (the
+    // token-lane tiles of Q4_0LanesTile included) computes this same sequence of roundings, so an
+    // output does not depend on the tile shape, the number of tokens or rows in the call, or the target's
+    // tile choice. Decode (1 x 1 tiles) pays a horizontal sum per block; it stays memory-bound.
+    float exact[RM][RN] = {};
+    for (int64_t k = 0; k < n_blocks; ++k) {
+      ActPrep act[RN];
+      float act_scale[RN];
+      for (int t = 0; t < RN; ++t) {
+        act[t] = PrepareAct<F>(reinterpret_cast<const ActBlock*>(a + t * a_stride)[k], sides[t * n_blocks + k]);
+        act_scale[t] = sides[t * n_blocks + k].scale;
+      }
+      for (int r = 0; r < RM; ++r) {
+        const Block& block = reinterpret_cast<const Block*>(w + r * w_stride)[k];
+        const WeightPrep wp = PrepareWeight<F>(block);
+        const float weight_scale = HalfToFloat(block.d);
+        for (int t = 0; t < RN; ++t) {
+          exact[r][t] = std::fma(Sum(BlockDot<F>(wp, act[t])), weight_scale * act_scale[t], exact[r][t]);
+        }
+      }
+    }
+    for (int r = 0; r < RM; ++r) {
+      for (int t = 0; t < RN; ++t) y[t * y_stride + r] = exact[r][t];
+    }
+    return;
+  }
   // sums[r][t] += the scaled integer dot of block k (no min terms).
   auto step = [&](int64_t k, FVec(&sums)[RM][RN]) HWY_ATTR {
     ActPrep act[RN];
@@ -643,6 +681,243 @@ void TileAll(int64_t n, const uint8_t* w, size_t ws, int64_t rows, const uint8_t
   RowsLeft<Op, kTileRows - 1>(n, w + r * ws, ws, rows - r, a, as, tokens, scratch, y + r, ys);
 }
 
+#if defined(KVTIER_INT8_X86)
+// ---------------------------------------------------------------------------
+// Q4_0 prefill on x86: token lanes. Eight tokens' activations are interleaved
+// per matmul tile job (weights stay as GGUF stores them, memory-mapped), so
+// that int32 lane j of every product is token j: a weight block is decoded
+// once into broadcast nibbles and meets 8 (or 16) tokens with one maddubs per
+// 4 codes, the 8 maddubs of a block sum in int16, and its scale is applied
+// once per 8 outputs instead of once per output. Its outputs are bit-identical
+// to QuantTile's exact path (same integer dot, same fma chain per output).
+//
+// Packed activations of one block for 8 tokens (320 bytes):
+//   q[g][4 * j + i] = code 4g + i of token j (g = 0..7: codes 4g..4g+3)
+//   scale[j] = d of token j;  offset_sum[j] = 8 * sum of token j's 32 codes
+// Q4_0 byte i of a block holds code i (low nibble) and code i + 16 (high), so
+// the 4 bytes 4g..4g+3 broadcast to every lane give code groups g and g + 4.
+// Int16 bound: each maddubs lane is <= 2 * 15 * 128, and 8 of them (one block)
+// sum to <= 30720 < 32767, so the unsigned-nibble products never saturate;
+// the offset 8 comes back exactly as idot = sum(nibble * q) - 8 * sum(q).
+struct PackedQ8Block8 {
+  int8_t q[8][32];
+  float scale[8];
+  int32_t offset_sum[8];
+};
+static_assert(sizeof(PackedQ8Block8) == 320, "8 tokens x 32 codes, 8 scales, 8 offset sums");
+constexpr int kLaneTokens = 8;
+
+// Tokens [0, groups * 8) of a: [tokens][a_stride bytes] of BlockQ8_0 -> packed: [groups][n_blocks].
+// An 8 x 8 transpose of 4-byte code groups per block (8 tokens x groups g -> g x 8 tokens); this runs
+// once per tile job, a few percent of the job's 64 rows of products.
+HWY_INLINE void PackQ8Tokens(int64_t n_blocks, const uint8_t* a, size_t a_stride, int64_t groups,
+                             PackedQ8Block8* packed) {
+  const __m256i ones8 = _mm256_set1_epi8(1);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int64_t group = 0; group < groups; ++group) {
+    const uint8_t* tokens = a + group * kLaneTokens * a_stride;
+    for (int64_t k = 0; k < n_blocks; ++k) {
+      PackedQ8Block8& out = packed[group * n_blocks + k];
+      __m256i row[kLaneTokens];  // token j: its 8 code groups as 8 dwords
+      alignas(16) uint16_t scales[kLaneTokens];
+      for (int j = 0; j < kLaneTokens; ++j) {
+        const BlockQ8_0& block = reinterpret_cast<const BlockQ8_0*>(tokens + j * a_stride)[k];
+        row[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.qs));
+        scales[j] = block.d;
+      }
+      __m256i pairs[8], quads[8];
+      for (int j = 0; j < kLaneTokens; j += 2) {
+        pairs[j] = _mm256_unpacklo_epi32(row[j], row[j + 1]);      // tokens j, j+1: groups 0,1 | 4,5
+        pairs[j + 1] = _mm256_unpackhi_epi32(row[j], row[j + 1]);  // groups 2,3 | 6,7
+      }
+      for (int half = 0; half < 2; ++half) {  // tokens 0..3, then 4..7
+        const __m256i* p = pairs + 4 * half;
+        quads[4 * half + 0] = _mm256_unpacklo_epi64(p[0], p[2]);  // 4 tokens: group 0 | 4
+        quads[4 * half + 1] = _mm256_unpackhi_epi64(p[0], p[2]);  // group 1 | 5
+        quads[4 * half + 2] = _mm256_unpacklo_epi64(p[1], p[3]);  // group 2 | 6
+        quads[4 * half + 3] = _mm256_unpackhi_epi64(p[1], p[3]);  // group 3 | 7
+      }
+      __m256i code_sums = _mm256_setzero_si256();  // int16 pairs, <= 8 * 2 * 128
+      for (int g = 0; g < 4; ++g) {
+        const __m256i low = _mm256_permute2x128_si256(quads[g], quads[4 + g], 0x20);   // group g, tokens 0..7
+        const __m256i high = _mm256_permute2x128_si256(quads[g], quads[4 + g], 0x31);  // group g + 4
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.q[g]), low);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.q[g + 4]), high);
+        code_sums = _mm256_add_epi16(code_sums, _mm256_maddubs_epi16(ones8, low));
+        code_sums = _mm256_add_epi16(code_sums, _mm256_maddubs_epi16(ones8, high));
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.offset_sum),
+                          _mm256_slli_epi32(_mm256_madd_epi16(code_sums, ones16), 3));
+      _mm256_storeu_ps(out.scale, _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(scales))));
+    }
+  }
+}
+
+// RM weight rows x NT groups of 8 tokens over n_blocks blocks.
+//   w: RM rows of BlockQ4_0, w_stride bytes apart;  packed: NT groups, group_stride blocks apart
+//   y: y[t * y_stride + r] for the NT * 8 tokens
+template <int RM, int NT>
+HWY_NOINLINE void Q4_0LanesTile(int64_t n_blocks, const uint8_t* HWY_RESTRICT w, size_t w_stride,
+                                const PackedQ8Block8* HWY_RESTRICT packed, int64_t group_stride,
+                                float* HWY_RESTRICT y, size_t y_stride) {
+  const __m256i low_nibble = _mm256_set1_epi8(0x0F);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  __m256 acc[RM][NT];
+  for (int r = 0; r < RM; ++r) {
+    for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < n_blocks; ++k) {
+    const PackedQ8Block8* act[NT];
+    for (int t = 0; t < NT; ++t) act[t] = packed + t * group_stride + k;
+    for (int r = 0; r < RM; ++r) {
+      const BlockQ4_0& block = reinterpret_cast<const BlockQ4_0*>(w + r * w_stride)[k];
+      const __m256 weight_scale = _mm256_set1_ps(HalfToFloat(block.d));
+      __m256i sums16[NT];
+      for (int t = 0; t < NT; ++t) sums16[t] = _mm256_setzero_si256();
+      for (int g = 0; g < 4; ++g) {
+        int32_t four_bytes;
+        std::memcpy(&four_bytes, block.qs + 4 * g, 4);
+        const __m256i both = _mm256_set1_epi32(four_bytes);
+        const __m256i low = _mm256_and_si256(both, low_nibble);                          // codes 4g..4g+3
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(both, 4), low_nibble);  // codes 16+4g..
+        for (int t = 0; t < NT; ++t) {
+          const __m256i q_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act[t]->q[g]));
+          const __m256i q_high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act[t]->q[g + 4]));
+          sums16[t] = _mm256_add_epi16(sums16[t], _mm256_maddubs_epi16(low, q_low));
+          sums16[t] = _mm256_add_epi16(sums16[t], _mm256_maddubs_epi16(high, q_high));
+        }
+      }
+      for (int t = 0; t < NT; ++t) {
+        const __m256i offset_sum = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act[t]->offset_sum));
+        const __m256i idot = _mm256_sub_epi32(_mm256_madd_epi16(sums16[t], ones16), offset_sum);
+        const __m256 scale = _mm256_mul_ps(weight_scale, _mm256_loadu_ps(act[t]->scale));
+        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot), scale, acc[r][t]);
+      }
+    }
+  }
+  for (int r = 0; r < RM; ++r) {
+    for (int t = 0; t < NT; ++t) {
+      alignas(32) float lanes[kLaneTokens];
+      _mm256_store_ps(lanes, acc[r][t]);
+      for (int j = 0; j < kLaneTokens; ++j) y[(t * kLaneTokens + j) * y_stride + r] = lanes[j];
+    }
+  }
+}
+
+template <int RM>
+HWY_INLINE void Q4_0LanesRows(int64_t n_blocks, const uint8_t* w, size_t ws, const PackedQ8Block8* packed,
+                              int64_t groups, float* y, size_t ys) {
+  int64_t group = 0;
+  for (; group + 2 <= groups; group += 2) {
+    Q4_0LanesTile<RM, 2>(n_blocks, w, ws, packed + group * n_blocks, n_blocks, y + group * kLaneTokens * ys, ys);
+  }
+  if (group < groups) {
+    Q4_0LanesTile<RM, 1>(n_blocks, w, ws, packed + group * n_blocks, n_blocks, y + group * kLaneTokens * ys, ys);
+  }
+}
+
+// Q4_0 decode on x86: block lanes. One token against one row at a time (a
+// single sequential weight stream: eight interleaved row streams measured ~20%
+// slower decode here, even with software prefetch): the products of 8
+// consecutive blocks reduce to one exact integer per block by a horizontal-add
+// transpose, so lane j of one vector is block k + j, and the 8 scale products
+// come from one multiply. The fma chain then runs in block order on scalars:
+// the same integer dot, product d_w * d_a and fma per block as QuantTile's
+// exact path, so the outputs are bit-identical.
+//   w: one row of n_blocks BlockQ4_0;  a: one token's BlockQ8_0 row
+//   offset_sums: [n_blocks] 8 * sum of each block's codes;  act_scales: [n_blocks] d
+HWY_NOINLINE float Q4_0BlockLanesRow(int64_t n_blocks, const BlockQ4_0* HWY_RESTRICT w,
+                                     const BlockQ8_0* HWY_RESTRICT a, const int32_t* HWY_RESTRICT offset_sums,
+                                     const float* HWY_RESTRICT act_scales) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  // 8 int32 partial sums of block k's nibbles x codes (offset not yet removed).
+  auto block_dot = [&](int64_t k) HWY_ATTR {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[k].qs));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(DecodeNibbles(w[k].qs).v, q), ones16);
+  };
+  float acc = 0.0f;
+  int64_t k = 0;
+  for (; k + 8 <= n_blocks; k += 8) {
+    // hadd(hadd(B0, B1), hadd(B2, B3)): 128-bit half h holds blocks 0..3's sums of dwords 4h..4h+3.
+    const __m256i blocks0to3 = _mm256_hadd_epi32(_mm256_hadd_epi32(block_dot(k), block_dot(k + 1)),
+                                                 _mm256_hadd_epi32(block_dot(k + 2), block_dot(k + 3)));
+    const __m256i blocks4to7 = _mm256_hadd_epi32(_mm256_hadd_epi32(block_dot(k + 4), block_dot(k + 5)),
+                                                 _mm256_hadd_epi32(block_dot(k + 6), block_dot(k + 7)));
+    const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(blocks0to3, blocks4to7, 0x20),
+                                          _mm256_permute2x128_si256(blocks0to3, blocks4to7, 0x31));
+    const __m256i idot =
+        _mm256_sub_epi32(sums, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offset_sums + k)));
+    const __m128i halves = _mm_setr_epi16(
+        static_cast<int16_t>(w[k].d), static_cast<int16_t>(w[k + 1].d), static_cast<int16_t>(w[k + 2].d),
+        static_cast<int16_t>(w[k + 3].d), static_cast<int16_t>(w[k + 4].d), static_cast<int16_t>(w[k + 5].d),
+        static_cast<int16_t>(w[k + 6].d), static_cast<int16_t>(w[k + 7].d));
+    alignas(32) float dots[8];
+    alignas(32) float scales[8];
+    _mm256_store_ps(dots, _mm256_cvtepi32_ps(idot));
+    _mm256_store_ps(scales, _mm256_mul_ps(_mm256_cvtph_ps(halves), _mm256_loadu_ps(act_scales + k)));
+    for (int j = 0; j < 8; ++j) acc = std::fma(dots[j], scales[j], acc);
+  }
+  for (; k < n_blocks; ++k) {
+    const __m256i partial = block_dot(k);
+    const __m128i four = _mm_add_epi32(_mm256_castsi256_si128(partial), _mm256_extracti128_si256(partial, 1));
+    const __m128i two = _mm_add_epi32(four, _mm_unpackhi_epi64(four, four));
+    const int32_t idot = _mm_cvtsi128_si32(two) + _mm_extract_epi32(two, 1) - offset_sums[k];
+    acc = std::fma(static_cast<float>(idot), HalfToFloat(w[k].d) * act_scales[k], acc);
+  }
+  return acc;
+}
+
+// Tokens one at a time, rows one at a time, by block lanes.
+void Q4_0BlockLanes(int64_t n, const uint8_t* w, size_t ws, int64_t rows, const uint8_t* a, size_t as,
+                    int64_t tokens, float* y, size_t ys) {
+  const int64_t n_blocks = n / 32;
+  thread_local std::vector<int32_t> offset_sums;  // [n_blocks]
+  thread_local std::vector<float> act_scales;     // [n_blocks]
+  offset_sums.resize(static_cast<size_t>(n_blocks));
+  act_scales.resize(static_cast<size_t>(n_blocks));
+  const __m256i ones8 = _mm256_set1_epi8(1);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const auto* blocks = reinterpret_cast<const BlockQ8_0*>(a + t * as);
+    for (int64_t k = 0; k < n_blocks; ++k) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blocks[k].qs));
+      const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16);
+      const __m128i four = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+      const __m128i two = _mm_add_epi32(four, _mm_unpackhi_epi64(four, four));
+      offset_sums[k] = 8 * (_mm_cvtsi128_si32(two) + _mm_extract_epi32(two, 1));
+      act_scales[k] = HalfToFloat(blocks[k].d);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      y[t * ys + r] = Q4_0BlockLanesRow(n_blocks, reinterpret_cast<const BlockQ4_0*>(w + r * ws), blocks,
+                                        offset_sums.data(), act_scales.data());
+    }
+  }
+}
+
+// The Q4_0 tile entry on x86: whole groups of 8 tokens by token lanes, the
+// rest (decode's single token, prefill's last tokens % 8) by block lanes.
+void TileQ4_0(int64_t n, const uint8_t* w, size_t ws, int64_t rows, const uint8_t* a, size_t as, int64_t tokens,
+              float* y, size_t ys) {
+  const int64_t groups = tokens / kLaneTokens;
+  const int64_t lane_tokens = groups * kLaneTokens;
+  if (groups > 0) {
+    const int64_t n_blocks = n / 32;
+    thread_local std::vector<PackedQ8Block8> packed;  // [groups][n_blocks]
+    packed.resize(static_cast<size_t>(groups * n_blocks));
+    PackQ8Tokens(n_blocks, a, as, groups, packed.data());
+    constexpr int kRows = 2;
+    int64_t r = 0;
+    for (; r + kRows <= rows; r += kRows) {
+      Q4_0LanesRows<kRows>(n_blocks, w + r * ws, ws, packed.data(), groups, y + r, ys);
+    }
+    for (; r < rows; ++r) Q4_0LanesRows<1>(n_blocks, w + r * ws, ws, packed.data(), groups, y + r, ys);
+  }
+  if (tokens > lane_tokens) {
+    Q4_0BlockLanes(n, w, ws, rows, a + lane_tokens * as, as, tokens - lane_tokens, y + lane_tokens * ys, ys);
+  }
+}
+#endif  // KVTIER_INT8_X86
+
 // ---------------------------------------------------------------------------
 // Dequantization: codes -> f32, times d, plus m. Not on the matmul path (used
 // for embeddings), so it keeps the block decode above and converts portably.
@@ -734,7 +1009,11 @@ const simd::TargetKernels* GetTargetKernels() {
     t.tile[at(GgmlType::F32)] = &TileAll<FloatOp<KindF32>>;
     t.tile[at(GgmlType::F16)] = &TileAll<FloatOp<KindF16>>;
     t.tile[at(GgmlType::BF16)] = &TileAll<FloatOp<KindBF16>>;
+#if defined(KVTIER_INT8_X86)
+    t.tile[at(GgmlType::Q4_0)] = &TileQ4_0;
+#else
     t.tile[at(GgmlType::Q4_0)] = &TileAll<QuantOp<FormatQ4_0>>;
+#endif
     t.tile[at(GgmlType::Q4_1)] = &TileAll<QuantOp<FormatQ4_1>>;
     t.tile[at(GgmlType::Q5_0)] = &TileAll<QuantOp<FormatQ5_0>>;
     t.tile[at(GgmlType::Q5_1)] = &TileAll<QuantOp<FormatQ5_1>>;
