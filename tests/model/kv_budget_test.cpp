@@ -59,13 +59,13 @@ TEST(KvBudget, GreedyLogitsAreBitIdenticalWithAndWithoutBudgetAndSpilling) {
   ASSERT_TRUE(model.ok()) << model.error();
   const ModelConfig& c = (*model)->config();
   // A prompt of in-vocabulary ids, long enough for several attention segments per layer (16 to 64 pages each).
-  std::vector<int32_t> prompt(3000);
+  std::vector<int32_t> prompt(2100);
   uint32_t x = 12345;
   for (int32_t& t : prompt) {
     x = x * 1664525u + 1013904223u;
     t = static_cast<int32_t>(x % static_cast<uint32_t>(c.n_vocab - 3)) + 3;
   }
-  const int steps = 6;
+  const int steps = 4;
   ThreadPool pool(2);
   struct Case {
     std::string ladder;
