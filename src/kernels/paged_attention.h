@@ -30,6 +30,12 @@ struct PagedKv {
   int window = 0;
   // Gemma 2 logit soft-capping (> 0): a score s becomes softcap * tanh(s / softcap) before the softmax.
   float softcap = 0;
+  // Segments (CSR offsets into pages: segment s is pages [segment_starts[s], segment_starts[s + 1]), first 0,
+  // last pages.size()); empty: one segment. Each segment is reduced on its own (its page chunks depend only on
+  // its length and the thread count) and the segments are folded into the result in order, as separate calls
+  // with fold = true would: one call over a page list equals per-segment calls bit for bit, which lets the cache
+  // read some segments from disk without changing the summation order (model/kv_paged.cpp).
+  std::span<const int> segment_starts;
 };
 
 // Causal attention of n_q query tokens at positions [pos, pos + n_q): query i attends to cached
@@ -40,8 +46,11 @@ void paged_attention_reference(const PagedKv& kv, int pos, int n_q, int n_heads,
                                float* out);
 //   lse (optional): [n_q, n_heads] log of the softmax denominator of each row (log sum_j exp(scale q.k_j)),
 //   which lets results over disjoint page sets be merged exactly (merge_attention).
+//   fold: out and lse (required) already hold the attention of earlier pages; this call's is folded into them
+//   (merged as merge_attention does, in the kernel's own code, so that the result is the same bits as one call
+//   over all the segments).
 void paged_attention(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale, float* out,
-                     ThreadPool& pool, float* lse = nullptr);
+                     ThreadPool& pool, float* lse = nullptr, bool fold = false);
 
 // Folds the attention of a disjoint set of pages (out_b, lse_b) into (out_a, lse_a), exactly:
 // out = (e^lse_a out_a + e^lse_b out_b) / (e^lse_a + e^lse_b).  out_*: [rows, head_dim], lse_*: [rows].

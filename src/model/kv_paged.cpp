@@ -2,8 +2,12 @@
 // kv/tiered_store.h, the cold tier from kv/cold_tier.h, attention from kernels/paged_attention.h.
 //
 // Attention of a layer runs over its page list (sinks, warm pages, hot ring, position order) in segments of
-// store.segment_pages() entries, each one kernel call, merged in order with their log-sum-exp. The segments are
-// the same whether or not pages are cold, which is what makes exact cold reads bit-identical to all-in-RAM:
+// store.segment_pages() entries (fixed by the ladder's last rung, kv::segment_pages), each reduced on its own and
+// folded into the result in order with its log-sum-exp. The segments and their order are the same with or without
+// a budget, a cold tier or cold pages: a layer without cold pages attends all its segments in one kernel call
+// (kernels::PagedKv::segment_starts), a layer with cold pages in one call per segment (fold = true), which the
+// kernel makes the same bits. So the output does not depend on --kv-budget, and exact cold reads are
+// bit-identical to all-in-RAM (sparse reads skip pages: approximate by design):
 //   exact  (and every prefill): a segment's cold pages are read into a staging buffer; while it is computed
 //          the next segment's cold pages are in flight — of this layer, or of the next layer's first segment
 //          (layer 0 of the next step after the last layer), so reads for layer l+1 overlap layer l's work.
@@ -96,13 +100,19 @@ class PagedKvCache final : public KvCache {
     lse_.resize(rows);
     part_.resize(rows * hd);
     part_lse_.resize(rows);
+    const int64_t seg = store_->segment_pages();
+    if (n_cold == 0 && n_entries > 0) {
+      // All pages resident: one kernel call (one pool hand-off) over all segments.
+      segment_starts_.clear();
+      for (int64_t a = 0; a < n_entries; a += seg) segment_starts_.push_back(static_cast<int>(a));
+      segment_starts_.push_back(static_cast<int>(n_entries));
+      kernels::PagedKv view = make_view(pages_, false);
+      view.segment_starts = segment_starts_;
+      kernels::paged_attention(view, pos, n, n_heads, q, scale, out, pool, lse_.data());
+    }
     bool have = false;  // out/lse_ hold a result
-    // Segments exist for the cold tier (one staging buffer each). Without one the list is one kernel call:
-    // each call is a pool hand-off plus a merge, and at 16K a q2 ladder has 5 segments per layer. (With a
-    // cold tier, resident layers are segmented too, so that a page read back from disk meets the same
-    // arithmetic as when it was in RAM: exact reads give the same text as a run whose budget never spills.)
-    const int64_t seg = cold != nullptr ? store_->segment_pages() : std::max<int64_t>(n_entries, 1);
-    for (int64_t a = 0; a < n_entries; a += seg) {
+    // With cold pages, one call per segment (one staging buffer each), folded into out/lse_.
+    for (int64_t a = 0; n_cold > 0 && a < n_entries; a += seg) {
       const int64_t b = std::min(a + seg, n_entries);
       // Cold pages [ca, cb) of this segment.
       const int64_t ca = std::clamp<int64_t>(a - lead, 0, n_cold), cb = std::clamp<int64_t>(b - lead, 0, n_cold);
@@ -133,9 +143,7 @@ class PagedKvCache final : public KvCache {
       }
       if (!segment.empty()) {
         kernels::PagedKv view = make_view(segment, b < n_entries);
-        kernels::paged_attention(view, pos, n, n_heads, q, scale, have ? part_.data() : out, pool,
-                                 have ? part_lse_.data() : lse_.data());
-        if (have) kernels::merge_attention(out, lse_.data(), part_.data(), part_lse_.data(), static_cast<int64_t>(rows), hd);
+        kernels::paged_attention(view, pos, n, n_heads, q, scale, out, pool, lse_.data(), have);
         have = true;
       }
       if (slot >= 0) cold->release(slot);
@@ -300,6 +308,7 @@ class PagedKvCache final : public KvCache {
   std::unique_ptr<kv::TieredKvStore> store_;
   std::vector<kv::PageRef> pages_;    // scratch: the layer's pages in position order (cold ones: data null)
   std::vector<kv::PageRef> segment_;  // scratch: one segment with its cold pages filled in, or a subset
+  std::vector<int> segment_starts_;   // [segments + 1] scratch: the layer's segments as page-list offsets
   std::vector<float> lse_;            // [n, n_heads] log-sum-exp of the attention so far
   std::vector<float> part_, part_lse_;  // [n, n_heads, head_dim], [n, n_heads]: one segment's attention
   std::vector<float> rotated_q_, scores_;

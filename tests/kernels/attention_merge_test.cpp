@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -73,6 +74,54 @@ TEST(AttentionMerge, ChunkedPrefixPlusRestEqualsWhole) {
         for (size_t i = 0; i < out.size(); ++i) {
           ASSERT_NEAR(out[i], expected[i], 1e-5f * (1 + std::abs(expected[i])))
               << hwy::TargetName(target) << " " << ladder << " n_q " << n_q << " i " << i;
+        }
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+// One call over segments (PagedKv::segment_starts) gives the same bits as one call per segment folded in order
+// (fold = true), for decode and prefill, with and without a sliding window: what makes the paged cache's output
+// independent of which segments came from disk (model/kv_paged.cpp). On every target.
+TEST(AttentionMerge, SegmentedCallEqualsOneCallPerSegmentBitForBit) {
+  ThreadPool pool(3);
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (const char* ladder : {"f16", "f16:64,q4:128,q2"}) {
+      const int n_kv_heads = 2, head_dim = 32, n_heads = 4, n_tokens = 611;
+      Filled f = fill_store(ladder, n_kv_heads, head_dim, n_tokens);
+      const int n_pages = static_cast<int>(f.pages.size());
+      ASSERT_GE(n_pages, 7);
+      const std::vector<int> starts = {0, 3, 4, 7, n_pages};  // uneven, one of a single page
+      for (int window : {0, 150}) {
+        for (int n_q : {1, 40}) {
+          const int pos = n_tokens - n_q;
+          std::mt19937 rng(n_q + window);
+          std::normal_distribution<float> normal;
+          const size_t rows = static_cast<size_t>(n_q) * n_heads;
+          std::vector<float> q(rows * head_dim);
+          for (float& x : q) x = normal(rng);
+          PagedKv whole{f.pages, n_kv_heads, head_dim};
+          whole.window = window;
+          whole.segment_starts = starts;
+          std::vector<float> one(q.size()), one_lse(rows), per(q.size()), per_lse(rows);
+          paged_attention(whole, pos, n_q, n_heads, q.data(), 0.125f, one.data(), pool, one_lse.data());
+          for (size_t s = 0; s + 1 < starts.size(); ++s) {
+            PagedKv part{std::span(f.pages).subspan(starts[s], starts[s + 1] - starts[s]), n_kv_heads, head_dim, false,
+                         s + 2 < starts.size()};
+            part.window = window;
+            paged_attention(part, pos, n_q, n_heads, q.data(), 0.125f, per.data(), pool, per_lse.data(), s > 0);
+          }
+          EXPECT_EQ(std::memcmp(one.data(), per.data(), one.size() * sizeof(float)), 0)
+              << hwy::TargetName(target) << " " << ladder << " n_q " << n_q << " window " << window;
+          EXPECT_EQ(std::memcmp(one_lse.data(), per_lse.data(), rows * sizeof(float)), 0) << hwy::TargetName(target);
+          // And it is the attention over the whole list (up to summation order).
+          PagedKv plain{f.pages, n_kv_heads, head_dim};
+          plain.window = window;
+          std::vector<float> expected(q.size());
+          paged_attention(plain, pos, n_q, n_heads, q.data(), 0.125f, expected.data(), pool);
+          for (size_t i = 0; i < one.size(); ++i) ASSERT_NEAR(one[i], expected[i], 1e-5f * (1 + std::abs(expected[i])));
         }
       }
     }

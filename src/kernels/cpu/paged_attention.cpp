@@ -10,6 +10,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -49,14 +50,19 @@ struct Work {
   float scale = 1;
   int window = 0;      // > 0: query at p sees positions (p - window, p] (PagedKv::window)
   float softcap = 0;   // > 0: scores are soft-capped (PagedKv::softcap)
-  int q_block = 1, n_qblocks = 1, n_chunks = 1;
+  int q_block = 1, n_qblocks = 1;
+  // Page chunks of all segments in order: chunk c is pages [chunk_pages[c], chunk_pages[c + 1]); segment s
+  // owns chunks [segment_chunks[s], segment_chunks[s + 1]).
+  int n_chunks = 1, n_segments = 1;
+  const int* chunk_pages = nullptr;     // [n_chunks + 1]
+  const int* segment_chunks = nullptr;  // [n_segments + 1]
   int max_page_tokens = 0;
   size_t state_floats = 0;  // head_dim + 2: acc, m, l
   float* states = nullptr;  // [items][q_block][group][state_floats]
   int items() const { return n_kv_heads * n_qblocks * n_chunks; }
   size_t item_floats() const { return static_cast<size_t>(q_block) * group * state_floats; }
-  // First page of chunk c (c = n_chunks: n_pages); chunks are equal.
-  int chunk_begin(int c) const { return static_cast<int>(static_cast<int64_t>(c) * n_pages / n_chunks); }
+  // First page of chunk c (c = n_chunks: n_pages); a segment's chunks are equal.
+  int chunk_begin(int c) const { return chunk_pages[c]; }
 };
 
 }  // namespace kvtier::kernels::paged_detail
@@ -984,39 +990,76 @@ HWY_NOINLINE void ProcessItem(const Work& w, int order) {
   }
 }
 
-// Merges the page-chunk states of one (kv head, query block) into out (and lse, when asked).
-void MergeStates(const Work& w, int kvh, int qb, float* out, float* lse) {
+// Folds one row's attention over further pages (b, lse_b) into (a, lse_a), exactly (merge_attention's rule).
+// A side with lse = -inf saw no position and contributes nothing.
+void FoldRow(float* a, float* lse_a, const float* b, float lse_b, int hd) {
+  if (lse_b == -INFINITY) return;
+  if (*lse_a == -INFINITY) {
+    std::copy(b, b + hd, a);
+    *lse_a = lse_b;
+    return;
+  }
+  const float m = std::max(*lse_a, lse_b);
+  const float wa = std::exp(*lse_a - m), wb = std::exp(lse_b - m);
+  const float inv = 1.0f / (wa + wb);
+  for (int d = 0; d < hd; ++d) a[d] = (a[d] * wa + b[d] * wb) * inv;
+  *lse_a = m + std::log(wa + wb);
+}
+
+// Merges the page-chunk states of one (kv head, query block) into out (and lse, when asked): each segment's
+// chunks into one row, then the segments in order by FoldRow; with `fold`, the first segment too (out and lse
+// hold earlier pages' attention). Not inlined: the decode and prefill callers must run the same instructions
+// (a contracted multiply-add in one copy would change the bits).
+HWY_NOINLINE void MergeStates(const Work& w, int kvh, int qb, float* out, float* lse, bool fold) {
   const int hd = w.head_dim;
   const int q0 = qb * w.q_block;
   const int nq = std::min(w.q_block, w.n_q - q0);
   const int first_item = (kvh * w.n_qblocks + qb) * w.n_chunks;
+  thread_local std::vector<float> segment_row;  // [head_dim]: a segment's attention before it is folded in
+  segment_row.resize(static_cast<size_t>(hd));
   for (int i = 0; i < nq; ++i) {
     for (int g = 0; g < w.group; ++g) {
       const size_t s = static_cast<size_t>(i * w.group + g) * w.state_floats;
-      float m = -INFINITY;
-      for (int c = 0; c < w.n_chunks; ++c) m = std::max(m, w.states[(first_item + c) * w.item_floats() + s + hd]);
-      float* o = out + (static_cast<size_t>(q0 + i) * w.n_heads + kvh * w.group + g) * hd;
-      std::fill(o, o + hd, 0.0f);
-      float l = 0;
-      for (int c = 0; c < w.n_chunks; ++c) {
-        const float* state = w.states + (first_item + c) * w.item_floats() + s;
-        if (state[hd] == -INFINITY) continue;
-        const float weight = std::exp(state[hd] - m);
-        l += state[hd + 1] * weight;
-        for (int d = 0; d < hd; ++d) o[d] += state[d] * weight;
+      const size_t row = static_cast<size_t>(q0 + i) * w.n_heads + kvh * w.group + g;
+      for (int seg = 0; seg < w.n_segments; ++seg) {
+        const bool direct = seg == 0 && !fold;
+        const int c0 = w.segment_chunks[seg], c1 = w.segment_chunks[seg + 1];
+        float m = -INFINITY;
+        for (int c = c0; c < c1; ++c) m = std::max(m, w.states[(first_item + c) * w.item_floats() + s + hd]);
+        float* o = direct ? out + row * hd : segment_row.data();
+        std::fill(o, o + hd, 0.0f);
+        float l = 0;
+        for (int c = c0; c < c1; ++c) {
+          const float* state = w.states + (first_item + c) * w.item_floats() + s;
+          if (state[hd] == -INFINITY) continue;
+          const float weight = std::exp(state[hd] - m);
+          l += state[hd + 1] * weight;
+          for (int d = 0; d < hd; ++d) o[d] += state[d] * weight;
+        }
+        // l == 0: this query saw no position of these pages (a partial call); zero output, lse -inf.
+        const float inv = l > 0 ? 1.0f / l : 0.0f;
+        for (int d = 0; d < hd; ++d) o[d] *= inv;
+        const float segment_lse = l > 0 ? m + std::log(l) : -INFINITY;
+        if (direct) {
+          if (lse != nullptr) lse[row] = segment_lse;
+        } else {
+          FoldRow(out + row * hd, lse + row, o, segment_lse, hd);
+        }
       }
-      // l == 0: this query saw no position of these pages (a partial call); zero output, lse -inf.
-      const float inv = l > 0 ? 1.0f / l : 0.0f;
-      for (int d = 0; d < hd; ++d) o[d] *= inv;
-      if (lse != nullptr) lse[static_cast<size_t>(q0 + i) * w.n_heads + kvh * w.group + g] = l > 0 ? m + std::log(l) : -INFINITY;
     }
   }
 }
 
 void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale, float* out,
-                    float* lse, ThreadPool& pool) {
+                    float* lse, bool fold, ThreadPool& pool) {
   if (n_q <= 0) return;
   assert(!kv.pages.empty() && n_heads % kv.n_kv_heads == 0);
+  assert(kv.segment_starts.empty() ||
+         (kv.segment_starts.size() >= 2 && kv.segment_starts.front() == 0 &&
+          kv.segment_starts.back() == static_cast<int>(kv.pages.size()) &&
+          std::is_sorted(kv.segment_starts.begin(), kv.segment_starts.end(), std::less_equal<int>())));
+  // Folding segments needs the running log-sum-exp.
+  assert(lse != nullptr || (!fold && kv.segment_starts.size() <= 2));
   Work w;
   w.pages = kv.pages.data();
   w.n_pages = static_cast<int>(kv.pages.size());
@@ -1036,8 +1079,26 @@ void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const floa
   // Decode: one query, split the pages. Prefill: blocks of 32 queries share each decoded tile.
   w.q_block = n_q == 1 ? 1 : 32;
   w.n_qblocks = (n_q + w.q_block - 1) / w.q_block;
+  // Each segment is split into chunks by its own length and the thread count only, never by the other segments,
+  // so that a segment computed in a call of its own gets the same chunks (PagedKv::segment_starts).
   const int wanted_items = paged_detail::kItemsPerThread * pool.size();
-  w.n_chunks = std::clamp((wanted_items + w.n_kv_heads * w.n_qblocks - 1) / (w.n_kv_heads * w.n_qblocks), 1, w.n_pages);
+  const int chunks_wanted = (wanted_items + w.n_kv_heads * w.n_qblocks - 1) / (w.n_kv_heads * w.n_qblocks);
+  thread_local std::vector<int> chunk_pages, segment_chunks;  // Work::chunk_pages, Work::segment_chunks
+  chunk_pages.clear();
+  segment_chunks.clear();
+  w.n_segments = kv.segment_starts.empty() ? 1 : static_cast<int>(kv.segment_starts.size()) - 1;
+  for (int seg = 0; seg < w.n_segments; ++seg) {
+    const int a = kv.segment_starts.empty() ? 0 : kv.segment_starts[seg];
+    const int len = (kv.segment_starts.empty() ? w.n_pages : kv.segment_starts[seg + 1]) - a;
+    const int n = std::clamp(chunks_wanted, 1, len);
+    segment_chunks.push_back(static_cast<int>(chunk_pages.size()));
+    for (int c = 0; c < n; ++c) chunk_pages.push_back(a + static_cast<int>(static_cast<int64_t>(c) * len / n));
+  }
+  segment_chunks.push_back(static_cast<int>(chunk_pages.size()));
+  w.n_chunks = static_cast<int>(chunk_pages.size());
+  chunk_pages.push_back(w.n_pages);
+  w.chunk_pages = chunk_pages.data();
+  w.segment_chunks = segment_chunks.data();
   w.state_floats = static_cast<size_t>(kv.head_dim) + 2;
   thread_local std::vector<float> states;  // [items][q_block][group][head_dim + 2]
   states.resize(static_cast<size_t>(w.items()) * w.item_floats());
@@ -1048,12 +1109,14 @@ void PagedAttention(const PagedKv& kv, int pos, int n_q, int n_heads, const floa
   });
   const int merges = w.n_kv_heads * w.n_qblocks;
   if (n_q == 1) {  // decode: a few hundred flops per KV head, less than a pool job's hand-off
-    for (int m = 0; m < merges; ++m) MergeStates(w, m / w.n_qblocks, m % w.n_qblocks, out, lse);
+    for (int m = 0; m < merges; ++m) MergeStates(w, m / w.n_qblocks, m % w.n_qblocks, out, lse, fold);
     return;
   }
   std::atomic<int> next_merge{0};
   pool.run([&](int, int) {
-    for (int m = next_merge.fetch_add(1); m < merges; m = next_merge.fetch_add(1)) MergeStates(w, m / w.n_qblocks, m % w.n_qblocks, out, lse);
+    for (int m = next_merge.fetch_add(1); m < merges; m = next_merge.fetch_add(1)) {
+      MergeStates(w, m / w.n_qblocks, m % w.n_qblocks, out, lse, fold);
+    }
   });
 }
 
@@ -1079,14 +1142,14 @@ HWY_EXPORT(TargetName);
 HWY_EXPORT(UsesInt8Coefficients);
 
 void paged_attention(const PagedKv& kv, int pos, int n_q, int n_heads, const float* q, float scale, float* out,
-                     ThreadPool& pool, float* lse) {
+                     ThreadPool& pool, float* lse, bool fold) {
   std::vector<float> rotated;  // [n_q, n_heads, head_dim] when the keys are rotated
   if (kv.keys_rotated) {
     rotated.assign(q, q + static_cast<size_t>(n_q) * n_heads * kv.head_dim);
     kv::rotate_heads(rotated.data(), static_cast<int64_t>(n_q) * n_heads, kv.head_dim);
     q = rotated.data();
   }
-  HWY_DYNAMIC_DISPATCH(PagedAttention)(kv, pos, n_q, n_heads, q, scale, out, lse, pool);
+  HWY_DYNAMIC_DISPATCH(PagedAttention)(kv, pos, n_q, n_heads, q, scale, out, lse, fold, pool);
 }
 
 void decode_page_head_simd(const kv::PageFormat& format, const uint8_t* page, int head, int n_tokens, float* k, float* v) {

@@ -1,0 +1,102 @@
+// The paged cache's output does not depend on --kv-budget: attention reduces a layer's page list in segments
+// fixed by the ladder (model/kv_paged.cpp), whether or not a cold tier exists and whether or not pages spilled,
+// so greedy logits are bit-identical between no budget, a budget that never spills and one that spills with
+// exact cold reads. (Sparse cold reads skip pages: approximate by design, not tested for equality here.)
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/shared_data.h"
+#include "common/test_util.h"
+#include "kvtier/kv_options.h"
+#include "kvtier/model.h"
+
+namespace kvtier {
+namespace {
+
+using kvtier::testing::shared_path;
+
+struct Greedy {
+  std::vector<int32_t> tokens;  // generated ids
+  std::vector<float> logits;    // [steps][n_vocab]: the logits each id was chosen from
+  uint64_t spilled_pages = 0;
+};
+
+// Prefills `prompt` (in 512-token batches, as `kvtier run` does) and decodes `steps` greedy tokens.
+Greedy run_greedy(Model& model, const KvCacheOptions& options, const std::vector<int32_t>& prompt, int steps,
+                  ThreadPool& pool) {
+  Greedy g;
+  const ModelConfig& c = model.config();
+  auto cache = make_kv_cache(c, static_cast<int>(prompt.size()) + steps, options, &pool);
+  EXPECT_TRUE(cache.ok()) << cache.error();
+  if (!cache.ok()) return g;
+  std::vector<float> logits(c.n_vocab);  // [n_vocab]
+  const int n = static_cast<int>(prompt.size());
+  for (int at = 0; at < n; at += 512) {
+    const int batch = std::min(512, n - at);
+    Status s = model.forward(prompt.data() + at, batch, at, **cache, pool, batch - 1, logits.data());
+    EXPECT_TRUE(s.ok()) << s.message();
+    if (!s.ok()) return g;
+  }
+  for (int i = 0; i < steps; ++i) {
+    g.logits.insert(g.logits.end(), logits.begin(), logits.end());
+    const int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    g.tokens.push_back(next);
+    Status s = model.forward(&next, 1, n + i, **cache, pool, 0, logits.data());
+    EXPECT_TRUE(s.ok()) << s.message();
+    if (!s.ok()) return g;
+  }
+  g.spilled_pages = (*cache)->io_stats().pages_written;
+  return g;
+}
+
+TEST(KvBudget, GreedyLogitsAreBitIdenticalWithAndWithoutBudgetAndSpilling) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-6m.f16.gguf");
+  auto model = Model::load(shared_path("models/tiny-llama-6m.f16.gguf").string());
+  ASSERT_TRUE(model.ok()) << model.error();
+  const ModelConfig& c = (*model)->config();
+  // A prompt of in-vocabulary ids, long enough for several attention segments per layer (16 to 64 pages each).
+  std::vector<int32_t> prompt(2100);
+  uint32_t x = 12345;
+  for (int32_t& t : prompt) {
+    x = x * 1664525u + 1013904223u;
+    t = static_cast<int32_t>(x % static_cast<uint32_t>(c.n_vocab - 3)) + 3;
+  }
+  const int steps = 4;
+  ThreadPool pool(2);
+  struct Case {
+    std::string ladder;
+    std::string spilling_budget;  // small enough to spill most of the cache
+  };
+  for (const Case& k : std::vector<Case>{{"f16", "4M"}, {"f16:64,q8:128,q4", "3M"}}) {
+    SCOPED_TRACE(k.ladder);
+    KvCacheOptions plain;
+    plain.ladder = k.ladder;
+    const Greedy unbounded = run_greedy(**model, plain, prompt, steps, pool);
+    ASSERT_EQ(unbounded.tokens.size(), static_cast<size_t>(steps));
+    for (const auto& [budget, spills] : std::vector<std::pair<std::string, bool>>{{"1G", false}, {k.spilling_budget, true}}) {
+      SCOPED_TRACE("--kv-budget " + budget);
+      ::kvtier::testing::TempDir dir("kvtier-budget", ::testing::TempDir());
+      KvCacheOptions cold = plain;
+      cold.budget_bytes = *parse_byte_size(budget);
+      cold.spill_dir = dir.path();
+      cold.cold_mode = "exact";
+      const Greedy bounded = run_greedy(**model, cold, prompt, steps, pool);
+      if (spills) {
+        EXPECT_GT(bounded.spilled_pages, 20u);
+      } else {
+        EXPECT_EQ(bounded.spilled_pages, 0u);
+      }
+      EXPECT_EQ(bounded.tokens, unbounded.tokens);
+      ASSERT_EQ(bounded.logits.size(), unbounded.logits.size());
+      EXPECT_EQ(std::memcmp(bounded.logits.data(), unbounded.logits.data(), bounded.logits.size() * sizeof(float)), 0)
+          << "logits differ in some bits";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvtier
