@@ -9,6 +9,7 @@
 
 #include <hwy/targets.h>
 
+#include "kernel_test_util.h"
 #include "kernels/paged_attention.h"
 #include "kv/tiered_store.h"
 
@@ -41,7 +42,7 @@ Filled fill_store(const char* ladder, int n_kv_heads, int head_dim, int n_tokens
 TEST(AttentionMerge, ChunkedPrefixPlusRestEqualsWhole) {
   ThreadPool pool(2);
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
+    testing::TargetGuard guard(target);  // reset even when an ASSERT ends the test
     for (const char* ladder : {"f16", "f16:64,q4:128,q2"}) {
       const int n_kv_heads = 3, head_dim = 40, n_heads = 6, n_tokens = 611;
       Filled f = fill_store(ladder, n_kv_heads, head_dim, n_tokens);
@@ -78,7 +79,6 @@ TEST(AttentionMerge, ChunkedPrefixPlusRestEqualsWhole) {
       }
     }
   }
-  hwy::SetSupportedTargetsForTest(0);
 }
 
 // One call over segments (PagedKv::segment_starts) gives the same bits as one call per segment folded in order
@@ -87,7 +87,7 @@ TEST(AttentionMerge, ChunkedPrefixPlusRestEqualsWhole) {
 TEST(AttentionMerge, SegmentedCallEqualsOneCallPerSegmentBitForBit) {
   ThreadPool pool(3);
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
+    testing::TargetGuard guard(target);  // reset even when an ASSERT ends the test
     for (const char* ladder : {"f16", "f16:64,q4:128,q2"}) {
       const int n_kv_heads = 2, head_dim = 32, n_heads = 4, n_tokens = 611;
       Filled f = fill_store(ladder, n_kv_heads, head_dim, n_tokens);
@@ -126,7 +126,6 @@ TEST(AttentionMerge, SegmentedCallEqualsOneCallPerSegmentBitForBit) {
       }
     }
   }
-  hwy::SetSupportedTargetsForTest(0);
 }
 
 TEST(AttentionMerge, LseIsTheLogOfTheSoftmaxDenominator) {
