@@ -12,7 +12,9 @@
 #   q40     Q4_0 pp512/tg128 at 2 threads, 3 alternating repetitions
 #   gemma   Gemma-3-1B-shaped Q4_K_M: KV bytes (kvtier plan; llama.cpp's SWA cache log) and decode at depth D
 #   llama   Llama-3.2-1B-shaped Q4_K_M: the same (the ladder's bytes-roofline row)
-# Environment: T [16] threads at depth, D [32768], N [32] decode tokens, LADDER [f16:128,q4:2048,q2], WITH_F16 [1].
+# Environment: T [16] threads at depth, D [32768], N [32] decode tokens, LADDER [f16:128,q4:2048,q2], WITH_F16 [1],
+# ENGINES ["llama.cpp kvtier"]: a 32K fill takes minutes per engine, so one device call (10 minutes at most) may
+# hold only one engine's rows; the machine stays warm between back-to-back calls, so the setup persists.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export LD_LIBRARY_PATH="$here/lib"
@@ -49,9 +51,13 @@ gemma|llama)
   for kv in "--kv f16" "--kv-ladder $LADDER"; do
     "$here/kvtier" plan -m "$f" -c $((D + N)) $kv 2>&1 | tail -12
   done
+  ENGINES=${ENGINES:-llama.cpp kvtier}
+  if [[ " $ENGINES " == *" llama.cpp "* ]]; then
   log "llama.cpp f16 KV, depth $D"
   "$LB" -m "$f" -p 0 -n $N -d $D -t $T -fa 1 -ctk f16 -ctv f16 -r 1 -v 2>"$OUT/$1-llama-f16.err" | tee "$OUT/$1-llama-f16.md"
   grep -E "llama_kv_cache(_iswa)?: +(size|creating)" "$OUT/$1-llama-f16.err"
+  fi
+  [[ " $ENGINES " == *" kvtier "* ]] || { log done; exit 0; }
   log "kvtier ladder, depth $D"
   "$here/kvtier" bench -m "$f" -p 0 -n $N -d $D -t $T -r 1 --kv-ladder $LADDER 2>&1 | tee "$OUT/$1-kvtier-ladder.txt"
   if [[ "${WITH_F16:-1}" == 1 ]]; then
