@@ -20,8 +20,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 export LD_LIBRARY_PATH="$here/lib"
 T=${T:-16}; D=${D:-32768}; N=${N:-32}
 LADDER=${LADDER:-f16:128,q4:2048,q2}
-LB="$here/llama-build/bin/llama-bench"
-M="$here/models"
+# Outside the carried folder: the device tool replaces that folder on every call, while /tmp persists as long as
+# the machine stays warm (it is released after ~30 s idle, so issue the calls back to back).
+work=${WORK_DIR:-/tmp/kvbench}
+LB="$work/llama-build/bin/llama-bench"
+M="$work/models"
 log() { echo "[$(date +%T)] $*"; }
 case "$1" in
 setup)
@@ -29,10 +32,10 @@ setup)
   free -g | head -2
   if [[ ! -x "$LB" ]]; then
     mkdir -p /tmp/llsrc && tar xJf "$here/llama-src.tar.xz" -C /tmp/llsrc
-    cmake -S /tmp/llsrc -B "$here/llama-build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+    cmake -S /tmp/llsrc -B "$work/llama-build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
       -DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF >/dev/null && \
-    cmake --build "$here/llama-build" --target llama-bench -j16 2>&1 | tail -2
+    cmake --build "$work/llama-build" --target llama-bench -j16 2>&1 | tail -2
   fi
   mkdir -p "$M"
   "$here/gen_synthetic_model" --arch gemma3 --mix q4_k_m -c 40960 --vocab-from "$here/tiny-llama-6m.f16.gguf" -o "$M/gemma.gguf" | tail -1
