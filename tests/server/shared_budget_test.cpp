@@ -219,8 +219,8 @@ TEST_F(SharedBudgetTest, ConversationsSpillLeastRecentlyUsedFirstAndResumeExactl
 }
 
 TEST_F(SharedBudgetTest, AStepThatDoesNotFitWaitsForRoom) {
-  // Room for one prompt chunk beside the empty caches: two prompts sent together take turns, both answer as
-  // without a budget.
+  // Two prompts sent together in a budget too small for both prompt chunks at once: they take turns, and both
+  // answer as without a budget.
   const auto p1 = prompt("The committee reported", 300), p2 = prompt("Memory pages are", 300);
   std::vector<Reply> reference;
   {
@@ -238,7 +238,9 @@ TEST_F(SharedBudgetTest, AStepThatDoesNotFitWaitsForRoom) {
     ask(*s, p1);
     one_conversation = s->metrics().kv_budgeted_bytes - empty;
   }
-  auto s = make(empty + one_conversation);
+  // Three quarters of a conversation: two prompt chunks (or a chunk beside the other's last one) never fit together.
+  const size_t budget = empty + one_conversation * 3 / 4;
+  auto s = make(budget);
   ASSERT_NE(s, nullptr);
   auto r1 = submit(*s, p1), r2 = submit(*s, p2);
   ASSERT_TRUE(r1 && r2);
@@ -249,7 +251,9 @@ TEST_F(SharedBudgetTest, AStepThatDoesNotFitWaitsForRoom) {
   EXPECT_EQ(b.ids, reference[1].ids);
   const SchedulerMetrics m = s->metrics();
   EXPECT_GT(m.kv_budget_waits, 0u);
-  EXPECT_LE(m.kv_budgeted_peak_bytes, empty + one_conversation);
+  EXPECT_LE(m.kv_budgeted_peak_bytes, budget);
+  EXPECT_GT(m.kv_spilled_pages, 0u);  // the first request's pages made room for the second's
+  EXPECT_EQ(m.requests_failed, 0u);
 }
 
 TEST_F(SharedBudgetTest, ARequestThatCannotFitFailsClearly) {
@@ -259,10 +263,10 @@ TEST_F(SharedBudgetTest, ARequestThatCannotFitFailsClearly) {
     ASSERT_NE(s, nullptr);
     empty = s->metrics().kv_budgeted_bytes;
   }
-  // Room for the empty caches and a few bytes: no step of any request fits.
+  // Room for the empty caches and a few bytes: a prompt longer than the hot rings hold cannot be evaluated.
   auto s = make(empty + 100);
   ASSERT_NE(s, nullptr);
-  const Reply r = ask(*s, prompt("Light is", 50));
+  const Reply r = ask(*s, prompt("Light is", 300));
   EXPECT_EQ(r.summary.finish, FinishReason::kError);
   EXPECT_NE(r.summary.error.find("the KV budget cannot hold this request"), std::string::npos) << r.summary.error;
   EXPECT_TRUE(r.tokens.empty());
