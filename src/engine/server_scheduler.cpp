@@ -1,6 +1,7 @@
 #include "kvtier/server_scheduler.h"
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <string_view>
 
@@ -93,12 +94,14 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(Model& model, const Tokeniz
   if (options.prefill_chunk < 1) return Status::error("prefill chunk must be at least 1 token");
   if (options.max_queued < 0) return Status::error("the queue length must be >= 0");
   std::unique_ptr<Scheduler> s(new Scheduler(model, tokenizer, options));
-  // With a --kv-budget every slot's cache gets a cold tier and, to begin with, the whole budget; before every
-  // turn the arbiter sets each one's share (share_budget).
+  // With a --kv-budget every slot's cache gets a cold tier, made with a budget it cannot reach (the check below
+  // covers all slots at once); before every turn the arbiter sets each one's share (share_budget).
   const size_t budget = options.kv.budget_bytes;
+  KvCacheOptions slot_kv = options.kv;
+  if (budget > 0) slot_kv.budget_bytes = std::numeric_limits<size_t>::max() / 2;
   size_t fixed = 0;  // what the slots' caches hold empty, all of them
   for (int i = 0; i < options.n_slots; ++i) {
-    auto cache = make_kv_cache(model.config(), options.n_ctx, options.kv, &s->pool_);
+    auto cache = make_kv_cache(model.config(), options.n_ctx, slot_kv, &s->pool_);
     if (!cache.ok()) return cache.status();
     fixed += (*cache)->usage().empty_bytes;
     s->slots_.push_back(std::make_unique<Slot>(model, std::move(*cache), s->pool_));
