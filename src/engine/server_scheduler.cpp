@@ -64,6 +64,7 @@ struct Scheduler::Slot {
   Session session;
   bool busy = false;        // under Scheduler::mutex_
   uint64_t last_used = 0;   // under Scheduler::mutex_: the turn a request last left it (idle slots: LRU)
+  uint64_t waited = 0;      // worker thread: turns the current request's step waited for room in the budget
   std::vector<int32_t> held_tokens;  // under Scheduler::mutex_: session.tokens() as of the last admission/finish
 
   // The request being served (worker thread only).
@@ -235,6 +236,7 @@ void Scheduler::start(Slot& slot, Pending pending) {
   slot.prefilled = 0;
   slot.summary.cached_tokens = slot.summary.prompt_tokens - static_cast<int>(slot.to_prefill.size());
   slot.pending_token = -1;
+  slot.waited = 0;
   SamplingParams sampling = slot.request.sampling;
   slot.sampler = std::make_unique<Sampler>(sampling);
   for (int32_t t : slot.request.prompt) slot.sampler->accept(t);
@@ -320,6 +322,7 @@ std::vector<Scheduler::Slot*> Scheduler::share_budget(std::vector<Slot*> active)
       c.empty_bytes = usage.empty_bytes;
       c.active = std::find(active.begin(), active.end(), &slot) != active.end();
       c.last_used = slot.last_used;
+      c.waited = slot.waited;
       if (c.active) c.need_bytes = slot.session.cache().budget_growth_bytes(static_cast<int>(tokens_this_turn(slot)));
     }
     const kv::BudgetPlan plan = arbiter_->plan(claims);
@@ -371,6 +374,9 @@ std::vector<Scheduler::Slot*> Scheduler::share_budget(std::vector<Slot*> active)
         ++metrics_.kv_dropped_conversations;
       } else if (share.runs) {
         runnable.push_back(&slot);
+        slot.waited = 0;
+      } else if (claims[i].active) {
+        ++slot.waited;
       }
       budgeted += slot.session.cache().usage().budgeted_bytes;
     }

@@ -38,8 +38,10 @@ BudgetPlan BudgetArbiter::plan(std::span<const BudgetClaim> claims) const {
   for (size_t i = 0; i < n; ++i) {
     if (claims[i].active) active.push_back(i);
   }
-  std::stable_sort(active.begin(), active.end(),
-                   [&](size_t a, size_t b) { return claims[a].need_bytes < claims[b].need_bytes; });
+  std::stable_sort(active.begin(), active.end(), [&](size_t a, size_t b) {
+    if (claims[a].need_bytes != claims[b].need_bytes) return claims[a].need_bytes < claims[b].need_bytes;
+    return claims[a].waited > claims[b].waited;
+  });
   for (size_t i : active) {
     drop_until_fits(claims[i].need_bytes);
     if (committed + claims[i].need_bytes > budget_bytes_) continue;  // waits for room

@@ -7,7 +7,8 @@
 // Claims are served in this order, each from what the ones before left:
 //   1. every cache's floor;
 //   2. each active cache's need for this turn (the most its tokens can add), smallest need first, so that the
-//      decode steps go before the prompt chunks. An active cache whose need does not fit waits this turn. When an
+//      decode steps go before the prompt chunks (equal needs: the one that waited longest first, so that no
+//      prompt waits forever behind others of its size). An active cache whose need does not fit waits this turn. When an
 //      idle cache's floor stands in the way of an active need, or the floors alone exceed the budget, idle
 //      conversations are dropped, least recently used first (their caches emptied down to empty_bytes): a
 //      conversation lost to RAM pressure is recomputed later, never a budget overrun;
@@ -31,6 +32,7 @@ struct BudgetClaim {
   size_t need_bytes = 0;      // active: the most this turn's tokens can add; ignored when idle
   bool active = false;        // its request runs (decodes or prefills) this turn
   uint64_t last_used = 0;     // idle: when its last request ended; smaller = less recently used
+  uint64_t waited = 0;        // active: turns its step has waited so far; among equal needs the longest first
 };
 
 struct BudgetShare {

@@ -89,6 +89,20 @@ TEST(BudgetArbiter, AStepWhoseNeedDoesNotFitWaitsSmallestNeedsFirst) {
   EXPECT_GE(plan.shares[1].bytes, 150u);
 }
 
+TEST(BudgetArbiter, AmongEqualNeedsTheLongestWaitingStepGoesFirst) {
+  // Room for one of two equal prompt chunks: the one that waited runs, whatever its place.
+  std::vector<BudgetClaim> claims = {active(100, 100, 300), active(100, 100, 300)};
+  claims[1].waited = 2;
+  BudgetPlan plan = BudgetArbiter(500).plan(claims);
+  EXPECT_FALSE(plan.shares[0].runs);
+  EXPECT_TRUE(plan.shares[1].runs);
+  claims[1].waited = 0;
+  claims[0].waited = 1;
+  plan = BudgetArbiter(500).plan(claims);
+  EXPECT_TRUE(plan.shares[0].runs);
+  EXPECT_FALSE(plan.shares[1].runs);
+}
+
 TEST(BudgetArbiter, IdleConversationsAreDroppedLeastRecentlyUsedFirstWhenTheirFloorsBlockAnActiveStep) {
   // Floors that cannot spill (warm rungs): 300 each, 40 once emptied. The active step needs 200 of the 1000.
   const std::vector<BudgetClaim> claims = {idle(300, 300, 7, 40), idle(300, 300, 3, 40),
