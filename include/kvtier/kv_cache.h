@@ -46,6 +46,25 @@ struct KvIoStats {
   double stall_seconds = 0;  // time the forward pass waited for reads
 };
 
+// What a cache holds, in RAM and on disk, for /metrics and for a RAM budget shared by several caches (kvtier
+// serve's slots, kv/budget_arbiter.h). The budget fields count what a budget counts: live pages, hot rings,
+// sinks and the cold tier's index and buffers (free slots of the page pool's slabs come on top: less than a
+// slab per page format once a store compacts). A cache without a cold tier reports its RAM in every field.
+struct KvUsage {
+  size_t ram_bytes = 0;       // everything held in RAM, free pool slots included (resident_bytes())
+  size_t budget_bytes = 0;    // its budget now (0: none)
+  size_t budgeted_bytes = 0;  // counted against the budget now
+  size_t floor_bytes = 0;     // the most budgeted_bytes is once every page that may go to disk went there
+  size_t empty_bytes = 0;     // budgeted_bytes once emptied (truncate(0))
+  uint64_t cold_pages = 0;    // pages on disk, all layers
+  uint64_t cold_bytes = 0;    // their bytes in the page file
+  struct Pages {
+    const char* precision = "";  // "f16", "q8", ... (kv/page_format.h)
+    uint64_t pages = 0, bytes = 0;
+  };
+  std::vector<Pages> ram_pages;  // live pages in RAM by precision (the page pool's; not the hot rings)
+};
+
 // How a layer attends (the forward pass sets one per layer).
 struct AttentionParams {
   float scale = 1.0f;    // multiplies q.k before the softmax
@@ -95,6 +114,24 @@ class KvCache {
   virtual int first_bad_position() const { return -1; }
 
   virtual KvIoStats io_stats() const { return {}; }
+
+  // RAM and disk held now (see KvUsage).
+  virtual KvUsage usage() const {
+    KvUsage u;
+    u.ram_bytes = u.budgeted_bytes = u.floor_bytes = u.empty_bytes = resident_bytes();
+    return u;
+  }
+  // A budget changed at run time (a cache made with a budget, hence a cold tier): the oldest pages go to disk
+  // until the cache holds at most `bytes`. Errors, changing nothing, below usage().floor_bytes.
+  virtual Status set_budget(size_t bytes) {
+    (void)bytes;
+    return Status::error("this KV cache has no cold tier (it needs --kv-budget and --kv-spill to spill pages)");
+  }
+  // The most storing n_tokens more positions can add to usage().budgeted_bytes.
+  virtual size_t budget_growth_bytes(int n_tokens) const {
+    (void)n_tokens;
+    return 0;
+  }
 
   // A condition the user should hear about once, or empty: the RAM budget cannot be kept, or spilling to
   // disk stopped after a write error (the cache then keeps running in RAM).

@@ -8,7 +8,15 @@
 // A request's output depends only on its own tokens and sampling parameters, never on what runs beside it:
 // every slot has its own cache, a request's prompt is cut into the same chunks whatever else runs, and each
 // row of a batched forward pass is computed independently of the other rows (docs/server.md, "Batch
-// invariance"). (A page pool shared by all slots, issue 16, will replace the per-slot caches.)
+// invariance").
+//
+// A --kv-budget is shared by all slots: before each turn a kv::BudgetArbiter (kv/budget_arbiter.h) gives every
+// slot's cache its share, active requests first (the bytes their tokens of this turn can add), then what the
+// caches hold, so that idle conversations spill their pages to the cold tier least recently used first. A
+// returning conversation resumes from its pages wherever they are and evaluates only its new tokens; with exact
+// cold reads (--kv-cold exact) its output is bit-identical to an unspilled run. A request whose step does not
+// fit waits; one that cannot fit even with every other request waiting fails (FinishReason::kError) rather than
+// go over the budget.
 #pragma once
 
 #include <atomic>
@@ -30,6 +38,9 @@
 #include "kvtier/tokenizer.h"
 
 namespace kvtier {
+namespace kv {
+class BudgetArbiter;
+}
 
 struct SchedulerOptions {
   int n_slots = 1;             // -np
@@ -37,7 +48,7 @@ struct SchedulerOptions {
   int threads = 0;             // -t; 0 = all cores
   int max_queued = 64;         // requests waiting for a slot; past this, submit() refuses (the server's 503)
   int prefill_chunk = 256;     // prompt tokens one request evaluates per turn of the loop
-  KvCacheOptions kv;           // as `kvtier run` takes it; a --kv-budget is split evenly over the slots
+  KvCacheOptions kv;           // as `kvtier run` takes it; a --kv-budget is shared by all slots
 };
 
 struct GenerationRequest {
@@ -108,7 +119,16 @@ struct SchedulerMetrics {
   uint64_t prompt_tokens = 0, prompt_tokens_evaluated = 0, cached_tokens = 0, generated_tokens = 0;
   double prompt_seconds = 0, decode_seconds = 0;  // worker time spent on each kind of work
   int queue_depth = 0, active_slots = 0, n_slots = 0;
-  uint64_t kv_resident_bytes = 0;                  // all slots' caches, as of the last turn
+  // All slots' KV caches (KvUsage summed), as of the last turn.
+  uint64_t kv_resident_bytes = 0;       // RAM, free page-pool slots included
+  uint64_t kv_budget_bytes = 0;         // the shared --kv-budget (0: none)
+  uint64_t kv_budgeted_bytes = 0;       // what the budget counts (KvUsage::budgeted_bytes)
+  uint64_t kv_budgeted_peak_bytes = 0;  // the most it counted after any turn's spills or steps
+  uint64_t kv_cold_pages = 0, kv_cold_bytes = 0;  // on disk
+  std::vector<KvUsage::Pages> kv_ram_pages;       // live pages in RAM by precision
+  uint64_t kv_spilled_pages = 0;        // pages written to the cold tier since the start
+  uint64_t kv_dropped_conversations = 0;  // idle conversations emptied to make room (recomputed if they return)
+  uint64_t kv_budget_waits = 0;         // times a request's step waited a turn for room in the budget
 };
 
 class Scheduler {
@@ -131,6 +151,11 @@ class Scheduler {
   const SchedulerOptions& options() const { return options_; }
   // The tokens each slot's cache holds now (tests: which slot kept which prefix).
   std::vector<std::vector<int32_t>> slot_tokens() const;
+  // Each slot's KV cache as of the last turn (tests: which conversation went to disk).
+  std::vector<KvUsage> slot_kv_usage() const;
+  // Empties the caches of the idle slots (their conversations are forgotten: cached_tokens 0 next time) and
+  // returns once the worker did it and updated metrics(). Busy slots keep theirs.
+  void clear_idle_slots();
 
  private:
   struct Slot;
@@ -142,6 +167,10 @@ class Scheduler {
   void run();
   void admit_waiting();                 // under mutex_: queued requests into idle slots
   void step(const std::vector<Slot*>& active, uint64_t turn);  // one batched forward pass of the active requests
+  // The shared budget's shares for this turn (set on every slot's cache); returns the active requests that fit.
+  std::vector<Slot*> share_budget(std::vector<Slot*> active);
+  size_t tokens_this_turn(const Slot& slot) const;  // what step() may evaluate for the slot
+  void record_kv_usage();               // metrics_' KV fields from the caches (worker thread, takes mutex_)
   void emit_token(Slot& slot);          // samples the slot's next token from its session's last logits
   void start(Slot& slot, Pending pending);
   void finish(Slot& slot, FinishReason reason, const std::string& error = "");
@@ -151,12 +180,16 @@ class Scheduler {
   SchedulerOptions options_;
   ThreadPool pool_;
   std::vector<std::unique_ptr<Slot>> slots_;
+  std::unique_ptr<kv::BudgetArbiter> arbiter_;  // with a --kv-budget
 
   mutable std::mutex mutex_;            // guards queue_, stopping_, metrics_, the slots' busy flags and tokens
   std::condition_variable work_;
   std::deque<Pending> queue_;
   bool stopping_ = false;
+  bool clear_requested_ = false;        // clear_idle_slots() waits on cleared_ until the worker reset it
+  std::condition_variable cleared_;
   SchedulerMetrics metrics_;
+  std::vector<KvUsage> slot_usage_;     // [slots] as of the last turn
   std::thread worker_;
 };
 

@@ -57,6 +57,8 @@ class Session {
   // but at most prompt.size() - 1 tokens so that evaluating the rest yields logits, truncates the cache
   // there, and returns the tokens of `prompt` still to evaluate (pass them to append()).
   std::vector<int32_t> reuse_prefix(const std::vector<int32_t>& prompt);
+  // Forgets the sequence: the cache and tokens() become empty (a server dropping an idle conversation).
+  void clear() { cut(0); }
   // Context shift, when the sequence reaches the cache's size: drops tokens [n_keep, n_keep + n_discard) and
   // evaluates the tokens after them again at their new positions; the cache keeps [0, n_keep) as it is.
   // Re-evaluating instead of re-rotating cached keys keeps the result exact — the same as evaluating the

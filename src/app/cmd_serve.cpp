@@ -63,14 +63,7 @@ int run(const ServeOptions& o) {
                 std::to_string(so.n_ctx) + " positions)");
   }
   auto scheduler = Scheduler::create(model, *loaded->tokenizer, so);
-  if (!scheduler.ok()) {
-    std::string note;
-    if (o.kv.budget_bytes > 0 && o.n_slots > 1) {
-      note = " (--kv-budget is split evenly over the " + std::to_string(o.n_slots) + " slots: " +
-             std::to_string(o.kv.budget_bytes / static_cast<size_t>(o.n_slots)) + " bytes each)";
-    }
-    return fail(scheduler.error() + note);
-  }
+  if (!scheduler.ok()) return fail(scheduler.error());
 
   ApiSettings settings;
   const std::string file_name = std::filesystem::path(o.model_path).filename().string();
@@ -134,7 +127,16 @@ Command add_serve_command(CLI::App& app) {
   app.add_option("-a,--alias", o->alias, "model name reported by /v1/models and in responses (default: the file name)");
   add_threads_option(app, o->threads);
   add_weight_options(app, o->load);
+  // Exact cold reads by default: a conversation whose pages the shared budget spilled answers exactly as it
+  // would have in RAM (docs/server.md).
+  o->kv.cold_mode = "exact";
   add_kv_options(app, o->kv);
+  app.get_option("--kv-cold")
+      ->description("cold pages: exact (serve's default; all, every step: output as if in RAM) or sparse (the "
+                    "best pages within --kv-cold-read per step)");
+  app.get_option("--kv-budget")
+      ->description("RAM for the KV caches of all slots together (e.g. 512M, 2G); idle conversations' pages spill "
+                    "to --kv-spill, least recently used first");
   return [o] { return run(*o); };
 }
 

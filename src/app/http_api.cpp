@@ -657,8 +657,31 @@ void ApiServer::register_routes() {
                     m.prompt_seconds > 0 ? m.prompt_tokens_evaluated / m.prompt_seconds : 0.0);
              metric("kvtier_decode_tokens_per_second", "gauge", "Tokens generated per second of decode work.",
                     m.decode_seconds > 0 ? m.generated_tokens / m.decode_seconds : 0.0);
-             metric("kvtier_kv_bytes", "gauge", "Bytes the slots' KV caches hold in RAM.",
-                    static_cast<double>(m.kv_resident_bytes));
+             out += "# HELP kvtier_kv_bytes Bytes the slots' KV caches hold, by tier (RAM: free page-pool slots "
+                    "included; cold: the page files).\n# TYPE kvtier_kv_bytes gauge\n";
+             out += "kvtier_kv_bytes{tier=\"ram\"} " + std::to_string(m.kv_resident_bytes) + "\n";
+             out += "kvtier_kv_bytes{tier=\"cold\"} " + std::to_string(m.kv_cold_bytes) + "\n";
+             out += "# HELP kvtier_kv_pages Pages of the slots' KV caches: in RAM by precision (the hot rings "
+                    "aside), and on disk.\n# TYPE kvtier_kv_pages gauge\n";
+             for (const KvUsage::Pages& p : m.kv_ram_pages) {
+               out += std::string("kvtier_kv_pages{tier=\"ram\",precision=\"") + p.precision + "\"} " +
+                      std::to_string(p.pages) + "\n";
+             }
+             out += "kvtier_kv_pages{tier=\"cold\"} " + std::to_string(m.kv_cold_pages) + "\n";
+             metric("kvtier_kv_budget_bytes", "gauge", "The --kv-budget shared by all slots (0: none).",
+                    static_cast<double>(m.kv_budget_bytes));
+             metric("kvtier_kv_budgeted_bytes", "gauge",
+                    "Bytes counted against the budget (live pages, hot rings, sinks, cold-tier index and buffers).",
+                    static_cast<double>(m.kv_budgeted_bytes));
+             metric("kvtier_kv_budgeted_peak_bytes", "gauge", "The most bytes counted against the budget after any turn.",
+                    static_cast<double>(m.kv_budgeted_peak_bytes));
+             metric("kvtier_kv_spilled_pages_total", "counter", "Pages written to the cold tier.",
+                    static_cast<double>(m.kv_spilled_pages));
+             metric("kvtier_kv_dropped_conversations_total", "counter",
+                    "Idle conversations emptied to make room in the budget.",
+                    static_cast<double>(m.kv_dropped_conversations));
+             metric("kvtier_kv_budget_waits_total", "counter", "Times a request waited a turn for room in the budget.",
+                    static_cast<double>(m.kv_budget_waits));
              metric("kvtier_queue_depth", "gauge", "Requests waiting for a slot.", m.queue_depth);
              metric("kvtier_slots_busy", "gauge", "Slots serving a request.", m.active_slots);
              metric("kvtier_slots", "gauge", "Slots (-np).", m.n_slots);

@@ -1,9 +1,12 @@
 #include "kvtier/server_scheduler.h"
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
+#include <string_view>
 
 #include "engine/log_softmax.h"
+#include "kv/budget_arbiter.h"
 #include "kvtier/session.h"
 #include "kvtier/stop_strings.h"
 
@@ -61,6 +64,7 @@ struct Scheduler::Slot {
   Session session;
   bool busy = false;        // under Scheduler::mutex_
   uint64_t last_used = 0;   // under Scheduler::mutex_: the turn a request last left it (idle slots: LRU)
+  uint64_t waited = 0;      // worker thread: turns the current request's step waited for room in the budget
   std::vector<int32_t> held_tokens;  // under Scheduler::mutex_: session.tokens() as of the last admission/finish
 
   // The request being served (worker thread only).
@@ -79,6 +83,11 @@ struct Scheduler::Slot {
 Scheduler::Scheduler(Model& model, const Tokenizer& tokenizer, const SchedulerOptions& options)
     : model_(model), tokenizer_(tokenizer), options_(options), pool_(options.threads) {}
 
+Scheduler::~Scheduler() {
+  shutdown();
+  if (worker_.joinable()) worker_.join();
+}
+
 Result<std::unique_ptr<Scheduler>> Scheduler::create(Model& model, const Tokenizer& tokenizer,
                                                      const SchedulerOptions& options) {
   if (options.n_slots < 1) return Status::error("-np: at least one slot is needed");
@@ -86,15 +95,29 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(Model& model, const Tokeniz
   if (options.prefill_chunk < 1) return Status::error("prefill chunk must be at least 1 token");
   if (options.max_queued < 0) return Status::error("the queue length must be >= 0");
   std::unique_ptr<Scheduler> s(new Scheduler(model, tokenizer, options));
+  // With a --kv-budget every slot's cache gets a cold tier, made with a budget it cannot reach (the check below
+  // covers all slots at once); before every turn the arbiter sets each one's share (share_budget).
+  const size_t budget = options.kv.budget_bytes;
   KvCacheOptions slot_kv = options.kv;
-  slot_kv.budget_bytes = options.kv.budget_bytes / static_cast<size_t>(options.n_slots);
-  if (options.kv.budget_bytes > 0 && slot_kv.budget_bytes == 0) slot_kv.budget_bytes = 1;
+  if (budget > 0) slot_kv.budget_bytes = std::numeric_limits<size_t>::max() / 2;
+  size_t fixed = 0;  // what the slots' caches hold empty, all of them
   for (int i = 0; i < options.n_slots; ++i) {
     auto cache = make_kv_cache(model.config(), options.n_ctx, slot_kv, &s->pool_);
     if (!cache.ok()) return cache.status();
+    fixed += (*cache)->usage().empty_bytes;
     s->slots_.push_back(std::make_unique<Slot>(model, std::move(*cache), s->pool_));
   }
+  if (budget > 0) {
+    if (fixed > budget) {
+      return Status::error("--kv-budget " + std::to_string(budget) + " bytes is below what the " +
+                           std::to_string(options.n_slots) + " slots' caches hold empty, " + std::to_string(fixed) +
+                           " bytes (hot rings, sinks and cold-tier buffers of each); raise it, or use fewer slots (-np)");
+    }
+    s->arbiter_ = std::make_unique<kv::BudgetArbiter>(budget);
+  }
   s->metrics_.n_slots = options.n_slots;
+  s->metrics_.kv_budget_bytes = budget;
+  s->record_kv_usage();
   s->worker_ = std::thread([raw = s.get()] { raw->run(); });
   return s;
 }
@@ -105,11 +128,6 @@ void Scheduler::shutdown() {
     stopping_ = true;
   }
   work_.notify_all();
-}
-
-Scheduler::~Scheduler() {
-  shutdown();
-  if (worker_.joinable()) worker_.join();
 }
 
 bool Scheduler::queue_full(const Status& status) {
@@ -165,6 +183,19 @@ std::vector<std::vector<int32_t>> Scheduler::slot_tokens() const {
   return held;
 }
 
+std::vector<KvUsage> Scheduler::slot_kv_usage() const {
+  std::lock_guard lock(mutex_);
+  return slot_usage_;
+}
+
+void Scheduler::clear_idle_slots() {
+  std::unique_lock lock(mutex_);
+  if (stopping_) return;
+  clear_requested_ = true;
+  work_.notify_all();
+  cleared_.wait(lock, [&] { return !clear_requested_ || stopping_; });
+}
+
 void Scheduler::admit_waiting() {
   while (!queue_.empty()) {
     // The idle slot whose tokens share the longest prefix with the prompt, when that prefix is worth keeping (half
@@ -205,6 +236,7 @@ void Scheduler::start(Slot& slot, Pending pending) {
   slot.prefilled = 0;
   slot.summary.cached_tokens = slot.summary.prompt_tokens - static_cast<int>(slot.to_prefill.size());
   slot.pending_token = -1;
+  slot.waited = 0;
   SamplingParams sampling = slot.request.sampling;
   slot.sampler = std::make_unique<Sampler>(sampling);
   for (int32_t t : slot.request.prompt) slot.sampler->accept(t);
@@ -221,28 +253,41 @@ void Scheduler::run() {
   for (;;) {
     work_.wait(lock, [&] {
       const bool any_busy = std::any_of(slots_.begin(), slots_.end(), [](auto& s) { return s->busy; });
-      return stopping_ || any_busy || !queue_.empty();
+      return stopping_ || clear_requested_ || any_busy || !queue_.empty();
     });
     if (stopping_) break;
+    const bool clearing = clear_requested_;
+    if (clearing) {
+      for (auto& slot : slots_) {
+        if (slot->busy) continue;
+        slot->session.clear();
+        slot->held_tokens.clear();
+      }
+    }
     admit_waiting();
     std::vector<Slot*> active;
     for (auto& slot : slots_) {
       if (slot->busy) active.push_back(slot.get());
     }
     lock.unlock();
-    // One batched forward pass over the active requests: every stream advances by one step per turn.
+    // The budget's shares first (idle conversations spill, least recently used first), then one batched forward
+    // pass over the active requests that fit: every stream advances by one step per turn.
+    if (arbiter_) active = share_budget(std::move(active));
     step(active, turn);
-    size_t kv_bytes = 0;
-    for (auto& slot : slots_) kv_bytes += slot->session.cache().resident_bytes();
+    record_kv_usage();
     lock.lock();
-    metrics_.kv_resident_bytes = kv_bytes;
     ++turn;
-    for (Slot* slot : active) {
-      if (!slot->busy) slot->last_used = turn;
+    for (auto& slot : slots_) {
+      if (slot->busy) slot->last_used = turn;  // idle slots keep the turn their last request ended in
+    }
+    if (clearing) {
+      clear_requested_ = false;
+      cleared_.notify_all();
     }
   }
   // Shutting down: whatever runs or waits ends as cancelled.
   std::deque<Pending> waiting = std::move(queue_);
+  cleared_.notify_all();
   lock.unlock();
   for (auto& slot : slots_) {
     if (slot->stream) finish(*slot, FinishReason::kCancelled);
@@ -253,6 +298,125 @@ void Scheduler::run() {
     summary.prompt_tokens = static_cast<int>(p.request.prompt.size());
     p.stream->finish(std::move(summary));
   }
+}
+
+size_t Scheduler::tokens_this_turn(const Slot& slot) const {
+  if (slot.stream->cancelled()) return 0;
+  if (slot.prefilled < slot.to_prefill.size()) {
+    return std::min(slot.to_prefill.size() - slot.prefilled,
+                    static_cast<size_t>(std::min(options_.prefill_chunk, kMaxBatch)));
+  }
+  return 1;
+}
+
+std::vector<Scheduler::Slot*> Scheduler::share_budget(std::vector<Slot*> active) {
+  const size_t n = slots_.size();
+  for (;;) {
+    std::vector<kv::BudgetClaim> claims(n);  // [slots]
+    for (size_t i = 0; i < n; ++i) {
+      Slot& slot = *slots_[i];
+      const KvUsage usage = slot.session.cache().usage();
+      kv::BudgetClaim& c = claims[i];
+      c.resident_bytes = usage.budgeted_bytes;
+      c.floor_bytes = usage.floor_bytes;
+      c.empty_bytes = usage.empty_bytes;
+      c.active = std::find(active.begin(), active.end(), &slot) != active.end();
+      c.last_used = slot.last_used;
+      c.waited = slot.waited;
+      if (c.active) c.need_bytes = slot.session.cache().budget_growth_bytes(static_cast<int>(tokens_this_turn(slot)));
+    }
+    const kv::BudgetPlan plan = arbiter_->plan(claims);
+    const bool any_runs = std::any_of(plan.shares.begin(), plan.shares.end(), [](auto& s) { return s.runs; });
+    if (!active.empty() && !any_runs) {
+      // Nothing can run, now or later (only a request ending frees room): the request whose cache needs the
+      // most fails, never an allocation over the budget.
+      size_t worst = n;
+      for (size_t i = 0; i < n; ++i) {
+        if (!claims[i].active) continue;
+        if (worst == n || claims[i].floor_bytes + claims[i].need_bytes > claims[worst].floor_bytes + claims[worst].need_bytes) {
+          worst = i;
+        }
+      }
+      size_t others = 0;
+      for (size_t i = 0; i < n; ++i) {
+        if (i != worst) others += plan.shares[i].dropped ? claims[i].empty_bytes : claims[i].floor_bytes;
+      }
+      Slot& slot = *slots_[worst];
+      finish(slot, FinishReason::kError,
+             "the KV budget cannot hold this request: its cache needs " + std::to_string(claims[worst].floor_bytes) +
+                 " bytes in RAM that cannot go to disk (hot rings, sinks, warm rungs, cold-tier buffers and index) and " +
+                 std::to_string(claims[worst].need_bytes) + " more for its next step, beside " +
+                 std::to_string(others) + " bytes the other slots cannot give back, within --kv-budget " +
+                 std::to_string(arbiter_->budget_bytes()) +
+                 "; raise --kv-budget, use fewer slots (-np) or a shorter context (-c), or shorten the ladder's warm rungs");
+      std::erase(active, &slot);
+      continue;
+    }
+    std::vector<Slot*> runnable;
+    size_t budgeted = 0;
+    for (size_t i = 0; i < n; ++i) {
+      Slot& slot = *slots_[i];
+      const kv::BudgetShare& share = plan.shares[i];
+      if (share.dropped) {
+        slot.session.clear();
+        std::lock_guard lock(mutex_);
+        slot.held_tokens.clear();
+        ++metrics_.kv_dropped_conversations;
+      }
+      Status set = slot.session.cache().set_budget(share.bytes);
+      if (!set.ok() && claims[i].active) {
+        finish(slot, FinishReason::kError, "the KV cache could not keep its share of the budget: " + set.message());
+      } else if (!set.ok()) {
+        // An idle conversation that cannot spill down to its share (a failed disk write): dropped instead.
+        slot.session.clear();
+        std::lock_guard lock(mutex_);
+        slot.held_tokens.clear();
+        ++metrics_.kv_dropped_conversations;
+      } else if (share.runs) {
+        runnable.push_back(&slot);
+        slot.waited = 0;
+      } else if (claims[i].active) {
+        ++slot.waited;
+      }
+      budgeted += slot.session.cache().usage().budgeted_bytes;
+    }
+    std::lock_guard lock(mutex_);
+    metrics_.kv_budget_waits += active.size() - std::min(active.size(), runnable.size());
+    metrics_.kv_budgeted_peak_bytes = std::max<uint64_t>(metrics_.kv_budgeted_peak_bytes, budgeted);
+    return runnable;
+  }
+}
+
+void Scheduler::record_kv_usage() {
+  SchedulerMetrics m;
+  std::vector<KvUsage> per_slot;  // [slots]
+  for (auto& slot : slots_) {
+    const KvUsage& u = per_slot.emplace_back(slot->session.cache().usage());
+    m.kv_resident_bytes += u.ram_bytes;
+    m.kv_budgeted_bytes += u.budgeted_bytes;
+    m.kv_cold_pages += u.cold_pages;
+    m.kv_cold_bytes += u.cold_bytes;
+    m.kv_spilled_pages += slot->session.cache().io_stats().pages_written;
+    for (const KvUsage::Pages& p : u.ram_pages) {
+      auto it = std::find_if(m.kv_ram_pages.begin(), m.kv_ram_pages.end(),
+                             [&](const KvUsage::Pages& q) { return std::string_view(q.precision) == p.precision; });
+      if (it == m.kv_ram_pages.end()) {
+        m.kv_ram_pages.push_back(p);
+      } else {
+        it->pages += p.pages;
+        it->bytes += p.bytes;
+      }
+    }
+  }
+  std::lock_guard lock(mutex_);
+  metrics_.kv_resident_bytes = m.kv_resident_bytes;
+  metrics_.kv_budgeted_bytes = m.kv_budgeted_bytes;
+  metrics_.kv_budgeted_peak_bytes = std::max(metrics_.kv_budgeted_peak_bytes, m.kv_budgeted_bytes);
+  metrics_.kv_cold_pages = m.kv_cold_pages;
+  metrics_.kv_cold_bytes = m.kv_cold_bytes;
+  metrics_.kv_spilled_pages = m.kv_spilled_pages;
+  metrics_.kv_ram_pages = std::move(m.kv_ram_pages);
+  slot_usage_ = std::move(per_slot);
 }
 
 void Scheduler::step(const std::vector<Slot*>& active, uint64_t turn) {

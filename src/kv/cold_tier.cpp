@@ -103,10 +103,12 @@ uint64_t ColdTier::disk_bytes() const {
 
 size_t ColdTier::ram_bytes() const {
   size_t bytes = 2 * staging_bytes_ + write_buffer_bytes_;
-  for (int l = 0; l < geometry_.n_layers; ++l) {
-    bytes += index_[l].capacity() * sizeof(ColdPage) + summaries_[l].capacity() * sizeof(uint16_t);
-  }
+  for (int l = 0; l < geometry_.n_layers; ++l) bytes += index_ram_bytes(l);
   return bytes;
+}
+
+size_t ColdTier::index_ram_bytes(int layer) const {
+  return index_[layer].capacity() * sizeof(ColdPage) + summaries_[layer].capacity() * sizeof(uint16_t);
 }
 
 double ColdTier::write_seconds() const { return file_->stats().write_seconds; }
@@ -176,6 +178,11 @@ void ColdTier::truncate(int layer, int64_t n_keep) {
   release_all();
   for (int64_t i = n_keep; i < n_pages(layer); ++i) {
     file_->free_slot(index_[layer][i].offset, PageFile::slot_bytes(index_[layer][i].format->page_bytes), layer);
+  }
+  if (n_keep == 0) {  // an emptied layer gives its index memory back (ram_bytes() counts capacity)
+    std::vector<ColdPage>().swap(index_[layer]);
+    std::vector<uint16_t>().swap(summaries_[layer]);
+    return;
   }
   index_[layer].resize(n_keep);
   summaries_[layer].resize(static_cast<size_t>(n_keep) * summary_floats_);

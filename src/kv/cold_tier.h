@@ -77,6 +77,9 @@ class ColdTier {
   uint64_t total_pages() const;
   uint64_t disk_bytes() const;   // page bytes held in the file (slots, live pages only)
   size_t ram_bytes() const;      // index + summaries + staging buffers: what counts against the budget
+  // One layer's index and summaries (their vectors' capacity: they at most double as they grow, so a layer
+  // that comes to hold n cold pages holds at most max(index_ram_bytes, 2 * n * ram_bytes_per_page) for them).
+  size_t index_ram_bytes(int layer) const;
   size_t summary_bytes_per_page() const { return summary_floats_ * sizeof(uint16_t); }
   // Pages one staging buffer holds (every cold page has the format of the ladder's last rung).
   int staging_capacity() const { return staging_pages_; }

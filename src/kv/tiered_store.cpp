@@ -112,6 +112,70 @@ size_t TieredKvStore::budget_resident_bytes() const {
   return ring_and_sink_bytes() + pool_.live_bytes() + (cold_ ? cold_->ram_bytes() : 0);
 }
 
+size_t TieredKvStore::budget_floor_bytes() const {
+  if (!cold_) return budget_resident_bytes();
+  // The pages make_room() may spill: per layer, the last-rung pages right after the cold prefix. Spilling them
+  // frees their bytes and grows the layer's cold index (at most to twice its entries, ColdTier::index_ram_bytes):
+  // a bound that never rises as pages are spilled.
+  const int last = static_cast<int>(rungs_.rungs.size()) - 1;
+  const size_t page_bytes = format(rungs_.rungs[last].precision).page_bytes;
+  const size_t per_cold_page = ColdTier::ram_bytes_per_page(geometry_);
+  size_t floor = budget_resident_bytes();
+  for (int l = 0; l < geometry_.n_layers; ++l) {
+    int64_t end = n_cold(l);
+    while (end < table_.n_pages(l) && table_.rung(l, end) == last) ++end;
+    const size_t index_now = cold_->index_ram_bytes(l);
+    const size_t index_after = std::max(index_now, 2 * static_cast<size_t>(end) * per_cold_page);
+    floor = floor - static_cast<size_t>(end - n_cold(l)) * page_bytes - index_now + index_after;
+  }
+  return floor;
+}
+
+size_t TieredKvStore::budget_growth_bytes(int n_tokens) const {
+  if (n_tokens <= 0) return 0;
+  // Pages pushed out of each layer's ring (exactly: the pages entering it past its capacity), each held as a
+  // copy in the ring's format while its encoding is made (background re-encoding; just the copy when the page
+  // keeps its format); and, with more than one rung, at most ceil(n / P) pages per layer crossing each rung
+  // boundary, each holding a page of its new rung until its old one goes.
+  const PageFormat& hot = ring_format();
+  const bool one_format = rungs_.rungs.size() == 1;
+  const size_t per_push = hot.page_bytes * (one_format ? 1 : 2);
+  size_t per_crossing = 0;
+  for (size_t r = 1; r < rungs_.rungs.size(); ++r) per_crossing += format(rungs_.rungs[r].precision).page_bytes;
+  const size_t crossings = static_cast<size_t>((n_tokens + kTokensPerPage - 1) / kTokensPerPage);
+  size_t bytes = 0;
+  for (const Layer& l : layers_) {
+    const int64_t end = static_cast<int64_t>(l.n_tokens) + n_tokens;
+    if (end <= n_sinks_) continue;
+    const int64_t last_page = (end - n_sinks_ - 1) / kTokensPerPage;
+    const int64_t first = l.ring_count > 0 ? l.ring_first : (std::max<int64_t>(l.n_tokens, n_sinks_) - n_sinks_) / kTokensPerPage;
+    const int64_t pushed = std::max<int64_t>(0, last_page + 1 - ring_pages_ - first);
+    bytes += static_cast<size_t>(pushed) * per_push + crossings * per_crossing;
+  }
+  return bytes;
+}
+
+Status TieredKvStore::set_budget(size_t bytes) {
+  if (!cold_) return Status::error("KV store: no cold tier, so no budget to change (create the store with one)");
+  if (budget_resident_bytes() > bytes) {
+    drain();  // settled, a re-encoded page no longer counts twice, and compaction may move any page
+    if (bytes < budget_floor_bytes()) {
+      return Status::error("KV store: a budget of " + std::to_string(bytes) + " bytes is below the " +
+                           std::to_string(budget_floor_bytes()) + " bytes this store cannot write to disk");
+    }
+    options_.budget_bytes = bytes;
+    const uint64_t cold_before = cold_->total_pages();
+    if (Status s = make_room(0); !s.ok()) return s;
+    if (cold_->total_pages() != cold_before) compact_pool();
+    if (budget_resident_bytes() > bytes) {
+      return Status::error("KV store: could not spill down to " + std::to_string(bytes) + " bytes" +
+                           (budget_warning_.empty() ? std::string() : ": " + budget_warning_));
+    }
+  }
+  options_.budget_bytes = bytes;
+  return Status();
+}
+
 Status TieredKvStore::make_room(size_t incoming) {
   if (!cold_ || spill_disabled_) return Status();
   const size_t budget = options_.budget_bytes;

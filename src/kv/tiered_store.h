@@ -136,6 +136,20 @@ class TieredKvStore {
   size_t budget_resident_bytes() const;
   // The smallest budget the store can keep: hot rings, sinks and cold-tier buffers.
   size_t fixed_bytes() const;
+  // A budget shared with other stores (kvtier serve; kv/budget_arbiter.h) moves at run time. set_budget sets it
+  // and spills the oldest last-rung pages down to it, then gives emptied slabs back; it needs the cold tier (a
+  // store created with a budget) and errors, changing nothing, below budget_floor_bytes(). A larger budget
+  // brings no page back: cold pages stay on disk until truncated.
+  Status set_budget(size_t bytes);
+  size_t budget_bytes() const { return options_.budget_bytes; }
+  // At least budget_resident_bytes() once every page that may go to disk went there: hot rings, sinks, pages above
+  // the last rung, and the cold tier's buffers and index (counted as the index may grow while spilling). Without
+  // a cold tier, budget_resident_bytes().
+  size_t budget_floor_bytes() const;
+  // The most appending n_tokens positions to every layer, and the ladder moves that follow, can add to
+  // budget_resident_bytes(): the pages pushed out of the rings (exactly), their re-encodes in flight, and pages
+  // crossing rungs.
+  size_t budget_growth_bytes(int n_tokens) const;
   // Set when the budget could not be kept (the warm rungs alone exceed it, or a spill write failed and the
   // cold tier stopped taking pages); the text says which. Cleared by nothing: the caller reports it once.
   const std::string& budget_warning() const { return budget_warning_; }

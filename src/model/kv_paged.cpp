@@ -61,6 +61,10 @@ class PagedKvCache final : public KvCache {
 
   std::string warning() const override { return store_->budget_warning(); }
 
+  KvUsage usage() const override;
+  Status set_budget(size_t bytes) override { return store_->set_budget(bytes); }
+  size_t budget_growth_bytes(int n_tokens) const override { return store_->budget_growth_bytes(n_tokens); }
+
   KvIoStats io_stats() const override {
     KvIoStats io;
     if (const kv::ColdTier* cold = store_->cold()) {
@@ -344,6 +348,29 @@ std::string PagedKvCache::window_summary() const {
     s += " " + std::to_string(held) + (g.window(l) > 0 ? "w" : "");
   }
   return s + " (w: window " + std::to_string(*std::max_element(g.layer_windows.begin(), g.layer_windows.end())) + ")";
+}
+
+KvUsage PagedKvCache::usage() const {
+  store_->settle();  // pending re-encodes would count both the old and the new page
+  const kv::KvMemoryReport m = store_->memory();
+  KvUsage u;
+  u.ram_bytes = m.total_bytes;
+  u.budget_bytes = m.budget_bytes;
+  u.budgeted_bytes = store_->budget_resident_bytes();
+  u.floor_bytes = store_->budget_floor_bytes();
+  // Emptied: the hot rings, sinks and cold-tier buffers stay; each layer's cold index gives its memory back
+  // (kv::ColdTier::truncate).
+  u.empty_bytes = store_->fixed_bytes();
+  if (const kv::ColdTier* cold = store_->cold()) {
+    for (int l = 0; l < geometry().n_layers; ++l) u.empty_bytes -= cold->index_ram_bytes(l);
+  }
+  u.cold_pages = m.cold_pages;
+  u.cold_bytes = m.cold_disk_bytes;
+  for (int p = 0; p < kv::kPrecisionCount; ++p) {
+    if (m.page_count[p] == 0) continue;
+    u.ram_pages.push_back({kv::precision_name(static_cast<kv::Precision>(p)), m.page_count[p], m.page_bytes[p]});
+  }
+  return u;
 }
 
 std::string PagedKvCache::describe() const {

@@ -362,8 +362,9 @@ TEST_F(HttpApiTest, RequestsBeyondSlotsAndQueueGet503AndMetricsCountThem) {
   auto metrics = server.client().Get("/metrics");
   ASSERT_TRUE(metrics);
   for (const char* name : {"kvtier_requests_total{outcome=\"refused\"} 1", "kvtier_generated_tokens_total",
-                           "kvtier_kv_bytes", "kvtier_queue_depth", "kvtier_cached_tokens_total",
-                           "kvtier_decode_tokens_per_second"}) {
+                           "kvtier_kv_bytes{tier=\"ram\"}", "kvtier_kv_bytes{tier=\"cold\"} 0",
+                           "kvtier_kv_pages{tier=\"cold\"} 0", "kvtier_kv_budget_bytes 0", "kvtier_queue_depth",
+                           "kvtier_cached_tokens_total", "kvtier_decode_tokens_per_second"}) {
     EXPECT_NE(metrics->body.find(name), std::string::npos) << name << "\n" << metrics->body;
   }
   busy.join();
