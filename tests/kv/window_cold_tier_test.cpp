@@ -1,8 +1,9 @@
 // Sliding-window layers with a cold tier (--kv-budget): pages behind a layer's window are released, never
 // spilled; cold pages that fall behind it are dropped from the cold tier unread and their file slots reused;
 // the budget counts what stays; the pages attention sees are byte-identical to a store without a budget; and
-// clearing returns the pool and the page file to their empty state. `kvtier plan` counts windowed layers at
-// their bound, with and without a budget.
+// clearing returns the pool and the page file to their empty state. Sessions: a store whose windowed layers
+// released pages saves and loads (into stores with and without a budget), and a store of another window
+// refuses the stream. `kvtier plan` counts windowed layers at their bound, with and without a budget.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -17,6 +18,7 @@
 namespace kvtier::kv {
 namespace {
 
+using ::kvtier::testing::MemoryStream;
 using ::kvtier::testing::random_rows;
 
 // Layers 0 and 2 windowed, layer 1 global. The window (200: it cuts pages in the middle) reaches past the
@@ -179,6 +181,56 @@ TEST(WindowColdTier, AccountingReturnsToBaseline) {
       EXPECT_EQ(store->released_positions(layer), 0);
     }
   }
+}
+
+TEST(WindowColdTier, ReleasedPagesSaveAndLoad) {
+  ::kvtier::testing::TempDir dir("kvtier-window-cold");
+  auto reference = make_store(kMixed, "f16", 0, "");
+  auto store = make_budgeted(kMixed, "f16", 24 << 10, dir.path());
+  ASSERT_TRUE(reference && store);
+  for (int pos = 0; pos < 900; pos += 90) {
+    fill(*reference, pos, 90, pos);
+    fill(*store, pos, 90, pos);
+  }
+  ASSERT_GT(store->released_pages(), 0);
+  ASSERT_GT(store->n_cold(0) + store->n_cold(1), 0);
+  MemoryStream saved;
+  ASSERT_TRUE(store->save(saved).ok());
+  MemoryStream saved_reference;
+  ASSERT_TRUE(reference->save(saved_reference).ok());
+  EXPECT_EQ(saved.bytes, saved_reference.bytes) << "the stream does not depend on where pages were";
+  // Into a store without a budget and into a budgeted one (which spills again as it loads); both continue
+  // like the store that never stopped.
+  auto plain = make_store(kMixed, "f16", 0, "");
+  auto budgeted = make_budgeted(kMixed, "f16", 24 << 10, dir.path());
+  for (TieredKvStore* copy : {plain.get(), budgeted.get()}) {
+    saved.read_at = 0;
+    Status s = copy->load(saved);
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_EQ(copy->first_cold_page(0), reference->first_cold_page(0));
+    expect_same_pages(*reference, *copy, "loaded");
+  }
+  for (int pos = 900; pos < 960; ++pos) {
+    for (TieredKvStore* s : {reference.get(), plain.get(), budgeted.get()}) fill(*s, pos, 1, pos);
+  }
+  expect_same_pages(*reference, *plain, "60 steps after loading");
+  expect_same_pages(*reference, *budgeted, "60 steps after loading, budgeted");
+  // A store whose layers have no window, or a larger one, would need positions the stream does not hold.
+  for (const KvGeometry& other : {KvGeometry{3, 2, 32, 8192, {}}, KvGeometry{3, 2, 32, 8192, {400, 0, 400}}}) {
+    auto wrong = make_store(other, "f16", 0, "");
+    saved.read_at = 0;
+    Status s = wrong->load(saved);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("released behind a sliding window"), std::string::npos) << s.message();
+    EXPECT_EQ(wrong->n_tokens(0), 0);
+    EXPECT_EQ(wrong->pool().live_bytes(), 0u);
+  }
+  // Truncated streams are refused and leave the store empty.
+  MemoryStream cut;
+  cut.bytes.assign(saved.bytes.begin(), saved.bytes.begin() + static_cast<ptrdiff_t>(saved.bytes.size() / 2));
+  EXPECT_FALSE(plain->load(cut).ok());
+  EXPECT_EQ(plain->n_tokens(0), 0);
+  EXPECT_EQ(plain->released_positions(0), 0);
 }
 
 // The plan's per-layer counts against a store filled to the planned context.
