@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fuzz smoke test of every libFuzzer target in fuzz/: the GGUF reader, the tokenizers, the command line and
-# the chat-template interpreter.
+# Fuzz smoke test of every libFuzzer target in fuzz/: the GGUF reader, the tokenizers, the command line, the
+# chat-template interpreter and the model loader's validation (seeds: tools/make_fuzz_seeds).
 # Builds fuzz/*_fuzz.cpp with clang, libFuzzer, ASan and UBSan in build-fuzz/ and runs each for its share of
 # N seconds (default 60 in all) on a scratch copy of its seed corpus fuzz/corpus/<name>/ (if any).
 # Exits non-zero if a fuzzer finds a crash, a sanitizer report, a hang or a broken invariant; the reproducer is
@@ -11,7 +11,7 @@ set -euo pipefail
 seconds="${1:-60}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${KVTIER_FUZZ_BUILD_DIR:-$root/build-fuzz}"
-fuzzers=(gguf tokenizer app template)
+fuzzers=(gguf tokenizer app template model)
 
 # fuzzer-no-link instruments the library code (what is being fuzzed) for coverage;
 # the fuzz target itself adds -fsanitize=fuzzer for the libFuzzer driver.

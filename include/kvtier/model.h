@@ -148,6 +148,9 @@ class Model {
   static Result<std::unique_ptr<Model>> load(const std::string& path, const ProgressFn& progress = {}) {
     return load(path, ModelLoadOptions{}, progress);
   }
+  // Config and tensor binding (every check of load()) over a file already open, e.g. gguf::File::from_bytes
+  // (the model fuzzer); the weights stay where the file has them. Errors name the key or tensor.
+  static Result<std::unique_ptr<Model>> from_file(std::unique_ptr<gguf::File> file);
   // Conditions found at load that do not stop it (e.g. the weights could not be locked).
   const std::vector<std::string>& load_warnings() const { return load_warnings_; }
 

@@ -186,6 +186,25 @@ void ColdTier::truncate(int layer, int64_t n_keep) {
   }
   index_[layer].resize(n_keep);
   summaries_[layer].resize(static_cast<size_t>(n_keep) * summary_floats_);
+  if (n_keep == 0) {  // an emptied layer gives its index memory back (ram_bytes counts capacity)
+    index_[layer].shrink_to_fit();
+    summaries_[layer].shrink_to_fit();
+  }
+}
+
+void ColdTier::drop_oldest(int layer, int64_t n) {
+  n = std::min(n, n_pages(layer));
+  if (n <= 0) return;
+  for (int s = 0; s < 2; ++s) {
+    if (slots_[s].layer == layer) release(s);
+  }
+  // Newest first, so that the next spills take the dropped slots oldest first (in file order, as they came).
+  for (int64_t i = n; i-- > 0;) {
+    file_->free_slot(index_[layer][i].offset, PageFile::slot_bytes(index_[layer][i].format->page_bytes), layer);
+  }
+  index_[layer].erase(index_[layer].begin(), index_[layer].begin() + n);
+  summaries_[layer].erase(summaries_[layer].begin(), summaries_[layer].begin() + static_cast<ptrdiff_t>(n * summary_floats_));
+  stats_.dropped_pages += static_cast<uint64_t>(n);
 }
 
 const uint16_t* ColdTier::summary(int layer, int64_t i, int head) const {

@@ -53,6 +53,7 @@ struct ColdPage {
 
 struct ColdStats {
   uint64_t spilled_pages = 0, spilled_bytes = 0;
+  uint64_t dropped_pages = 0;                       // dropped unread: behind a sliding window (drop_oldest)
   uint64_t read_pages = 0, read_bytes = 0;
   uint64_t prefetch_hits = 0, prefetch_misses = 0;  // sparse: pages found in / missing from the prefetch
   double stall_seconds = 0;                         // blocked waiting for reads
@@ -106,6 +107,11 @@ class ColdTier {
 
   // Drops cold pages [n_keep, n_pages) of a layer (waits for reads in flight first).
   void truncate(int layer, int64_t n_keep);
+  // Drops a layer's n oldest cold pages (a sliding-window layer's pages that fell behind its window): their
+  // slots go back to the layer's free list for its next spills, their index entries and summaries go, and the
+  // layer's remaining pages are renumbered from 0. Reads staged for the layer are released (their indices
+  // would name other pages now).
+  void drop_oldest(int layer, int64_t n);
 
   // Reads one cold page into dst (page_bytes), verifying its checksum; synchronous (truncate, save).
   Status read_page(int layer, int64_t i, uint8_t* dst);

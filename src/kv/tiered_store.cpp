@@ -109,7 +109,26 @@ size_t TieredKvStore::ring_and_sink_bytes() const {
 size_t TieredKvStore::fixed_bytes() const { return ring_and_sink_bytes() + (cold_ ? cold_->ram_bytes() : 0); }
 
 size_t TieredKvStore::budget_resident_bytes() const {
-  return ring_and_sink_bytes() + pool_.live_bytes() + (cold_ ? cold_->ram_bytes() : 0);
+  return ring_and_sink_bytes() + pool_.live_bytes() - bytes_behind_window() + (cold_ ? cold_->ram_bytes() : 0);
+}
+
+int64_t TieredKvStore::pages_behind_window(int layer, int64_t n_tokens) const {
+  const int window = geometry_.window(layer);
+  if (window <= 0) return 0;
+  // Page i is wholly behind when n_sinks + (i + 1) * P <= the next position's window start.
+  const int64_t first_needed = n_tokens - window + 1;
+  return first_needed > n_sinks_ ? (first_needed - n_sinks_) / kTokensPerPage : 0;
+}
+
+size_t TieredKvStore::bytes_behind_window() const {
+  size_t bytes = 0;
+  for (int layer = 0; layer < geometry_.n_layers; ++layer) {
+    const int64_t behind = std::min(pages_behind_window(layer), table_.n_pages(layer));
+    for (int64_t i = cold_end(layer); i < behind; ++i) {
+      if (table_.page(layer, i).valid()) bytes += format(rungs_.rungs[table_.rung(layer, i)].precision).page_bytes;
+    }
+  }
+  return bytes;
 }
 
 size_t TieredKvStore::budget_floor_bytes() const {
@@ -185,11 +204,14 @@ Status TieredKvStore::make_room(size_t incoming) {
   while (budget_resident_bytes() + incoming > budget) {
     const size_t excess = budget_resident_bytes() + incoming - budget;
     // Oldest first, from the layer with the most spillable (last-rung, resident) pages, so that the
-    // layers' cold prefixes stay even. One batch (one io_uring submission) writes up to 8 pages.
+    // layers' cold prefixes stay even. One batch (one io_uring submission) writes up to 8 pages. A sliding-
+    // window layer whose oldest resident page is behind its window spills nothing until that page is released
+    // (after the attention that still reads it): spilling it would only write what is about to be dropped.
     std::vector<int64_t> next(n_layers), end(n_layers);
     for (int l = 0; l < n_layers; ++l) {
-      next[l] = n_cold(l);
+      next[l] = cold_end(l);
       end[l] = next[l];
+      if (next[l] < pages_behind_window(l)) continue;
       while (end[l] < table_.n_pages(l) && table_.rung(l, end[l]) == last) ++end[l];
     }
     std::vector<ColdTier::Spill> batch;
@@ -386,19 +408,18 @@ Status TieredKvStore::rebalance(int layer) {
 }
 
 void TieredKvStore::release_behind_window(int layer) {
-  const int window = geometry_.window(layer);
-  // With a cold tier the oldest pages may be on disk (a prefix of the table): they stay there.
-  if (window <= 0 || cold_) return;
   Layer& l = layers_[layer];
-  const int64_t first_needed = static_cast<int64_t>(l.n_tokens) - window + 1;  // the next position's window start
-  while (l.released < table_.n_pages(layer) && page_first_pos(l.released) + kTokensPerPage <= first_needed &&
-         !pending(layer, l.released)) {
+  const int64_t behind = std::min(pages_behind_window(layer), table_.n_pages(layer));
+  const int64_t first = l.released, first_resident = cold_end(layer);
+  while (l.released < behind && !pending(layer, l.released)) {
+    // A cold page holds no pool page; it leaves the cold tier below, unread.
     const PageId old = table_.replace(layer, l.released, PageId{}, table_.rung(layer, l.released));
-    pool_.release(old);
+    if (old.valid()) pool_.release(old);
     ++l.released;
     ++released_pages_;
     compaction_due_ = true;
   }
+  if (cold_) cold_->drop_oldest(layer, std::min(l.released, first_resident) - first);
 }
 
 double TieredKvStore::reencode_seconds() const {
@@ -507,10 +528,11 @@ void TieredKvStore::truncate(int n_tokens) {
   drain();
   // A sliding-window layer whose released pages the next position would need again cannot be cut there: the
   // whole cache goes (the caller evaluates the tokens again; Session does).
+  // (A window of 1 needs no earlier position, but the kept rows of the cut page must still be held.)
   for (int layer = 0; layer < geometry_.n_layers; ++layer) {
     const int window = geometry_.window(layer);
     if (layers_[layer].released > 0 && n_tokens < layers_[layer].n_tokens &&
-        std::max(0, n_tokens - window + 1) < released_positions(layer)) {
+        std::max(0, std::min(n_tokens - window + 1, n_tokens - 1)) < released_positions(layer)) {
       n_tokens = 0;
     }
   }
@@ -539,9 +561,9 @@ void TieredKvStore::truncate(int n_tokens) {
       int kept = keep_rows;
       std::vector<uint8_t> cold_page;  // [page_bytes] a cold page read back
       const uint8_t* source = nullptr;
-      if (last_page < n_cold(layer)) {
+      if (last_page < cold_end(layer)) {
         cold_page.resize(from.page_bytes);
-        if (cold_->read_page(layer, last_page, cold_page.data()).ok()) {
+        if (cold_->read_page(layer, last_page - l.released, cold_page.data()).ok()) {
           source = cold_page.data();
         } else {
           kept = 0;  // unreadable: the page is dropped; first_bad_position() tells the caller to cut here
@@ -557,7 +579,7 @@ void TieredKvStore::truncate(int n_tokens) {
         write_rows(hot, slot, 0, kept, scratch_k_.data(), scratch_v_.data());
         if (same_value_layout(from, hot)) copy_value_rows(from, source, hot, slot, 0, kept);
       }
-      if (cold_) cold_->truncate(layer, std::min(n_cold(layer), last_page));
+      if (cold_) cold_->truncate(layer, std::clamp<int64_t>(last_page - l.released, 0, n_cold(layer)));
       for (PageId old : table_.truncate(layer, last_page)) {
         if (old.valid()) pool_.release(old);
       }
@@ -586,7 +608,7 @@ void TieredKvStore::gather_pages(int layer, std::vector<PageRef>& out) const {
   // Sinks lie behind a sliding window once pages after them are released (attention would skip them).
   if (n_sinks_ > 0 && l.released == 0) out.push_back({l.sinks, &sink_format_, 0, std::min(l.n_tokens, n_sinks_)});
   const std::span<const PageId> pages = table_.pages(layer);
-  const size_t n_cold_pages = static_cast<size_t>(n_cold(layer));
+  const size_t n_cold_pages = static_cast<size_t>(cold_end(layer));  // released + cold pages
   for (size_t i = static_cast<size_t>(l.released); i < pages.size(); ++i) {
     const Precision p = rungs_.rungs[table_.rung(layer, static_cast<int64_t>(i))].precision;
     const uint8_t* data = i < n_cold_pages ? nullptr : pool_.data(pages[i]);

@@ -116,7 +116,10 @@ class TieredKvStore {
   void gather_pages(int layer, std::vector<PageRef>& out) const;
   // Entries per attention segment (kv/cold_tier.h: segment_pages).
   int segment_pages() const { return segment_pages_; }
-  int lead_entries(int layer) const { return n_sinks_ > 0 && layers_[layer].n_tokens > 0 ? 1 : 0; }
+  // The sink entry leads the list until a sliding window releases pages (the sinks are behind it then).
+  int lead_entries(int layer) const {
+    return n_sinks_ > 0 && layers_[layer].n_tokens > 0 && layers_[layer].released == 0 ? 1 : 0;
+  }
 
   KvMemoryReport memory() const;
   // Waits for background re-encodes and swaps them in, so that memory() reports settled pages; the calling
@@ -125,12 +128,18 @@ class TieredKvStore {
   void settle() { drain(); }
   void settle_layer(int layer) { complete(layer); }
 
-  // The cold tier (nullptr without a budget). Cold pages are the first n_cold(layer) logical pages of a
-  // layer; gather_pages() leaves them out and the cache attends them from the cold tier.
+  // The cold tier (nullptr without a budget). Cold pages are the oldest pages a layer holds: logical pages
+  // [first_cold_page, first_cold_page + n_cold) (pages before first_cold_page were released behind a sliding
+  // window, and cold ones that fall behind it are dropped from the cold tier: ColdTier::drop_oldest), cold
+  // page i of the tier is logical page first_cold_page + i; gather_pages() lists them with data == nullptr
+  // and the cache attends them from the cold tier.
   ColdTier* cold() { return cold_.get(); }
   const ColdTier* cold() const { return cold_.get(); }
   int64_t n_cold(int layer) const { return cold_ ? cold_->n_pages(layer) : 0; }
-  // Bytes the budget is checked against: sinks + hot rings + live pool pages + the cold tier's RAM.
+  int64_t first_cold_page(int layer) const { return layers_[layer].released; }
+  // Bytes the budget is checked against: sinks + hot rings + live pool pages + the cold tier's RAM, less the
+  // pool pages of sliding-window layers that the layer's next rebalance() releases (they are behind the window
+  // of the next position, and only wait for the attention that still reads them: they are never spilled).
   // (Free pool pages and slab slack come on top: at most a few slabs per size class, as the rungs above
   // the last hold a bounded number of pages.)
   size_t budget_resident_bytes() const;
@@ -225,6 +234,12 @@ class TieredKvStore {
   // Spills the oldest last-rung pages until budget_resident_bytes() + incoming fits in the budget.
   Status make_room(size_t incoming);
   size_t ring_and_sink_bytes() const;
+  // Logical pages of a layer wholly behind the window of its next position (0 for global layers): the next
+  // rebalance() releases those it still holds.
+  int64_t pages_behind_window(int layer) const { return pages_behind_window(layer, layers_[layer].n_tokens); }
+  int64_t pages_behind_window(int layer, int64_t n_tokens) const;  // ... once it holds n_tokens positions
+  size_t bytes_behind_window() const;  // the resident pool pages among them, all layers
+  int64_t cold_end(int layer) const { return layers_[layer].released + n_cold(layer); }
 
   KvGeometry geometry_;
   TieredKvOptions options_;

@@ -1,12 +1,13 @@
 // Saving and restoring a TieredKvStore (sessions): every tier in the page format.
 //
 // Stream layout (little-endian, after the session file's own header):
-//   u32 magic "KVTS", u32 version (3)
+//   u32 magic "KVTS", u32 version (4)
 //   u32 n_layers, n_kv_heads, head_dim, group, n_sinks, u32 page_bytes[kPrecisionCount], u32 sink page bytes
 //   per layer:
-//     i32 n_tokens, i64 ring_first, i32 ring_count, u32 n_table_pages
+//     i32 n_tokens, i64 ring_first, i32 ring_count, u32 n_table_pages, u32 n_released (version 4)
 //     sink page                           (sink page bytes; only when n_sinks > 0 and n_tokens > 0)
-//     per table page: u8 rung, page bytes in that rung's format (cold pages are read back and checked first)
+//     per table page from n_released on: u8 rung, page bytes in that rung's format (cold pages are read back
+//                                         and checked first)
 //     per ring page: page bytes in the ring's format (f16, or k16vY when the ladder starts quantized)
 // The session file checksums the whole stream; load() still validates every count against the geometry
 // so that a damaged or foreign stream is refused with a message, never trusted.
@@ -20,8 +21,10 @@ namespace kvtier::kv {
 
 namespace {
 constexpr uint32_t kMagic = 0x5354564Bu;  // "KVTS"
-// 2: value groups of 64, split key/value rungs (page sizes changed); 3: k16vY tail pages (4 more precisions)
-constexpr uint32_t kVersion = 3;
+// 2: value groups of 64, split key/value rungs (page sizes changed); 3: k16vY tail pages (4 more precisions);
+// 4: the pages a sliding-window layer released (n_released per layer; version 3 streams load as none released)
+constexpr uint32_t kVersion = 4;
+constexpr uint32_t kOldestReadable = 3;
 
 template <class T>
 Status put(ByteSink& out, T value) {
@@ -40,12 +43,6 @@ std::string TieredKvStore::policy() const {
 
 Status TieredKvStore::save(ByteSink& out) {
   drain();  // background encodings into the table first: the stream holds settled pages
-  for (const Layer& l : layers_) {
-    if (l.released > 0) {
-      return Status::error("saving a KV cache whose sliding-window layers released pages is not supported yet "
-                           "(the stream format holds every position of every layer)");
-    }
-  }
 #define KVTIER_TRY(expr)              \
   if (Status s_ = (expr); !s_.ok()) { \
     return s_;                        \
@@ -64,13 +61,14 @@ Status TieredKvStore::save(ByteSink& out) {
     KVTIER_TRY(put(out, static_cast<int64_t>(l.ring_first)));
     KVTIER_TRY(put(out, static_cast<int32_t>(l.ring_count)));
     KVTIER_TRY(put(out, static_cast<uint32_t>(table_.n_pages(layer))));
+    KVTIER_TRY(put(out, static_cast<uint32_t>(l.released)));
     if (n_sinks_ > 0 && l.n_tokens > 0) KVTIER_TRY(out.write(l.sinks, sink_format_.page_bytes));
-    for (int64_t i = 0; i < table_.n_pages(layer); ++i) {
+    for (int64_t i = l.released; i < table_.n_pages(layer); ++i) {
       const int rung = table_.rung(layer, i);
       const PageFormat& f = format(rungs_.rungs[rung].precision);
       KVTIER_TRY(put(out, static_cast<uint8_t>(rung)));
-      if (i < n_cold(layer)) {
-        KVTIER_TRY(cold_->read_page(layer, i, cold_page.data()));
+      if (i < cold_end(layer)) {
+        KVTIER_TRY(cold_->read_page(layer, i - l.released, cold_page.data()));
         KVTIER_TRY(out.write(cold_page.data(), f.page_bytes));
       } else {
         KVTIER_TRY(out.write(pool_.data(table_.page(layer, i)), f.page_bytes));
@@ -105,9 +103,9 @@ Status TieredKvStore::load(ByteSource& in) {
     KVTIER_TRY(get(in, &magic));
     KVTIER_TRY(get(in, &version));
     if (magic != kMagic) return Status::error("not a kvtier paged KV stream (bad magic)");
-    if (version != kVersion) {
-      return Status::error("paged KV stream version " + std::to_string(version) + " (this build reads version " +
-                           std::to_string(kVersion) + ")");
+    if (version < kOldestReadable || version > kVersion) {
+      return Status::error("paged KV stream version " + std::to_string(version) + " (this build reads versions " +
+                           std::to_string(kOldestReadable) + " to " + std::to_string(kVersion) + ")");
     }
     const char* names[] = {"layers", "KV heads", "head_dim", "group", "sinks"};
     const int expected[] = {geometry_.n_layers, geometry_.n_kv_heads, geometry_.head_dim, format(Precision::Q8).group, n_sinks_};
@@ -131,11 +129,12 @@ Status TieredKvStore::load(ByteSource& in) {
       Layer& l = layers_[layer];
       int32_t n_tokens = 0, ring_count = 0;
       int64_t ring_first = 0;
-      uint32_t n_pages = 0;
+      uint32_t n_pages = 0, n_released = 0;
       KVTIER_TRY(get(in, &n_tokens));
       KVTIER_TRY(get(in, &ring_first));
       KVTIER_TRY(get(in, &ring_count));
       KVTIER_TRY(get(in, &n_pages));
+      if (version >= 4) KVTIER_TRY(get(in, &n_released));
       const std::string where = "saved cache, layer " + std::to_string(layer) + ": ";
       // The positions the pages cover must be exactly what n_tokens says.
       const int64_t covered = n_tokens <= n_sinks_ ? n_tokens : page_first_pos(ring_first + ring_count);
@@ -150,9 +149,22 @@ Status TieredKvStore::load(ByteSource& in) {
                              std::to_string(ring_count) + ", context " + std::to_string(geometry_.max_tokens) + ")");
       }
       if (layer > 0 && n_tokens != layers_[0].n_tokens) return Status::error(where + "layers hold different lengths");
+      // Released pages: only those wholly behind the window of the next position (what this store's window
+      // would have released itself), so that every position a later query sees is in the stream.
+      const int64_t releasable = std::min<int64_t>(pages_behind_window(layer, n_tokens), n_pages);
+      if (n_released > releasable) {
+        return Status::error(where + std::to_string(n_released) + " pages released behind a sliding window, but " +
+                             (geometry_.window(layer) > 0
+                                  ? "its window of " + std::to_string(geometry_.window(layer)) + " at " +
+                                        std::to_string(n_tokens) + " positions allows at most " + std::to_string(releasable)
+                                  : std::string("this layer has no window")) +
+                             " (a cache saved with another window?)");
+      }
       if (n_sinks_ > 0 && n_tokens > 0) KVTIER_TRY(in.read(l.sinks, sink_format_.page_bytes));
+      for (uint32_t i = 0; i < n_released; ++i) table_.append(layer, PageId{}, last_rung);
+      l.released = n_released;
       int previous_rung = last_rung;
-      for (uint32_t i = 0; i < n_pages; ++i) {
+      for (uint32_t i = n_released; i < n_pages; ++i) {
         uint8_t rung = 0;
         KVTIER_TRY(get(in, &rung));
         if (rung > last_rung || rung > previous_rung) {
@@ -178,7 +190,11 @@ Status TieredKvStore::load(ByteSource& in) {
     return Status();
   }();
 #undef KVTIER_TRY
-  if (!status.ok()) clear();
+  if (!status.ok()) {
+    clear();
+  } else {
+    for (const Layer& l : layers_) released_pages_ += l.released;
+  }
   return status;
 }
 

@@ -273,7 +273,10 @@ class PagedKvCache final : public KvCache {
       if (!slot.ok()) return slot.status();
       miss_slot_ = *slot;
     }
+    // Kept as logical page numbers: a sliding window may drop the layer's oldest cold pages before its next
+    // step, which renumbers the rest (kv::ColdTier::drop_oldest).
     last_selection_[layer] = selection_;
+    for (int64_t& i : last_selection_[layer]) i += store_->first_cold_page(layer);
     return Status();
   }
 
@@ -300,7 +303,8 @@ class PagedKvCache final : public KvCache {
     std::vector<int64_t> idx;
     if (sparse) {
       idx = last_selection_[next];
-      std::erase_if(idx, [&](int64_t i) { return i >= n_cold; });
+      for (int64_t& i : idx) i -= store_->first_cold_page(next);
+      std::erase_if(idx, [&](int64_t i) { return i < 0 || i >= n_cold; });
       if (idx.empty()) return;
     } else {
       idx = range(0, std::min<int64_t>(store_->segment_pages() - store_->lead_entries(next), n_cold));
@@ -317,7 +321,7 @@ class PagedKvCache final : public KvCache {
   std::vector<float> part_, part_lse_;  // [n, n_heads, head_dim], [n, n_heads]: one segment's attention
   std::vector<float> rotated_q_, scores_;
   std::vector<int64_t> selection_, misses_;
-  std::vector<std::vector<int64_t>> last_selection_;  // [n_layers] sparse choice of the previous step
+  std::vector<std::vector<int64_t>> last_selection_;  // [n_layers] sparse choice of the previous step (logical pages)
   int prefetch_slot_ = -1, miss_slot_ = -1;
   int window_ = 0;        // the AttentionParams of the layer being attended (make_view passes them on)
   float softcap_ = 0;
@@ -391,6 +395,11 @@ std::string PagedKvCache::describe() const {
                   static_cast<unsigned long long>(c.spilled_pages), c.spilled_bytes / 1048576.0, f.write_seconds * 1e3,
                   static_cast<unsigned long long>(c.read_pages), c.read_bytes / 1048576.0, c.stall_seconds * 1e3);
     std::string line = buf;
+    if (c.dropped_pages > 0) {
+      std::snprintf(buf, sizeof buf, "; dropped %llu cold pages unread behind sliding windows (%llu cold now)",
+                    static_cast<unsigned long long>(c.dropped_pages), static_cast<unsigned long long>(cold->total_pages()));
+      line += buf;
+    }
     if (c.prefetch_hits + c.prefetch_misses > 0) {
       std::snprintf(buf, sizeof buf, "; sparse prefetch hit %.1f%% of %llu chosen pages",
                     100.0 * c.prefetch_hits / static_cast<double>(c.prefetch_hits + c.prefetch_misses),

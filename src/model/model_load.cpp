@@ -40,12 +40,9 @@ Result<std::unique_ptr<Model>> Model::load(const std::string& path, const ModelL
                                            const ProgressFn& progress) {
   auto file = gguf::File::open(path);
   if (!file.ok()) return Status::error(file.error());
-  std::unique_ptr<Model> model(new Model());
-  model->file_ = std::move(*file);
-  auto config = ModelConfig::from_gguf(*model->file_);
-  if (!config.ok()) return Status::error(path + ": " + config.error());
-  model->config_ = *config;
-  if (Status s = model->bind_weights(); !s.ok()) return Status::error(path + ": " + s.message());
+  auto bound = from_file(std::move(*file));
+  if (!bound.ok()) return Status::error(path + ": " + bound.error());
+  std::unique_ptr<Model> model = std::move(*bound);
 
   // Only tensor bytes are ever read: bytes of the file that no tensor uses (padding, anything appended after
   // the last tensor) stay on disk whatever the residency.
@@ -73,6 +70,16 @@ Result<std::unique_ptr<Model>> Model::load(const std::string& path, const ModelL
       break;
     }
   }
+  return model;
+}
+
+Result<std::unique_ptr<Model>> Model::from_file(std::unique_ptr<gguf::File> file) {
+  std::unique_ptr<Model> model(new Model());
+  model->file_ = std::move(file);
+  auto config = ModelConfig::from_gguf(*model->file_);
+  if (!config.ok()) return config.status();
+  model->config_ = *config;
+  if (Status s = model->bind_weights(); !s.ok()) return s;
   return model;
 }
 
@@ -136,10 +143,12 @@ Status Model::bind_weights() {
     return s;
   }
   if (Status s = vector("output_norm.weight", c.n_embd, true, output_norm_); !s.ok()) return s;
-  layers_.assign(c.n_layers, {});
+  // Layers grow as they bind: a block_count far beyond the tensors fails at the first missing one without
+  // allocating for all of them first.
+  layers_.clear();
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
-    LayerWeights& w = layers_[l];
+    LayerWeights& w = layers_.emplace_back();
     Status s;
     if (s = vector(p + "attn_norm.weight", c.n_embd, true, w.attn_norm); !s.ok()) return s;
     if (f.find_tensor(p + "attn_qkv.weight")) {  // fused (phi3): q rows, then k rows, then v rows

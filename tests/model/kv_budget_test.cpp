@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../../tools/gemma_model.h"  // header-only; tools/ is not on the include path
 #include "common/shared_data.h"
 #include "common/test_util.h"
 #include "kvtier/kv_options.h"
@@ -23,11 +24,12 @@ struct Greedy {
   std::vector<int32_t> tokens;  // generated ids
   std::vector<float> logits;    // [steps][n_vocab]: the logits each id was chosen from
   uint64_t spilled_pages = 0;
+  std::string described;        // the cache's describe() at the end
 };
 
-// Prefills `prompt` (in 512-token batches, as `kvtier run` does) and decodes `steps` greedy tokens.
+// Prefills `prompt` (in 512-token batches, as `kvtier run` does, or smaller) and decodes `steps` greedy tokens.
 Greedy run_greedy(Model& model, const KvCacheOptions& options, const std::vector<int32_t>& prompt, int steps,
-                  ThreadPool& pool) {
+                  ThreadPool& pool, int max_batch = 512) {
   Greedy g;
   const ModelConfig& c = model.config();
   auto cache = make_kv_cache(c, static_cast<int>(prompt.size()) + steps, options, &pool);
@@ -35,8 +37,8 @@ Greedy run_greedy(Model& model, const KvCacheOptions& options, const std::vector
   if (!cache.ok()) return g;
   std::vector<float> logits(c.n_vocab);  // [n_vocab]
   const int n = static_cast<int>(prompt.size());
-  for (int at = 0; at < n; at += 512) {
-    const int batch = std::min(512, n - at);
+  for (int at = 0; at < n; at += max_batch) {
+    const int batch = std::min(max_batch, n - at);
     Status s = model.forward(prompt.data() + at, batch, at, **cache, pool, batch - 1, logits.data());
     EXPECT_TRUE(s.ok()) << s.message();
     if (!s.ok()) return g;
@@ -50,6 +52,7 @@ Greedy run_greedy(Model& model, const KvCacheOptions& options, const std::vector
     if (!s.ok()) return g;
   }
   g.spilled_pages = (*cache)->io_stats().pages_written;
+  g.described = (*cache)->describe();
   return g;
 }
 
@@ -102,6 +105,63 @@ TEST(KvBudget, GreedyLogitsAreBitIdenticalWithAndWithoutBudgetAndSpilling) {
       EXPECT_EQ(std::memcmp(bounded.logits.data(), unbounded.logits.data(), bounded.logits.size() * sizeof(float)), 0)
           << "logits differ in some bits";
     }
+  }
+}
+
+// A Gemma-3-shaped model (tools/gemma_model.h from the trained tiny-llama-6m, window 256 on every other layer:
+// longer than the hot ring, so windowed layers hold pool pages): windowed layers spill pages inside their window
+// and drop them from the cold tier once they fall behind it; the logits stay bit-identical to the run without a
+// budget.
+TEST(KvBudget, SlidingWindowLayersWithSpillingGiveBitIdenticalLogits) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-6m.f16.gguf");
+  auto source = gguf::File::open(shared_path("models/tiny-llama-6m.f16.gguf").string());
+  ASSERT_TRUE(source.ok()) << source.error();
+  gguf::GgufWriter writer;
+  tools::GemmaModelOptions gemma;
+  gemma.window = 256;
+  ASSERT_TRUE(tools::make_gemma_model(**source, gemma, writer).ok());
+  ::kvtier::testing::TempDir model_dir("kvtier-gemma", ::testing::TempDir());
+  const std::string path = model_dir.path() + "/gemma3.gguf";
+  ASSERT_TRUE(writer.write_file(path).ok());
+  auto model = Model::load(path);
+  ASSERT_TRUE(model.ok()) << model.error();
+  const ModelConfig& c = (*model)->config();
+  ASSERT_GT(c.sliding_window, 0);
+  std::vector<int32_t> prompt(900);  // 14 pages: far past the window
+  uint32_t x = 777;
+  for (int32_t& t : prompt) {
+    x = x * 1664525u + 1013904223u;
+    t = static_cast<int32_t>(x % static_cast<uint32_t>(c.n_vocab - 3)) + 3;
+  }
+  const int steps = 6;
+  ThreadPool pool(2);
+  // Budgets: the fixed part (rings, sinks, staging buffers; and full warm rungs) + a few last-rung pages.
+  for (const auto& [ladder, budget] : std::vector<std::pair<std::string, std::string>>{{"f16", "3400K"},
+                                                                                       {"f16:64,q8:128,q4", "2600K"}}) {
+    SCOPED_TRACE(ladder);
+    KvCacheOptions plain;
+    plain.ladder = ladder;
+    // 64-token prefill batches: a 512-token batch's pages wait in f16 for their re-encoding, above any budget
+    // small enough to spill here.
+    const Greedy unbounded = run_greedy(**model, plain, prompt, steps, pool, 64);
+    ASSERT_EQ(unbounded.tokens.size(), static_cast<size_t>(steps));
+    ::kvtier::testing::TempDir dir("kvtier-budget", ::testing::TempDir());
+    KvCacheOptions cold = plain;
+    cold.budget_bytes = *parse_byte_size(budget);
+    cold.spill_dir = dir.path();
+    cold.cold_mode = "exact";
+    const Greedy bounded = run_greedy(**model, cold, prompt, steps, pool, 64);
+    EXPECT_GT(bounded.spilled_pages, 4u) << bounded.described;
+    // f16: every pool page is at the last rung, so windowed layers spill and then drop. (The ladder's windowed
+    // pages reach q4 only in their last 64 positions in the window; the global layers, holding the most, spill.)
+    if (ladder == "f16") {
+      EXPECT_NE(bounded.described.find("cold pages unread behind sliding windows"), std::string::npos) << bounded.described;
+    }
+    EXPECT_EQ(bounded.described.find("warning"), std::string::npos) << bounded.described;
+    EXPECT_EQ(bounded.tokens, unbounded.tokens);
+    ASSERT_EQ(bounded.logits.size(), unbounded.logits.size());
+    EXPECT_EQ(std::memcmp(bounded.logits.data(), unbounded.logits.data(), bounded.logits.size() * sizeof(float)), 0)
+        << "logits differ in some bits";
   }
 }
 
