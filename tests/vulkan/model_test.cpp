@@ -1,0 +1,203 @@
+// The whole forward pass on the Vulkan backend (kvtier/device.h) against the CPU backend with its default f16
+// paged cache, on the tiny test models of ../shared: the logits of a prompt, a greedy continuation, and
+// perplexity on a slice of the eval text. Skipped without ../shared or a Vulkan device; the validation layer is
+// on (KVTIER_VK_VALIDATE=0 turns it off) and any message it reports fails the test.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "common/shared_data.h"
+#include "kvtier/device.h"
+#include "kvtier/kv_options.h"
+#include "kvtier/tokenizer.h"
+#include "vulkan_test_util.h"
+
+namespace kvtier {
+namespace {
+
+std::string read_text(const std::string& path, size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  std::string text = s.str();
+  if (text.size() > max_bytes) text.resize(max_bytes);
+  return text;
+}
+
+int argmax(const float* row, int n) { return static_cast<int>(std::max_element(row, row + n) - row); }
+
+class VulkanModelTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    KVTIER_REQUIRE_SHARED("models/" + std::string(GetParam()));
+    KVTIER_REQUIRE_SHARED("eval/eval.txt");
+    auto model = Model::load(testing::shared_path("models/" + std::string(GetParam())).string());
+    ASSERT_TRUE(model.ok()) << model.error();
+    model_ = std::move(*model);
+    auto tokenizer = Tokenizer::from_gguf(model_->file());
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.error();
+    tokenizer_ = std::move(*tokenizer);
+    DeviceOptions options;
+    options.kind = DeviceKind::kVulkan;
+    options.index = 0;  // lavapipe in CI, where it is the only device
+    if (const char* index = std::getenv("KVTIER_VK_DEVICE")) options.index = std::atoi(index);
+    options.validation = vulkan::testing::test_options().validation;
+    auto device = open_device_model(*model_, options);
+    if (!device.ok() && device.error().find("no Vulkan") != std::string::npos) GTEST_SKIP() << device.error();
+    ASSERT_TRUE(device.ok()) << device.error();
+    vulkan::testing::g_vulkan_device_created = true;
+    device_ = std::move(*device);
+    tokens_ = tokenizer_->encode(read_text(testing::shared_path("eval/eval.txt").string(), 64 * 1024), true, false);
+    ASSERT_GT(tokens_.size(), 600u);
+  }
+
+  void TearDown() override {
+    if (device_ == nullptr) return;
+    for (const std::string& m : device_->take_validation_messages()) ADD_FAILURE() << "validation: " << m;
+  }
+
+  std::unique_ptr<KvCache> cpu_cache(int n_ctx) {
+    auto cache = make_kv_cache(model_->config(), n_ctx, KvCacheOptions{});  // the default: paged f16
+    EXPECT_TRUE(cache.ok()) << cache.error();
+    return cache.ok() ? std::move(*cache) : nullptr;
+  }
+  std::unique_ptr<KvCache> gpu_cache(int n_ctx) {
+    auto cache = device_->make_cache(n_ctx);
+    EXPECT_TRUE(cache.ok()) << cache.error();
+    return cache.ok() ? std::move(*cache) : nullptr;
+  }
+
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<DeviceModel> device_;
+  std::vector<int32_t> tokens_;
+  ThreadPool pool_{2};
+};
+
+// Every row's logits of a 100-token prompt (two pages: the second partial). The tolerance: the largest
+// difference at most 2% of the largest logit's magnitude, and the mean absolute difference at most 0.2% of it.
+// The two backends do not round alike: the CPU quantizes the activations to 8 bits for its quantized
+// matrix products (llama.cpp's scheme); the GPU multiplies them in f32.
+TEST_P(VulkanModelTest, PromptLogitsAreCloseToTheCpus) {
+  const int n = 100, vocab = model_->config().n_vocab;
+  auto cpu = cpu_cache(128), gpu = gpu_cache(128);
+  ASSERT_TRUE(cpu && gpu);
+  std::vector<float> want(static_cast<size_t>(n) * vocab), got(want.size(), NAN);
+  ASSERT_TRUE(model_->forward(tokens_.data(), n, 0, *cpu, pool_, 0, want.data()).ok());
+  Status s = model_->forward(tokens_.data(), n, 0, *gpu, pool_, 0, got.data());
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(gpu->n_tokens(), n);
+  double max_abs = 0, max_diff = 0, sum_diff = 0;
+  int same_top1 = 0;
+  for (int t = 0; t < n; ++t) {
+    const float* w = want.data() + static_cast<size_t>(t) * vocab;
+    const float* g = got.data() + static_cast<size_t>(t) * vocab;
+    same_top1 += argmax(w, vocab) == argmax(g, vocab);
+    for (int i = 0; i < vocab; ++i) {
+      ASSERT_TRUE(std::isfinite(g[i])) << "row " << t << " logit " << i;
+      max_abs = std::max(max_abs, std::fabs(static_cast<double>(w[i])));
+      const double d = std::fabs(static_cast<double>(w[i]) - g[i]);
+      max_diff = std::max(max_diff, d);
+      sum_diff += d;
+    }
+  }
+  const double mean_diff = sum_diff / (static_cast<double>(n) * vocab);
+  std::printf("%s: max |logit| %.3f, max diff %.4f, mean diff %.5f, same top-1 %d/%d\n", GetParam(), max_abs,
+              max_diff, mean_diff, same_top1, n);
+  EXPECT_LE(max_diff, 0.02 * max_abs);
+  EXPECT_LE(mean_diff, 0.002 * max_abs);
+  EXPECT_GE(same_top1, n - 2);
+}
+
+// 40 greedy tokens after a prompt, each fed back one at a time (the decode path): the same tokens.
+TEST_P(VulkanModelTest, GreedyContinuationIsTheCpus) {
+  const int prompt = 24, generate = 40, vocab = model_->config().n_vocab;
+  std::vector<int32_t> seq[2];
+  for (int backend = 0; backend < 2; ++backend) {
+    auto cache = backend == 0 ? cpu_cache(prompt + generate) : gpu_cache(prompt + generate);
+    ASSERT_TRUE(cache);
+    std::vector<float> logits(vocab);
+    std::vector<int32_t>& out = seq[backend];
+    out.assign(tokens_.begin(), tokens_.begin() + prompt);
+    ASSERT_TRUE(model_->forward(out.data(), prompt, 0, *cache, pool_, prompt - 1, logits.data()).ok());
+    for (int i = 0; i < generate; ++i) {
+      out.push_back(argmax(logits.data(), vocab));
+      if (i + 1 < generate) {
+        Status s = model_->forward(&out.back(), 1, static_cast<int>(out.size()) - 1, *cache, pool_, 0, logits.data());
+        ASSERT_TRUE(s.ok()) << s.message();
+      }
+    }
+  }
+  EXPECT_EQ(seq[0], seq[1]) << "CPU: " << tokenizer_->decode(seq[0]) << "\nGPU: " << tokenizer_->decode(seq[1]);
+}
+
+// Perplexity as llama.cpp computes it (each chunk of n_ctx tokens starts with BOS; its second half is scored),
+// over `chunks` chunks with caches from make_cache.
+double perplexity(Model& model, const std::vector<int32_t>& tokens, int32_t bos, int n_ctx, int chunks,
+                  ThreadPool& pool, const std::function<std::unique_ptr<KvCache>()>& make_cache) {
+  const int vocab = model.config().n_vocab, first = n_ctx / 2;
+  double nll = 0;
+  int scored = 0;
+  for (int c = 0; c < chunks; ++c) {
+    std::vector<int32_t> chunk(tokens.begin() + c * n_ctx, tokens.begin() + (c + 1) * n_ctx);
+    chunk[0] = bos;
+    auto cache = make_cache();
+    std::vector<float> logits(static_cast<size_t>(n_ctx - first) * vocab);
+    Status s = model.forward(chunk.data(), n_ctx, 0, *cache, pool, first, logits.data());
+    EXPECT_TRUE(s.ok()) << s.message();
+    if (!s.ok()) return NAN;
+    for (int i = first; i + 1 < n_ctx; ++i) {
+      const float* row = logits.data() + static_cast<size_t>(i - first) * vocab;
+      const float mx = *std::max_element(row, row + vocab);
+      double sum = 0;
+      for (int v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+      nll -= static_cast<double>(row[chunk[i + 1]]) - mx - std::log(sum);
+      ++scored;
+    }
+  }
+  return std::exp(nll / scored);
+}
+
+// Perplexity over 2 chunks of 128 tokens of the eval text: within 0.1% of the CPU's with the f16 cache.
+TEST_P(VulkanModelTest, PerplexityIsWithinATenthOfAPercentOfTheCpus) {
+  const int n_ctx = 128, chunks = 2;
+  const int32_t bos = tokenizer_->bos_id();
+  const double cpu = perplexity(*model_, tokens_, bos, n_ctx, chunks, pool_, [&] { return cpu_cache(n_ctx); });
+  const double gpu = perplexity(*model_, tokens_, bos, n_ctx, chunks, pool_, [&] { return gpu_cache(n_ctx); });
+  std::printf("%s: PPL CPU %.5f, Vulkan %.5f (%+.4f%%)\n", GetParam(), cpu, gpu, 100 * (gpu / cpu - 1));
+  EXPECT_NEAR(gpu / cpu, 1.0, 1e-3);
+}
+
+// A truncated cache takes new tokens from the truncation point: the rows past it still hold the keys of the
+// dropped tokens, which the attention must not read.
+TEST_P(VulkanModelTest, TruncateThenContinueMatchesAFreshRun) {
+  const int n = 70, keep = 30, vocab = model_->config().n_vocab;
+  auto fresh = gpu_cache(n), reused = gpu_cache(n);
+  ASSERT_TRUE(fresh && reused);
+  std::vector<float> want(vocab), got(vocab);
+  ASSERT_TRUE(model_->forward(tokens_.data(), n, 0, *fresh, pool_, n - 1, want.data()).ok());
+  std::vector<int32_t> other(tokens_.begin(), tokens_.begin() + keep);  // the same start, then other text
+  other.insert(other.end(), tokens_.begin() + 300, tokens_.begin() + 300 + (n - keep));
+  ASSERT_TRUE(model_->forward(other.data(), n, 0, *reused, pool_, n, nullptr).ok());
+  reused->truncate(keep);
+  EXPECT_EQ(reused->n_tokens(), keep);
+  ASSERT_TRUE(model_->forward(tokens_.data() + keep, n - keep, keep, *reused, pool_, n - keep - 1, got.data()).ok());
+  EXPECT_EQ(want, got);
+}
+
+INSTANTIATE_TEST_SUITE_P(TinyLlama, VulkanModelTest,
+                         ::testing::Values("tiny-llama-6m.Q4_0.gguf", "tiny-llama-6m.Q4_K_M.gguf",
+                                           "tiny-llama-6m.f16.gguf"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           std::string name = info.param;
+                           name = name.substr(std::strlen("tiny-llama-6m."));
+                           name = name.substr(0, name.find('.'));
+                           return name;
+                         });
+
+}  // namespace
+}  // namespace kvtier
