@@ -10,7 +10,7 @@
 namespace kvtier {
 
 Result<DeviceOptions> parse_device(const std::string& text) {
-  const std::string bad = "--device " + text + ": expected cpu, vulkan or vulkan:N";
+  const std::string bad = text + ": expected cpu, vulkan or vulkan:N";
   DeviceOptions options;
   if (text == "cpu") return options;
   options.kind = DeviceKind::kVulkan;

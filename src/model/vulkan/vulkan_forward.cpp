@@ -69,6 +69,7 @@ class VulkanModel final : public DeviceModel {
   std::unique_ptr<vulkan::Context> context_;
   vulkan::Kernels kernels_;
   kv::PageFormat page_format_;  // f16 pages of one layer's KV heads
+  vulkan::MatvecTuning tuning_;
   std::vector<DeviceLayer> layers_;
   DeviceMatrix output_;
   Buffer output_norm_;  // [n_embd] f32
@@ -279,6 +280,8 @@ Status VulkanModel::init(const ProgressFn& progress) {
       upload_total_ += static_cast<uint64_t>(m->rows) * m->row_bytes;
     }
   }
+  // A software device (lavapipe) runs each workgroup as a task of its own: fewer, larger ones cost far less.
+  if (context_->info().is_cpu) tuning_ = vulkan::MatvecTuning{64, 8};
   progress_ = progress;
   layers_.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -366,14 +369,17 @@ Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* lo
   auto record = [&s](Status r) {
     if (s.ok() && !r.ok()) s = std::move(r);
   };
+  auto matvec = [&](const DeviceMatrix& m, const Buffer& x, const Buffer& y) {
+    return k.matvec(b, m.type, m.buffer, x, y, m.rows, m.cols, 1, tuning_);
+  };
   for (int l = 0; l < c.n_layers && s.ok(); ++l) {
     const DeviceLayer& w = layers_[l];
     const BufferRange pool(cache.pool(), static_cast<size_t>(l) * layer_bytes, layer_bytes);
     record(k.rms_norm(b, x_, w.attn_norm, xn_, 1, c.n_embd, c.rms_eps));
     b.barrier();
-    record(k.matvec(b, w.wq.type, w.wq.buffer, xn_, q_, w.wq.rows, w.wq.cols));
-    record(k.matvec(b, w.wk.type, w.wk.buffer, xn_, k_, w.wk.rows, w.wk.cols));
-    record(k.matvec(b, w.wv.type, w.wv.buffer, xn_, v_, w.wv.rows, w.wv.cols));
+    record(matvec(w.wq, xn_, q_));
+    record(matvec(w.wk, xn_, k_));
+    record(matvec(w.wv, xn_, v_));
     b.barrier();
     if (w.bq.size() > 0) record(k.add(b, q_, w.bq, q_dim, q_dim));
     if (w.bk.size() > 0) record(k.add(b, k_, w.bk, kv_dim, kv_dim));
@@ -389,18 +395,18 @@ Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* lo
     b.barrier();
     record(k.merge_attention(b, partial_o_, partial_ml_, splits, c.n_heads, c.head_dim, attn_, lse_));
     b.barrier();
-    record(k.matvec(b, w.wo.type, w.wo.buffer, attn_, proj_, w.wo.rows, w.wo.cols));
+    record(matvec(w.wo, attn_, proj_));
     b.barrier();
     record(k.add(b, x_, proj_, c.n_embd, c.n_embd));
     b.barrier();
     record(k.rms_norm(b, x_, w.ffn_norm, xn_, 1, c.n_embd, c.rms_eps));
     b.barrier();
-    record(k.matvec(b, w.gate.type, w.gate.buffer, xn_, gate_, w.gate.rows, w.gate.cols));
-    record(k.matvec(b, w.up.type, w.up.buffer, xn_, up_, w.up.rows, w.up.cols));
+    record(matvec(w.gate, xn_, gate_));
+    record(matvec(w.up, xn_, up_));
     b.barrier();
     record(k.silu_mul(b, gate_, up_, gate_, c.n_ff));
     b.barrier();
-    record(k.matvec(b, w.down.type, w.down.buffer, gate_, proj_, w.down.rows, w.down.cols));
+    record(matvec(w.down, gate_, proj_));
     b.barrier();
     record(k.add(b, x_, proj_, c.n_embd, c.n_embd));
     b.barrier();
@@ -408,7 +414,7 @@ Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* lo
   if (logits && s.ok()) {
     record(k.rms_norm(b, x_, output_norm_, xn_, 1, c.n_embd, c.rms_eps));
     b.barrier();
-    record(k.matvec(b, output_.type, output_.buffer, xn_, logits_, output_.rows, output_.cols));
+    record(matvec(output_, xn_, logits_));
     b.barrier();
     b.copy(logits_, 0, logits_out_, 0, logits_.size());
   }
