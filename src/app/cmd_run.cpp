@@ -92,6 +92,9 @@ int run(const RunOptions& o) {
     if (!text.ok()) return fail(text.error());
     prompt_text = std::move(*text);
   }
+  if (use_session && o.device.kind != DeviceKind::kCpu) {
+    return fail("--session does not work with --device " + device_name(o.device) + " yet");
+  }
   ::signal(SIGPIPE, SIG_IGN);
   auto loaded = load_model_and_tokenizer(o.model_path, o.load);
   if (!loaded.ok()) return fail(loaded.error());
