@@ -14,6 +14,8 @@
 
 namespace kvtier {
 
+class DeviceForward;  // kvtier/model.h
+
 struct KvGeometry {
   int n_layers = 0;
   int n_kv_heads = 0;
@@ -132,6 +134,9 @@ class KvCache {
     (void)n_tokens;
     return 0;
   }
+  // A cache in a GPU's memory (kvtier/device.h) runs the whole forward pass on that GPU: Model::forward hands
+  // its calls over this cache to the object returned here. Null for the caches in host memory.
+  virtual DeviceForward* device_forward() { return nullptr; }
 
   // A condition the user should hear about once, or empty: the RAM budget cannot be kept, or spilling to
   // disk stopped after a write error (the cache then keeps running in RAM).

@@ -125,6 +125,17 @@ struct ForwardSegment {
 // Progress of a long operation: done and total units (bytes, tokens, ...).
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
+// A forward pass that runs on a GPU over a KV cache in that GPU's memory (kvtier/device.h): such a cache returns
+// it from KvCache::device_forward(), and Model::forward hands it the whole call (after checking the tokens and
+// positions), so everything above the model (sessions, perplexity) runs unchanged on either backend.
+class DeviceForward {
+ public:
+  virtual ~DeviceForward() = default;
+  // As Model::forward: tokens at positions [pos, pos + n); logits of rows [logits_from, n) into `logits`.
+  virtual Status forward(const int32_t* tokens, int n, int pos, int logits_from, float* logits,
+                         const ProgressFn& progress) = 0;
+};
+
 // Where the weights live once loaded (llama.cpp's default, --mlock and --no-mmap).
 enum class WeightResidency {
   kMapped,  // memory-mapped and read on first use: loading reads only the metadata. The kernel is asked to read
@@ -157,6 +168,14 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const gguf::File& file() const { return *file_; }
   uint64_t weight_bytes() const { return weight_bytes_; }
+
+  // The weights as bound at load, for the GPU backends, which copy them to device memory (kvtier/device.h).
+  const std::vector<LayerWeights>& layer_weights() const { return layers_; }
+  const kernels::WeightMatrix& token_embedding() const { return token_embd_; }
+  const kernels::WeightMatrix& output_weights() const { return output_; }
+  const float* output_norm() const { return output_norm_; }
+  // RoPE's per-dimension frequency factors ([rope_dims / 2], or empty): rope_freqs, or LongRoPE's short ones.
+  const std::vector<float>& rope_freq_factors() const { return rope_freq_factors_; }
 
   // Evaluates tokens at positions [pos, pos + n) (the cache must hold exactly
   // `pos` positions), appending their keys and values to the cache. Logits of

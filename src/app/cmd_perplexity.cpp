@@ -21,6 +21,7 @@ struct PerplexityOptions {
   int chunks = 0;
   int threads = 0;
   KvCacheOptions kv;
+  DeviceOptions device;  // --device: where the cache under test and its forward pass run
   bool kl_divergence = false;
   bool decode = false;
 };
@@ -97,8 +98,10 @@ int run(const PerplexityOptions& o) {
   if (!probe.ok()) return fail(probe.error());
   const size_t kv_bytes_per_chunk = (*probe)->resident_bytes();
   probe->reset();
+  auto device_model = open_device(model, o.device, o.kv);  // null on the CPU
+  if (!device_model.ok()) return fail(device_model.error());
   auto make_test_cache = [&]() -> std::unique_ptr<KvCache> {
-    return make_kv_cache(model.config(), o.n_ctx, o.kv, &pool).value();
+    return make_run_cache(device_model->get(), model.config(), o.n_ctx, o.kv, &pool).value();
   };
   if (o.kl_divergence) return run_kl_divergence(o, model, tokenizer, tokens, pool, make_test_cache);
   ProgressBar bar("perplexity");
@@ -135,6 +138,7 @@ Command add_perplexity_command(CLI::App& app) {
   add_threads_option(app, o->threads);
   add_weight_options(app, o->load);
   add_kv_options(app, o->kv);
+  add_device_option(app, o->device);
   app.add_flag("--kl-divergence", o->kl_divergence,
                "compare the cache given by --kv/--kv-ladder with the f16 cache on every chunk (KLD, top-1, PPL ratio)");
   app.add_flag("--decode", o->decode,

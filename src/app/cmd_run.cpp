@@ -37,6 +37,7 @@ struct RunOptions {
   bool session_overwrite = false;
   SamplingParams sampling;
   KvCacheOptions kv;
+  DeviceOptions device;  // --device
 };
 
 // The L2 cache size the OS reports (the hot ring should fit in it), or 0.
@@ -91,6 +92,9 @@ int run(const RunOptions& o) {
     if (!text.ok()) return fail(text.error());
     prompt_text = std::move(*text);
   }
+  if (use_session && o.device.kind != DeviceKind::kCpu) {
+    return fail("--session does not work with --device " + device_name(o.device) + " yet");
+  }
   ::signal(SIGPIPE, SIG_IGN);
   auto loaded = load_model_and_tokenizer(o.model_path, o.load);
   if (!loaded.ok()) return fail(loaded.error());
@@ -112,7 +116,9 @@ int run(const RunOptions& o) {
   if (Status s = check_run_memory(c, o.kv, RunMemoryRequest{.n_ctx = n_ctx}); !s.ok()) return fail(s.message());
   if (use_session) install_stop_handlers();
   ThreadPool pool(o.threads);
-  auto cache = make_kv_cache(c, n_ctx, o.kv, &pool);
+  auto device_model = open_device(model, o.device, o.kv);  // null on the CPU; outlives the session's cache
+  if (!device_model.ok()) return fail(device_model.error());
+  auto cache = make_run_cache(device_model->get(), c, n_ctx, o.kv, &pool);
   if (!cache.ok()) return fail(cache.error());
   Session session(model, std::move(*cache), pool);
   session.set_warning_handler([](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); });
@@ -240,6 +246,7 @@ Command add_run_command(CLI::App& app) {
   add_threads_option(app, o->threads);
   add_weight_options(app, o->load);
   add_kv_options(app, o->kv);
+  add_device_option(app, o->device);
   add_sampling_options(app, o->sampling);
   app.add_flag("--ignore-eos", o->ignore_eos, "keep generating after an end-of-generation token");
   app.add_option("--stop", o->stop_strings, "stop when the output would contain STR (repeatable; never printed)")

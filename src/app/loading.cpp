@@ -56,6 +56,31 @@ Result<ChatFormatter> load_chat_formatter(const gguf::File* model_file, const To
   return ChatFormatter::from_source(*source, chat_template, tokenizer);
 }
 
+Result<std::unique_ptr<DeviceModel>> open_device(const Model& model, const DeviceOptions& device,
+                                                 const KvCacheOptions& kv) {
+  if (device.kind == DeviceKind::kCpu) return std::unique_ptr<DeviceModel>();
+  const std::string flag = "--device " + device_name(device);
+  if (kv.ladder != "f16") {
+    return Status::error(flag + ": only the f16 KV cache (--kv f16, the default) runs on the GPU yet, not '" +
+                         kv.ladder + "'");
+  }
+  if (kv.budget_bytes > 0 || !kv.spill_dir.empty()) {
+    return Status::error(flag + ": --kv-budget and --kv-spill (the cold tier) do not run on the GPU yet");
+  }
+  ProgressBar bar("uploading weights to the GPU");
+  auto opened = open_device_model(model, device, [&](uint64_t done, uint64_t total) { bar.update(done, total); });
+  bar.finish();
+  if (!opened.ok()) return opened.status();
+  std::fprintf(stderr, "%s\n", (*opened)->describe().c_str());
+  return opened;
+}
+
+Result<std::unique_ptr<KvCache>> make_run_cache(DeviceModel* device_model, const ModelConfig& config, int n_ctx,
+                                                const KvCacheOptions& kv, ThreadPool* pool) {
+  if (device_model) return device_model->make_cache(n_ctx);
+  return make_kv_cache(config, n_ctx, kv, pool);
+}
+
 Status check_run_memory(const ModelConfig& config, const KvCacheOptions& kv, const RunMemoryRequest& request) {
   auto items = plan_run_memory(config, kv, request);
   if (!items.ok()) return items.status();

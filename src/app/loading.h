@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kvtier/chat.h"
+#include "kvtier/device.h"
 #include "kvtier/kv_options.h"
 #include "kvtier/memory_plan.h"
 #include "kvtier/model.h"
@@ -29,6 +30,15 @@ Result<LoadedModel> load_model_and_tokenizer(const std::string& path, const Mode
 // tokenizer may be null (`kvtier template` without -m): the template then renders without special tokens.
 Result<ChatFormatter> load_chat_formatter(const gguf::File* model_file, const Tokenizer* tokenizer,
                                           const std::string& chat_template, bool builtin_names = true);
+
+// With --device vulkan: the model's weights uploaded to the GPU (a progress bar on stderr), after checking that
+// the KV options are ones the GPU runs (only the default f16 paged cache yet). Null with --device cpu.
+Result<std::unique_ptr<DeviceModel>> open_device(const Model& model, const DeviceOptions& device,
+                                                 const KvCacheOptions& kv);
+
+// The KV cache of a run: in the device's memory with a device model, else make_kv_cache's.
+Result<std::unique_ptr<KvCache>> make_run_cache(DeviceModel* device_model, const ModelConfig& config, int n_ctx,
+                                                const KvCacheOptions& kv, ThreadPool* pool);
 
 // Checks what a run will allocate (kvtier/memory_plan.h) against the memory this process can have now.
 Status check_run_memory(const ModelConfig& config, const KvCacheOptions& kv, const RunMemoryRequest& request);

@@ -21,6 +21,18 @@ void add_weight_options(CLI::App& app, ModelLoadOptions& options) {
   lock->excludes(copy);
 }
 
+void add_device_option(CLI::App& app, DeviceOptions& device) {
+  app.add_option_function<std::string>(
+         "--device",
+         [&device](const std::string& text) {
+           Result<DeviceOptions> parsed = parse_device(text);
+           if (!parsed.ok()) throw CLI::ValidationError("--device", parsed.error());
+           device = *parsed;
+         },
+         "where the forward pass runs: cpu (default), vulkan (the first discrete GPU) or vulkan:N")
+      ->type_name("DEVICE");
+}
+
 void add_threads_option(CLI::App& app, int& threads) {
   app.add_option("-t,--threads", threads, "worker threads (default: all cores)")
       ->check(CLI::Validator(

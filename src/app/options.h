@@ -2,6 +2,7 @@
 // app/loading.h so that only the files that register options compile CLI11.
 #pragma once
 
+#include "kvtier/device.h"
 #include "kvtier/kv_options.h"
 #include "kvtier/model.h"
 #include "kvtier/sampling.h"
@@ -21,6 +22,9 @@ void add_threads_option(CLI::App& app, int& threads);
 // Sampling options of run and chat (--temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n,
 // --seed), each checked for range at parse time (kvtier/sampling.h: validate_sampling_params).
 void add_sampling_options(CLI::App& app, SamplingParams& sampling);
+
+// --device cpu|vulkan[:N] of run and perplexity, resolved into its typed form at parse time (kvtier/device.h).
+void add_device_option(CLI::App& app, DeviceOptions& device);
 
 // KV cache options shared by run, perplexity and bench.
 inline void add_kv_options(CLI::App& app, KvCacheOptions& kv) {

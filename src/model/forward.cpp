@@ -24,6 +24,7 @@
 #include "kvtier/model.h"
 #include "model/activation.h"
 #include "model/gemma.h"
+#include "model/rope_table.h"
 
 namespace kvtier {
 
@@ -61,6 +62,8 @@ void yarn_corr_dims(const ModelConfig& c, float dims[2]) {
   dims[1] = std::min(static_cast<float>(n_dims - 1), std::ceil(corr_dim(c.yarn_beta_slow)));
 }
 
+}  // namespace
+
 // Rotary position embedding, computed as GGML does (theta multiplied by theta_scale pair after pair, in
 // float) so results match llama.cpp closely. The angles depend only on the position, so one table serves q
 // and k of every layer.  cos_sin: [n][rope_dims] (cos, sin) pairs for positions [pos, pos + n).
@@ -89,6 +92,8 @@ void rope_table(const ModelConfig& c, const std::vector<float>& freq_factors, in
     }
   }
 }
+
+namespace {
 
 // rows: [n, n_heads, head_dim], rotated in place with the table of rope_table.
 void apply_rope(const ModelConfig& c, const std::vector<float>& cos_sin, float* rows, int n_heads, int n) {
@@ -159,6 +164,8 @@ Status Model::forward(const int32_t* tokens, int n, int pos, KvCache& cache, Thr
                       float* logits, const ProgressFn& progress) {
   if (Status s = check_segment({tokens, n, pos, &cache, 0, nullptr}); !s.ok()) return s;
   logits_from = std::clamp(logits_from, 0, n);
+  // A cache in a GPU's memory: the whole pass runs there (kvtier/device.h).
+  if (DeviceForward* device = cache.device_forward()) return device->forward(tokens, n, pos, logits_from, logits, progress);
   for (int start = 0; start < n; start += kMaxBatch) {
     const int count = std::min(kMaxBatch, n - start);
     // Logits rows of this micro-batch: [max(logits_from - start, 0), count).
@@ -182,6 +189,14 @@ Status Model::forward_segments(std::span<const ForwardSegment> segments, ThreadP
     total += segments[i].n;
   }
   if (segments.empty()) return Status::error("forward: empty batch");
+  for (const ForwardSegment& seg : segments) {
+    if (DeviceForward* device = seg.cache->device_forward()) {
+      if (segments.size() > 1) {
+        return Status::error("forward: batches of several sequences do not run on the GPU backend yet");
+      }
+      return device->forward(seg.tokens, seg.n, seg.pos, std::clamp(seg.logits_from, 0, seg.n), seg.logits, {});
+    }
+  }
   if (total > kMaxBatch) {
     return Status::error("forward: " + std::to_string(total) + " tokens in one batch, more than " +
                          std::to_string(kMaxBatch));

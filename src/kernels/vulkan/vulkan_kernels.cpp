@@ -1,5 +1,7 @@
 #include "kernels/vulkan/vulkan_kernels.h"
 
+#include <cstdint>
+
 #include <fmt/format.h>
 
 namespace kvtier::vulkan {
@@ -126,6 +128,19 @@ Status Kernels::silu_mul(CommandBatch& batch, BufferRange gate, BufferRange up, 
   return batch.error();
 }
 
+Status Kernels::add(CommandBatch& batch, BufferRange x, BufferRange y, int64_t n, int64_t n_y) {
+  if (n <= 0 || n_y <= 0 || n % n_y != 0 || n > UINT32_MAX) {
+    return Status::error(fmt::format("Vulkan add: bad shape ({} elements, addend of {})", n, n_y));
+  }
+  Result<const Pipeline*> p = pipeline("add", 2, 8, {kFlatWorkgroup});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t n, n_y;
+  } push{static_cast<uint32_t>(n), static_cast<uint32_t>(n_y)};
+  batch.dispatch(**p, {x, y}, push, ceil_div(static_cast<uint64_t>(n), kFlatWorkgroup));
+  return batch.error();
+}
+
 Status Kernels::softmax(CommandBatch& batch, BufferRange x, BufferRange out, int n_rows, int n, float scale) {
   if (n_rows <= 0 || n <= 0) return Status::error("Vulkan softmax: empty shape");
   Result<const Pipeline*> p = pipeline("softmax", 2, 8, {kRowWorkgroup});
@@ -180,6 +195,28 @@ Status Kernels::decode_attention(CommandBatch& batch, const kv::PageFormat& form
          scale};
   batch.dispatch(**p, {pool, page_list, q, partial_o, partial_ml}, push, attention_splits(n_pages, pages_per_split),
                  static_cast<uint32_t>(format.n_kv_heads));
+  return batch.error();
+}
+
+Status Kernels::write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                             uint32_t page_offset, uint32_t slot, BufferRange k, BufferRange v) {
+  if (format.precision != kv::Precision::F16 || format.head_dim % 2 != 0 || format.n_kv_heads <= 0 ||
+      format.tokens != kv::kTokensPerPage || slot >= static_cast<uint32_t>(format.tokens) || page_offset % 4 != 0 ||
+      format.head_bytes % 4 != 0 || format.key_section_bytes % 4 != 0) {
+    return Status::error(fmt::format("Vulkan write_kv_f16: unsupported page ({}) or row {}", format.describe(), slot));
+  }
+  Result<const Pipeline*> p = pipeline("kv_write", 3, 24, {kFlatWorkgroup});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t page_offset, slot, n_kv_heads, head_dim, head_bytes, key_section_bytes;
+  } push{page_offset,
+         slot,
+         static_cast<uint32_t>(format.n_kv_heads),
+         static_cast<uint32_t>(format.head_dim),
+         static_cast<uint32_t>(format.head_bytes),
+         static_cast<uint32_t>(format.key_section_bytes)};
+  const uint64_t threads = static_cast<uint64_t>(format.n_kv_heads) * (format.head_dim / 2);
+  batch.dispatch(**p, {pool, k, v}, push, ceil_div(threads, kFlatWorkgroup));
   return batch.error();
 }
 

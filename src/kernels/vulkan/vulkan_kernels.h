@@ -43,6 +43,9 @@ class Kernels {
               int rope_dims, bool neox);
   //   gate, up, out: [n]
   Status silu_mul(CommandBatch& batch, BufferRange gate, BufferRange up, BufferRange out, int64_t n);
+  // x[i] += y[i % n_y] for i < n (residual adds; bias adds over n / n_y rows).
+  //   x: [n];  y: [n_y], n a multiple of n_y
+  Status add(CommandBatch& batch, BufferRange x, BufferRange y, int64_t n, int64_t n_y);
   //   x, out: [n_rows][n]
   Status softmax(CommandBatch& batch, BufferRange x, BufferRange out, int n_rows, int n, float scale);
 
@@ -60,6 +63,11 @@ class Kernels {
   Status decode_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
                           uint32_t n_pages, BufferRange q, int n_heads, float scale, BufferRange partial_o,
                           BufferRange partial_ml, uint32_t split_base, uint32_t pages_per_split);
+  // Writes one token's keys and values into row `slot` of the f16 page at byte page_offset of pool (the
+  // bytes kv::write_rows gives; the other rows are left as they are).
+  //   k, v: [n_kv_heads][head_dim] f32 (keys already rotated by RoPE)
+  Status write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, uint32_t page_offset,
+                      uint32_t slot, BufferRange k, BufferRange v);
   //   out: [n_heads][head_dim] f32;  lse: [n_heads] f32, log of each head's softmax denominator
   Status merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
                          int n_heads, int head_dim, BufferRange out, BufferRange lse);

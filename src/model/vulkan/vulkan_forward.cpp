@@ -1,0 +1,442 @@
+#include "model/vulkan/vulkan_forward.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/vulkan/context.h"
+#include "kernels/vulkan/vulkan_kernels.h"
+#include "kv/page_format.h"
+#include "model/rope_table.h"
+
+namespace kvtier {
+namespace {
+
+using vulkan::Buffer;
+using vulkan::BufferRange;
+using vulkan::CommandBatch;
+using vulkan::MemoryKind;
+
+// Split-K of decode attention: at most this many splits per layer and step (partial buffers are sized for it).
+constexpr uint32_t kMaxSplits = 64;
+
+size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+// A weight matrix in device memory, as stored in the GGUF file.
+struct DeviceMatrix {
+  Buffer buffer;  // [rows][ggml_row_bytes(type, cols)]
+  GgmlType type = GgmlType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+struct DeviceLayer {
+  Buffer attn_norm, ffn_norm;  // [n_embd] f32
+  Buffer bq, bk, bv;           // [q_dim], [kv_dim], [kv_dim] f32 (qwen2), or empty
+  DeviceMatrix wq, wk, wv, wo, gate, up, down;
+};
+
+class VulkanKvCache;
+
+class VulkanModel final : public DeviceModel {
+ public:
+  VulkanModel(const Model& model, std::unique_ptr<vulkan::Context> context)
+      : model_(model), context_(std::move(context)), kernels_(*context_) {}
+
+  Status init(const ProgressFn& progress);
+  Result<std::unique_ptr<KvCache>> make_cache(int max_tokens) override;
+  std::string describe() const override {
+    return fmt::format("Vulkan device {} ({}): weights {:.1f} MiB in device memory", context_->info().index,
+                       context_->info().name, weight_bytes_ / 1048576.0);
+  }
+  std::vector<std::string> take_validation_messages() override { return context_->take_validation_messages(); }
+
+  vulkan::Context& context() { return *context_; }
+  const kv::PageFormat& page_format() const { return page_format_; }
+  // One token at `pos` of `cache` (which holds exactly pos positions); logits: [n_vocab], or null for none.
+  Status step(VulkanKvCache& cache, int32_t token, int pos, float* logits);
+
+ private:
+  Status upload_matrix(const kernels::WeightMatrix& w, const std::string& name, DeviceMatrix* out);
+  Status upload_vector(const float* data, size_t n, Buffer* out);
+  Status allocate_activations();
+  Result<Buffer> device_buffer(size_t bytes) { return context_->create_buffer(bytes, MemoryKind::DeviceLocal); }
+
+  const Model& model_;
+  std::unique_ptr<vulkan::Context> context_;
+  vulkan::Kernels kernels_;
+  kv::PageFormat page_format_;  // f16 pages of one layer's KV heads
+  vulkan::MatvecTuning tuning_;
+  std::vector<DeviceLayer> layers_;
+  DeviceMatrix output_;
+  Buffer output_norm_;  // [n_embd] f32
+  uint64_t weight_bytes_ = 0;
+  uint64_t uploaded_ = 0, upload_total_ = 0;
+  ProgressFn progress_;
+
+  // Activations of one token (f32).
+  Buffer x_;           // [n_embd] residual stream
+  Buffer xn_;          // [n_embd] normalised input of a sub-block
+  Buffer q_;           // [n_heads][head_dim]
+  Buffer k_, v_;       // [n_kv_heads][head_dim]
+  Buffer attn_;        // [n_heads][head_dim]
+  Buffer proj_;        // [n_embd] output of wo / w_down before the residual add
+  Buffer gate_, up_;   // [n_ff]
+  Buffer rope_;        // [rope_dims] (cos, sin) pairs of the step's position
+  Buffer partial_o_;   // [kMaxSplits][n_heads][head_dim]
+  Buffer partial_ml_;  // [kMaxSplits][n_heads][2]
+  Buffer lse_;         // [n_heads]
+  Buffer logits_;      // [n_vocab]
+  // Mapped host memory: the step's inputs (embedding row at 0, RoPE row at rope_offset_, page-list entry at
+  // entry_offset_) and the logits read back.
+  Buffer step_in_;     // [n_embd] f32, [rope_dims] f32, uvec2
+  Buffer logits_out_;  // [n_vocab] f32
+  size_t rope_offset_ = 0, entry_offset_ = 0;
+};
+
+// The KV cache in device memory: the pages of every layer in one buffer, layer after layer, page p of layer l
+// at byte (l * max_pages + p) * page_bytes; position t is row t % 64 of page t / 64. One page list serves all
+// layers (the attention shader binds one layer's range of the pool): entry p = (p * page_bytes, valid rows).
+class VulkanKvCache final : public KvCache, public DeviceForward {
+ public:
+  VulkanKvCache(VulkanModel& owner, KvGeometry geometry, Buffer pool, Buffer page_list, int max_pages)
+      : owner_(owner),
+        geometry_(std::move(geometry)),
+        pool_(std::move(pool)),
+        page_list_(std::move(page_list)),
+        max_pages_(max_pages) {}
+
+  const KvGeometry& geometry() const override { return geometry_; }
+  Status store(int, int, int, const float*, const float*) override { return host_access_error(); }
+  Status attend(int, int, int, int, const float*, float*, const AttentionParams&, ThreadPool&) override {
+    return host_access_error();
+  }
+  int n_tokens() const override { return n_tokens_; }
+  // Rows past n_tokens keep stale keys and values: attention reads only each page's valid rows.
+  void truncate(int n) override { n_tokens_ = std::clamp(n, 0, n_tokens_); }
+  size_t resident_bytes() const override { return pool_.size() + page_list_.size(); }
+  std::string describe() const override {
+    return fmt::format("KV cache on the Vulkan device: f16 pages, {} x {} layers, {:.1f} MiB of device memory",
+                       max_pages_, geometry_.n_layers, resident_bytes() / 1048576.0);
+  }
+  std::string policy() const override { return "vulkan f16"; }
+  Status save(ByteSink&) override { return Status::error("sessions are not saved from the Vulkan KV cache yet"); }
+  Status load(ByteSource&) override { return Status::error("sessions are not restored into the Vulkan KV cache yet"); }
+  DeviceForward* device_forward() override { return this; }
+
+  Status forward(const int32_t* tokens, int n, int pos, int logits_from, float* logits,
+                 const ProgressFn& progress) override {
+    const size_t vocab = static_cast<size_t>(vocab_);
+    for (int i = 0; i < n; ++i) {
+      float* row = logits && i >= logits_from ? logits + static_cast<size_t>(i - logits_from) * vocab : nullptr;
+      if (Status s = owner_.step(*this, tokens[i], pos + i, row); !s.ok()) return s;
+      ++n_tokens_;
+      if (progress && ((i + 1) % 64 == 0 || i + 1 == n)) progress(i + 1, n);
+    }
+    return {};
+  }
+
+  const Buffer& pool() const { return pool_; }
+  const Buffer& page_list() const { return page_list_; }
+  size_t layer_bytes() const { return static_cast<size_t>(max_pages_) * owner_.page_format().page_bytes; }
+  void set_vocab(int n_vocab) { vocab_ = n_vocab; }
+
+ private:
+  static Status host_access_error() {
+    return Status::error("the Vulkan KV cache is read and written by the Vulkan forward pass only");
+  }
+  VulkanModel& owner_;
+  KvGeometry geometry_;
+  Buffer pool_;       // [n_layers][max_pages][page_bytes]
+  Buffer page_list_;  // [max_pages] uvec2 (byte offset within a layer's range, valid rows)
+  int max_pages_ = 0;
+  int n_tokens_ = 0;
+  int vocab_ = 0;
+};
+
+Status VulkanModel::upload_matrix(const kernels::WeightMatrix& w, const std::string& name, DeviceMatrix* out) {
+  if (!vulkan::Kernels::supports_matvec(w.type)) {
+    return Status::error(fmt::format("--device vulkan: tensor {} is {}, which the Vulkan backend has no shader for "
+                                     "(it runs F16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K weights)",
+                                     name, ggml_type_name(w.type)));
+  }
+  const size_t bytes = static_cast<size_t>(w.rows) * w.row_bytes;
+  Result<Buffer> b = device_buffer(bytes);
+  if (!b.ok()) return Status::error(fmt::format("--device vulkan: tensor {}: {}", name, b.error()));
+  if (Status s = context_->upload(*b, 0, w.data, bytes); !s.ok()) return s;
+  out->buffer = std::move(*b);
+  out->type = w.type;
+  out->rows = w.rows;
+  out->cols = w.cols;
+  weight_bytes_ += bytes;
+  uploaded_ += bytes;
+  if (progress_) progress_(uploaded_, upload_total_);
+  return {};
+}
+
+Status VulkanModel::upload_vector(const float* data, size_t n, Buffer* out) {
+  Result<Buffer> b = device_buffer(n * sizeof(float));
+  if (!b.ok()) return b.status();
+  if (Status s = context_->upload(*b, 0, data, n * sizeof(float)); !s.ok()) return s;
+  *out = std::move(*b);
+  weight_bytes_ += n * sizeof(float);
+  return {};
+}
+
+Status VulkanModel::allocate_activations() {
+  const ModelConfig& c = model_.config();
+  const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim, kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  struct Want {
+    Buffer* buffer;
+    size_t floats;
+  };
+  const Want wants[] = {{&x_, static_cast<size_t>(c.n_embd)},
+                        {&xn_, static_cast<size_t>(c.n_embd)},
+                        {&q_, q_dim},
+                        {&k_, kv_dim},
+                        {&v_, kv_dim},
+                        {&attn_, q_dim},
+                        {&proj_, static_cast<size_t>(c.n_embd)},
+                        {&gate_, static_cast<size_t>(c.n_ff)},
+                        {&up_, static_cast<size_t>(c.n_ff)},
+                        {&rope_, static_cast<size_t>(c.rope_dims)},
+                        {&partial_o_, kMaxSplits * q_dim},
+                        {&partial_ml_, kMaxSplits * static_cast<size_t>(c.n_heads) * 2},
+                        {&lse_, static_cast<size_t>(c.n_heads)},
+                        {&logits_, static_cast<size_t>(c.n_vocab)}};
+  for (const Want& w : wants) {
+    Result<Buffer> b = device_buffer(w.floats * sizeof(float));
+    if (!b.ok()) return b.status();
+    *w.buffer = std::move(*b);
+  }
+  rope_offset_ = align_up(static_cast<size_t>(c.n_embd) * sizeof(float), 16);
+  entry_offset_ = align_up(rope_offset_ + static_cast<size_t>(c.rope_dims) * sizeof(float), 16);
+  Result<Buffer> in = context_->create_buffer(entry_offset_ + 2 * sizeof(uint32_t), MemoryKind::HostVisible);
+  if (!in.ok()) return in.status();
+  step_in_ = std::move(*in);
+  Result<Buffer> out = context_->create_buffer(static_cast<size_t>(c.n_vocab) * sizeof(float), MemoryKind::HostVisible);
+  if (!out.ok()) return out.status();
+  logits_out_ = std::move(*out);
+  return {};
+}
+
+// What the step does not do: refused at open, naming the feature.
+Status check_supported(const ModelConfig& c) {
+  if (c.architecture != "llama" && c.architecture != "qwen2") {
+    return Status::error("--device vulkan: architecture '" + c.architecture +
+                         "' is not supported on the Vulkan backend yet (it runs llama and qwen2)");
+  }
+  std::string feature;
+  if (c.n_expert > 0) feature = "routed experts (MoE)";
+  else if (c.gemma || c.sliding_window > 0) feature = "sliding-window attention";
+  else if (c.has_qk_norm) feature = "q/k norms";
+  else if (c.no_rope_layer_step > 0) feature = "layers without RoPE";
+  else if (c.fused_gate_up) feature = "a fused gate/up matrix";
+  else if (c.attn_softcap > 0 || c.final_softcap > 0) feature = "soft-capped logits";
+  else if (c.has_longrope_factors) feature = "LongRoPE";
+  else if (c.attn_scale > 0 && std::fabs(c.attn_scale - 1.0f / std::sqrt(static_cast<float>(c.head_dim))) > 1e-7f) {
+    feature = "a custom attention scale";
+  }
+  if (!feature.empty()) {
+    return Status::error("--device vulkan: this " + c.architecture + " model uses " + feature +
+                         ", which the Vulkan backend does not run yet");
+  }
+  if (c.head_dim % 8 != 0 || c.head_dim > 256 || c.n_heads % c.n_kv_heads != 0 || c.n_heads / c.n_kv_heads > 8) {
+    return Status::error(fmt::format("--device vulkan: head_dim {} with {} query heads over {} KV heads is not "
+                                     "supported (head_dim a multiple of 8 up to 256, at most 8 query heads per KV head)",
+                                     c.head_dim, c.n_heads, c.n_kv_heads));
+  }
+  return {};
+}
+
+Status VulkanModel::init(const ProgressFn& progress) {
+  const ModelConfig& c = model_.config();
+  if (Status s = check_supported(c); !s.ok()) return s;
+  std::string error;
+  if (!kv::make_page_format(kv::Precision::F16, kv::KeyMode::PerChannel, kv::kTokensPerPage, c.n_kv_heads,
+                            c.head_dim, kv::default_group(c.head_dim), &page_format_, &error)) {
+    return Status::error("--device vulkan: " + error);
+  }
+  const std::vector<LayerWeights>& weights = model_.layer_weights();
+  // Check every matrix's type before uploading any, so a model that cannot run fails at once.
+  auto matrices = [&](const LayerWeights& w) {
+    return std::array<std::pair<const kernels::WeightMatrix*, const char*>, 7>{
+        {{&w.wq, "attn_q"}, {&w.wk, "attn_k"}, {&w.wv, "attn_v"}, {&w.wo, "attn_output"},
+         {&w.w_gate, "ffn_gate"}, {&w.w_up, "ffn_up"}, {&w.w_down, "ffn_down"}}};
+  };
+  upload_total_ = static_cast<uint64_t>(model_.output_weights().rows) * model_.output_weights().row_bytes;
+  if (!vulkan::Kernels::supports_matvec(model_.output_weights().type)) {
+    return upload_matrix(model_.output_weights(), "output.weight", &output_);  // the error naming it
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (const auto& [m, name] : matrices(weights[l])) {
+      if (!vulkan::Kernels::supports_matvec(m->type)) {
+        DeviceMatrix unused;
+        return upload_matrix(*m, fmt::format("blk.{}.{}.weight", l, name), &unused);
+      }
+      upload_total_ += static_cast<uint64_t>(m->rows) * m->row_bytes;
+    }
+  }
+  // A software device (lavapipe) runs each workgroup as a task of its own: fewer, larger ones cost far less.
+  if (context_->info().is_cpu) tuning_ = vulkan::MatvecTuning{64, 8};
+  progress_ = progress;
+  layers_.resize(c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = weights[l];
+    DeviceLayer& d = layers_[l];
+    DeviceMatrix* targets[] = {&d.wq, &d.wk, &d.wv, &d.wo, &d.gate, &d.up, &d.down};
+    int i = 0;
+    for (const auto& [m, name] : matrices(w)) {
+      if (Status s = upload_matrix(*m, fmt::format("blk.{}.{}.weight", l, name), targets[i++]); !s.ok()) return s;
+    }
+    if (Status s = upload_vector(w.attn_norm, c.n_embd, &d.attn_norm); !s.ok()) return s;
+    if (Status s = upload_vector(w.ffn_norm, c.n_embd, &d.ffn_norm); !s.ok()) return s;
+    const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim, kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+    if (w.bq) {
+      if (Status s = upload_vector(w.bq, q_dim, &d.bq); !s.ok()) return s;
+    }
+    if (w.bk) {
+      if (Status s = upload_vector(w.bk, kv_dim, &d.bk); !s.ok()) return s;
+    }
+    if (w.bv) {
+      if (Status s = upload_vector(w.bv, kv_dim, &d.bv); !s.ok()) return s;
+    }
+  }
+  if (Status s = upload_matrix(model_.output_weights(), "output.weight", &output_); !s.ok()) return s;
+  if (Status s = upload_vector(model_.output_norm(), c.n_embd, &output_norm_); !s.ok()) return s;
+  progress_ = {};
+  return allocate_activations();
+}
+
+Result<std::unique_ptr<KvCache>> VulkanModel::make_cache(int max_tokens) {
+  const ModelConfig& c = model_.config();
+  if (max_tokens <= 0) return Status::error("Vulkan KV cache: the context size must be positive");
+  const int max_pages = (max_tokens + kv::kTokensPerPage - 1) / kv::kTokensPerPage;
+  const size_t layer_bytes = static_cast<size_t>(max_pages) * page_format_.page_bytes;
+  if (layer_bytes > context_->info().max_storage_buffer_range || layer_bytes > UINT32_MAX) {
+    return Status::error(fmt::format("--device vulkan: a layer's KV pages at {} tokens ({:.1f} MiB) exceed what one "
+                                     "shader binding of this device can address; lower -c",
+                                     max_tokens, layer_bytes / 1048576.0));
+  }
+  Result<Buffer> pool = device_buffer(layer_bytes * c.n_layers);
+  if (!pool.ok()) return Status::error("--device vulkan: KV cache of " + std::to_string(max_tokens) + " tokens: " + pool.error());
+  Result<Buffer> list = device_buffer(static_cast<size_t>(max_pages) * 2 * sizeof(uint32_t));
+  if (!list.ok()) return list.status();
+  // Zeroed pages: rows not yet written hold f16 zeros, as the page format says.
+  Result<CommandBatch> batch = context_->begin();
+  if (!batch.ok()) return batch.status();
+  batch->fill(*pool, 0, pool->size(), 0);
+  batch->fill(*list, 0, list->size(), 0);
+  if (Status s = context_->submit(*batch); !s.ok()) return s;
+  auto cache = std::make_unique<VulkanKvCache>(*this, c.kv_geometry(max_tokens), std::move(*pool), std::move(*list),
+                                               max_pages);
+  cache->set_vocab(c.n_vocab);
+  return std::unique_ptr<KvCache>(std::move(cache));
+}
+
+Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* logits) {
+  const ModelConfig& c = model_.config();
+  const int q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const uint32_t page = static_cast<uint32_t>(pos / kv::kTokensPerPage);
+  const uint32_t slot = static_cast<uint32_t>(pos % kv::kTokensPerPage);
+  const uint32_t n_pages = page + 1;
+  const uint32_t pages_per_split = (n_pages + kMaxSplits - 1) / kMaxSplits;
+  const uint32_t splits = vulkan::Kernels::attention_splits(n_pages, pages_per_split);
+  const uint32_t page_offset = static_cast<uint32_t>(page * page_format_.page_bytes);
+
+  // The step's inputs, written into mapped memory (the previous step's submit has finished with it).
+  auto* in = static_cast<uint8_t*>(step_in_.mapped());
+  kernels::get_row(model_.token_embedding(), token, reinterpret_cast<float*>(in));
+  rope_table(c, model_.rope_freq_factors(), 1, pos, reinterpret_cast<float*>(in + rope_offset_));
+  const uint32_t entry[2] = {page_offset, slot + 1};
+  std::memcpy(in + entry_offset_, entry, sizeof(entry));
+
+  Result<CommandBatch> begun = context_->begin();
+  if (!begun.ok()) return begun.status();
+  CommandBatch& b = *begun;
+  vulkan::Kernels& k = kernels_;
+  b.copy(step_in_, 0, x_, 0, x_.size());
+  b.copy(step_in_, rope_offset_, rope_, 0, rope_.size());
+  b.copy(step_in_, entry_offset_, cache.page_list(), page * sizeof(entry), sizeof(entry));
+  b.barrier();
+  const size_t layer_bytes = cache.layer_bytes();
+  const bool neox = c.rope_mode == RopeMode::kNeox;
+  Status s;
+  auto record = [&s](Status r) {
+    if (s.ok() && !r.ok()) s = std::move(r);
+  };
+  auto matvec = [&](const DeviceMatrix& m, const Buffer& x, const Buffer& y) {
+    return k.matvec(b, m.type, m.buffer, x, y, m.rows, m.cols, 1, tuning_);
+  };
+  for (int l = 0; l < c.n_layers && s.ok(); ++l) {
+    const DeviceLayer& w = layers_[l];
+    const BufferRange pool(cache.pool(), static_cast<size_t>(l) * layer_bytes, layer_bytes);
+    record(k.rms_norm(b, x_, w.attn_norm, xn_, 1, c.n_embd, c.rms_eps));
+    b.barrier();
+    record(matvec(w.wq, xn_, q_));
+    record(matvec(w.wk, xn_, k_));
+    record(matvec(w.wv, xn_, v_));
+    b.barrier();
+    if (w.bq.size() > 0) record(k.add(b, q_, w.bq, q_dim, q_dim));
+    if (w.bk.size() > 0) record(k.add(b, k_, w.bk, kv_dim, kv_dim));
+    if (w.bv.size() > 0) record(k.add(b, v_, w.bv, kv_dim, kv_dim));
+    if (w.bq.size() > 0 || w.bk.size() > 0 || w.bv.size() > 0) b.barrier();
+    record(k.rope(b, q_, rope_, 1, c.n_heads, c.head_dim, c.rope_dims, neox));
+    record(k.rope(b, k_, rope_, 1, c.n_kv_heads, c.head_dim, c.rope_dims, neox));
+    b.barrier();
+    record(k.write_kv_f16(b, page_format_, pool, page_offset, slot, k_, v_));
+    b.barrier();
+    record(k.decode_attention(b, page_format_, pool, cache.page_list(), n_pages, q_, c.n_heads, scale, partial_o_,
+                              partial_ml_, 0, pages_per_split));
+    b.barrier();
+    record(k.merge_attention(b, partial_o_, partial_ml_, splits, c.n_heads, c.head_dim, attn_, lse_));
+    b.barrier();
+    record(matvec(w.wo, attn_, proj_));
+    b.barrier();
+    record(k.add(b, x_, proj_, c.n_embd, c.n_embd));
+    b.barrier();
+    record(k.rms_norm(b, x_, w.ffn_norm, xn_, 1, c.n_embd, c.rms_eps));
+    b.barrier();
+    record(matvec(w.gate, xn_, gate_));
+    record(matvec(w.up, xn_, up_));
+    b.barrier();
+    record(k.silu_mul(b, gate_, up_, gate_, c.n_ff));
+    b.barrier();
+    record(matvec(w.down, gate_, proj_));
+    b.barrier();
+    record(k.add(b, x_, proj_, c.n_embd, c.n_embd));
+    b.barrier();
+  }
+  if (logits && s.ok()) {
+    record(k.rms_norm(b, x_, output_norm_, xn_, 1, c.n_embd, c.rms_eps));
+    b.barrier();
+    record(matvec(output_, xn_, logits_));
+    b.barrier();
+    b.copy(logits_, 0, logits_out_, 0, logits_.size());
+  }
+  if (!s.ok()) return s;
+  if (Status submitted = context_->submit(b); !submitted.ok()) return submitted;
+  if (logits) std::memcpy(logits, logits_out_.mapped(), logits_out_.size());
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<DeviceModel>> open_vulkan_model(const Model& model, const DeviceOptions& options,
+                                                       const ProgressFn& progress) {
+  if (Status s = check_supported(model.config()); !s.ok()) return s;
+  vulkan::ContextOptions context_options;
+  context_options.device_index = options.index;
+  context_options.validation = options.validation;
+  Result<std::unique_ptr<vulkan::Context>> context = vulkan::Context::create(context_options);
+  if (!context.ok()) return Status::error("--device " + device_name(options) + ": " + context.error());
+  auto vk = std::make_unique<VulkanModel>(model, std::move(*context));
+  if (Status s = vk->init(progress); !s.ok()) return s;
+  return std::unique_ptr<DeviceModel>(std::move(vk));
+}
+
+}  // namespace kvtier

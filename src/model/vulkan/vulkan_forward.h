@@ -1,0 +1,23 @@
+// The forward pass on the Vulkan backend (kvtier/device.h): the weights of a dense llama-family model
+// (`llama`, `qwen2`) in device memory, activations in device buffers, and a KV cache of f16 pages in the
+// project's page format (kv/page_format.h) in a device buffer, attended by the decode-attention shader.
+// Built only with KVTIER_VULKAN.
+//
+// One token step is one command batch (one submit): embedding row and RoPE table row written on the host into
+// a mapped buffer, copied in; per layer RMSNorm, q/k/v products (+ qwen2 biases), RoPE, the new K/V row
+// written into its page, split-K decode attention over the layer's pages and the merge, the output
+// projection and residual add, RMSNorm, gate/up products, SwiGLU, down product and residual add; then, when
+// the step's logits are wanted, the final RMSNorm and output product, copied back to a mapped buffer.
+// A prompt runs through the same step token by token (correct first; a batched prefill comes later).
+#pragma once
+
+#include <memory>
+
+#include "kvtier/device.h"
+
+namespace kvtier {
+
+Result<std::unique_ptr<DeviceModel>> open_vulkan_model(const Model& model, const DeviceOptions& options,
+                                                       const ProgressFn& progress);
+
+}  // namespace kvtier
