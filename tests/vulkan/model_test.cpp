@@ -209,6 +209,25 @@ TEST_P(VulkanModelCache, TruncateThenContinueMatchesAFreshRun) {
   EXPECT_EQ(want, got);
 }
 
+// A weight type without a shader is refused before anything is uploaded, naming the tensor and its type
+// (tiny-llama-31m.Q4_K_M keeps some ffn_down matrices in Q5_0: 1408 columns are not K-quant blocks).
+TEST(VulkanModelOpen, RefusesATensorTypeWithoutAShaderNamingIt) {
+  KVTIER_REQUIRE_SHARED("models/tiny-llama-31m.Q4_K_M.gguf");
+  auto model = Model::load(testing::shared_path("models/tiny-llama-31m.Q4_K_M.gguf").string());
+  ASSERT_TRUE(model.ok()) << model.error();
+  DeviceOptions options;
+  options.kind = DeviceKind::kVulkan;
+  options.index = 0;
+  if (const char* index = std::getenv("KVTIER_VK_DEVICE")) options.index = std::atoi(index);
+  uint64_t uploaded = 0;
+  auto device = open_device_model(**model, options, [&](uint64_t done, uint64_t) { uploaded = done; });
+  ASSERT_FALSE(device.ok());
+  if (device.error().find("no Vulkan") != std::string::npos) GTEST_SKIP() << device.error();
+  vulkan::testing::g_vulkan_device_created = true;
+  EXPECT_NE(device.error().find("ffn_down.weight is Q5_0"), std::string::npos) << device.error();
+  EXPECT_EQ(uploaded, 0u);
+}
+
 TEST(DeviceOption, ParsesCpuVulkanAndAnIndexAndRejectsTheRest) {
   auto cpu = parse_device("cpu");
   ASSERT_TRUE(cpu.ok());
