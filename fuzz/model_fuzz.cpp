@@ -67,7 +67,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   require(c.n_heads % c.n_kv_heads == 0, "query heads a multiple of the KV heads");
   require(c.rope_dims >= 0 && c.rope_dims <= c.head_dim && c.rope_dims % 2 == 0, "rotary dims within the head");
   require(c.n_expert_used <= c.n_expert, "experts used at most the experts");
-  require(c.sliding_window >= 0 && c.sliding_window <= c.n_ctx_train, "a window within the context");
+  // (A window the file sets must fit the context; gemma2's default of 4096 applies whatever the context.)
+  require(c.sliding_window >= 0, "a window of no positions or more");
   if (small_enough(c)) run_two_tokens(**model);
   return 0;
 }

@@ -149,7 +149,10 @@ void QuantizeQ8K(const float* x, void* dst, int64_t n) {
       auto group_sum = hn::Zero(di);
       for (size_t o = 0; o < 16; o += lanes) {
         const size_t j = 16 * g + o;
-        const auto q = hn::Min(hn::NearestInt(hn::Mul(hn::LoadU(df, xb + j), vscale)), q_max);
+        // NaN elements (or Inf ones under an infinite maximum, scaled by 0) become 0, as in the reference.
+        auto scaled = hn::Mul(hn::LoadU(df, xb + j), vscale);
+        scaled = hn::IfThenElseZero(hn::Eq(scaled, scaled), scaled);
+        const auto q = hn::Min(hn::NearestInt(scaled), q_max);
         group_sum = hn::Add(group_sum, q);
         hn::StoreU(hn::DemoteTo(di8, q), di8, b.qs + j);
       }

@@ -484,7 +484,9 @@ HWY_INLINE V ExpNonPositive(D d, V x) {
   poly = hn::MulAdd(poly, r, hn::Set(d, 0.5f));
   poly = hn::MulAdd(poly, r, hn::Set(d, 1.0f));
   poly = hn::MulAdd(poly, r, hn::Set(d, 1.0f));
-  return hn::BitCast(d, hn::Add(hn::BitCast(di, poly), hn::ShiftLeft<23>(hn::ConvertTo(di, n))));
+  // A NaN score (from NaN keys or queries) keeps n = 0 (poly is NaN, so is the result): converting NaN is undefined.
+  const auto n_defined = hn::IfThenElseZero(hn::Eq(n, n), n);
+  return hn::BitCast(d, hn::Add(hn::BitCast(di, poly), hn::ShiftLeft<23>(hn::ConvertTo(di, n_defined))));
 }
 
 // Online-softmax step of one query head over scores[0, rows): updates m and l of the state (acc [hd], m, l),

@@ -978,7 +978,10 @@ void QuantizeQ8(const float* x, void* dst, int64_t n) {
     blocks[k].d = f32_to_f16(d);
     auto sum = hn::Zero(di);
     for (size_t i = 0; i < 32; i += lanes) {
-      const auto q = hn::ConvertTo(di, RoundHalfAwayFromZero(df, hn::Mul(hn::LoadU(df, xb + i), hn::Set(df, id))));
+      // NaN (non-finite activations, e.g. from a file's NaN weights) becomes 0: converting it is undefined.
+      auto scaled = hn::Mul(hn::LoadU(df, xb + i), hn::Set(df, id));
+      scaled = hn::IfThenElseZero(hn::Eq(scaled, scaled), scaled);
+      const auto q = hn::ConvertTo(di, RoundHalfAwayFromZero(df, scaled));
       sum = hn::Add(sum, q);
       hn::StoreU(hn::DemoteTo(d8, q), d8, blocks[k].qs + i);
     }

@@ -212,7 +212,10 @@ void quantize_q8_K_reference(const float* x, void* dst, int64_t n) {
     const float iscale = -127.0f / max_signed;
     for (int j = 0; j < kSuperBlock; ++j) {
       // Round half to even, as GGML's nearest_int does.
-      const int q = static_cast<int>(std::nearbyint(iscale * xb[j]));
+      // A NaN product (a NaN element, or an Inf one scaled by the 0 of an infinite maximum) counts as 0:
+      // converting it is undefined.
+      const float scaled = iscale * xb[j];
+      const int q = std::isnan(scaled) ? 0 : static_cast<int>(std::nearbyint(scaled));
       b.qs[j] = static_cast<int8_t>(q < 127 ? q : 127);
     }
     for (int g = 0; g < kSuperBlock / 16; ++g) {

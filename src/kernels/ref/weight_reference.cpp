@@ -85,6 +85,10 @@ void dequantize_iq4_nl(const BlockIQ4_NL* b, float* y, int64_t n_blocks) {
 }
 
 // GGML's quantize_row_q8_0_ref: d = amax / 127, q = roundf(x / d) (ties away from zero).
+// roundf of a scaled activation; NaN (non-finite activations) as 0, as the SIMD kernels do: converting it is
+// undefined.
+int8_t round_to_q8(float scaled) { return std::isnan(scaled) ? 0 : static_cast<int8_t>(std::roundf(scaled)); }
+
 void quantize_q8_0(const float* x, BlockQ8_0* b, int64_t n_blocks) {
   for (int64_t k = 0; k < n_blocks; ++k) {
     float amax = 0.0f;
@@ -92,7 +96,7 @@ void quantize_q8_0(const float* x, BlockQ8_0* b, int64_t n_blocks) {
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     b[k].d = f32_to_f16(d);
-    for (int i = 0; i < 32; ++i) b[k].qs[i] = static_cast<int8_t>(std::roundf(x[k * 32 + i] * id));
+    for (int i = 0; i < 32; ++i) b[k].qs[i] = round_to_q8(x[k * 32 + i] * id);
   }
 }
 
@@ -106,7 +110,7 @@ void quantize_q8_1(const float* x, BlockQ8_1* b, int64_t n_blocks) {
     b[k].d = f32_to_f16(d);
     int sum = 0;
     for (int i = 0; i < 32; ++i) {
-      b[k].qs[i] = static_cast<int8_t>(std::roundf(x[k * 32 + i] * id));
+      b[k].qs[i] = round_to_q8(x[k * 32 + i] * id);
       sum += b[k].qs[i];
     }
     b[k].s = f32_to_f16(static_cast<float>(sum) * d);
