@@ -9,6 +9,7 @@
 #   KVTIER_PEER_JOBS  parallel compile jobs (default 2; the machine is shared)
 #   KVTIER_PEER_NATIVE  ON (default) builds GGML with -march=native. This is the peer's best case on
 #                       this machine; kvtier itself dispatches at runtime (Highway) instead.
+#   KVTIER_PEER_SERVER  ON builds llama-server too (bench/serve_streams.py --peer); default OFF
 # Idempotent: each step is skipped when its output is already there.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEER_DIR="${KVTIER_PEER_DIR:-$REPO_DIR/peer}"
 JOBS="${KVTIER_PEER_JOBS:-2}"
 NATIVE="${KVTIER_PEER_NATIVE:-ON}"
+SERVER="${KVTIER_PEER_SERVER:-OFF}"
 NPM_PACKAGE="node-llama-cpp@3.21.1"
 
 PKG_DIR="$PEER_DIR/node-llama-cpp"          # the unpacked npm tarball (package/...)
@@ -56,15 +58,21 @@ if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
   cmake -S "$SRC_DIR" -B "$BUILD_DIR" "${generator[@]}" \
     -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE="$NATIVE" \
     -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF \
-    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER="$SERVER" -DLLAMA_BUILD_EXAMPLES=OFF \
     >"$BUILD_DIR.configure.log" 2>&1 || { cat "$BUILD_DIR.configure.log" >&2; exit 1; }
+fi
+
+# An existing build asked for the server later: turn it on (adds targets, rebuilds nothing else).
+if [[ "$SERVER" == ON ]] && grep -q "^LLAMA_BUILD_SERVER:BOOL=OFF" "$BUILD_DIR/CMakeCache.txt"; then
+  cmake -S "$SRC_DIR" -B "$BUILD_DIR" -DLLAMA_BUILD_SERVER=ON >"$BUILD_DIR.configure.log" 2>&1 \
+    || { cat "$BUILD_DIR.configure.log" >&2; exit 1; }
 fi
 
 # llama-completion is the plain completion CLI in this tree; llama-cli is built only with the server
 # (LLAMA_BUILD_SERVER), which the comparison does not need. Build whichever of them exists.
 available="$(cmake --build "$BUILD_DIR" --target help 2>/dev/null || true)"
 targets=()
-for t in llama-bench llama-perplexity llama-cli llama-completion llama-quantize; do
+for t in llama-bench llama-perplexity llama-cli llama-completion llama-quantize llama-server; do
   if grep -qE "(^|[ /])$t(:|$| )" <<<"$available"; then targets+=("$t"); fi
 done
 [[ " ${targets[*]} " == *" llama-bench "* ]] || { log "error: no llama-bench target in $SRC_DIR"; exit 1; }
