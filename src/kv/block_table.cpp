@@ -10,6 +10,12 @@ void BlockTable::append(int layer, PageId page, int rung) {
   rungs_[layer].push_back(static_cast<uint8_t>(rung));
 }
 
+void BlockTable::append_released(int layer, int rung) {
+  assert(rung >= 0 && rung < 256);
+  pages_[layer].push_back(PageId{});
+  rungs_[layer].push_back(static_cast<uint8_t>(rung));
+}
+
 PageId BlockTable::replace(int layer, int64_t i, PageId page, int rung) {
   assert(i >= 0 && i < n_pages(layer));
   const PageId old = pages_[layer][i];

@@ -23,6 +23,9 @@ class BlockTable {
   int64_t n_pages(int layer) const { return static_cast<int64_t>(pages_[layer].size()); }
 
   void append(int layer, PageId page, int rung);
+  // Appends an entry whose page was released (a sliding window left it behind): no page, only its rung, as
+  // TieredKvStore's release leaves an entry it empties (replace with PageId{}).
+  void append_released(int layer, int rung);
   // Points logical page i at another page (after re-encoding); returns the page it held.
   PageId replace(int layer, int64_t i, PageId page, int rung);
   // Points the entry that holds `from` at `to` (the pool moved the page: PagePool::compact); false if no

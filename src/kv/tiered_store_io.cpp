@@ -161,7 +161,7 @@ Status TieredKvStore::load(ByteSource& in) {
                              " (a cache saved with another window?)");
       }
       if (n_sinks_ > 0 && n_tokens > 0) KVTIER_TRY(in.read(l.sinks, sink_format_.page_bytes));
-      for (uint32_t i = 0; i < n_released; ++i) table_.append(layer, PageId{}, last_rung);
+      for (uint32_t i = 0; i < n_released; ++i) table_.append_released(layer, last_rung);
       l.released = n_released;
       int previous_rung = last_rung;
       for (uint32_t i = n_released; i < n_pages; ++i) {
