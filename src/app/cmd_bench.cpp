@@ -1,6 +1,6 @@
 // kvtier bench: prefill and decode throughput measured the way llama-bench does
-// (pp: one batch of N random tokens into an empty cache; tg: N single-token
-// steps from an empty cache), averaged over repetitions after a warm-up run.
+// (pp: one batch of N random tokens after the -d depth tokens; tg: N single-token steps after them),
+// averaged over repetitions after a warm-up run, on the CPU or on --device vulkan.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -25,6 +25,7 @@ struct BenchOptions {
   int threads = 0;
   int depth = 0;
   KvCacheOptions kv;
+  DeviceOptions device;  // --device
 };
 
 struct Stats {
@@ -56,21 +57,31 @@ int run(const BenchOptions& o) {
     return fail(s.message());
   }
   if (auto probe = make_kv_cache(c, n_ctx, o.kv); !probe.ok()) return fail(probe.error());
+  auto device_model = open_device(model, o.device, o.kv);  // null on the CPU; outlives every cache below
+  if (!device_model.ok()) return fail(device_model.error());
 
-  // A cache that already holds `depth` tokens (filled untimed), as llama-bench -d does.
-  auto cache_at_depth = [&]() -> std::unique_ptr<KvCache> {
-    auto cache = make_kv_cache(c, n_ctx, o.kv, &pool).value();
+  // The cache every run starts from: `depth` tokens, filled untimed once, as llama-bench -d does (it restores a
+  // saved state for each run); each run appends its tokens and the next one truncates them away again.
+  std::unique_ptr<KvCache> depth_cache;
+  auto cache_at_depth = [&]() -> KvCache* {
+    if (depth_cache) {
+      depth_cache->truncate(o.depth);
+      return depth_cache.get();
+    }
+    auto made = make_run_cache(device_model->get(), c, n_ctx, o.kv, &pool);
+    if (!made.ok()) return nullptr;
+    depth_cache = std::move(*made);
     if (o.depth > 0) {
       std::vector<int32_t> tokens(o.depth);
       for (auto& t : tokens) t = token(rng);
-      if (!model.forward(tokens.data(), o.depth, 0, *cache, pool, o.depth, nullptr).ok()) return nullptr;
+      if (!model.forward(tokens.data(), o.depth, 0, *depth_cache, pool, o.depth, nullptr).ok()) return nullptr;
     }
-    return cache;
+    return depth_cache.get();
   };
   auto time_prefill = [&]() -> double {
     std::vector<int32_t> tokens(o.n_prompt);
     for (auto& t : tokens) t = token(rng);
-    auto cache = cache_at_depth();
+    KvCache* cache = cache_at_depth();
     if (!cache) return -1;
     const auto start = std::chrono::steady_clock::now();
     Status s = model.forward(tokens.data(), o.n_prompt, o.depth, *cache, pool, o.n_prompt - 1, logits.data());
@@ -80,7 +91,7 @@ int run(const BenchOptions& o) {
   KvIoStats decode_io;          // cold-tier reads during the timed decode runs (summed)
   double decode_seconds = 0;
   auto time_decode = [&]() -> double {
-    auto cache = cache_at_depth();
+    KvCache* cache = cache_at_depth();
     if (!cache) return -1;
     int32_t next = token(rng);
     const KvIoStats before = cache->io_stats();
@@ -98,8 +109,9 @@ int run(const BenchOptions& o) {
     return o.n_gen / seconds;
   };
 
-  std::fprintf(stderr, "model %s: %s, weights %.1f MiB, %d threads, %d repetitions\n", o.model_path.c_str(),
-               c.architecture.c_str(), model.weight_bytes() / 1048576.0, pool.size(), o.repetitions);
+  std::fprintf(stderr, "model %s: %s, weights %.1f MiB, %d threads, %d repetitions, device %s\n",
+               o.model_path.c_str(), c.architecture.c_str(), model.weight_bytes() / 1048576.0, pool.size(),
+               o.repetitions, device_name(o.device).c_str());
   for (int kind = 0; kind < 2; ++kind) {
     const int n = kind == 0 ? o.n_prompt : o.n_gen;
     if (n <= 0) continue;
@@ -136,6 +148,7 @@ Command add_bench_command(CLI::App& app) {
   app.add_option("-d,--depth", o->depth, "tokens already in the cache before each test (default 0)")
       ->check(CLI::Range(0, 1 << 22));
   add_kv_options(app, o->kv);
+  add_device_option(app, o->device);
   return [o] { return run(*o); };
 }
 
