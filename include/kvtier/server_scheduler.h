@@ -194,7 +194,8 @@ class Scheduler {
   // The prefix cache's part of start(): copies a longer run of the prompt's full pages than the slot kept, from
   // another slot or the disk, when there is one; returns the prompt tokens the slot now holds.
   size_t adopt_cached_prefix(Slot& slot, const std::vector<int32_t>& prompt, size_t kept);
-  void forget(Slot& slot);              // empties the slot's cache (and its prefix index entry); under mutex_
+  void forget(Slot& slot);
+  void record_prefix_disk_stats();      // metrics_' --cache-dir fields (worker thread, under mutex_)              // empties the slot's cache (and its prefix index entry); under mutex_
   void finish(Slot& slot, FinishReason reason, const std::string& error = "");
 
   Model& model_;

@@ -274,6 +274,16 @@ void Scheduler::start(Slot& slot, Pending pending) {
   metrics_.cached_tokens += static_cast<uint64_t>(slot.summary.cached_tokens);
 }
 
+void Scheduler::record_prefix_disk_stats() {
+  if (!prefix_disk_) return;
+  const PrefixDiskStats& d = prefix_disk_->stats();
+  metrics_.prefix_disk_entries = d.entries;
+  metrics_.prefix_disk_bytes = d.bytes;
+  metrics_.prefix_disk_stored = d.stored;
+  metrics_.prefix_disk_evicted = d.evicted;
+  metrics_.prefix_disk_dropped = d.dropped;
+}
+
 void Scheduler::forget(Slot& slot) {
   slot.session.clear();
   slot.held_tokens.clear();
@@ -304,6 +314,7 @@ size_t Scheduler::adopt_cached_prefix(Slot& slot, const std::vector<int32_t>& pr
     } else {
       copied = prefix_disk_->load(on_disk, prompt, slot.session);
     }
+    record_prefix_disk_stats();  // a dropped entry
     if (copied.ok()) {
       (from_slot ? metrics_.prefix_hits_slot : metrics_.prefix_hits_disk) += 1;
       (from_slot ? metrics_.prefix_tokens_slot : metrics_.prefix_tokens_disk) += static_cast<uint64_t>(best);
@@ -478,14 +489,7 @@ void Scheduler::record_kv_usage() {
     }
   }
   std::lock_guard lock(mutex_);
-  if (prefix_disk_) {
-    const PrefixDiskStats& d = prefix_disk_->stats();
-    metrics_.prefix_disk_entries = d.entries;
-    metrics_.prefix_disk_bytes = d.bytes;
-    metrics_.prefix_disk_stored = d.stored;
-    metrics_.prefix_disk_evicted = d.evicted;
-    metrics_.prefix_disk_dropped = d.dropped;
-  }
+  record_prefix_disk_stats();
   metrics_.kv_resident_bytes = m.kv_resident_bytes;
   metrics_.kv_budgeted_bytes = m.kv_budgeted_bytes;
   metrics_.kv_budgeted_peak_bytes = std::max(metrics_.kv_budgeted_peak_bytes, m.kv_budgeted_bytes);
@@ -636,6 +640,7 @@ void Scheduler::finish(Slot& slot, FinishReason reason, const std::string& error
     std::lock_guard lock(mutex_);
     slot.busy = false;
     slot.held_tokens = slot.session.tokens();
+    record_prefix_disk_stats();  // before the stream ends: a client reading /metrics then sees its entry
     switch (reason) {
       case FinishReason::kCancelled: ++metrics_.requests_cancelled; break;
       case FinishReason::kError: ++metrics_.requests_failed; break;
