@@ -78,10 +78,11 @@ class PrefixDiskCache {
  public:
   using Warn = std::function<void(const std::string&)>;
   // Creates the directory when missing (its parent must exist). Errors (one line, naming the directory): the
-  // path is not a directory, cannot be created, or is not writable.
+  // path is not a directory, cannot be created, or is not writable. Entries longer than max_tokens (the caches'
+  // context) are kept and count toward the bound, but are not used (a server started with a larger -c may).
   static Result<std::unique_ptr<PrefixDiskCache>> open(const std::string& dir, uint64_t max_bytes,
                                                       const Model& model, const std::string& cache_policy,
-                                                      Warn warn);
+                                                      int max_tokens, Warn warn);
   ~PrefixDiskCache();
 
   // The longest stored run of full pages of `prompt` ending at or before max_tokens (tokens 0: none).
@@ -110,7 +111,7 @@ class PrefixDiskCache {
     uint64_t last_hash = 0;  // the chain hash of its last full page (its name)
   };
   PrefixDiskCache(std::string dir, uint64_t max_bytes, const Model& model, std::string policy, uint64_t seed,
-                  Warn warn);
+                  int max_tokens, Warn warn);
   void scan();
   void remove(uint64_t id, bool damaged, const std::string& why);
   void evict(uint64_t keep);
@@ -120,6 +121,7 @@ class PrefixDiskCache {
   uint64_t max_bytes_;
   const Model& model_;
   std::string policy_;
+  int max_tokens_;
   Warn warn_;
   PrefixIndex index_;
   std::unordered_map<uint64_t, Entry> entries_;  // id -> entry (ids are the index's owners)

@@ -129,8 +129,9 @@ Command add_serve_command(CLI::App& app) {
           },
           "SIZE"));
   app.add_option("--cache-dir", o->cache_dir,
-                 "keep prompts' full KV prefix pages in DIR across restarts (created if missing)");
-  app.add_option("--cache-size", "most the --cache-dir entries of this model may take (default 4G; LRU eviction)")
+                 "keep prompts' full KV prefix pages in DIR across restarts (created if missing)")
+      ->type_name("DIR");
+  app.add_option("--cache-size", "most that --cache-dir's entries of this model and --kv* may take (default 4G; least recently used go first)")
       ->check(CLI::Validator(
           [o](const std::string& text) -> std::string {
             Result<size_t> bytes = parse_byte_size(text);

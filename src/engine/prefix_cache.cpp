@@ -99,11 +99,12 @@ int PrefixIndex::owner_pages(uint64_t owner) const {
 }
 
 PrefixDiskCache::PrefixDiskCache(std::string dir, uint64_t max_bytes, const Model& model, std::string policy,
-                                 uint64_t seed, Warn warn)
+                                 uint64_t seed, int max_tokens, Warn warn)
     : dir_(std::move(dir)),
       max_bytes_(max_bytes),
       model_(model),
       policy_(std::move(policy)),
+      max_tokens_(max_tokens),
       warn_(std::move(warn)),
       index_(seed, kv::kTokensPerPage) {}
 
@@ -111,7 +112,7 @@ PrefixDiskCache::~PrefixDiskCache() = default;
 
 Result<std::unique_ptr<PrefixDiskCache>> PrefixDiskCache::open(const std::string& dir, uint64_t max_bytes,
                                                                const Model& model, const std::string& cache_policy,
-                                                               Warn warn) {
+                                                               int max_tokens, Warn warn) {
   if (dir.empty()) return Status::error("--cache-dir: empty path");
   std::string clean = dir;
   while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
@@ -129,7 +130,7 @@ Result<std::unique_ptr<PrefixDiskCache>> PrefixDiskCache::open(const std::string
   }
   const uint64_t seed = prefix_cache_seed(model.file().header_hash(), cache_policy, kv::kTokensPerPage);
   std::unique_ptr<PrefixDiskCache> cache(
-      new PrefixDiskCache(clean, max_bytes, model, cache_policy, seed, std::move(warn)));
+      new PrefixDiskCache(clean, max_bytes, model, cache_policy, seed, max_tokens, std::move(warn)));
   cache->scan();
   cache->evict(UINT64_MAX);
   return cache;
@@ -181,7 +182,8 @@ void PrefixDiskCache::scan() {
     entry.pages = static_cast<int>(hashes.size());
     entry.last_hash = hashes.back();
     clock_ = std::max(clock_, entry.last_used);
-    index_.assign(id, header->tokens);
+    // Too long for these caches' context (a restore would be refused): kept for a server with a larger -c.
+    if (static_cast<int64_t>(header->tokens.size()) <= max_tokens_) index_.assign(id, header->tokens);
   }
 }
 

@@ -124,7 +124,8 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(Model& model, const Tokeniz
     s->prefix_index_ = std::make_unique<PrefixIndex>(
         prefix_cache_seed(model.file().header_hash(), policy, kv::kTokensPerPage), kv::kTokensPerPage);
     if (!options.cache_dir.empty()) {
-      auto disk = PrefixDiskCache::open(options.cache_dir, options.cache_dir_max_bytes, model, policy, options.warn);
+      auto disk = PrefixDiskCache::open(options.cache_dir, options.cache_dir_max_bytes, model, policy,
+                                        options.n_ctx, options.warn);
       if (!disk.ok()) return disk.status();
       s->prefix_disk_ = std::move(*disk);
       s->metrics_.prefix_disk = true;

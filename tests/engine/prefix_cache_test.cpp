@@ -25,6 +25,7 @@ namespace fs = std::filesystem;
 
 const std::string kModel = std::string(KVTIER_SOURCE_DIR) + "/models/tiny-llama-6m.Q4_0.gguf";
 constexpr int kPage = kv::kTokensPerPage;
+constexpr int kContext = 1024;  // of every cache here
 
 std::vector<int32_t> sequence(int n, uint32_t seed, int n_vocab = 32000) {
   std::vector<int32_t> tokens(static_cast<size_t>(n));  // in-vocabulary ids past the special ones
@@ -112,7 +113,7 @@ class PrefixCacheTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   std::unique_ptr<Session> session(const KvCacheOptions& kv = {}) {
-    auto cache = make_kv_cache(model_->config(), 1024, kv, &pool_);
+    auto cache = make_kv_cache(model_->config(), kContext, kv, &pool_);
     EXPECT_TRUE(cache.ok()) << cache.error();
     return std::make_unique<Session>(*model_, std::move(*cache), pool_);
   }
@@ -124,10 +125,10 @@ class PrefixCacheTest : public ::testing::Test {
   }
   std::vector<int32_t> tokens(int n, uint32_t seed) { return sequence(n, seed, model_->config().n_vocab); }
   std::unique_ptr<PrefixDiskCache> open(uint64_t max_bytes, std::vector<std::string>* warnings,
-                                        const std::string& policy = "") {
+                                        const std::string& policy = "", int max_tokens = kContext) {
     auto probe = session();
     auto disk = PrefixDiskCache::open(dir_.string(), max_bytes, *model_,
-                                      policy.empty() ? probe->cache().policy() : policy,
+                                      policy.empty() ? probe->cache().policy() : policy, max_tokens,
                                       [warnings](const std::string& w) { warnings->push_back(w); });
     EXPECT_TRUE(disk.ok()) << disk.error();
     return disk.ok() ? std::move(*disk) : nullptr;
@@ -227,6 +228,13 @@ TEST_F(PrefixCacheTest, TheDiskCacheKeepsFullPagesAcrossOpensAndDropsDamagedEntr
     EXPECT_EQ(disk->stats().entries, 0u);
     EXPECT_TRUE(fs::exists(files[0]));
   }
+  {  // a server with a shorter context: the entry is kept (and counted) but not used
+    auto disk = open(1ull << 30, &warnings, "", kPage);
+    ASSERT_NE(disk, nullptr);
+    EXPECT_EQ(disk->stats().entries, 1u);
+    EXPECT_EQ(disk->lookup(prompt, 999).tokens, 0);
+    EXPECT_TRUE(fs::exists(files[0]));
+  }
   {  // a flipped byte in the cache stream: found by name, refused by the checksum at load, removed
     std::fstream f(files[0], std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(static_cast<std::streamoff>(fs::file_size(files[0]) / 2));
@@ -307,20 +315,20 @@ TEST_F(PrefixCacheTest, ABadCacheDirectoryIsOneClearError) {
   const std::string policy = probe->cache().policy();
   const fs::path file = dir_ / "a_file";
   std::ofstream(file) << "x";
-  auto as_file = PrefixDiskCache::open(file.string(), 1 << 20, *model_, policy, {});
+  auto as_file = PrefixDiskCache::open(file.string(), 1 << 20, *model_, policy, kContext, {});
   ASSERT_FALSE(as_file.ok());
   EXPECT_NE(as_file.error().find("not a directory"), std::string::npos) << as_file.error();
-  auto no_parent = PrefixDiskCache::open((dir_ / "missing" / "cache").string(), 1 << 20, *model_, policy, {});
+  auto no_parent = PrefixDiskCache::open((dir_ / "missing" / "cache").string(), 1 << 20, *model_, policy, kContext, {});
   ASSERT_FALSE(no_parent.ok());
   EXPECT_NE(no_parent.error().find("cannot create"), std::string::npos) << no_parent.error();
-  auto created = PrefixDiskCache::open((dir_ / "new").string(), 1 << 20, *model_, policy, {});
+  auto created = PrefixDiskCache::open((dir_ / "new").string(), 1 << 20, *model_, policy, kContext, {});
   ASSERT_TRUE(created.ok()) << created.error();
   EXPECT_TRUE(fs::is_directory(dir_ / "new"));
   if (::geteuid() != 0) {  // root writes anywhere
     const fs::path locked = dir_ / "locked";
     fs::create_directories(locked);
     ::chmod(locked.c_str(), 0500);
-    auto unwritable = PrefixDiskCache::open(locked.string(), 1 << 20, *model_, policy, {});
+    auto unwritable = PrefixDiskCache::open(locked.string(), 1 << 20, *model_, policy, kContext, {});
     ::chmod(locked.c_str(), 0700);
     ASSERT_FALSE(unwritable.ok());
     EXPECT_NE(unwritable.error().find("not writable"), std::string::npos) << unwritable.error();
