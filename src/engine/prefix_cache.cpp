@@ -1,6 +1,7 @@
 #include "kvtier/prefix_cache.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -145,6 +146,19 @@ void PrefixDiskCache::scan() {
   ::closedir(d);
   std::sort(names.begin(), names.end());  // a deterministic order of ids
   const size_t name_size = prefix.size() + kHexDigits + std::strlen(kEntrySuffix);
+  // The session writer's temporary files (".NAME.tmp.PID") of this seed whose process is gone: a write killed
+  // half way. (The writer itself removes only those of the name it writes.)
+  const std::string temp_prefix = "." + prefix;
+  for (const std::string& name : names) {
+    const size_t tmp = name.find(std::string(kEntrySuffix) + ".tmp.");
+    if (name.compare(0, temp_prefix.size(), temp_prefix) != 0 || tmp == std::string::npos) continue;
+    const std::string digits = name.substr(tmp + std::strlen(kEntrySuffix) + 5);
+    const bool number = !digits.empty() && digits.size() <= 9 &&
+                        std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!number) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) == -1 && errno == ESRCH) ::unlink((dir_ + "/" + name).c_str());
+  }
   for (const std::string& name : names) {
     // Only this seed's entries: another model's or policy's are not ours to judge.
     if (name.size() != name_size || name.compare(0, prefix.size(), prefix) != 0 ||

@@ -475,7 +475,9 @@ Result<SessionFileHeader> read_session_file_header(const std::string& path) {
   if (Status s = check_session_path(path); !s.ok()) return s;
   const auto fail = [&](const std::string& why) { return Status::error("session file " + path + ": " + why); };
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (fd.fd < 0) return fail(errno == ELOOP ? "refused (a symlink; session files are never followed)" : errno_text(errno));
+  if (fd.fd < 0) {
+    return fail(errno == ELOOP ? "refused (a symlink; session files are never followed)" : errno_text(errno));
+  }
   struct stat st;
   if (::fstat(fd.fd, &st) != 0) return fail(errno_text(errno));
   if (!S_ISREG(st.st_mode)) return fail("not a regular file");

@@ -190,8 +190,8 @@ TEST_F(PrefixCacheTest, WithALadderACopyContinuesAsTheSourceWouldAfterTheSameCut
 
 TEST_F(PrefixCacheTest, TheDiskCacheKeepsFullPagesAcrossOpensAndDropsDamagedEntries) {
   const std::vector<int32_t> conversation = concat(tokens(2 * kPage, 31), tokens(50, 32));  // 2 full pages + 50
-  const std::vector<int32_t> prompt = concat(std::vector<int32_t>(conversation.begin(), conversation.begin() + 2 * kPage),
-                                             tokens(20, 33));
+  const std::vector<int32_t> two_pages(conversation.begin(), conversation.begin() + 2 * kPage);
+  const std::vector<int32_t> prompt = concat(two_pages, tokens(20, 33));
   std::vector<std::string> warnings;
   {
     auto disk = open(1ull << 30, &warnings);
@@ -264,12 +264,16 @@ TEST_F(PrefixCacheTest, TheDiskCacheKeepsFullPagesAcrossOpensAndDropsDamagedEntr
   {  // a truncated entry is dropped when the directory is opened
     std::ofstream(dir_ / files[0].filename(), std::ios::binary) << "KVTSESS\n";
     std::ofstream(dir_ / "notes.txt") << "not an entry";
+    // A write killed half way (its process, pid 999999999, is gone) leaves a temporary file: removed.
+    const fs::path temp = dir_ / ("." + files[0].filename().string() + ".tmp.999999999");
+    std::ofstream(temp) << "half";
     auto disk = open(1ull << 30, &warnings);
     ASSERT_NE(disk, nullptr);
     EXPECT_EQ(disk->stats().entries, 0u);
     EXPECT_EQ(disk->stats().dropped, 1u);
     EXPECT_FALSE(fs::exists(files[0]));
     EXPECT_TRUE(fs::exists(dir_ / "notes.txt")) << "files that are no entries are never touched";
+    EXPECT_FALSE(fs::exists(temp));
   }
 }
 
