@@ -63,8 +63,15 @@ class PrefixCacheSchedulerTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  std::unique_ptr<Scheduler> make(int slots, bool prefix_cache, const std::string& cache_dir = "") {
+  std::unique_ptr<Scheduler> make(int slots, bool prefix_cache, const std::string& cache_dir = "",
+                                  size_t kv_budget = 0) {
     SchedulerOptions o;
+    if (kv_budget > 0) {
+      fs::create_directories(dir_ / "spill");
+      o.kv.budget_bytes = kv_budget;
+      o.kv.spill_dir = (dir_ / "spill").string();
+      o.kv.cold_mode = "exact";
+    }
     o.n_slots = slots;
     o.n_ctx = 512;
     o.threads = 2;
@@ -156,6 +163,33 @@ TEST_F(PrefixCacheSchedulerTest, ANewConversationGetsAPreambleAnotherSlotHoldsAn
   const SchedulerMetrics cleared = s->metrics();
   EXPECT_EQ(cleared.kv_budgeted_bytes, start.kv_budgeted_bytes) << "pages back to the empty caches'";
   EXPECT_TRUE(cleared.kv_ram_pages.empty());
+  EXPECT_TRUE(warnings_.empty());
+}
+
+TEST_F(PrefixCacheSchedulerTest, APreambleIsCopiedFromASlotWhosePagesWentToDiskWithinTheBudget) {
+  std::string long_question = "what is a page?";
+  for (int i = 0; i < 12; ++i) long_question += " Consider case " + std::to_string(i) + " too.";
+  const std::vector<int32_t> first = prompt(long_question), second = prompt("why is the sky blue?");
+  Answer reference;
+  {
+    auto s = make(1, false);
+    ASSERT_NE(s, nullptr);
+    reference = ask(*s, second);
+  }
+  const size_t budget = 7u << 20;  // the two empty caches take most of it: the idle conversation spills
+  auto s = make(2, true, "", budget);
+  ASSERT_NE(s, nullptr);
+  ask(*s, first);
+  const Answer b = ask(*s, second);
+  EXPECT_GE(b.summary.cached_tokens, 2 * kPage);
+  expect_same(b, reference);
+  const SchedulerMetrics m = s->metrics();
+  EXPECT_EQ(m.prefix_hits_slot, 1u);
+  EXPECT_EQ(m.prefix_failures, 0u);
+  EXPECT_GT(m.kv_spilled_pages, 0u) << "the source's pages went to disk (the copy read them back)";
+  EXPECT_LE(m.kv_budgeted_peak_bytes, budget);
+  s->clear_idle_slots();
+  EXPECT_EQ(s->metrics().kv_cold_pages, 0u);
   EXPECT_TRUE(warnings_.empty());
 }
 
