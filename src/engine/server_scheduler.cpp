@@ -236,10 +236,11 @@ void Scheduler::admit_waiting() {
     if (oldest == nullptr) return;
     const bool worth_keeping = longest_shared * 2 >= prompt.size() || longest_shared >= 64;
     Slot* chosen = worth_keeping ? longest : oldest;
-    // With the prefix cache, a new conversation that shares only a preamble with an idle one (its held sequence
-    // goes on for at least a page past the shared part) takes the least recently used slot and gets the shared
-    // pages copied there, rather than cutting the other conversation back to the preamble.
-    if (prefix_index_ && chosen == longest && oldest != longest &&
+    // With the prefix cache, a new conversation that shares only a preamble with an idle one (the prompt departs
+    // from the held sequence, which goes on for at least a page past the shared part) takes the least recently
+    // used slot and gets the shared pages copied there, rather than cutting the other conversation back to the
+    // preamble. A prompt that the held sequence contains whole (a request repeated) stays where it is.
+    if (prefix_index_ && chosen == longest && oldest != longest && longest_shared < prompt.size() &&
         longest->session.tokens().size() >= longest_shared + kv::kTokensPerPage) {
       chosen = oldest;
     }

@@ -88,11 +88,11 @@ class PrefixCacheSchedulerTest : public ::testing::Test {
     text += " Question: " + question;
     return loaded().tokenizer->encode(text, loaded().tokenizer->add_bos_default(), true);
   }
-  static Answer ask(Scheduler& s, const std::vector<int32_t>& prompt_tokens) {
+  static Answer ask(Scheduler& s, const std::vector<int32_t>& prompt_tokens, int max_tokens = 12) {
     GenerationRequest r;
     r.prompt = prompt_tokens;
     r.sampling.temperature = 0;
-    r.max_tokens = 12;
+    r.max_tokens = max_tokens;
     r.ignore_eos = true;
     r.top_logprobs = 2;
     auto stream = s.submit(r);
@@ -157,6 +157,11 @@ TEST_F(PrefixCacheSchedulerTest, ANewConversationGetsAPreambleAnotherSlotHoldsAn
   std::vector<int32_t> next = first;
   next.insert(next.end(), a.tokens.begin(), a.tokens.end());
   EXPECT_EQ(ask(*s, next).summary.cached_tokens, static_cast<int>(first.size() + a.tokens.size() - 1));
+  EXPECT_EQ(s->metrics().prefix_hits_slot, 1u);
+  // A request repeated after a long answer (more than a page past its prompt) is still served by its slot.
+  const std::vector<int32_t> short_prompt = loaded().tokenizer->encode("Once upon a time", true, true);
+  ask(*s, short_prompt, 80);
+  EXPECT_EQ(ask(*s, short_prompt, 4).summary.cached_tokens, static_cast<int>(short_prompt.size()) - 1);
   EXPECT_EQ(s->metrics().prefix_hits_slot, 1u);
 
   s->clear_idle_slots();
