@@ -300,32 +300,31 @@ size_t Scheduler::adopt_cached_prefix(Slot& slot, const std::vector<int32_t>& pr
   const PrefixDiskCache::Hit on_disk = prefix_disk_ ? prefix_disk_->lookup(prompt, limit) : PrefixDiskCache::Hit{};
   const int best = std::max(in_ram.tokens, on_disk.tokens);
   if (best > static_cast<int>(kept)) {
-    Status copied;
     const bool from_slot = in_ram.tokens >= on_disk.tokens;  // RAM first: no disk read
+    Status copied;
     if (from_slot) {
       Slot& source = *slots_[in_ram.owner];
       const std::vector<int32_t>& held = source.session.tokens();
       // The index follows what a slot held when a request started or ended; a failed batch may have cut it since.
-      if (held.size() >= static_cast<size_t>(in_ram.tokens) &&
-          std::equal(prompt.begin(), prompt.begin() + in_ram.tokens, held.begin())) {
-        copied = slot.session.copy_prefix(source.session, in_ram.tokens);
-      } else {
+      // Then the entry is corrected and the slot keeps its own prefix.
+      if (held.size() < static_cast<size_t>(in_ram.tokens) ||
+          !std::equal(prompt.begin(), prompt.begin() + in_ram.tokens, held.begin())) {
         prefix_index_->assign(in_ram.owner, held);
-        copied = Status::error("stale prefix index entry");
+        prefix_index_->assign(static_cast<uint64_t>(slot.index), slot.session.tokens());
+        return slot.session.tokens().size();
       }
+      copied = slot.session.copy_prefix(source.session, in_ram.tokens);
     } else {
       copied = prefix_disk_->load(on_disk, prompt, slot.session);
+      record_prefix_disk_stats();  // a dropped entry
     }
-    record_prefix_disk_stats();  // a dropped entry
     if (copied.ok()) {
       (from_slot ? metrics_.prefix_hits_slot : metrics_.prefix_hits_disk) += 1;
       (from_slot ? metrics_.prefix_tokens_slot : metrics_.prefix_tokens_disk) += static_cast<uint64_t>(best);
     } else {
-      // The slot is empty now: the whole prompt is evaluated (a damaged disk entry was dropped with a warning).
+      // The slot is empty now (a failed copy or load empties it): the whole prompt is evaluated.
       ++metrics_.prefix_failures;
-      if (options_.warn && copied.message() != "stale prefix index entry") {
-        options_.warn("prefix cache: " + copied.message() + "; evaluating the prompt instead");
-      }
+      if (options_.warn) options_.warn("prefix cache: " + copied.message() + "; evaluating the prompt instead");
       slot.session.clear();
     }
   }
