@@ -17,6 +17,10 @@
 // cold reads (--kv-cold exact) its output is bit-identical to an unspilled run. A request whose step does not
 // fit waits; one that cannot fit even with every other request waiting fails (FinishReason::kError) rather than
 // go over the budget.
+//
+// Prefix cache (kvtier/prefix_cache.h): a request whose prompt begins with full KV pages that another slot holds
+// (or --cache-dir keeps) gets them copied into its slot and evaluates only the rest; with the default f16 cache
+// its output is bit-identical to a run without the copy (docs/server.md, "Prefix cache").
 #pragma once
 
 #include <atomic>
@@ -24,6 +28,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,6 +46,8 @@ namespace kvtier {
 namespace kv {
 class BudgetArbiter;
 }
+class PrefixIndex;
+class PrefixDiskCache;
 
 struct SchedulerOptions {
   int n_slots = 1;             // -np
@@ -49,6 +56,10 @@ struct SchedulerOptions {
   int max_queued = 64;         // requests waiting for a slot; past this, submit() refuses (the server's 503)
   int prefill_chunk = 256;     // prompt tokens one request evaluates per turn of the loop
   KvCacheOptions kv;           // as `kvtier run` takes it; a --kv-budget is shared by all slots
+  bool prefix_cache = true;    // copy a prompt's full prefix pages from another slot (or cache_dir) into its slot
+  std::string cache_dir;       // --cache-dir: keep full prefix pages across restarts (empty: none)
+  uint64_t cache_dir_max_bytes = 4ull << 30;  // --cache-size: the most cache_dir's entries of this model may take
+  std::function<void(const std::string&)> warn;  // one-line warnings (a dropped cache entry, a failed write)
 };
 
 struct GenerationRequest {
@@ -81,7 +92,7 @@ struct GenerationSummary {
   FinishReason finish = FinishReason::kNone;
   std::string error;          // FinishReason::kError: what went wrong
   int prompt_tokens = 0;
-  int cached_tokens = 0;      // prompt tokens the slot already held (not evaluated again)
+  int cached_tokens = 0;      // prompt tokens not evaluated: the slot held them, or the prefix cache copied them
   int completion_tokens = 0;
   std::string tail_text;      // text released at the end (held-back bytes that were no stop string)
   double prompt_seconds = 0, decode_seconds = 0;
@@ -129,6 +140,13 @@ struct SchedulerMetrics {
   uint64_t kv_spilled_pages = 0;        // pages written to the cold tier since the start
   uint64_t kv_dropped_conversations = 0;  // idle conversations emptied to make room (recomputed if they return)
   uint64_t kv_budget_waits = 0;         // times a request's step waited a turn for room in the budget
+  // Prefix cache: requests that got pages from another slot or from --cache-dir, and the tokens they got.
+  uint64_t prefix_hits_slot = 0, prefix_hits_disk = 0;
+  uint64_t prefix_tokens_slot = 0, prefix_tokens_disk = 0;
+  uint64_t prefix_failures = 0;         // copies or loads that failed (the prompt was evaluated instead)
+  bool prefix_disk = false;             // --cache-dir in use
+  uint64_t prefix_disk_entries = 0, prefix_disk_bytes = 0;  // now
+  uint64_t prefix_disk_stored = 0, prefix_disk_evicted = 0, prefix_disk_dropped = 0;  // since the start
 };
 
 class Scheduler {
@@ -173,6 +191,11 @@ class Scheduler {
   void record_kv_usage();               // metrics_' KV fields from the caches (worker thread, takes mutex_)
   void emit_token(Slot& slot);          // samples the slot's next token from its session's last logits
   void start(Slot& slot, Pending pending);
+  // The prefix cache's part of start(): copies a longer run of the prompt's full pages than the slot kept, from
+  // another slot or the disk, when there is one; returns the prompt tokens the slot now holds.
+  size_t adopt_cached_prefix(Slot& slot, const std::vector<int32_t>& prompt, size_t kept);
+  void forget(Slot& slot);
+  void record_prefix_disk_stats();      // metrics_' --cache-dir fields (worker thread, under mutex_)              // empties the slot's cache (and its prefix index entry); under mutex_
   void finish(Slot& slot, FinishReason reason, const std::string& error = "");
 
   Model& model_;
@@ -181,6 +204,8 @@ class Scheduler {
   ThreadPool pool_;
   std::vector<std::unique_ptr<Slot>> slots_;
   std::unique_ptr<kv::BudgetArbiter> arbiter_;  // with a --kv-budget
+  std::unique_ptr<PrefixIndex> prefix_index_;   // the slots' full pages (worker thread); null when disabled
+  std::unique_ptr<PrefixDiskCache> prefix_disk_;  // --cache-dir (worker thread)
 
   mutable std::mutex mutex_;            // guards queue_, stopping_, metrics_, the slots' busy flags and tokens
   std::condition_variable work_;

@@ -59,6 +59,16 @@ class Session {
   std::vector<int32_t> reuse_prefix(const std::vector<int32_t>& prompt);
   // Forgets the sequence: the cache and tokens() become empty (a server dropping an idle conversation).
   void clear() { cut(0); }
+  // Keeps the first n_tokens of the sequence (the cache is cut there; last_logits() becomes empty).
+  void truncate(int n_tokens) {
+    cut(n_tokens);
+    last_logits_.clear();
+  }
+  // Prefix caching (kvtier serve): replaces this session's sequence with the first n_tokens of `source`'s, a
+  // session of the same model whose cache has the same policy(). The pages are copied, byte for byte, through
+  // the caches' save/load stream (cold pages of the source are read back), so the copy holds what the source
+  // holds, at the rungs it holds it. Errors leave this session empty; `source` is never changed.
+  Status copy_prefix(Session& source, int n_tokens);
   // Context shift, when the sequence reaches the cache's size: drops tokens [n_keep, n_keep + n_discard) and
   // evaluates the tokens after them again at their new positions; the cache keeps [0, n_keep) as it is.
   // Re-evaluating instead of re-rotating cached keys keeps the result exact — the same as evaluating the

@@ -52,4 +52,9 @@ Status write_session_file(const std::string& path, const Model& model, const std
 Result<SessionFileHeader> read_session_file(const std::string& path, const Model& model, KvCache& cache,
                                             SessionIoStats* stats = nullptr);
 
+// Reads only a session file's header and token list, checking its frame (magic, version, end marker, length)
+// but not its checksum: a quick look at what a file holds (the server's prefix cache lists its directory with
+// it). read_session_file() still checks everything before a cache is restored from it.
+Result<SessionFileHeader> read_session_file_header(const std::string& path);
+
 }  // namespace kvtier

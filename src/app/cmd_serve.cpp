@@ -32,6 +32,8 @@ struct ServeOptions {
   std::string chat_template;
   std::string alias;
   KvCacheOptions kv;
+  std::string cache_dir;
+  uint64_t cache_size = 4ull << 30;
 };
 
 int run(const ServeOptions& o) {
@@ -57,6 +59,12 @@ int run(const ServeOptions& o) {
   so.threads = o.threads;
   so.max_queued = o.max_queue;
   so.kv = o.kv;
+  so.cache_dir = o.cache_dir;
+  so.cache_dir_max_bytes = o.cache_size;
+  so.warn = [](const std::string& message) {
+    std::fprintf(stderr, "kvtier serve: warning: %s\n", message.c_str());
+    std::fflush(stderr);
+  };
   // The slots' caches together, as one cache of n_slots * n_ctx positions would need.
   if (Status s = check_run_memory(c, o.kv, RunMemoryRequest{.n_ctx = so.n_ctx * o.n_slots}); !s.ok()) {
     return fail(s.message() + " (-c is per slot: -np " + std::to_string(o.n_slots) + " slots of " +
@@ -117,6 +125,18 @@ Command add_serve_command(CLI::App& app) {
             Result<size_t> bytes = parse_byte_size(text);
             if (!bytes.ok()) return bytes.error();
             o->max_body = *bytes;
+            return std::string();
+          },
+          "SIZE"));
+  app.add_option("--cache-dir", o->cache_dir,
+                 "keep prompts' full KV prefix pages in DIR across restarts (created if missing)")
+      ->type_name("DIR");
+  app.add_option("--cache-size", "most that --cache-dir's entries of this model and --kv* may take (default 4G; least recently used go first)")
+      ->check(CLI::Validator(
+          [o](const std::string& text) -> std::string {
+            Result<size_t> bytes = parse_byte_size(text);
+            if (!bytes.ok()) return bytes.error();
+            o->cache_size = *bytes;
             return std::string();
           },
           "SIZE"));

@@ -649,7 +649,7 @@ void ApiServer::register_routes() {
                     static_cast<double>(m.prompt_tokens));
              metric("kvtier_prompt_tokens_evaluated_total", "counter", "Prompt tokens evaluated (not cached).",
                     static_cast<double>(m.prompt_tokens_evaluated));
-             metric("kvtier_cached_tokens_total", "counter", "Prompt tokens a slot's cache already held.",
+             metric("kvtier_cached_tokens_total", "counter", "Prompt tokens not evaluated: held by the slot or copied by the prefix cache.",
                     static_cast<double>(m.cached_tokens));
              metric("kvtier_generated_tokens_total", "counter", "Tokens generated.",
                     static_cast<double>(m.generated_tokens));
@@ -682,6 +682,31 @@ void ApiServer::register_routes() {
                     static_cast<double>(m.kv_dropped_conversations));
              metric("kvtier_kv_budget_waits_total", "counter", "Times a request waited a turn for room in the budget.",
                     static_cast<double>(m.kv_budget_waits));
+             out += "# HELP kvtier_prefix_cache_hits_total Requests whose prompt's full prefix pages were copied from "
+                    "another slot or loaded from --cache-dir.\n# TYPE kvtier_prefix_cache_hits_total counter\n";
+             out += "kvtier_prefix_cache_hits_total{source=\"slot\"} " + std::to_string(m.prefix_hits_slot) + "\n";
+             out += "kvtier_prefix_cache_hits_total{source=\"disk\"} " + std::to_string(m.prefix_hits_disk) + "\n";
+             out += "# HELP kvtier_prefix_cache_tokens_total Prompt tokens those hits reused (not evaluated).\n"
+                    "# TYPE kvtier_prefix_cache_tokens_total counter\n";
+             out += "kvtier_prefix_cache_tokens_total{source=\"slot\"} " + std::to_string(m.prefix_tokens_slot) + "\n";
+             out += "kvtier_prefix_cache_tokens_total{source=\"disk\"} " + std::to_string(m.prefix_tokens_disk) + "\n";
+             metric("kvtier_prefix_cache_failures_total", "counter",
+                    "Prefix copies or loads that failed (the prompt was evaluated instead).",
+                    static_cast<double>(m.prefix_failures));
+             if (m.prefix_disk) {
+               metric("kvtier_prefix_cache_disk_entries", "gauge", "Entries in --cache-dir (this model and policy).",
+                      static_cast<double>(m.prefix_disk_entries));
+               metric("kvtier_prefix_cache_disk_bytes", "gauge", "Bytes of those entries.",
+                      static_cast<double>(m.prefix_disk_bytes));
+               metric("kvtier_prefix_cache_disk_stored_total", "counter", "Entries written to --cache-dir.",
+                      static_cast<double>(m.prefix_disk_stored));
+               metric("kvtier_prefix_cache_disk_evicted_total", "counter",
+                      "Entries removed to stay within --cache-size, least recently used first.",
+                      static_cast<double>(m.prefix_disk_evicted));
+               metric("kvtier_prefix_cache_disk_dropped_total", "counter",
+                      "Entries removed as damaged or mismatched (never used).",
+                      static_cast<double>(m.prefix_disk_dropped));
+             }
              metric("kvtier_queue_depth", "gauge", "Requests waiting for a slot.", m.queue_depth);
              metric("kvtier_slots_busy", "gauge", "Slots serving a request.", m.active_slots);
              metric("kvtier_slots", "gauge", "Slots (-np).", m.n_slots);

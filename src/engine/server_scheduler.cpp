@@ -7,6 +7,8 @@
 
 #include "engine/log_softmax.h"
 #include "kv/budget_arbiter.h"
+#include "kv/page_format.h"
+#include "kvtier/prefix_cache.h"
 #include "kvtier/session.h"
 #include "kvtier/stop_strings.h"
 
@@ -60,8 +62,10 @@ void RequestStream::finish(GenerationSummary summary) {
 
 // One slot: a session (its own cache) and the state of the request it serves, if any.
 struct Scheduler::Slot {
-  Slot(Model& model, std::unique_ptr<KvCache> cache, ThreadPool& pool) : session(model, std::move(cache), pool) {}
+  Slot(Model& model, std::unique_ptr<KvCache> cache, ThreadPool& pool, int index)
+      : session(model, std::move(cache), pool), index(index) {}
   Session session;
+  const int index;          // in slots_ (its owner id in the prefix index)
   bool busy = false;        // under Scheduler::mutex_
   uint64_t last_used = 0;   // under Scheduler::mutex_: the turn a request last left it (idle slots: LRU)
   uint64_t waited = 0;      // worker thread: turns the current request's step waited for room in the budget
@@ -105,7 +109,7 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(Model& model, const Tokeniz
     auto cache = make_kv_cache(model.config(), options.n_ctx, slot_kv, &s->pool_);
     if (!cache.ok()) return cache.status();
     fixed += (*cache)->usage().empty_bytes;
-    s->slots_.push_back(std::make_unique<Slot>(model, std::move(*cache), s->pool_));
+    s->slots_.push_back(std::make_unique<Slot>(model, std::move(*cache), s->pool_, i));
   }
   if (budget > 0) {
     if (fixed > budget) {
@@ -114,6 +118,18 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(Model& model, const Tokeniz
                            " bytes (hot rings, sinks and cold-tier buffers of each); raise it, or use fewer slots (-np)");
     }
     s->arbiter_ = std::make_unique<kv::BudgetArbiter>(budget);
+  }
+  if (options.prefix_cache || !options.cache_dir.empty()) {
+    const std::string policy = s->slots_[0]->session.cache().policy();
+    s->prefix_index_ = std::make_unique<PrefixIndex>(
+        prefix_cache_seed(model.file().header_hash(), policy, kv::kTokensPerPage), kv::kTokensPerPage);
+    if (!options.cache_dir.empty()) {
+      auto disk = PrefixDiskCache::open(options.cache_dir, options.cache_dir_max_bytes, model, policy,
+                                        options.n_ctx, options.warn);
+      if (!disk.ok()) return disk.status();
+      s->prefix_disk_ = std::move(*disk);
+      s->metrics_.prefix_disk = true;
+    }
   }
   s->metrics_.n_slots = options.n_slots;
   s->metrics_.kv_budget_bytes = budget;
@@ -220,6 +236,14 @@ void Scheduler::admit_waiting() {
     if (oldest == nullptr) return;
     const bool worth_keeping = longest_shared * 2 >= prompt.size() || longest_shared >= 64;
     Slot* chosen = worth_keeping ? longest : oldest;
+    // With the prefix cache, a new conversation that shares only a preamble with an idle one (the prompt departs
+    // from the held sequence, which goes on for at least a page past the shared part) takes the least recently
+    // used slot and gets the shared pages copied there, rather than cutting the other conversation back to the
+    // preamble. A prompt that the held sequence contains whole (a request repeated) stays where it is.
+    if (prefix_index_ && chosen == longest && oldest != longest && longest_shared < prompt.size() &&
+        longest->session.tokens().size() >= longest_shared + kv::kTokensPerPage) {
+      chosen = oldest;
+    }
     chosen->busy = true;
     Pending pending = std::move(queue_.front());
     queue_.pop_front();
@@ -233,6 +257,11 @@ void Scheduler::start(Slot& slot, Pending pending) {
   slot.summary = GenerationSummary();
   slot.summary.prompt_tokens = static_cast<int>(slot.request.prompt.size());
   slot.to_prefill = slot.session.reuse_prefix(slot.request.prompt);
+  if (prefix_index_) {
+    const std::vector<int32_t>& prompt = slot.request.prompt;
+    const size_t held = adopt_cached_prefix(slot, prompt, prompt.size() - slot.to_prefill.size());
+    slot.to_prefill.assign(prompt.begin() + static_cast<std::ptrdiff_t>(held), prompt.end());
+  }
   slot.prefilled = 0;
   slot.summary.cached_tokens = slot.summary.prompt_tokens - static_cast<int>(slot.to_prefill.size());
   slot.pending_token = -1;
@@ -247,6 +276,62 @@ void Scheduler::start(Slot& slot, Pending pending) {
   metrics_.cached_tokens += static_cast<uint64_t>(slot.summary.cached_tokens);
 }
 
+void Scheduler::record_prefix_disk_stats() {
+  if (!prefix_disk_) return;
+  const PrefixDiskStats& d = prefix_disk_->stats();
+  metrics_.prefix_disk_entries = d.entries;
+  metrics_.prefix_disk_bytes = d.bytes;
+  metrics_.prefix_disk_stored = d.stored;
+  metrics_.prefix_disk_evicted = d.evicted;
+  metrics_.prefix_disk_dropped = d.dropped;
+}
+
+void Scheduler::forget(Slot& slot) {
+  slot.session.clear();
+  slot.held_tokens.clear();
+  if (prefix_index_) prefix_index_->erase(static_cast<uint64_t>(slot.index));
+}
+
+size_t Scheduler::adopt_cached_prefix(Slot& slot, const std::vector<int32_t>& prompt, size_t kept) {
+  // At most prompt.size() - 1 tokens: the last one is evaluated for the logits of the first generated token.
+  const int limit = static_cast<int>(prompt.size()) - 1;
+  const auto other_slot = [&](uint64_t owner) { return owner != static_cast<uint64_t>(slot.index); };
+  const PrefixIndex::Match in_ram = prefix_index_->longest(prompt, limit, other_slot);
+  const PrefixDiskCache::Hit on_disk = prefix_disk_ ? prefix_disk_->lookup(prompt, limit) : PrefixDiskCache::Hit{};
+  const int best = std::max(in_ram.tokens, on_disk.tokens);
+  if (best > static_cast<int>(kept)) {
+    const bool from_slot = in_ram.tokens >= on_disk.tokens;  // RAM first: no disk read
+    Status copied;
+    if (from_slot) {
+      Slot& source = *slots_[in_ram.owner];
+      const std::vector<int32_t>& held = source.session.tokens();
+      // The index follows what a slot held when a request started or ended; a failed batch may have cut it since.
+      // Then the entry is corrected and the slot keeps its own prefix.
+      if (held.size() < static_cast<size_t>(in_ram.tokens) ||
+          !std::equal(prompt.begin(), prompt.begin() + in_ram.tokens, held.begin())) {
+        prefix_index_->assign(in_ram.owner, held);
+        prefix_index_->assign(static_cast<uint64_t>(slot.index), slot.session.tokens());
+        return slot.session.tokens().size();
+      }
+      copied = slot.session.copy_prefix(source.session, in_ram.tokens);
+    } else {
+      copied = prefix_disk_->load(on_disk, prompt, slot.session);
+      record_prefix_disk_stats();  // a dropped entry
+    }
+    if (copied.ok()) {
+      (from_slot ? metrics_.prefix_hits_slot : metrics_.prefix_hits_disk) += 1;
+      (from_slot ? metrics_.prefix_tokens_slot : metrics_.prefix_tokens_disk) += static_cast<uint64_t>(best);
+    } else {
+      // The slot is empty now (a failed copy or load empties it): the whole prompt is evaluated.
+      ++metrics_.prefix_failures;
+      if (options_.warn) options_.warn("prefix cache: " + copied.message() + "; evaluating the prompt instead");
+      slot.session.clear();
+    }
+  }
+  prefix_index_->assign(static_cast<uint64_t>(slot.index), slot.session.tokens());
+  return slot.session.tokens().size();
+}
+
 void Scheduler::run() {
   uint64_t turn = 0;
   std::unique_lock lock(mutex_);
@@ -259,9 +344,7 @@ void Scheduler::run() {
     const bool clearing = clear_requested_;
     if (clearing) {
       for (auto& slot : slots_) {
-        if (slot->busy) continue;
-        slot->session.clear();
-        slot->held_tokens.clear();
+        if (!slot->busy) forget(*slot);
       }
     }
     admit_waiting();
@@ -358,9 +441,8 @@ std::vector<Scheduler::Slot*> Scheduler::share_budget(std::vector<Slot*> active)
       Slot& slot = *slots_[i];
       const kv::BudgetShare& share = plan.shares[i];
       if (share.dropped) {
-        slot.session.clear();
         std::lock_guard lock(mutex_);
-        slot.held_tokens.clear();
+        forget(slot);
         ++metrics_.kv_dropped_conversations;
       }
       Status set = slot.session.cache().set_budget(share.bytes);
@@ -368,9 +450,8 @@ std::vector<Scheduler::Slot*> Scheduler::share_budget(std::vector<Slot*> active)
         finish(slot, FinishReason::kError, "the KV cache could not keep its share of the budget: " + set.message());
       } else if (!set.ok()) {
         // An idle conversation that cannot spill down to its share (a failed disk write): dropped instead.
-        slot.session.clear();
         std::lock_guard lock(mutex_);
-        slot.held_tokens.clear();
+        forget(slot);
         ++metrics_.kv_dropped_conversations;
       } else if (share.runs) {
         runnable.push_back(&slot);
@@ -409,6 +490,7 @@ void Scheduler::record_kv_usage() {
     }
   }
   std::lock_guard lock(mutex_);
+  record_prefix_disk_stats();
   metrics_.kv_resident_bytes = m.kv_resident_bytes;
   metrics_.kv_budgeted_bytes = m.kv_budgeted_bytes;
   metrics_.kv_budgeted_peak_bytes = std::max(metrics_.kv_budgeted_peak_bytes, m.kv_budgeted_bytes);
@@ -543,6 +625,12 @@ void Scheduler::finish(Slot& slot, FinishReason reason, const std::string& error
   if (summary.completion_tokens > 0 && reason != FinishReason::kError) {
     summary.decode_seconds = seconds_since(slot.decode_start);
   }
+  if (prefix_index_) prefix_index_->assign(static_cast<uint64_t>(slot.index), slot.session.tokens());
+  if (prefix_disk_ && (reason == FinishReason::kStop || reason == FinishReason::kLength)) {
+    if (Status s = prefix_disk_->store(slot.session); !s.ok() && options_.warn) {
+      options_.warn("prefix cache: " + s.message());
+    }
+  }
   std::shared_ptr<RequestStream> stream = std::move(slot.stream);
   slot.stream.reset();
   slot.sampler.reset();
@@ -553,6 +641,7 @@ void Scheduler::finish(Slot& slot, FinishReason reason, const std::string& error
     std::lock_guard lock(mutex_);
     slot.busy = false;
     slot.held_tokens = slot.session.tokens();
+    record_prefix_disk_stats();  // before the stream ends: a client reading /metrics then sees its entry
     switch (reason) {
       case FinishReason::kCancelled: ++metrics_.requests_cancelled; break;
       case FinishReason::kError: ++metrics_.requests_failed; break;

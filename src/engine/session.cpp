@@ -145,6 +145,69 @@ std::vector<int32_t> Session::reuse_prefix(const std::vector<int32_t>& prompt) {
   return std::vector<int32_t>(prompt.begin() + static_cast<std::ptrdiff_t>(keep), prompt.end());
 }
 
+namespace {
+// A cache's save() stream held in memory, for copy_prefix.
+class MemorySink final : public ByteSink {
+ public:
+  Status write(const void* data, size_t bytes) override {
+    const auto* p = static_cast<const uint8_t*>(data);
+    bytes_.insert(bytes_.end(), p, p + bytes);
+    return Status();
+  }
+  const std::vector<uint8_t>& bytes() const { return bytes_; }
+
+ private:
+  std::vector<uint8_t> bytes_;  // [bytes written]
+};
+
+class MemorySource final : public ByteSource {
+ public:
+  explicit MemorySource(const std::vector<uint8_t>& bytes) : bytes_(bytes) {}
+  Status read(void* data, size_t bytes) override {
+    if (bytes > bytes_.size() - pos_) return Status::error("the copied KV stream ends early");
+    std::copy_n(bytes_.data() + pos_, bytes, static_cast<uint8_t*>(data));
+    pos_ += bytes;
+    return Status();
+  }
+
+ private:
+  const std::vector<uint8_t>& bytes_;
+  size_t pos_ = 0;
+};
+}  // namespace
+
+Status Session::copy_prefix(Session& source, int n_tokens) {
+  if (&source == this) return Status::error("a session cannot copy its own prefix");
+  clear();
+  last_logits_.clear();
+  if (&source.model_ != &model_) return Status::error("prefix copy between sessions of different models");
+  if (source.cache_->policy() != cache_->policy()) {
+    return Status::error("prefix copy between caches of different policies ('" + source.cache_->policy() + "', '" +
+                         cache_->policy() + "')");
+  }
+  if (n_tokens < 0 || n_tokens > static_cast<int>(source.tokens_.size())) {
+    return Status::error("prefix copy of " + std::to_string(n_tokens) + " tokens from a session holding " +
+                         std::to_string(source.tokens_.size()));
+  }
+  if (n_tokens == 0) return Status();
+  // The whole stream of the source (its cache's save() has no prefix form), then cut to the prefix here.
+  MemorySink stream;
+  if (Status s = source.cache_->save(stream); !s.ok()) return Status::error("prefix copy: " + s.message());
+  MemorySource in(stream.bytes());
+  if (Status s = cache_->load(in); !s.ok()) {
+    cache_->truncate(0);
+    return Status::error("prefix copy: " + s.message());
+  }
+  if (cache_->n_tokens() != static_cast<int>(source.tokens_.size())) {
+    cache_->truncate(0);
+    return Status::error("prefix copy: the copied cache holds " + std::to_string(cache_->n_tokens()) +
+                         " positions, the source's sequence " + std::to_string(source.tokens_.size()));
+  }
+  tokens_ = source.tokens_;
+  truncate(n_tokens);
+  return Status();
+}
+
 Result<int> Session::shift_context(int n_keep, int n_discard, const ProgressFn& progress) {
   const int n = static_cast<int>(tokens_.size());
   if (n_keep < 0 || n_discard <= 0 || n_keep + n_discard > n) {

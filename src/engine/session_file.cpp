@@ -252,8 +252,15 @@ Status pread_exact(int fd, void* data, size_t bytes, uint64_t offset) {
   return Status();
 }
 
-// Everything before the cache stream is read; returns the reason the file cannot be restored, or OK.
-Status read_and_check(int fd, uint64_t size, const Model& model, KvCache& cache, SessionFileHeader* h) {
+// The frame of a file: magic, size, version, end marker and length. Fills h->version and the trailer.
+struct Trailer {
+  uint64_t total;
+  uint64_t checksum;
+  char end[8];
+};
+static_assert(sizeof(Trailer) == fmt_::kTrailerBytes);
+
+Status check_frame(int fd, uint64_t size, SessionFileHeader* h, Trailer* trailer) {
   const uint64_t magic_bytes = sizeof fmt_::kMagic;
   char magic[8] = {};
   const size_t have = static_cast<size_t>(std::min<uint64_t>(size, magic_bytes));
@@ -267,34 +274,22 @@ Status read_and_check(int fd, uint64_t size, const Model& model, KvCache& cache,
     return Status::error("format version " + std::to_string(h->version) + ", this build reads version " +
                          std::to_string(kSessionFormatVersion));
   }
-  struct {
-    uint64_t total;
-    uint64_t checksum;
-    char end[8];
-  } trailer;
-  static_assert(sizeof trailer == fmt_::kTrailerBytes);
-  if (Status s = pread_exact(fd, &trailer, sizeof trailer, size - sizeof trailer); !s.ok()) return s;
-  if (std::memcmp(trailer.end, fmt_::kEndMarker, sizeof trailer.end) != 0) {
+  if (Status s = pread_exact(fd, trailer, sizeof *trailer, size - sizeof *trailer); !s.ok()) return s;
+  if (std::memcmp(trailer->end, fmt_::kEndMarker, sizeof trailer->end) != 0) {
     return Status::error("truncated or unfinished (" + std::to_string(size) + " bytes and no end marker)");
   }
-  if (trailer.total != size) {
-    return Status::error(std::string(trailer.total > size ? "truncated" : "damaged") + " (" + std::to_string(size) +
-                         " bytes where the trailer says " + std::to_string(trailer.total) + ")");
+  if (trailer->total != size) {
+    return Status::error(std::string(trailer->total > size ? "truncated" : "damaged") + " (" + std::to_string(size) +
+                         " bytes where the trailer says " + std::to_string(trailer->total) + ")");
   }
-  {  // pass 1: the checksum, before any field is trusted
-    HashingFileSource all(fd, size - 16);
-    if (Status s = all.hash_rest(); !s.ok()) return s;
-    if (all.digest() != trailer.checksum) {
-      return Status::error("bad checksum (the file is damaged: XXH3 " + hex64(all.digest()) + ", expected " +
-                           hex64(trailer.checksum) + ")");
-    }
-  }
-  // Pass 2: the fields, checksummed again in case the file changed since pass 1.
-  const uint64_t body_end = size - fmt_::kTrailerBytes;
-  HashingFileSource in(fd, size - 16);  // through the length field, which the checksum covers
+  return Status();
+}
+
+// The header's fields and the token list, from `in` positioned at the start of the file.
+Status read_fields(HashingFileSource& in, SessionFileHeader* h) {
   char skip[16];
   uint32_t flags = 0;
-  if (Status s = in.read(skip, 12); !s.ok()) return s;  // magic + version, checked above
+  if (Status s = in.read(skip, 12); !s.ok()) return s;  // magic + version, checked by check_frame
   if (Status s = get(in, &flags); !s.ok()) return s;
   if (Status s = get(in, &h->model_fingerprint); !s.ok()) return s;
   if (Status s = get_string(in, fmt_::kMaxNameBytes, "model name", &h->model_name); !s.ok()) return s;
@@ -309,6 +304,27 @@ Status read_and_check(int fd, uint64_t size, const Model& model, KvCache& cache,
   uint32_t n_tokens = 0;
   if (Status s = get(in, &n_tokens); !s.ok()) return s;
   if (n_tokens > dims[3]) return Status::error("damaged header (more tokens than its context)");
+  h->tokens.resize(n_tokens);
+  return in.read(h->tokens.data(), n_tokens * sizeof(int32_t));
+}
+
+// Everything before the cache stream is read; returns the reason the file cannot be restored, or OK.
+Status read_and_check(int fd, uint64_t size, const Model& model, KvCache& cache, SessionFileHeader* h) {
+  Trailer trailer;
+  if (Status s = check_frame(fd, size, h, &trailer); !s.ok()) return s;
+  {  // pass 1: the checksum, before any field is trusted
+    HashingFileSource all(fd, size - 16);
+    if (Status s = all.hash_rest(); !s.ok()) return s;
+    if (all.digest() != trailer.checksum) {
+      return Status::error("bad checksum (the file is damaged: XXH3 " + hex64(all.digest()) + ", expected " +
+                           hex64(trailer.checksum) + ")");
+    }
+  }
+  // Pass 2: the fields, checksummed again in case the file changed since pass 1.
+  const uint64_t body_end = size - fmt_::kTrailerBytes;
+  HashingFileSource in(fd, size - 16);  // through the length field, which the checksum covers
+  if (Status s = read_fields(in, h); !s.ok()) return s;
+  const size_t n_tokens = h->tokens.size();
 
   const uint64_t fingerprint = model.file().header_hash();
   if (h->model_fingerprint != fingerprint) {
@@ -330,8 +346,6 @@ Status read_and_check(int fd, uint64_t size, const Model& model, KvCache& cache,
     return Status::error("holds " + std::to_string(n_tokens) + " tokens, more than the context size " +
                          std::to_string(g.max_tokens) + " (raise -c)");
   }
-  h->tokens.resize(n_tokens);
-  if (Status s = in.read(h->tokens.data(), n_tokens * sizeof(int32_t)); !s.ok()) return s;
   for (int32_t t : h->tokens) {
     if (t < 0 || t >= model.config().n_vocab) return Status::error("damaged token list (id " + std::to_string(t) + ")");
   }
@@ -454,6 +468,25 @@ Result<SessionFileHeader> read_session_file(const std::string& path, const Model
     stats->bytes = static_cast<uint64_t>(st.st_size);
     stats->seconds = seconds_since(start);
   }
+  return header;
+}
+
+Result<SessionFileHeader> read_session_file_header(const std::string& path) {
+  if (Status s = check_session_path(path); !s.ok()) return s;
+  const auto fail = [&](const std::string& why) { return Status::error("session file " + path + ": " + why); };
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.fd < 0) {
+    return fail(errno == ELOOP ? "refused (a symlink; session files are never followed)" : errno_text(errno));
+  }
+  struct stat st;
+  if (::fstat(fd.fd, &st) != 0) return fail(errno_text(errno));
+  if (!S_ISREG(st.st_mode)) return fail("not a regular file");
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  SessionFileHeader header;
+  Trailer trailer;
+  if (Status s = check_frame(fd.fd, size, &header, &trailer); !s.ok()) return fail(s.message());
+  HashingFileSource in(fd.fd, size - fmt_::kTrailerBytes);
+  if (Status s = read_fields(in, &header); !s.ok()) return fail(s.message());
   return header;
 }
 

@@ -4,10 +4,13 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -51,12 +54,14 @@ SharedModel& shared() {
 // A server on its own thread, stopped and joined on destruction.
 class TestServer {
  public:
-  TestServer(int slots, int max_queued, ApiSettings settings = {}, int n_ctx = 256) {
+  TestServer(int slots, int max_queued, ApiSettings settings = {}, int n_ctx = 256,
+             const std::function<void(SchedulerOptions&)>& configure = {}) {
     SchedulerOptions o;
     o.n_slots = slots;
     o.n_ctx = n_ctx;
     o.threads = 2;
     o.max_queued = max_queued;
+    if (configure) configure(o);
     auto scheduler = Scheduler::create(*shared().model, *shared().tokenizer, o);
     EXPECT_TRUE(scheduler.ok()) << scheduler.error();
     scheduler_ = std::move(*scheduler);
@@ -398,6 +403,66 @@ TEST_F(HttpApiTest, LogprobsAndStopStrings) {
   const json choice = parse(stopped->body)["choices"][0];
   EXPECT_EQ(choice["finish_reason"], "stop");
   EXPECT_EQ(choice["text"], text.substr(0, text.find(stop)));
+}
+
+TEST_F(HttpApiTest, APreambleSharedAcrossSlotsAndRestartsIsReportedAsCachedTokens) {
+  // Two conversations with one long system prompt: the second gets the first's full pages from its slot; a
+  // restarted server with the same --cache-dir gets them from disk; every answer is the cold run's.
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("kvtier_http_prefix_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::string system = "You are a careful assistant.";
+  for (int i = 0; i < 16; ++i) system += " Rule " + std::to_string(i) + ": answer briefly and exactly.";
+  auto chat = [&](const std::string& question) {
+    return json{{"messages", json::array({{{"role", "system"}, {"content", system}},
+                                          {{"role", "user"}, {"content", question}}})},
+                {"max_tokens", 8},
+                {"temperature", 0}};
+  };
+  auto answer = [](TestServer& server, const json& body, int* cached) {
+    auto r = server.client().Post("/v1/chat/completions", body.dump(), "application/json");
+    EXPECT_TRUE(r);
+    if (!r) return std::string();
+    EXPECT_EQ(r->status, 200) << r->body;
+    const json j = parse(r->body);
+    *cached = j["usage"]["prompt_tokens_details"]["cached_tokens"];
+    return j["choices"][0]["message"]["content"].get<std::string>();
+  };
+  std::string cold;
+  int cached = -1;
+  {
+    TestServer server(1, 4, {}, 512, [](SchedulerOptions& o) { o.prefix_cache = false; });
+    cold = answer(server, chat("Why is the sky blue?"), &cached);
+    EXPECT_EQ(cached, 0);
+  }
+  const auto with_cache_dir = [&](SchedulerOptions& o) { o.cache_dir = dir.string(); };
+  {
+    TestServer server(2, 4, {}, 512, with_cache_dir);
+    std::string question = "What is a page?";
+    for (int i = 0; i < 12; ++i) question += " Think of case " + std::to_string(i) + ".";
+    answer(server, chat(question), &cached);
+    EXPECT_EQ(cached, 0);
+    EXPECT_EQ(answer(server, chat("Why is the sky blue?"), &cached), cold);
+    EXPECT_GE(cached, 128);
+    auto metrics = server.client().Get("/metrics");
+    ASSERT_TRUE(metrics);
+    for (const std::string& line : std::vector<std::string>{"kvtier_prefix_cache_hits_total{source=\"slot\"} 1",
+                                   "kvtier_prefix_cache_hits_total{source=\"disk\"} 0",
+                                   "kvtier_prefix_cache_tokens_total{source=\"slot\"} " + std::to_string(cached),
+                                   "kvtier_prefix_cache_disk_entries", "kvtier_prefix_cache_failures_total 0"}) {
+      EXPECT_NE(metrics->body.find(line), std::string::npos) << line << "\n" << metrics->body;
+    }
+  }
+  {
+    TestServer server(1, 4, {}, 512, with_cache_dir);
+    EXPECT_EQ(answer(server, chat("Why is the sky blue?"), &cached), cold);
+    EXPECT_GE(cached, 128);
+    auto metrics = server.client().Get("/metrics");
+    ASSERT_TRUE(metrics);
+    EXPECT_NE(metrics->body.find("kvtier_prefix_cache_hits_total{source=\"disk\"} 1"), std::string::npos)
+        << metrics->body;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
