@@ -68,6 +68,13 @@ class Kernels {
   //   k, v: [n_kv_heads][head_dim] f32 (keys already rotated by RoPE)
   Status write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, uint32_t page_offset,
                       uint32_t slot, BufferRange k, BufferRange v);
+  // Re-encodes the page at byte src_offset of pool (format `from`, n_tokens valid rows) into the page at
+  // dst_offset (format `to`): a ladder move down a rung, or back to f16. The CPU codec's math
+  // (kv::transcode_page); sections whose width does not change are copied. The pages must not overlap.
+  // Supported: KeyMode::PerChannel, widths 16, 8, 4 or 2, 64-token pages, value groups of at most 64.
+  static bool supports_transcode(const kv::PageFormat& format);
+  Status transcode_page(CommandBatch& batch, const kv::PageFormat& from, const kv::PageFormat& to, BufferRange pool,
+                        uint32_t src_offset, uint32_t dst_offset, uint32_t n_tokens);
   //   out: [n_heads][head_dim] f32;  lse: [n_heads] f32, log of each head's softmax denominator
   Status merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
                          int n_heads, int head_dim, BufferRange out, BufferRange lse);
