@@ -134,7 +134,9 @@ class TranscodeTest : public VulkanTest {
     std::vector<float> fk(xk.size()), fv(xk.size());
     kv::decode_page(to, got.data(), kv::kTokensPerPage, fk.data(), fv.data());
     for (size_t i = static_cast<size_t>(n) * kv_dim; i < fk.size(); ++i) {
-      if (to.key_bits == 16) ASSERT_EQ(fk[i], 0.0f) << "key element " << i;
+      if (to.key_bits == 16) {
+        ASSERT_EQ(fk[i], 0.0f) << "key element " << i;
+      }
       ASSERT_EQ(fv[i], 0.0f) << "value element " << i;
     }
     std::printf("%-5s -> %-5s %dx%d/g%d %2d rows: %.4f of bytes equal, squared error %.6g (CPU %.6g)\n",
