@@ -150,17 +150,17 @@ TEST_F(TranscodeTest, FromF16ToEveryFormatTheAttentionShaderReads) {
   const Precision targets[] = {Precision::Q8,   Precision::Q4,   Precision::Q2,   Precision::K8V4, Precision::K8V2,
                                Precision::K4V8, Precision::K4V2, Precision::K2V8, Precision::K2V4};
   uint32_t seed = 1;
-  for (const Geometry& g : {Geometry{2, 64, 64}, Geometry{3, 40, 8}}) {
+  for (const Geometry& g : {Geometry{2, 64, 64}, Geometry{3, 80, 16}}) {
     for (Precision to : targets) check(Precision::F16, to, g, kv::kTokensPerPage, seed++);
   }
 }
 
-// Partial pages (odd row counts, a single row) and a head of several value groups (head_dim 24, group 8).
+// Partial pages (odd row counts, a single row) and a head of several value groups (head_dim 48, group 16).
 TEST_F(TranscodeTest, PartialPagesAndSeveralValueGroups) {
   uint32_t seed = 100;
   for (int n : {1, 37, 63}) {
     for (Precision to : {Precision::Q4, Precision::Q2, Precision::K8V2}) {
-      check(Precision::F16, to, Geometry{3, 24, 8}, n, seed++);
+      check(Precision::F16, to, Geometry{3, 48, 16}, n, seed++);
     }
   }
   check(Precision::Q4, Precision::F16, Geometry{2, 64, 64}, 29, seed++);  // back to f16 (a truncated tail)
@@ -188,6 +188,11 @@ TEST_F(TranscodeTest, RefusesFormatsTheShaderDoesNotWrite) {
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("q3"), std::string::npos) << s.message();
   s = kernels_->transcode_page(*batch, f16, f16, pool, 0, 64, 64);  // overlapping pages
+  EXPECT_FALSE(s.ok());
+  // 2-bit value rows of 40 channels are 10 bytes: not whole words, which the shaders read and write.
+  const kv::PageFormat f16_40 = make_format(Precision::F16, Geometry{1, 40, 8});
+  const kv::PageFormat q2_40 = make_format(Precision::Q2, Geometry{1, 40, 8});
+  s = kernels_->transcode_page(*batch, f16_40, q2_40, pool, 0, static_cast<uint32_t>(f16_40.page_bytes), 64);
   EXPECT_FALSE(s.ok());
 }
 

@@ -226,14 +226,14 @@ bool Kernels::supports_transcode(const kv::PageFormat& f) {
          (f.key_bits == 16 || f.key_mode == kv::KeyMode::PerChannel) && f.tokens == kv::kTokensPerPage &&
          f.n_kv_heads > 0 && f.head_dim % 8 == 0 && f.head_dim <= 256 && f.group > 0 && f.group <= 64 &&
          f.head_bytes % 4 == 0 && f.key_section_bytes % 4 == 0 && f.key_codes_offset % 4 == 0 &&
-         f.value_codes_offset % 4 == 0;
+         f.value_codes_offset % 4 == 0 && (f.value_bits == 16 || f.row_code_bytes % 4 == 0);  // whole words
 }
 
 Status Kernels::transcode_page(CommandBatch& batch, const kv::PageFormat& from, const kv::PageFormat& to,
                                BufferRange pool, uint32_t src_offset, uint32_t dst_offset, uint32_t n_tokens) {
   if (!supports_transcode(from) || !supports_transcode(to)) {
     return Status::error(fmt::format("Vulkan transcode_page: {} -> {} is not supported (widths 16, 8, 4 or 2, "
-                                     "per-channel keys, value groups of at most 64)",
+                                     "per-channel keys, value groups of at most 64, value rows of whole 32-bit words)",
                                      from.describe(), to.describe()));
   }
   if (from.head_dim != to.head_dim || from.n_kv_heads != to.n_kv_heads || from.group != to.group ||

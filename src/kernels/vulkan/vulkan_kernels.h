@@ -71,7 +71,8 @@ class Kernels {
   // Re-encodes the page at byte src_offset of pool (format `from`, n_tokens valid rows) into the page at
   // dst_offset (format `to`): a ladder move down a rung, or back to f16. The CPU codec's math
   // (kv::transcode_page); sections whose width does not change are copied. The pages must not overlap.
-  // Supported: KeyMode::PerChannel, widths 16, 8, 4 or 2, 64-token pages, value groups of at most 64.
+  // Supported: KeyMode::PerChannel, widths 16, 8, 4 or 2, 64-token pages, value groups of at most 64, packed
+  // value rows of whole 32-bit words (head_dim * bits % 32 == 0, as decode_attention needs).
   static bool supports_transcode(const kv::PageFormat& format);
   Status transcode_page(CommandBatch& batch, const kv::PageFormat& from, const kv::PageFormat& to, BufferRange pool,
                         uint32_t src_offset, uint32_t dst_offset, uint32_t n_tokens);

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "kernels/vulkan/vulkan_kernels.h"
+
 namespace kvtier {
 namespace {
 
@@ -46,6 +48,11 @@ Result<DeviceKvPages> DeviceKvPages::create(const kv::LadderSpec& ladder, kv::Ke
     std::string error;
     if (!kv::make_page_format(p, key_mode, kv::kTokensPerPage, n_kv_heads, head_dim, group, &r.format, &error)) {
       return Status::error("--device vulkan: " + error);
+    }
+    if (!vulkan::Kernels::supports_transcode(r.format)) {  // the shaders read and write whole 32-bit words
+      return Status::error(fmt::format("--device vulkan: KV precision {} at head_dim {} does not run on the GPU "
+                                       "(a packed value row must be a whole number of 32-bit words)",
+                                       kv::precision_name(p), head_dim));
     }
     t.regions_.push_back(std::move(r));
     return {};
