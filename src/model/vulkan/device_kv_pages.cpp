@@ -64,9 +64,10 @@ Result<DeviceKvPages> DeviceKvPages::create(const kv::LadderSpec& ladder, kv::Ke
     }
   }
   // Slots per region: ceil(T / 64) full pages of a bounded rung, + 2 (the page arriving while the leaving one
-  // is still read; the tail); every page for the last rung; + the sink page and a promoted tail for f16.
+  // is still read; the tail); every page for the last rung.
+  // f16 also holds the sink page, the tail, and the next tail, allocated while the full one waits to move.
   std::vector<int64_t> capacity(t.regions_.size(), 0);
-  capacity[0] = 2;
+  capacity[0] = 3;
   for (const kv::Rung& r : ladder.rungs) {
     const int region = t.region_of(r.precision);
     capacity[region] += r.tokens < 0 ? max_pages + 1 : (r.tokens + kv::kTokensPerPage - 1) / kv::kTokensPerPage + 2;
@@ -75,7 +76,7 @@ Result<DeviceKvPages> DeviceKvPages::create(const kv::LadderSpec& ladder, kv::Ke
   uint32_t list = 0;
   for (size_t i = 0; i < t.regions_.size(); ++i) {
     Region& r = t.regions_[i];
-    r.capacity = static_cast<uint32_t>(std::min(capacity[i], max_pages + 2));
+    r.capacity = static_cast<uint32_t>(std::min(capacity[i], max_pages + 3));
     offset = align_up(offset, kRegionAlign);
     r.offset = static_cast<uint32_t>(std::min<size_t>(offset, UINT32_MAX));
     offset += static_cast<size_t>(r.capacity) * r.format.page_bytes;

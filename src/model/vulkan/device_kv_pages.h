@@ -14,7 +14,8 @@
 //
 // Device memory: each layer's range of the pool is one region per format the ladder uses, a region of fixed
 // slots of that format's page size. A bounded rung of T tokens never holds more than ceil(T / 64) full pages,
-// so its region is sized for that (+2: the page moving in while the one leaving is still read, and the tail);
+// so its region is sized for that (+2: the page moving in while the one leaving is still read, and the tail;
+// f16 also the sink page and the next tail, allocated before the full tail moves out);
 // the last rung's region holds every page of the context. A page going down a rung moves to a slot of the
 // smaller format and its old slot is freed: a ladder's cache takes the bytes of its formats, not max_tokens
 // f16 pages.

@@ -197,13 +197,20 @@ Result<DeviceKvPages::StepPlan> VulkanKvCache::begin_step(CommandBatch& b, vulka
   }
   const size_t layer = pages_.layer_bytes();
   Status s;
-  for (int l = 0; l < geometry_.n_layers && s.ok(); ++l) {
-    const size_t base = static_cast<size_t>(l) * layer;
-    if (plan->zero_bytes > 0) b.fill(pool_, base + plan->zero_offset, plan->zero_bytes, 0);
-    for (const DeviceKvPages::Transcode& t : plan->transcodes) {
-      s = k.transcode_page(b, regions[t.from].format, regions[t.to].format, BufferRange(pool_, base, layer), t.src,
-                           t.dst, t.n_tokens);
-      if (!s.ok()) break;
+  if (plan->zero_bytes > 0) {
+    for (int l = 0; l < geometry_.n_layers; ++l) {
+      b.fill(pool_, static_cast<size_t>(l) * layer + plan->zero_offset, plan->zero_bytes, 0);
+    }
+    // The transcodes bind each layer's whole range, the zeroed page included (disjoint bytes, but one binding).
+    if (!plan->transcodes.empty()) b.barrier();
+  }
+  // Each layer's moves in its own range; a barrier between two moves of one step (they bind the same range).
+  for (size_t i = 0; i < plan->transcodes.size() && s.ok(); ++i) {
+    const DeviceKvPages::Transcode& t = plan->transcodes[i];
+    if (i > 0) b.barrier();
+    for (int l = 0; l < geometry_.n_layers && s.ok(); ++l) {
+      s = k.transcode_page(b, regions[t.from].format, regions[t.to].format,
+                           BufferRange(pool_, static_cast<size_t>(l) * layer, layer), t.src, t.dst, t.n_tokens);
     }
   }
   if (!s.ok()) return s;
