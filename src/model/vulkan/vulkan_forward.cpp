@@ -10,9 +10,9 @@
 #include "kernels/vulkan/context.h"
 #include "kernels/vulkan/vulkan_kernels.h"
 #include "kv/page_format.h"
+#include "kv/tiered_store.h"
 #include "model/rope_table.h"
 #include "model/vulkan/device_kv_pages.h"
-#include "kv/tiered_store.h"
 
 namespace kvtier {
 namespace {
