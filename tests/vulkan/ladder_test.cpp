@@ -169,12 +169,13 @@ class VulkanLadderTest : public ::testing::Test {
 // page 0 go f16 -> q4 (at 84 tokens) -> q2 (at 132), page 1 fill and go to q4 (at 148).
 TEST_F(VulkanLadderTest, F16Q4Q2LadderMatchesTheCpuLadder) { compare_ladder("f16:16,q4:48,q2", 0.2, 0.01, 0.95); }
 
-// A ladder starting quantized, with split precisions: a full page goes from the f16 tail straight to k8v4, later
-// k8v4 -> k2v4 (keys re-encoded, values copied). The backends differ here by design: the CPU keeps the tail
-// page's values 4-bit already (k16v4), the device keeps them f16 until the page fills, so the newest <= 64
-// values are more exact on the GPU and the two ladders are further apart than above.
+// A ladder starting quantized, with split precisions: a full page goes from the k16v4 tail to k8v4, later
+// k8v4 -> k2v4 (keys re-encoded, values copied). The tail page is k16v4 on both backends (values 4-bit as they
+// arrive). The two ladders are a little further apart than above because the first half's prompt runs as one
+// batch on the CPU, whose page 0 fills at 68 tokens but moves to k8v4 only after the batch, while the device
+// (token by token) moves it at once: positions 68..79 see 8-bit keys on the GPU only.
 TEST_F(VulkanLadderTest, QuantizedFirstSplitLadderMatchesTheCpuLadder) {
-  compare_ladder("k8v4:32,k2v4", 0.5, 0.03, 0.93);
+  compare_ladder("k8v4:32,k2v4", 0.3, 0.01, 0.95);
 }
 
 // A truncated ladder cache: the partial page left quantized goes back to f16 and takes the new rows.

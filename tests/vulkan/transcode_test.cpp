@@ -178,6 +178,49 @@ TEST_F(TranscodeTest, BetweenQuantizedRungs) {
   for (const auto& [from, to] : moves) check(from, to, Geometry{2, 64, 64}, kv::kTokensPerPage, seed++);
 }
 
+// The hot tail page of a ladder that starts quantized (k16vY): rows written one at a time as tokens arrive, f16
+// keys and per-token quantized values, against kv::write_rows (the CPU store's writer), 37 rows of 3 heads of 80.
+TEST_F(TranscodeTest, KvWriteRowFillsAK16VyTailPageAsTheCpuWriterDoes) {
+  for (Precision p : {Precision::K16V8, Precision::K16V4, Precision::K16V2}) {
+    SCOPED_TRACE(kv::precision_name(p));
+    const kv::PageFormat f = make_format(p, Geometry{3, 80, 16});
+    const int rows = 37, kv_dim = f.n_kv_heads * f.head_dim;
+    std::mt19937 rng(7);
+    const std::vector<float> k = random_floats(rng, rows * kv_dim, 2.0f), v = random_floats(rng, rows * kv_dim, 1.0f);
+    std::vector<uint8_t> want(f.page_bytes, 0);
+    kv::write_rows(f, want.data(), 0, rows, k.data(), v.data());
+    Buffer pool = device_buffer(f.page_bytes), kb = upload(k), vb = upload(v);
+    Result<CommandBatch> batch = context_->begin();
+    ASSERT_TRUE(batch.ok());
+    batch->fill(pool, 0, f.page_bytes, 0);
+    batch->barrier();
+    for (int t = 0; t < rows; ++t) {
+      const size_t at = static_cast<size_t>(t) * kv_dim * sizeof(float);
+      Status s = kernels_->write_kv_row(*batch, f, pool, 0, t, BufferRange(kb, at, kv_dim * sizeof(float)),
+                                        BufferRange(vb, at, kv_dim * sizeof(float)));
+      ASSERT_TRUE(s.ok()) << s.message();
+      batch->barrier();  // rows t and t + 1 share key words
+    }
+    ASSERT_TRUE(context_->submit(*batch).ok());
+    std::vector<uint8_t> got(f.page_bytes);
+    ASSERT_TRUE(context_->download(pool, 0, got.data(), got.size()).ok());
+    size_t same = 0;
+    for (size_t i = 0; i < got.size(); ++i) same += got[i] == want[i];
+    std::printf("%s tail page, %d rows: %.5f of bytes equal\n", kv::precision_name(p), rows,
+                static_cast<double>(same) / got.size());
+    EXPECT_GE(static_cast<double>(same) / got.size(), 0.999);
+    std::vector<float> gk(static_cast<size_t>(rows) * kv_dim), gv(gk.size()), wk(gk.size()), wv(gk.size());
+    kv::decode_page(f, got.data(), rows, gk.data(), gv.data());
+    kv::decode_page(f, want.data(), rows, wk.data(), wv.data());
+    EXPECT_EQ(gk, wk) << "f16 keys";
+    double got_err = 0, want_err = 0;
+    for (size_t i = 0; i < gv.size(); ++i) {
+      got_err += std::pow(static_cast<double>(gv[i]) - v[i], 2), want_err += std::pow(static_cast<double>(wv[i]) - v[i], 2);
+    }
+    EXPECT_LE(got_err, want_err * 1.001 + 1e-9);
+  }
+}
+
 TEST_F(TranscodeTest, RefusesFormatsTheShaderDoesNotWrite) {
   const kv::PageFormat f16 = make_format(Precision::F16, Geometry{2, 64, 64});
   const kv::PageFormat q3 = make_format(Precision::Q3, Geometry{2, 64, 64});

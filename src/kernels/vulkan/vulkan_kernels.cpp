@@ -220,6 +220,25 @@ Status Kernels::write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, 
   return batch.error();
 }
 
+Status Kernels::write_kv_row(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                             uint32_t page_offset, uint32_t slot, BufferRange k, BufferRange v) {
+  if (format.value_bits == 16) return write_kv_f16(batch, format, pool, page_offset, slot, k, v);
+  if (format.key_bits != 16 || !supports_transcode(format) || slot >= static_cast<uint32_t>(format.tokens) ||
+      page_offset % 4 != 0) {
+    return Status::error(fmt::format("Vulkan write_kv_row: unsupported page ({}) or row {}", format.describe(), slot));
+  }
+  Result<const Pipeline*> p = pipeline("kv_write_row", 3, 20,
+                                       {static_cast<uint32_t>(format.head_dim), static_cast<uint32_t>(format.group),
+                                        static_cast<uint32_t>(format.value_bits)});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t page_offset, slot, head_bytes, key_section_bytes, value_codes_offset;
+  } push{page_offset, slot, static_cast<uint32_t>(format.head_bytes), static_cast<uint32_t>(format.key_section_bytes),
+         static_cast<uint32_t>(format.value_codes_offset)};
+  batch.dispatch(**p, {pool, k, v}, push, static_cast<uint32_t>(format.n_kv_heads));
+  return batch.error();
+}
+
 bool Kernels::supports_transcode(const kv::PageFormat& f) {
   auto width_ok = [](int bits) { return bits == 16 || bits == 8 || bits == 4 || bits == 2; };
   return width_ok(f.key_bits) && width_ok(f.value_bits) &&

@@ -58,6 +58,11 @@ Result<DeviceKvPages> DeviceKvPages::create(const kv::LadderSpec& ladder, kv::Ke
     return {};
   };
   if (Status s = add_region(kv::Precision::F16); !s.ok()) return s;
+  const kv::Precision hot = kv::with_hot_rung(ladder).rungs.front().precision;
+  if (hot != kv::Precision::F16) {
+    if (Status s = add_region(hot); !s.ok()) return s;
+    t.hot_region_ = 1;
+  }
   for (const kv::Rung& r : ladder.rungs) {
     if (t.region_of(r.precision) < 0) {
       if (Status s = add_region(r.precision); !s.ok()) return s;
@@ -65,9 +70,11 @@ Result<DeviceKvPages> DeviceKvPages::create(const kv::LadderSpec& ladder, kv::Ke
   }
   // Slots per region: ceil(T / 64) full pages of a bounded rung, + 2 (the page arriving while the leaving one
   // is still read; the tail); every page for the last rung.
-  // f16 also holds the sink page, the tail, and the next tail, allocated while the full one waits to move.
+  // The tail's region: the tail, the next tail allocated while the full one waits to move, a promoted page;
+  // f16 also the sink page.
   std::vector<int64_t> capacity(t.regions_.size(), 0);
-  capacity[0] = 3;
+  capacity[0] = 1;
+  capacity[t.hot_region_] += 3;
   for (const kv::Rung& r : ladder.rungs) {
     const int region = t.region_of(r.precision);
     capacity[region] += r.tokens < 0 ? max_pages + 1 : (r.tokens + kv::kTokensPerPage - 1) / kv::kTokensPerPage + 2;
@@ -119,18 +126,18 @@ Result<DeviceKvPages::StepPlan> DeviceKvPages::plan_step(int pos) {
   StepPlan plan;
   std::vector<Page> leaving;  // slots freed once every allocation of the step is made
   const int hot_rung = ladder_.rungs.front().precision == kv::Precision::F16 ? 0 : -1;
-  auto fresh_f16 = [&](Page* p) -> Status {
-    Result<uint32_t> slot = allocate(0);
+  auto fresh = [&](int region, Page* p) -> Status {  // a zeroed page: rows not yet written hold zeros
+    Result<uint32_t> slot = allocate(region);
     if (!slot.ok()) return slot.status();
-    *p = Page{0, *slot, hot_rung};
+    *p = Page{region, *slot, hot_rung};
     plan.zero_offset = offset_of(*p);
-    plan.zero_bytes = static_cast<uint32_t>(regions_[0].format.page_bytes);
+    plan.zero_bytes = static_cast<uint32_t>(regions_[region].format.page_bytes);
     return {};
   };
   Page* target = nullptr;
   if (pos < n_sinks_) {
     if (sink_.region < 0) {
-      if (Status s = fresh_f16(&sink_); !s.ok()) return s;
+      if (Status s = fresh(0, &sink_); !s.ok()) return s;
     }
     target = &sink_;
     plan.write_slot = static_cast<uint32_t>(pos);
@@ -140,14 +147,14 @@ Result<DeviceKvPages::StepPlan> DeviceKvPages::plan_step(int pos) {
     if (index >= pages_.size()) pages_.resize(index + 1);
     Page& p = pages_[index];
     if (p.region < 0) {
-      if (Status s = fresh_f16(&p); !s.ok()) return s;
-    } else if (p.region != 0) {  // a quantized page that truncate() left partial: back to f16 for its new rows
-      Result<uint32_t> slot = allocate(0);
+      if (Status s = fresh(hot_region_, &p); !s.ok()) return s;
+    } else if (p.region != hot_region_) {  // a page that truncate() left partial: back to the tail's format
+      Result<uint32_t> slot = allocate(hot_region_);
       if (!slot.ok()) return slot.status();
-      const Page f16{0, *slot, hot_rung};
-      plan.transcodes.push_back({p.region, 0, offset_of(p), offset_of(f16), row});
+      const Page tail{hot_region_, *slot, hot_rung};
+      plan.transcodes.push_back({p.region, hot_region_, offset_of(p), offset_of(tail), row});
       leaving.push_back(p);
-      p = f16;
+      p = tail;
     }
     target = &pages_[index];
     plan.write_slot = row;
@@ -171,6 +178,7 @@ Result<DeviceKvPages::StepPlan> DeviceKvPages::plan_step(int pos) {
     p.rung = rung;
   }
   plan.write_offset = offset_of(*target);
+  plan.write_format = &regions_[target->region].format;
   for (const Page& p : leaving) regions_[p.region].free.push_back(p.slot);
   n_tokens_ = pos + 1;
   return plan;

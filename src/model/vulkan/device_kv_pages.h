@@ -8,14 +8,14 @@
 // holds positions [n_sinks + 64 i, n_sinks + 64 (i + 1)); a full page moves to the rung of its newest token
 // (kv::target_rung) once that token has left the page's rung; the moves planned with n positions cached are
 // applied before the attention of the step that adds position n, as the CPU store applies them (rebalance after
-// a step's attention, swapped in at the next append). Unlike the CPU store, the partial tail page stays f16 on
-// the device when the ladder starts quantized (the CPU keeps its values at the first rung's width already,
-// k16vY): it goes to its rung whole, when it fills.
+// a step's attention, swapped in at the next append). The tail page is f16, or k16vY where the ladder starts
+// quantized (kv::with_hot_rung: f16 keys, values at the first rung's width as they arrive), as on the CPU.
 //
 // Device memory: each layer's range of the pool is one region per format the ladder uses, a region of fixed
 // slots of that format's page size. A bounded rung of T tokens never holds more than ceil(T / 64) full pages,
 // so its region is sized for that (+2: the page moving in while the one leaving is still read, and the tail;
-// f16 also the sink page and the next tail, allocated before the full tail moves out);
+// the tail's format 3: the tail, the next tail allocated before the full one moves out, a promoted page; f16
+// also the sink page);
 // the last rung's region holds every page of the context. A page going down a rung moves to a slot of the
 // smaller format and its old slot is freed: a ladder's cache takes the bytes of its formats, not max_tokens
 // f16 pages.
@@ -53,6 +53,7 @@ class DeviceKvPages {
   struct StepPlan {
     std::vector<Transcode> transcodes;
     uint32_t zero_offset = 0, zero_bytes = 0;
+    const kv::PageFormat* write_format = nullptr;  // f16, or the hot k16vY tail format
     uint32_t write_offset = 0, write_slot = 0;
   };
   static constexpr uint32_t kListAlign = 32;  // entries: 256 bytes, any device's storage-buffer offset alignment
@@ -95,6 +96,7 @@ class DeviceKvPages {
   int n_sinks_ = 0;
   int max_tokens_ = 0;
   std::vector<Region> regions_;  // [0] is f16
+  int hot_region_ = 0;           // the tail page's: f16, or k16vY where the ladder starts quantized (kv::with_hot_rung)
   size_t layer_bytes_ = 0;
   uint32_t list_entries_ = 0;
   Page sink_;

@@ -481,7 +481,7 @@ Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* lo
     record(k.rope(b, q_, rope_, 1, c.n_heads, c.head_dim, c.rope_dims, neox));
     record(k.rope(b, k_, rope_, 1, c.n_kv_heads, c.head_dim, c.rope_dims, neox));
     b.barrier();
-    record(k.write_kv_f16(b, page_format_, pool, kv_step->write_offset, kv_step->write_slot, k_, v_));
+    record(k.write_kv_row(b, *kv_step->write_format, pool, kv_step->write_offset, kv_step->write_slot, k_, v_));
     b.barrier();
     Result<uint32_t> splits = cache.attend_pages(b, k, pool, q_, c.n_heads, scale, partial_o_, partial_ml_);
     record(splits.status());
