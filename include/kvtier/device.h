@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kvtier/kv_cache.h"
+#include "kvtier/kv_options.h"
 #include "kvtier/model.h"
 #include "kvtier/status.h"
 
@@ -35,9 +36,12 @@ bool vulkan_backend_built();
 class DeviceModel {
  public:
   virtual ~DeviceModel() = default;
-  // An empty cache of max_tokens positions in device memory (f16 pages in the format of kv/page_format.h).
-  // Model::forward over it runs on the device; the model must outlive it, and this object too.
-  virtual Result<std::unique_ptr<KvCache>> make_cache(int max_tokens) = 0;
+  // An empty cache of max_tokens positions in device memory, pages in the format of kv/page_format.h: f16, or
+  // kv.ladder's rungs (e.g. "f16:128,q4:2048,q2"), pages re-encoded on the GPU as they age, as the CPU store
+  // does (docs/ARCHITECTURE.md, "GPU backend (Vulkan)"). Errors name what the device does not run yet (3-bit
+  // codes, rotated keys, the cold tier). Model::forward over it runs on the device; the model must outlive it,
+  // and this object too.
+  virtual Result<std::unique_ptr<KvCache>> make_cache(int max_tokens, const KvCacheOptions& kv = KvCacheOptions{}) = 0;
   virtual std::string describe() const = 0;  // the device and what it holds, one line
   // Validation-layer messages since the last call (empty without validation).
   virtual std::vector<std::string> take_validation_messages() = 0;

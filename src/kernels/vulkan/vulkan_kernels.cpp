@@ -220,6 +220,75 @@ Status Kernels::write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, 
   return batch.error();
 }
 
+Status Kernels::write_kv_row(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                             uint32_t page_offset, uint32_t slot, BufferRange k, BufferRange v) {
+  if (format.value_bits == 16) return write_kv_f16(batch, format, pool, page_offset, slot, k, v);
+  if (format.key_bits != 16 || !supports_transcode(format) || slot >= static_cast<uint32_t>(format.tokens) ||
+      page_offset % 4 != 0) {
+    return Status::error(fmt::format("Vulkan write_kv_row: unsupported page ({}) or row {}", format.describe(), slot));
+  }
+  Result<const Pipeline*> p = pipeline("kv_write_row", 3, 20,
+                                       {static_cast<uint32_t>(format.head_dim), static_cast<uint32_t>(format.group),
+                                        static_cast<uint32_t>(format.value_bits)});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t page_offset, slot, head_bytes, key_section_bytes, value_codes_offset;
+  } push{page_offset, slot, static_cast<uint32_t>(format.head_bytes), static_cast<uint32_t>(format.key_section_bytes),
+         static_cast<uint32_t>(format.value_codes_offset)};
+  batch.dispatch(**p, {pool, k, v}, push, static_cast<uint32_t>(format.n_kv_heads));
+  return batch.error();
+}
+
+bool Kernels::supports_transcode(const kv::PageFormat& f) {
+  auto width_ok = [](int bits) { return bits == 16 || bits == 8 || bits == 4 || bits == 2; };
+  return width_ok(f.key_bits) && width_ok(f.value_bits) &&
+         (f.key_bits == 16 || f.key_mode == kv::KeyMode::PerChannel) && f.tokens == kv::kTokensPerPage &&
+         f.n_kv_heads > 0 && f.head_dim % 8 == 0 && f.head_dim <= 256 && f.group > 0 && f.group <= 64 &&
+         f.head_bytes % 4 == 0 && f.key_section_bytes % 4 == 0 && f.key_codes_offset % 4 == 0 &&
+         f.value_codes_offset % 4 == 0 && (f.value_bits == 16 || f.row_code_bytes % 4 == 0);  // whole words
+}
+
+Status Kernels::transcode_page(CommandBatch& batch, const kv::PageFormat& from, const kv::PageFormat& to,
+                               BufferRange pool, uint32_t src_offset, uint32_t dst_offset, uint32_t n_tokens) {
+  if (!supports_transcode(from) || !supports_transcode(to)) {
+    return Status::error(fmt::format("Vulkan transcode_page: {} -> {} is not supported (widths 16, 8, 4 or 2, "
+                                     "per-channel keys, value groups of at most 64, value rows of whole 32-bit words)",
+                                     from.describe(), to.describe()));
+  }
+  if (from.head_dim != to.head_dim || from.n_kv_heads != to.n_kv_heads || from.group != to.group ||
+      n_tokens == 0 || n_tokens > static_cast<uint32_t>(kv::kTokensPerPage) || src_offset % 4 != 0 ||
+      dst_offset % 4 != 0 ||
+      (src_offset < dst_offset + to.page_bytes && dst_offset < src_offset + from.page_bytes)) {
+    return Status::error(fmt::format("Vulkan transcode_page: bad pages ({} at {}, {} at {}, {} rows)", from.describe(),
+                                     src_offset, to.describe(), dst_offset, n_tokens));
+  }
+  Result<const Pipeline*> p = pipeline("kv_transcode", 1, 60,
+                                       {static_cast<uint32_t>(from.head_dim), static_cast<uint32_t>(from.group)});
+  if (!p.ok()) return p.status();
+  auto u = [](size_t n) { return static_cast<uint32_t>(n); };
+  struct {
+    uint32_t src_offset, dst_offset, n_tokens, src_key_bits, src_value_bits, dst_key_bits, dst_value_bits;
+    uint32_t src_head_bytes, src_key_section_bytes, src_key_codes_offset, src_value_codes_offset;
+    uint32_t dst_head_bytes, dst_key_section_bytes, dst_key_codes_offset, dst_value_codes_offset;
+  } push{src_offset,
+         dst_offset,
+         n_tokens,
+         u(from.key_bits),
+         u(from.value_bits),
+         u(to.key_bits),
+         u(to.value_bits),
+         u(from.head_bytes),
+         u(from.key_section_bytes),
+         u(from.key_codes_offset),
+         u(from.value_codes_offset),
+         u(to.head_bytes),
+         u(to.key_section_bytes),
+         u(to.key_codes_offset),
+         u(to.value_codes_offset)};
+  batch.dispatch(**p, {pool}, push, static_cast<uint32_t>(from.n_kv_heads));
+  return batch.error();
+}
+
 Status Kernels::merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
                                 int n_heads, int head_dim, BufferRange out, BufferRange lse) {
   if (n_splits == 0 || n_heads <= 0 || head_dim <= 0) return Status::error("Vulkan merge_attention: empty shape");

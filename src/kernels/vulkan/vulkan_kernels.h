@@ -68,6 +68,19 @@ class Kernels {
   //   k, v: [n_kv_heads][head_dim] f32 (keys already rotated by RoPE)
   Status write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, uint32_t page_offset,
                       uint32_t slot, BufferRange k, BufferRange v);
+  // Re-encodes the page at byte src_offset of pool (format `from`, n_tokens valid rows) into the page at
+  // dst_offset (format `to`): a ladder move down a rung, or back to f16. The CPU codec's math
+  // (kv::transcode_page); sections whose width does not change are copied. The pages must not overlap.
+  // Supported: KeyMode::PerChannel, widths 16, 8, 4 or 2, 64-token pages, value groups of at most 64, packed
+  // value rows of whole 32-bit words (head_dim * bits % 32 == 0, as decode_attention needs).
+  static bool supports_transcode(const kv::PageFormat& format);
+  Status transcode_page(CommandBatch& batch, const kv::PageFormat& from, const kv::PageFormat& to, BufferRange pool,
+                        uint32_t src_offset, uint32_t dst_offset, uint32_t n_tokens);
+  // Writes one token's row `slot` of the page at page_offset: f16 pages as write_kv_f16; k16vY pages (the hot
+  // tail of a ladder that starts quantized) with f16 keys and the values quantized per token, the bytes
+  // kv::write_rows gives (kv_write_row.comp).  k, v: [n_kv_heads][head_dim] f32
+  Status write_kv_row(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, uint32_t page_offset,
+                      uint32_t slot, BufferRange k, BufferRange v);
   //   out: [n_heads][head_dim] f32;  lse: [n_heads] f32, log of each head's softmax denominator
   Status merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
                          int n_heads, int head_dim, BufferRange out, BufferRange lse);

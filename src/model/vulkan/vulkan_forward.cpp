@@ -10,7 +10,9 @@
 #include "kernels/vulkan/context.h"
 #include "kernels/vulkan/vulkan_kernels.h"
 #include "kv/page_format.h"
+#include "kv/tiered_store.h"
 #include "model/rope_table.h"
+#include "model/vulkan/device_kv_pages.h"
 
 namespace kvtier {
 namespace {
@@ -47,7 +49,7 @@ class VulkanModel final : public DeviceModel {
       : model_(model), context_(std::move(context)), kernels_(*context_) {}
 
   Status init(const ProgressFn& progress);
-  Result<std::unique_ptr<KvCache>> make_cache(int max_tokens) override;
+  Result<std::unique_ptr<KvCache>> make_cache(int max_tokens, const KvCacheOptions& kv) override;
   std::string describe() const override {
     return fmt::format("Vulkan device {} ({}): weights {:.1f} MiB in device memory", context_->info().index,
                        context_->info().name, weight_bytes_ / 1048576.0);
@@ -90,24 +92,28 @@ class VulkanModel final : public DeviceModel {
   Buffer partial_ml_;  // [kMaxSplits][n_heads][2]
   Buffer lse_;         // [n_heads]
   Buffer logits_;      // [n_vocab]
-  // Mapped host memory: the step's inputs (embedding row at 0, RoPE row at rope_offset_, page-list entry at
-  // entry_offset_) and the logits read back.
-  Buffer step_in_;     // [n_embd] f32, [rope_dims] f32, uvec2
+  // Mapped host memory: the step's inputs (embedding row at 0, RoPE row at rope_offset_) and the logits read
+  // back.
+  Buffer step_in_;     // [n_embd] f32, [rope_dims] f32
   Buffer logits_out_;  // [n_vocab] f32
-  size_t rope_offset_ = 0, entry_offset_ = 0;
+  size_t rope_offset_ = 0;
 };
 
-// The KV cache in device memory: the pages of every layer in one buffer, layer after layer, page p of layer l
-// at byte (l * max_pages + p) * page_bytes; position t is row t % 64 of page t / 64. One page list serves all
-// layers (the attention shader binds one layer's range of the pool): entry p = (p * page_bytes, valid rows).
+// The KV cache in device memory: the pages of every layer in one buffer, each layer's range laid out alike
+// (DeviceKvPages: one region of slots per format of the ladder), layer l's range at l * layer_bytes. One page
+// list per format serves all layers (the attention shader binds one layer's range of the pool): entry =
+// (byte offset within a layer's range, valid rows). An f16 cache is one region of f16 pages, position t in row
+// t % 64 of page t / 64.
 class VulkanKvCache final : public KvCache, public DeviceForward {
  public:
-  VulkanKvCache(VulkanModel& owner, KvGeometry geometry, Buffer pool, Buffer page_list, int max_pages)
+  VulkanKvCache(VulkanModel& owner, KvGeometry geometry, DeviceKvPages pages, Buffer pool, Buffer page_list,
+                Buffer list_staging)
       : owner_(owner),
         geometry_(std::move(geometry)),
+        pages_(std::move(pages)),
         pool_(std::move(pool)),
         page_list_(std::move(page_list)),
-        max_pages_(max_pages) {}
+        list_staging_(std::move(list_staging)) {}
 
   const KvGeometry& geometry() const override { return geometry_; }
   Status store(int, int, int, const float*, const float*) override { return host_access_error(); }
@@ -116,13 +122,19 @@ class VulkanKvCache final : public KvCache, public DeviceForward {
   }
   int n_tokens() const override { return n_tokens_; }
   // Rows past n_tokens keep stale keys and values: attention reads only each page's valid rows.
-  void truncate(int n) override { n_tokens_ = std::clamp(n, 0, n_tokens_); }
-  size_t resident_bytes() const override { return pool_.size() + page_list_.size(); }
-  std::string describe() const override {
-    return fmt::format("KV cache on the Vulkan device: f16 pages, {} x {} layers, {:.1f} MiB of device memory",
-                       max_pages_, geometry_.n_layers, resident_bytes() / 1048576.0);
+  void truncate(int n) override {
+    n_tokens_ = std::clamp(n, 0, n_tokens_);
+    pages_.truncate(n_tokens_);
   }
-  std::string policy() const override { return "vulkan f16"; }
+  size_t resident_bytes() const override { return pool_.size() + page_list_.size() + list_staging_.size(); }
+  std::string describe() const override {
+    return fmt::format("KV cache on the Vulkan device: {}, {} layers, {:.1f} MiB of device memory ({})", policy(),
+                       geometry_.n_layers, resident_bytes() / 1048576.0, pages_.describe_usage());
+  }
+  std::string policy() const override {
+    if (pages_.single_format()) return "vulkan f16";
+    return "vulkan " + pages_.ladder().describe();
+  }
   Status save(ByteSink&) override { return Status::error("sessions are not saved from the Vulkan KV cache yet"); }
   Status load(ByteSource&) override { return Status::error("sessions are not restored into the Vulkan KV cache yet"); }
   DeviceForward* device_forward() override { return this; }
@@ -139,9 +151,17 @@ class VulkanKvCache final : public KvCache, public DeviceForward {
     return {};
   }
 
+  // Records the KV work a step at position pos does before its layers: the ladder's page moves (re-encoded in
+  // every layer), the new page zeroed, the page lists uploaded; ends with a barrier. Returns where the step's
+  // row goes (an f16 page).
+  Result<DeviceKvPages::StepPlan> begin_step(CommandBatch& b, vulkan::Kernels& k, int pos);
+  // Decode attention of one layer (pool: its range) over the pages of every format, each format's pages one
+  // dispatch into its own range of splits. Returns the number of splits to merge.
+  Result<uint32_t> attend_pages(CommandBatch& b, vulkan::Kernels& k, BufferRange pool, const Buffer& q, int n_heads,
+                                float scale, const Buffer& partial_o, const Buffer& partial_ml);
+
   const Buffer& pool() const { return pool_; }
-  const Buffer& page_list() const { return page_list_; }
-  size_t layer_bytes() const { return static_cast<size_t>(max_pages_) * owner_.page_format().page_bytes; }
+  size_t layer_bytes() const { return pages_.layer_bytes(); }
   void set_vocab(int n_vocab) { vocab_ = n_vocab; }
 
  private:
@@ -150,12 +170,83 @@ class VulkanKvCache final : public KvCache, public DeviceForward {
   }
   VulkanModel& owner_;
   KvGeometry geometry_;
-  Buffer pool_;       // [n_layers][max_pages][page_bytes]
-  Buffer page_list_;  // [max_pages] uvec2 (byte offset within a layer's range, valid rows)
-  int max_pages_ = 0;
+  DeviceKvPages pages_;
+  Buffer pool_;          // [n_layers][layer_bytes]: per layer, DeviceKvPages::regions()
+  Buffer page_list_;     // [list_entries] uvec2: region r's list from entry regions()[r].list_base
+  Buffer list_staging_;  // mapped: the same, written by the host each step
+  std::vector<uint32_t> list_pages_;  // pages in each region's list this step
   int n_tokens_ = 0;
   int vocab_ = 0;
 };
+
+Result<DeviceKvPages::StepPlan> VulkanKvCache::begin_step(CommandBatch& b, vulkan::Kernels& k, int pos) {
+  Result<DeviceKvPages::StepPlan> plan = pages_.plan_step(pos);
+  if (!plan.ok()) return plan.status();
+  std::vector<std::vector<uint32_t>> lists;
+  pages_.page_lists(pos, &lists);
+  const std::vector<DeviceKvPages::Region>& regions = pages_.regions();
+  list_pages_.assign(regions.size(), 0);
+  auto* staging = static_cast<uint8_t*>(list_staging_.mapped());
+  for (size_t r = 0; r < regions.size(); ++r) {
+    const size_t at = static_cast<size_t>(regions[r].list_base) * 2 * sizeof(uint32_t);
+    const size_t bytes = lists[r].size() * sizeof(uint32_t);
+    list_pages_[r] = static_cast<uint32_t>(lists[r].size() / 2);
+    if (bytes == 0) continue;
+    std::memcpy(staging + at, lists[r].data(), bytes);  // the previous step's submit has finished with it
+    b.copy(list_staging_, at, page_list_, at, bytes);
+  }
+  const size_t layer = pages_.layer_bytes();
+  Status s;
+  if (plan->zero_bytes > 0) {
+    for (int l = 0; l < geometry_.n_layers; ++l) {
+      b.fill(pool_, static_cast<size_t>(l) * layer + plan->zero_offset, plan->zero_bytes, 0);
+    }
+    // The transcodes bind each layer's whole range, the zeroed page included (disjoint bytes, but one binding).
+    if (!plan->transcodes.empty()) b.barrier();
+  }
+  // Each layer's moves in its own range; a barrier between two moves of one step (they bind the same range).
+  for (size_t i = 0; i < plan->transcodes.size() && s.ok(); ++i) {
+    const DeviceKvPages::Transcode& t = plan->transcodes[i];
+    if (i > 0) b.barrier();
+    for (int l = 0; l < geometry_.n_layers && s.ok(); ++l) {
+      s = k.transcode_page(b, regions[t.from].format, regions[t.to].format,
+                           BufferRange(pool_, static_cast<size_t>(l) * layer, layer), t.src, t.dst, t.n_tokens);
+    }
+  }
+  if (!s.ok()) return s;
+  b.barrier();
+  return plan;
+}
+
+Result<uint32_t> VulkanKvCache::attend_pages(CommandBatch& b, vulkan::Kernels& k, BufferRange pool, const Buffer& q,
+                                             int n_heads, float scale, const Buffer& partial_o,
+                                             const Buffer& partial_ml) {
+  const std::vector<DeviceKvPages::Region>& regions = pages_.regions();
+  uint32_t total = 0;
+  for (uint32_t n : list_pages_) total += n;
+  // The fewest pages per split that keep every format's splits within the partial buffers.
+  uint32_t pages_per_split = std::max<uint32_t>(1, (total + kMaxSplits - 1) / kMaxSplits);
+  auto splits_at = [&](uint32_t per) {
+    uint32_t splits = 0;
+    for (uint32_t n : list_pages_) splits += n > 0 ? vulkan::Kernels::attention_splits(n, per) : 0;
+    return splits;
+  };
+  while (splits_at(pages_per_split) > kMaxSplits) ++pages_per_split;
+  uint32_t split_base = 0;
+  for (size_t r = 0; r < regions.size(); ++r) {
+    const uint32_t n = list_pages_[r];
+    if (n == 0) continue;
+    const BufferRange list(page_list_, static_cast<size_t>(regions[r].list_base) * 2 * sizeof(uint32_t),
+                           static_cast<size_t>(n) * 2 * sizeof(uint32_t));
+    if (Status s = k.decode_attention(b, regions[r].format, pool, list, n, q, n_heads, scale, partial_o, partial_ml,
+                                      split_base, pages_per_split);
+        !s.ok()) {
+      return s;
+    }
+    split_base += vulkan::Kernels::attention_splits(n, pages_per_split);
+  }
+  return split_base;
+}
 
 Status VulkanModel::upload_matrix(const kernels::WeightMatrix& w, const std::string& name, DeviceMatrix* out) {
   if (!vulkan::Kernels::supports_matvec(w.type)) {
@@ -213,8 +304,8 @@ Status VulkanModel::allocate_activations() {
     *w.buffer = std::move(*b);
   }
   rope_offset_ = align_up(static_cast<size_t>(c.n_embd) * sizeof(float), 16);
-  entry_offset_ = align_up(rope_offset_ + static_cast<size_t>(c.rope_dims) * sizeof(float), 16);
-  Result<Buffer> in = context_->create_buffer(entry_offset_ + 2 * sizeof(uint32_t), MemoryKind::HostVisible);
+  Result<Buffer> in =
+      context_->create_buffer(rope_offset_ + static_cast<size_t>(c.rope_dims) * sizeof(float), MemoryKind::HostVisible);
   if (!in.ok()) return in.status();
   step_in_ = std::move(*in);
   Result<Buffer> out = context_->create_buffer(static_cast<size_t>(c.n_vocab) * sizeof(float), MemoryKind::HostVisible);
@@ -311,28 +402,38 @@ Status VulkanModel::init(const ProgressFn& progress) {
   return allocate_activations();
 }
 
-Result<std::unique_ptr<KvCache>> VulkanModel::make_cache(int max_tokens) {
+Result<std::unique_ptr<KvCache>> VulkanModel::make_cache(int max_tokens, const KvCacheOptions& kv) {
   const ModelConfig& c = model_.config();
   if (max_tokens <= 0) return Status::error("Vulkan KV cache: the context size must be positive");
-  const int max_pages = (max_tokens + kv::kTokensPerPage - 1) / kv::kTokensPerPage;
-  const size_t layer_bytes = static_cast<size_t>(max_pages) * page_format_.page_bytes;
-  if (layer_bytes > context_->info().max_storage_buffer_range || layer_bytes > UINT32_MAX) {
+  if (kv.budget_bytes > 0 || !kv.spill_dir.empty()) {
+    return Status::error("--device vulkan: --kv-budget and --kv-spill (the cold tier) do not run on the GPU yet");
+  }
+  Result<kv::TieredKvOptions> tiered = resolve_tiered_kv_options(kv);
+  if (!tiered.ok()) return Status::error("--device vulkan: " + tiered.error());
+  Result<DeviceKvPages> pages =
+      DeviceKvPages::create(tiered->ladder, tiered->key_mode, c.n_kv_heads, c.head_dim, tiered->group, max_tokens);
+  if (!pages.ok()) return pages.status();
+  const size_t layer_bytes = pages->layer_bytes();
+  if (layer_bytes > context_->info().max_storage_buffer_range) {
     return Status::error(fmt::format("--device vulkan: a layer's KV pages at {} tokens ({:.1f} MiB) exceed what one "
                                      "shader binding of this device can address; lower -c",
                                      max_tokens, layer_bytes / 1048576.0));
   }
   Result<Buffer> pool = device_buffer(layer_bytes * c.n_layers);
   if (!pool.ok()) return Status::error("--device vulkan: KV cache of " + std::to_string(max_tokens) + " tokens: " + pool.error());
-  Result<Buffer> list = device_buffer(static_cast<size_t>(max_pages) * 2 * sizeof(uint32_t));
+  const size_t list_bytes = static_cast<size_t>(pages->list_entries()) * 2 * sizeof(uint32_t);
+  Result<Buffer> list = device_buffer(list_bytes);
   if (!list.ok()) return list.status();
+  Result<Buffer> staging = context_->create_buffer(list_bytes, MemoryKind::HostVisible);
+  if (!staging.ok()) return staging.status();
   // Zeroed pages: rows not yet written hold f16 zeros, as the page format says.
   Result<CommandBatch> batch = context_->begin();
   if (!batch.ok()) return batch.status();
   batch->fill(*pool, 0, pool->size(), 0);
   batch->fill(*list, 0, list->size(), 0);
   if (Status s = context_->submit(*batch); !s.ok()) return s;
-  auto cache = std::make_unique<VulkanKvCache>(*this, c.kv_geometry(max_tokens), std::move(*pool), std::move(*list),
-                                               max_pages);
+  auto cache = std::make_unique<VulkanKvCache>(*this, c.kv_geometry(max_tokens), std::move(*pages), std::move(*pool),
+                                               std::move(*list), std::move(*staging));
   cache->set_vocab(c.n_vocab);
   return std::unique_ptr<KvCache>(std::move(cache));
 }
@@ -341,19 +442,11 @@ Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* lo
   const ModelConfig& c = model_.config();
   const int q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  const uint32_t page = static_cast<uint32_t>(pos / kv::kTokensPerPage);
-  const uint32_t slot = static_cast<uint32_t>(pos % kv::kTokensPerPage);
-  const uint32_t n_pages = page + 1;
-  const uint32_t pages_per_split = (n_pages + kMaxSplits - 1) / kMaxSplits;
-  const uint32_t splits = vulkan::Kernels::attention_splits(n_pages, pages_per_split);
-  const uint32_t page_offset = static_cast<uint32_t>(page * page_format_.page_bytes);
 
   // The step's inputs, written into mapped memory (the previous step's submit has finished with it).
   auto* in = static_cast<uint8_t*>(step_in_.mapped());
   kernels::get_row(model_.token_embedding(), token, reinterpret_cast<float*>(in));
   rope_table(c, model_.rope_freq_factors(), 1, pos, reinterpret_cast<float*>(in + rope_offset_));
-  const uint32_t entry[2] = {page_offset, slot + 1};
-  std::memcpy(in + entry_offset_, entry, sizeof(entry));
 
   Result<CommandBatch> begun = context_->begin();
   if (!begun.ok()) return begun.status();
@@ -361,8 +454,8 @@ Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* lo
   vulkan::Kernels& k = kernels_;
   b.copy(step_in_, 0, x_, 0, x_.size());
   b.copy(step_in_, rope_offset_, rope_, 0, rope_.size());
-  b.copy(step_in_, entry_offset_, cache.page_list(), page * sizeof(entry), sizeof(entry));
-  b.barrier();
+  Result<DeviceKvPages::StepPlan> kv_step = cache.begin_step(b, kernels_, pos);  // ladder moves, page lists
+  if (!kv_step.ok()) return kv_step.status();
   const size_t layer_bytes = cache.layer_bytes();
   const bool neox = c.rope_mode == RopeMode::kNeox;
   Status s;
@@ -388,12 +481,12 @@ Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* lo
     record(k.rope(b, q_, rope_, 1, c.n_heads, c.head_dim, c.rope_dims, neox));
     record(k.rope(b, k_, rope_, 1, c.n_kv_heads, c.head_dim, c.rope_dims, neox));
     b.barrier();
-    record(k.write_kv_f16(b, page_format_, pool, page_offset, slot, k_, v_));
+    record(k.write_kv_row(b, *kv_step->write_format, pool, kv_step->write_offset, kv_step->write_slot, k_, v_));
     b.barrier();
-    record(k.decode_attention(b, page_format_, pool, cache.page_list(), n_pages, q_, c.n_heads, scale, partial_o_,
-                              partial_ml_, 0, pages_per_split));
+    Result<uint32_t> splits = cache.attend_pages(b, k, pool, q_, c.n_heads, scale, partial_o_, partial_ml_);
+    record(splits.status());
     b.barrier();
-    record(k.merge_attention(b, partial_o_, partial_ml_, splits, c.n_heads, c.head_dim, attn_, lse_));
+    if (splits.ok()) record(k.merge_attention(b, partial_o_, partial_ml_, *splits, c.n_heads, c.head_dim, attn_, lse_));
     b.barrier();
     record(matvec(w.wo, attn_, proj_));
     b.barrier();
