@@ -34,6 +34,12 @@ class Kernels {
   Status matvec(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange y, int64_t rows,
                 int64_t cols, int64_t n_tokens = 1, MatvecTuning tuning = {});
 
+  // The same product for a chunk of tokens (the prefill): Y = X W^T with W decoded once per tile of 32 tokens
+  // rather than once per token (shaders/matmul_head.glsl). Same shapes and column rule as matvec.
+  //   w: [rows][ggml_row_bytes(type, cols)];  x: [n_tokens][cols] f32;  y: [n_tokens][rows] f32
+  Status matmul(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange y, int64_t rows,
+                int64_t cols, int64_t n_tokens);
+
   //   x, out: [n_rows][d];  weight: [d]
   Status rms_norm(CommandBatch& batch, BufferRange x, BufferRange weight, BufferRange out, int n_rows, int d,
                   float eps);
@@ -68,6 +74,13 @@ class Kernels {
   //   k, v: [n_kv_heads][head_dim] f32 (keys already rotated by RoPE)
   Status write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, uint32_t page_offset,
                       uint32_t slot, BufferRange k, BufferRange v);
+  // Writes the keys and values of n consecutive positions [pos, pos + n) into their f16 pages (position t: row
+  // t % 64 of the page at byte page_list[t / 64].x of pool), as kv::write_rows lays them out; the other rows are
+  // left as they are. One dispatch for a prefill chunk (write_kv_f16 writes one row).
+  //   page_list: [pages] uint32 pairs (byte offset of the page in pool, valid rows);
+  //   k, v: [n][n_kv_heads][head_dim] f32 (keys already rotated by RoPE)
+  Status write_kv_rows_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
+                           uint32_t pos, uint32_t n, BufferRange k, BufferRange v);
   //   out: [n_heads][head_dim] f32;  lse: [n_heads] f32, log of each head's softmax denominator
   Status merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
                          int n_heads, int head_dim, BufferRange out, BufferRange lse);

@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "kernels/vulkan/context.h"
 #include "kernels/vulkan/vulkan_kernels.h"
@@ -22,6 +23,11 @@ using vulkan::MemoryKind;
 
 // Split-K of decode attention: at most this many splits per layer and step (partial buffers are sized for it).
 constexpr uint32_t kMaxSplits = 64;
+// A prefill chunk's attention: each query row's split-K decode attention over its own prefix, with at most this
+// many splits (the chunk's rows are the parallelism), all rows in the chunk's command batch.
+constexpr uint32_t kPrefillSplits = 8;
+// Rows of logits one command batch computes (the prefill's logits device and mapped buffers hold this many).
+constexpr int kLogitRows = 64;
 
 size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -41,6 +47,32 @@ struct DeviceLayer {
 
 class VulkanKvCache;
 
+// The activations of a prefill chunk (VulkanModel::prefill), allocated on the first chunk and grown with the
+// chunk size and the depth: a run that only decodes never allocates them. Rows of q, attn and x are bound one at a
+// time, so their sizes in bytes are multiples of the device's storage-offset alignment (checked at open).
+struct ChunkBuffers {
+  int rows = 0;               // capacity in tokens
+  Buffer x, xn, proj;         // [rows][n_embd] f32
+  Buffer q, attn;             // [rows][n_heads][head_dim] f32
+  Buffer k, v;                // [rows][n_kv_heads][head_dim] f32
+  Buffer gate, up;            // [rows][n_ff] f32
+  Buffer rope;                // [rows][rope_dims] f32, (cos, sin) pairs
+  Buffer partial_o;           // [rows][o_stride bytes]: the row's [kPrefillSplits][n_heads][head_dim] f32
+  Buffer partial_ml;          // [rows][ml_stride bytes]: the row's [kPrefillSplits][n_heads][2] f32
+  Buffer lse;                 // [rows][lse_stride bytes]: the row's [n_heads] f32
+  size_t o_stride = 0, ml_stride = 0, lse_stride = 0;
+  // Mapped: embedding rows [rows][n_embd] f32 at 0, RoPE rows [rows][rope_dims] f32 at rope_offset, and the
+  // cache's page-list entries of the chunk's pages [rows / 64 + 2] uvec2 at entries_offset.
+  Buffer in;
+  size_t rope_offset = 0, entries_offset = 0;
+  // Every query row's page list (its prefix: full pages, then its last page with the rows up to its own
+  // position), each starting at an aligned entry; grown with the depth.
+  Buffer row_pages;           // [entries] uvec2 (byte offset of the page in a layer's range, valid rows)
+  Buffer row_pages_in;        // mapped, the same
+  Buffer logits;              // [kLogitRows][n_vocab] f32
+  Buffer logits_out;          // mapped, the same
+};
+
 class VulkanModel final : public DeviceModel {
  public:
   VulkanModel(const Model& model, std::unique_ptr<vulkan::Context> context)
@@ -58,11 +90,24 @@ class VulkanModel final : public DeviceModel {
   const kv::PageFormat& page_format() const { return page_format_; }
   // One token at `pos` of `cache` (which holds exactly pos positions); logits: [n_vocab], or null for none.
   Status step(VulkanKvCache& cache, int32_t token, int pos, float* logits);
+  // n tokens (at most prefill_chunk()) at positions [pos, pos + n) of `cache` in one command batch (and one more
+  // per kLogitRows logits rows past the first kLogitRows); logits of rows [logits_from, n): [n - logits_from]
+  // [n_vocab], or null for none.
+  Status prefill(VulkanKvCache& cache, const int32_t* tokens, int n, int pos, int logits_from, float* logits);
+  // Tokens per prefill chunk; 1 when the prompt runs token by token (asked for, or the device's storage-offset
+  // alignment does not divide the rows of q and x).
+  int prefill_chunk() const { return prefill_chunk_; }
+  void set_prefill_chunk(int n) { prefill_chunk_ = n; }
 
  private:
   Status upload_matrix(const kernels::WeightMatrix& w, const std::string& name, DeviceMatrix* out);
   Status upload_vector(const float* data, size_t n, Buffer* out);
   Status allocate_activations();
+  Status ensure_chunk_buffers(int rows);
+  Status ensure_row_pages(size_t entries);
+  // The final RMSNorm and output product of chunk rows [from, from + count) (count <= kLogitRows) into
+  // chunk_.logits, copied to chunk_.logits_out.
+  Status record_logits(CommandBatch& b, int from, int count);
   Result<Buffer> device_buffer(size_t bytes) { return context_->create_buffer(bytes, MemoryKind::DeviceLocal); }
 
   const Model& model_;
@@ -95,6 +140,9 @@ class VulkanModel final : public DeviceModel {
   Buffer step_in_;     // [n_embd] f32, [rope_dims] f32, uvec2
   Buffer logits_out_;  // [n_vocab] f32
   size_t rope_offset_ = 0, entry_offset_ = 0;
+
+  int prefill_chunk_ = 1;
+  ChunkBuffers chunk_;
 };
 
 // The KV cache in device memory: the pages of every layer in one buffer, layer after layer, page p of layer l
@@ -127,14 +175,24 @@ class VulkanKvCache final : public KvCache, public DeviceForward {
   Status load(ByteSource&) override { return Status::error("sessions are not restored into the Vulkan KV cache yet"); }
   DeviceForward* device_forward() override { return this; }
 
+  // Chunks of up to prefill_chunk() tokens through VulkanModel::prefill; single tokens (decode) through step.
   Status forward(const int32_t* tokens, int n, int pos, int logits_from, float* logits,
                  const ProgressFn& progress) override {
     const size_t vocab = static_cast<size_t>(vocab_);
-    for (int i = 0; i < n; ++i) {
-      float* row = logits && i >= logits_from ? logits + static_cast<size_t>(i - logits_from) * vocab : nullptr;
-      if (Status s = owner_.step(*this, tokens[i], pos + i, row); !s.ok()) return s;
-      ++n_tokens_;
-      if (progress && ((i + 1) % 64 == 0 || i + 1 == n)) progress(i + 1, n);
+    const int chunk = owner_.prefill_chunk();
+    for (int start = 0; start < n;) {
+      const int count = std::min(chunk, n - start);
+      // Logits rows of this chunk: [local_from, count), at row start + local_from - logits_from of `logits`.
+      const int local_from = std::clamp(logits_from - start, 0, count);
+      float* rows = logits && local_from < count
+                        ? logits + static_cast<size_t>(start + local_from - logits_from) * vocab
+                        : nullptr;
+      Status s = count == 1 ? owner_.step(*this, tokens[start], pos + start, rows)
+                            : owner_.prefill(*this, tokens + start, count, pos + start, local_from, rows);
+      if (!s.ok()) return s;
+      n_tokens_ += count;
+      start += count;
+      if (progress && (count > 1 || start % 64 == 0 || start == n)) progress(start, n);
     }
     return {};
   }
@@ -424,6 +482,225 @@ Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* lo
   return {};
 }
 
+Status VulkanModel::ensure_chunk_buffers(int rows) {
+  if (chunk_.rows >= rows) return {};
+  const ModelConfig& c = model_.config();
+  const size_t align = std::max<size_t>(16, context_->info().min_storage_offset_alignment);
+  const size_t n = static_cast<size_t>(rows);
+  const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim, kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  ChunkBuffers b;
+  b.rows = rows;
+  b.o_stride = align_up(kPrefillSplits * q_dim * sizeof(float), align);
+  b.ml_stride = align_up(kPrefillSplits * static_cast<size_t>(c.n_heads) * 2 * sizeof(float), align);
+  b.lse_stride = align_up(static_cast<size_t>(c.n_heads) * sizeof(float), align);
+  struct Want {
+    Buffer* buffer;
+    size_t bytes;
+  };
+  const Want wants[] = {{&b.x, n * c.n_embd * sizeof(float)},
+                        {&b.xn, n * c.n_embd * sizeof(float)},
+                        {&b.proj, n * c.n_embd * sizeof(float)},
+                        {&b.q, n * q_dim * sizeof(float)},
+                        {&b.attn, n * q_dim * sizeof(float)},
+                        {&b.k, n * kv_dim * sizeof(float)},
+                        {&b.v, n * kv_dim * sizeof(float)},
+                        {&b.gate, n * c.n_ff * sizeof(float)},
+                        {&b.up, n * c.n_ff * sizeof(float)},
+                        {&b.rope, n * c.rope_dims * sizeof(float)},
+                        {&b.partial_o, n * b.o_stride},
+                        {&b.partial_ml, n * b.ml_stride},
+                        {&b.lse, n * b.lse_stride},
+                        {&b.logits, static_cast<size_t>(kLogitRows) * c.n_vocab * sizeof(float)}};
+  for (const Want& w : wants) {
+    Result<Buffer> buffer = device_buffer(w.bytes);
+    if (!buffer.ok()) return Status::error("--device vulkan: prefill activations of " + std::to_string(rows) + " tokens: " + buffer.error());
+    *w.buffer = std::move(*buffer);
+  }
+  b.rope_offset = align_up(n * c.n_embd * sizeof(float), 16);
+  b.entries_offset = align_up(b.rope_offset + n * c.rope_dims * sizeof(float), 16);
+  const size_t in_bytes = b.entries_offset + (n / kv::kTokensPerPage + 2) * 2 * sizeof(uint32_t);
+  Result<Buffer> in = context_->create_buffer(in_bytes, MemoryKind::HostVisible);
+  if (!in.ok()) return in.status();
+  b.in = std::move(*in);
+  Result<Buffer> out = context_->create_buffer(b.logits.size(), MemoryKind::HostVisible);
+  if (!out.ok()) return out.status();
+  b.logits_out = std::move(*out);
+  b.row_pages = std::move(chunk_.row_pages);  // the depth's page lists stay
+  b.row_pages_in = std::move(chunk_.row_pages_in);
+  chunk_ = std::move(b);
+  return {};
+}
+
+Status VulkanModel::ensure_row_pages(size_t entries) {
+  const size_t bytes = entries * 2 * sizeof(uint32_t);
+  if (chunk_.row_pages.size() >= bytes) return {};
+  const size_t grown = std::max(bytes, 2 * chunk_.row_pages.size());  // fewer reallocations as the depth grows
+  Result<Buffer> device = device_buffer(grown);
+  if (!device.ok()) return device.status();
+  Result<Buffer> host = context_->create_buffer(grown, MemoryKind::HostVisible);
+  if (!host.ok()) return host.status();
+  chunk_.row_pages = std::move(*device);
+  chunk_.row_pages_in = std::move(*host);
+  return {};
+}
+
+Status VulkanModel::record_logits(CommandBatch& b, int from, int count) {
+  const ModelConfig& c = model_.config();
+  const size_t row_bytes = static_cast<size_t>(c.n_embd) * sizeof(float);
+  vulkan::Kernels& k = kernels_;
+  if (Status s = k.rms_norm(b, BufferRange(chunk_.x, from * row_bytes, count * row_bytes), output_norm_, chunk_.xn,
+                            count, c.n_embd, c.rms_eps);
+      !s.ok()) {
+    return s;
+  }
+  b.barrier();
+  if (Status s = k.matmul(b, output_.type, output_.buffer, chunk_.xn, chunk_.logits, output_.rows, output_.cols, count);
+      !s.ok()) {
+    return s;
+  }
+  b.barrier();
+  b.copy(chunk_.logits, 0, chunk_.logits_out, 0, static_cast<size_t>(count) * c.n_vocab * sizeof(float));
+  return b.error();
+}
+
+Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, int pos, int logits_from,
+                            float* logits) {
+  const ModelConfig& c = model_.config();
+  if (Status s = ensure_chunk_buffers(n); !s.ok()) return s;
+  ChunkBuffers& cb = chunk_;
+  const int q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const uint32_t page_bytes = static_cast<uint32_t>(page_format_.page_bytes);
+  constexpr int P = kv::kTokensPerPage;
+
+  // The chunk's inputs, written into mapped memory (the previous batch has finished with it): embedding rows,
+  // RoPE rows, the cache's page-list entries of the pages the chunk writes, and each query row's page list.
+  auto* in = static_cast<uint8_t*>(cb.in.mapped());
+  for (int i = 0; i < n; ++i) {
+    kernels::get_row(model_.token_embedding(), tokens[i], reinterpret_cast<float*>(in) + static_cast<size_t>(i) * c.n_embd);
+  }
+  rope_table(c, model_.rope_freq_factors(), n, pos, reinterpret_cast<float*>(in + cb.rope_offset));
+  const int first_page = pos / P, last_page = (pos + n - 1) / P;
+  auto* entries = reinterpret_cast<uint32_t*>(in + cb.entries_offset);
+  for (int page = first_page; page <= last_page; ++page) {
+    entries[2 * (page - first_page)] = static_cast<uint32_t>(page) * page_bytes;
+    entries[2 * (page - first_page) + 1] = static_cast<uint32_t>(std::min(P, pos + n - page * P));
+  }
+  const size_t align_entries = std::max<size_t>(1, context_->info().min_storage_offset_alignment / 8);
+  std::vector<size_t> row_start(static_cast<size_t>(n));  // [n] first entry of each row's page list
+  size_t total = 0;
+  for (int i = 0; i < n; ++i) {
+    row_start[i] = total;
+    total += align_up(static_cast<size_t>((pos + i) / P + 1), align_entries);
+  }
+  if (Status s = ensure_row_pages(total); !s.ok()) return s;
+  auto* lists = static_cast<uint32_t*>(cb.row_pages_in.mapped());
+  for (int i = 0; i < n; ++i) {
+    const int p = pos + i, last = p / P;
+    uint32_t* list = lists + 2 * row_start[i];
+    for (int page = 0; page <= last; ++page) {
+      list[2 * page] = static_cast<uint32_t>(page) * page_bytes;
+      list[2 * page + 1] = page < last ? P : p % P + 1;
+    }
+  }
+
+  Result<CommandBatch> begun = context_->begin();
+  if (!begun.ok()) return begun.status();
+  CommandBatch& b = *begun;
+  vulkan::Kernels& k = kernels_;
+  const size_t f = sizeof(float);
+  b.copy(cb.in, 0, cb.x, 0, static_cast<size_t>(n) * c.n_embd * f);
+  b.copy(cb.in, cb.rope_offset, cb.rope, 0, static_cast<size_t>(n) * c.rope_dims * f);
+  b.copy(cb.in, cb.entries_offset, cache.page_list(), static_cast<size_t>(first_page) * 2 * sizeof(uint32_t),
+         static_cast<size_t>(last_page - first_page + 1) * 2 * sizeof(uint32_t));
+  b.copy(cb.row_pages_in, 0, cb.row_pages, 0, total * 2 * sizeof(uint32_t));
+  b.barrier();
+  const size_t layer_bytes = cache.layer_bytes();
+  const bool neox = c.rope_mode == RopeMode::kNeox;
+  Status s;
+  auto record = [&s](Status r) {
+    if (s.ok() && !r.ok()) s = std::move(r);
+  };
+  auto matmul = [&](const DeviceMatrix& m, const Buffer& x, const Buffer& y) {
+    return k.matmul(b, m.type, m.buffer, x, y, m.rows, m.cols, n);
+  };
+  const size_t q_row = static_cast<size_t>(q_dim) * f;
+  for (int l = 0; l < c.n_layers && s.ok(); ++l) {
+    const DeviceLayer& w = layers_[l];
+    const BufferRange pool(cache.pool(), static_cast<size_t>(l) * layer_bytes, layer_bytes);
+    record(k.rms_norm(b, cb.x, w.attn_norm, cb.xn, n, c.n_embd, c.rms_eps));
+    b.barrier();
+    record(matmul(w.wq, cb.xn, cb.q));
+    record(matmul(w.wk, cb.xn, cb.k));
+    record(matmul(w.wv, cb.xn, cb.v));
+    b.barrier();
+    if (w.bq.size() > 0) record(k.add(b, cb.q, w.bq, static_cast<int64_t>(n) * q_dim, q_dim));
+    if (w.bk.size() > 0) record(k.add(b, cb.k, w.bk, static_cast<int64_t>(n) * kv_dim, kv_dim));
+    if (w.bv.size() > 0) record(k.add(b, cb.v, w.bv, static_cast<int64_t>(n) * kv_dim, kv_dim));
+    if (w.bq.size() > 0 || w.bk.size() > 0 || w.bv.size() > 0) b.barrier();
+    record(k.rope(b, cb.q, cb.rope, n, c.n_heads, c.head_dim, c.rope_dims, neox));
+    record(k.rope(b, cb.k, cb.rope, n, c.n_kv_heads, c.head_dim, c.rope_dims, neox));
+    b.barrier();
+    record(k.write_kv_rows_f16(b, page_format_, pool, cache.page_list(), static_cast<uint32_t>(pos),
+                               static_cast<uint32_t>(n), cb.k, cb.v));
+    b.barrier();
+    // Causal attention: query row i sees positions [0, pos + i], through its own page list.
+    std::vector<uint32_t> splits(static_cast<size_t>(n));  // [n] splits of each row
+    for (int i = 0; i < n && s.ok(); ++i) {
+      const uint32_t n_pages = static_cast<uint32_t>((pos + i) / P + 1);
+      const uint32_t pages_per_split = (n_pages + kPrefillSplits - 1) / kPrefillSplits;
+      splits[i] = vulkan::Kernels::attention_splits(n_pages, pages_per_split);
+      record(k.decode_attention(b, page_format_, pool,
+                                BufferRange(cb.row_pages, row_start[i] * 2 * sizeof(uint32_t),
+                                            n_pages * 2 * sizeof(uint32_t)),
+                                n_pages, BufferRange(cb.q, i * q_row, q_row), c.n_heads, scale,
+                                BufferRange(cb.partial_o, i * cb.o_stride, cb.o_stride),
+                                BufferRange(cb.partial_ml, i * cb.ml_stride, cb.ml_stride), 0, pages_per_split));
+    }
+    b.barrier();
+    for (int i = 0; i < n && s.ok(); ++i) {
+      record(k.merge_attention(b, BufferRange(cb.partial_o, i * cb.o_stride, cb.o_stride),
+                               BufferRange(cb.partial_ml, i * cb.ml_stride, cb.ml_stride), splits[i], c.n_heads,
+                               c.head_dim, BufferRange(cb.attn, i * q_row, q_row),
+                               BufferRange(cb.lse, i * cb.lse_stride, cb.lse_stride)));
+    }
+    b.barrier();
+    record(matmul(w.wo, cb.attn, cb.proj));
+    b.barrier();
+    record(k.add(b, cb.x, cb.proj, static_cast<int64_t>(n) * c.n_embd, static_cast<int64_t>(n) * c.n_embd));
+    b.barrier();
+    record(k.rms_norm(b, cb.x, w.ffn_norm, cb.xn, n, c.n_embd, c.rms_eps));
+    b.barrier();
+    record(matmul(w.gate, cb.xn, cb.gate));
+    record(matmul(w.up, cb.xn, cb.up));
+    b.barrier();
+    record(k.silu_mul(b, cb.gate, cb.up, cb.gate, static_cast<int64_t>(n) * c.n_ff));
+    b.barrier();
+    record(matmul(w.down, cb.gate, cb.proj));
+    b.barrier();
+    record(k.add(b, cb.x, cb.proj, static_cast<int64_t>(n) * c.n_embd, static_cast<int64_t>(n) * c.n_embd));
+    b.barrier();
+  }
+  // Logits of rows [logits_from, n), kLogitRows per batch: the first group in this batch, the others after it.
+  const size_t vocab_bytes = static_cast<size_t>(c.n_vocab) * f;
+  const int first_count = logits ? std::min(kLogitRows, n - logits_from) : 0;
+  if (first_count > 0 && s.ok()) record(record_logits(b, logits_from, first_count));
+  if (!s.ok()) return s;
+  if (Status submitted = context_->submit(b); !submitted.ok()) return submitted;
+  if (first_count == 0) return {};
+  std::memcpy(logits, cb.logits_out.mapped(), first_count * vocab_bytes);
+  for (int from = logits_from + first_count; from < n; from += kLogitRows) {
+    const int count = std::min(kLogitRows, n - from);
+    Result<CommandBatch> more = context_->begin();
+    if (!more.ok()) return more.status();
+    if (Status r = record_logits(*more, from, count); !r.ok()) return r;
+    if (Status submitted = context_->submit(*more); !submitted.ok()) return submitted;
+    std::memcpy(logits + static_cast<size_t>(from - logits_from) * c.n_vocab, cb.logits_out.mapped(),
+                count * vocab_bytes);
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<std::unique_ptr<DeviceModel>> open_vulkan_model(const Model& model, const DeviceOptions& options,
@@ -436,6 +713,17 @@ Result<std::unique_ptr<DeviceModel>> open_vulkan_model(const Model& model, const
   if (!context.ok()) return Status::error("--device " + device_name(options) + ": " + context.error());
   auto vk = std::make_unique<VulkanModel>(model, std::move(*context));
   if (Status s = vk->init(progress); !s.ok()) return s;
+  if (options.prefill_chunk < 1 || options.prefill_chunk > kMaxDeviceChunk) {
+    return Status::error(fmt::format("--device vulkan: a prefill chunk of {} tokens (1..{})", options.prefill_chunk,
+                                     kMaxDeviceChunk));
+  }
+  // The prefill binds single rows of q and of the residual stream: their bytes must be multiples of the device's
+  // storage-offset alignment (true of every model shape and device seen; else the prompt runs token by token).
+  const ModelConfig& c = model.config();
+  const size_t align = std::max<size_t>(1, vk->context().info().min_storage_offset_alignment);
+  const bool rows_aligned = static_cast<size_t>(c.n_heads) * c.head_dim * sizeof(float) % align == 0 &&
+                            static_cast<size_t>(c.n_embd) * sizeof(float) % align == 0;
+  vk->set_prefill_chunk(rows_aligned ? options.prefill_chunk : 1);
   return std::unique_ptr<DeviceModel>(std::move(vk));
 }
 
