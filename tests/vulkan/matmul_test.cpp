@@ -1,6 +1,8 @@
 // The prefill's shaders against the CPU references: the matrix-matrix products (every weight format, odd row
 // and token counts that leave partial tiles, several column steps) against the format's reference decoder
-// dotted in double, and the K/V rows of a chunk written into f16 pages against kv::write_rows.
+// dotted in double, the K/V rows of a chunk written into f16 pages against kv::write_rows, and the chunk's causal
+// attention against softmax in double over the page decoder's keys and values.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -135,6 +137,94 @@ TEST_F(VulkanTest, KvWriteRowsFillsPagesChunkByChunkAsTheCpuWriterDoes) {
   }
   EXPECT_LT(differing, static_cast<int>(format.page_bytes / 100));  // rounding ties are rare
 }
+
+struct PrefillAttentionCase {
+  int n_heads, n_kv_heads, head_dim;
+};
+
+class VulkanPrefillAttentionTest : public VulkanTest, public ::testing::WithParamInterface<PrefillAttentionCase> {};
+
+// A chunk of 83 query rows at positions [50, 133) (pages 0..2, the last partial) over pages the page list places
+// in reverse order in the pool: every row against softmax over positions [0, its own] in double.
+TEST_P(VulkanPrefillAttentionTest, MatchesCausalSoftmaxInDouble) {
+  const PrefillAttentionCase& c = GetParam();
+  kv::PageFormat format;
+  std::string error;
+  ASSERT_TRUE(kv::make_page_format(kv::Precision::F16, kv::KeyMode::PerChannel, kv::kTokensPerPage, c.n_kv_heads,
+                                   c.head_dim, c.head_dim, &format, &error))
+      << error;
+  const int pos = 50, n = 83, total = pos + n, P = kv::kTokensPerPage, n_pages = (total + P - 1) / P;
+  const int kv_dim = c.n_kv_heads * c.head_dim, q_dim = c.n_heads * c.head_dim, group = c.n_heads / c.n_kv_heads;
+  std::mt19937 rng(8);
+  const std::vector<float> k = random_floats(rng, total * kv_dim, 2.0f), v = random_floats(rng, total * kv_dim);
+  const std::vector<float> q = random_floats(rng, n * q_dim, 2.0f);
+  std::vector<uint8_t> pool(static_cast<size_t>(n_pages) * format.page_bytes, 0);
+  std::vector<uint32_t> list;  // [n_pages] (byte offset, valid rows)
+  for (int page = 0; page < n_pages; ++page) {
+    const size_t at = static_cast<size_t>(n_pages - 1 - page) * format.page_bytes;
+    const int rows = std::min(P, total - page * P);
+    kv::write_rows(format, pool.data() + at, 0, rows, k.data() + page * P * kv_dim, v.data() + page * P * kv_dim);
+    list.push_back(static_cast<uint32_t>(at));
+    list.push_back(static_cast<uint32_t>(rows));
+  }
+  // Keys and values as the pages hold them (f16): [total][kv_dim].
+  std::vector<float> kd(static_cast<size_t>(total) * kv_dim), vd(kd.size());
+  for (int page = 0; page < n_pages; ++page) {
+    const int rows = std::min(P, total - page * P);
+    std::vector<float> kh(static_cast<size_t>(rows) * c.head_dim), vh(kh.size());
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      kv::decode_page_head(format, pool.data() + list[2 * page], h, rows, kh.data(), vh.data());
+      for (int t = 0; t < rows; ++t) {
+        std::copy_n(kh.data() + t * c.head_dim, c.head_dim, kd.data() + (page * P + t) * kv_dim + h * c.head_dim);
+        std::copy_n(vh.data() + t * c.head_dim, c.head_dim, vd.data() + (page * P + t) * kv_dim + h * c.head_dim);
+      }
+    }
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  Buffer pool_b = upload(pool), list_b = upload(list), q_b = upload(q), out_b = device_buffer(q.size() * 4);
+  Result<CommandBatch> batch = context_->begin();
+  ASSERT_TRUE(batch.ok());
+  poison(*batch, out_b);
+  Status s = kernels_->prefill_attention(*batch, format, pool_b, list_b, pos, n, q_b, c.n_heads, scale, out_b);
+  ASSERT_TRUE(s.ok()) << s.message();
+  ASSERT_TRUE(context_->submit(*batch).ok());
+  const std::vector<float> got = download(out_b, q.size());
+
+  for (int i = 0; i < n; ++i) {
+    for (int h = 0; h < c.n_heads; ++h) {
+      const int kvh = h / group, visible = pos + i + 1;
+      std::vector<double> p(visible);
+      double mx = -INFINITY;
+      for (int t = 0; t < visible; ++t) {
+        double dot = 0;
+        for (int d = 0; d < c.head_dim; ++d) {
+          dot += static_cast<double>(q[(i * c.n_heads + h) * c.head_dim + d]) * kd[t * kv_dim + kvh * c.head_dim + d];
+        }
+        p[t] = dot * scale;
+        mx = std::max(mx, p[t]);
+      }
+      double sum = 0;
+      for (double& x : p) sum += x = std::exp(x - mx);
+      for (int d = 0; d < c.head_dim; ++d) {
+        double want = 0;
+        for (int t = 0; t < visible; ++t) want += p[t] * vd[t * kv_dim + kvh * c.head_dim + d];
+        want /= sum;
+        const float have = got[(i * c.n_heads + h) * c.head_dim + d];
+        ASSERT_TRUE(std::isfinite(have)) << "row " << i << " head " << h << " channel " << d << " not written";
+        ASSERT_NEAR(have, want, 2e-5) << "row " << i << " head " << h << " channel " << d;
+      }
+    }
+  }
+}
+
+// GQA 1, 3 (a block of 10 rows: 30 vectors), 4 and 8 (head_dim 256: 16 vectors, blocks of 2 rows).
+INSTANTIATE_TEST_SUITE_P(Shapes, VulkanPrefillAttentionTest,
+                         ::testing::Values(PrefillAttentionCase{4, 4, 64}, PrefillAttentionCase{6, 2, 40},
+                                           PrefillAttentionCase{8, 2, 128}, PrefillAttentionCase{8, 1, 256}),
+                         [](const ::testing::TestParamInfo<PrefillAttentionCase>& info) {
+                           return "gqa" + std::to_string(info.param.n_heads / info.param.n_kv_heads) + "_d" +
+                                  std::to_string(info.param.head_dim);
+                         });
 
 }  // namespace
 }  // namespace kvtier::vulkan

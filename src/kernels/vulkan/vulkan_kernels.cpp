@@ -1,5 +1,6 @@
 #include "kernels/vulkan/vulkan_kernels.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include <fmt/format.h>
@@ -257,6 +258,30 @@ Status Kernels::decode_attention(CommandBatch& batch, const kv::PageFormat& form
          static_cast<uint32_t>(format.row_code_bytes),
          scale};
   batch.dispatch(**p, {pool, page_list, q, partial_o, partial_ml}, push, attention_splits(n_pages, pages_per_split),
+                 static_cast<uint32_t>(format.n_kv_heads));
+  return batch.error();
+}
+
+Status Kernels::prefill_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                                  BufferRange page_list, uint32_t pos, uint32_t n, BufferRange q, int n_heads,
+                                  float scale, BufferRange out) {
+  if (format.precision != kv::Precision::F16 || format.tokens != kv::kTokensPerPage || format.n_kv_heads <= 0 ||
+      n_heads % format.n_kv_heads != 0 || n_heads / format.n_kv_heads > 8 || format.head_dim % 8 != 0 ||
+      format.head_dim > 256 || format.head_bytes % 4 != 0 || format.key_section_bytes % 4 != 0 || n == 0) {
+    return Status::error(fmt::format("Vulkan prefill attention: unsupported geometry ({} query heads over {}, {} rows)",
+                                     n_heads, format.describe(), n));
+  }
+  const uint32_t gqa = static_cast<uint32_t>(n_heads / format.n_kv_heads);
+  const uint32_t max_vectors = format.head_dim <= 128 ? 32 : 16;  // R_MAX and BQ of the shader
+  const uint32_t rows_per_group = std::max<uint32_t>(1, max_vectors / gqa);
+  Result<const Pipeline*> p = pipeline("attention_prefill", 4, 24, {static_cast<uint32_t>(format.head_dim), gqa});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t pos, n, n_heads, head_bytes, key_section_bytes;
+    float scale;
+  } push{pos, n, static_cast<uint32_t>(n_heads), static_cast<uint32_t>(format.head_bytes),
+         static_cast<uint32_t>(format.key_section_bytes), scale};
+  batch.dispatch(**p, {pool, page_list, q, out}, push, ceil_div(n, rows_per_group),
                  static_cast<uint32_t>(format.n_kv_heads));
   return batch.error();
 }

@@ -69,6 +69,13 @@ class Kernels {
   Status decode_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
                           uint32_t n_pages, BufferRange q, int n_heads, float scale, BufferRange partial_o,
                           BufferRange partial_ml, uint32_t split_base, uint32_t pages_per_split);
+  // Causal attention of a prefill chunk over f16 pages: query rows [0, n) at positions pos + [0, n), each over
+  // positions [0, its own] (the chunk's keys and values already written), one dispatch (shaders/
+  // attention_prefill.comp: each page-head read once per block of query rows).
+  //   pool: f16 pages;  page_list: [pages] uint32 pairs (byte offset of the page in pool, valid rows), covering
+  //   positions [0, pos + n);  q: [n][n_heads][head_dim] f32 (keys rotated);  out: [n][n_heads][head_dim] f32
+  Status prefill_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
+                           uint32_t pos, uint32_t n, BufferRange q, int n_heads, float scale, BufferRange out);
   // Writes one token's keys and values into row `slot` of the f16 page at byte page_offset of pool (the
   // bytes kv::write_rows gives; the other rows are left as they are).
   //   k, v: [n_kv_heads][head_dim] f32 (keys already rotated by RoPE)

@@ -23,9 +23,6 @@ using vulkan::MemoryKind;
 
 // Split-K of decode attention: at most this many splits per layer and step (partial buffers are sized for it).
 constexpr uint32_t kMaxSplits = 64;
-// A prefill chunk's attention: each query row's split-K decode attention over its own prefix, with at most this
-// many splits (the chunk's rows are the parallelism), all rows in the chunk's command batch.
-constexpr uint32_t kPrefillSplits = 8;
 // Rows of logits one command batch computes (the prefill's logits device and mapped buffers hold this many).
 constexpr int kLogitRows = 64;
 
@@ -48,8 +45,8 @@ struct DeviceLayer {
 class VulkanKvCache;
 
 // The activations of a prefill chunk (VulkanModel::prefill), allocated on the first chunk and grown with the
-// chunk size and the depth: a run that only decodes never allocates them. Rows of q, attn and x are bound one at a
-// time, so their sizes in bytes are multiples of the device's storage-offset alignment (checked at open).
+// chunk size: a run that only decodes never allocates them. Logits rows of x are bound kLogitRows at a time
+// from any row, so a row's bytes must be a multiple of the device's storage-offset alignment (checked at open).
 struct ChunkBuffers {
   int rows = 0;               // capacity in tokens
   Buffer x, xn, proj;         // [rows][n_embd] f32
@@ -57,18 +54,10 @@ struct ChunkBuffers {
   Buffer k, v;                // [rows][n_kv_heads][head_dim] f32
   Buffer gate, up;            // [rows][n_ff] f32
   Buffer rope;                // [rows][rope_dims] f32, (cos, sin) pairs
-  Buffer partial_o;           // [rows][o_stride bytes]: the row's [kPrefillSplits][n_heads][head_dim] f32
-  Buffer partial_ml;          // [rows][ml_stride bytes]: the row's [kPrefillSplits][n_heads][2] f32
-  Buffer lse;                 // [rows][lse_stride bytes]: the row's [n_heads] f32
-  size_t o_stride = 0, ml_stride = 0, lse_stride = 0;
   // Mapped: embedding rows [rows][n_embd] f32 at 0, RoPE rows [rows][rope_dims] f32 at rope_offset, and the
   // cache's page-list entries of the chunk's pages [rows / 64 + 2] uvec2 at entries_offset.
   Buffer in;
   size_t rope_offset = 0, entries_offset = 0;
-  // Every query row's page list (its prefix: full pages, then its last page with the rows up to its own
-  // position), each starting at an aligned entry; grown with the depth.
-  Buffer row_pages;           // [entries] uvec2 (byte offset of the page in a layer's range, valid rows)
-  Buffer row_pages_in;        // mapped, the same
   Buffer logits;              // [kLogitRows][n_vocab] f32
   Buffer logits_out;          // mapped, the same
 };
@@ -95,7 +84,7 @@ class VulkanModel final : public DeviceModel {
   // [n_vocab], or null for none.
   Status prefill(VulkanKvCache& cache, const int32_t* tokens, int n, int pos, int logits_from, float* logits);
   // Tokens per prefill chunk; 1 when the prompt runs token by token (asked for, or the device's storage-offset
-  // alignment does not divide the rows of q and x).
+  // alignment does not divide a row of x).
   int prefill_chunk() const { return prefill_chunk_; }
   void set_prefill_chunk(int n) { prefill_chunk_ = n; }
 
@@ -104,7 +93,6 @@ class VulkanModel final : public DeviceModel {
   Status upload_vector(const float* data, size_t n, Buffer* out);
   Status allocate_activations();
   Status ensure_chunk_buffers(int rows);
-  Status ensure_row_pages(size_t entries);
   // The final RMSNorm and output product of chunk rows [from, from + count) (count <= kLogitRows) into
   // chunk_.logits, copied to chunk_.logits_out.
   Status record_logits(CommandBatch& b, int from, int count);
@@ -485,14 +473,10 @@ Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* lo
 Status VulkanModel::ensure_chunk_buffers(int rows) {
   if (chunk_.rows >= rows) return {};
   const ModelConfig& c = model_.config();
-  const size_t align = std::max<size_t>(16, context_->info().min_storage_offset_alignment);
   const size_t n = static_cast<size_t>(rows);
   const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim, kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
   ChunkBuffers b;
   b.rows = rows;
-  b.o_stride = align_up(kPrefillSplits * q_dim * sizeof(float), align);
-  b.ml_stride = align_up(kPrefillSplits * static_cast<size_t>(c.n_heads) * 2 * sizeof(float), align);
-  b.lse_stride = align_up(static_cast<size_t>(c.n_heads) * sizeof(float), align);
   struct Want {
     Buffer* buffer;
     size_t bytes;
@@ -507,9 +491,6 @@ Status VulkanModel::ensure_chunk_buffers(int rows) {
                         {&b.gate, n * c.n_ff * sizeof(float)},
                         {&b.up, n * c.n_ff * sizeof(float)},
                         {&b.rope, n * c.rope_dims * sizeof(float)},
-                        {&b.partial_o, n * b.o_stride},
-                        {&b.partial_ml, n * b.ml_stride},
-                        {&b.lse, n * b.lse_stride},
                         {&b.logits, static_cast<size_t>(kLogitRows) * c.n_vocab * sizeof(float)}};
   for (const Want& w : wants) {
     Result<Buffer> buffer = device_buffer(w.bytes);
@@ -525,22 +506,7 @@ Status VulkanModel::ensure_chunk_buffers(int rows) {
   Result<Buffer> out = context_->create_buffer(b.logits.size(), MemoryKind::HostVisible);
   if (!out.ok()) return out.status();
   b.logits_out = std::move(*out);
-  b.row_pages = std::move(chunk_.row_pages);  // the depth's page lists stay
-  b.row_pages_in = std::move(chunk_.row_pages_in);
   chunk_ = std::move(b);
-  return {};
-}
-
-Status VulkanModel::ensure_row_pages(size_t entries) {
-  const size_t bytes = entries * 2 * sizeof(uint32_t);
-  if (chunk_.row_pages.size() >= bytes) return {};
-  const size_t grown = std::max(bytes, 2 * chunk_.row_pages.size());  // fewer reallocations as the depth grows
-  Result<Buffer> device = device_buffer(grown);
-  if (!device.ok()) return device.status();
-  Result<Buffer> host = context_->create_buffer(grown, MemoryKind::HostVisible);
-  if (!host.ok()) return host.status();
-  chunk_.row_pages = std::move(*device);
-  chunk_.row_pages_in = std::move(*host);
   return {};
 }
 
@@ -574,7 +540,7 @@ Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, 
   constexpr int P = kv::kTokensPerPage;
 
   // The chunk's inputs, written into mapped memory (the previous batch has finished with it): embedding rows,
-  // RoPE rows, the cache's page-list entries of the pages the chunk writes, and each query row's page list.
+  // RoPE rows and the cache's page-list entries of the pages the chunk writes.
   auto* in = static_cast<uint8_t*>(cb.in.mapped());
   for (int i = 0; i < n; ++i) {
     kernels::get_row(model_.token_embedding(), tokens[i], reinterpret_cast<float*>(in) + static_cast<size_t>(i) * c.n_embd);
@@ -586,23 +552,6 @@ Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, 
     entries[2 * (page - first_page)] = static_cast<uint32_t>(page) * page_bytes;
     entries[2 * (page - first_page) + 1] = static_cast<uint32_t>(std::min(P, pos + n - page * P));
   }
-  const size_t align_entries = std::max<size_t>(1, context_->info().min_storage_offset_alignment / 8);
-  std::vector<size_t> row_start(static_cast<size_t>(n));  // [n] first entry of each row's page list
-  size_t total = 0;
-  for (int i = 0; i < n; ++i) {
-    row_start[i] = total;
-    total += align_up(static_cast<size_t>((pos + i) / P + 1), align_entries);
-  }
-  if (Status s = ensure_row_pages(total); !s.ok()) return s;
-  auto* lists = static_cast<uint32_t*>(cb.row_pages_in.mapped());
-  for (int i = 0; i < n; ++i) {
-    const int p = pos + i, last = p / P;
-    uint32_t* list = lists + 2 * row_start[i];
-    for (int page = 0; page <= last; ++page) {
-      list[2 * page] = static_cast<uint32_t>(page) * page_bytes;
-      list[2 * page + 1] = page < last ? P : p % P + 1;
-    }
-  }
 
   Result<CommandBatch> begun = context_->begin();
   if (!begun.ok()) return begun.status();
@@ -613,7 +562,6 @@ Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, 
   b.copy(cb.in, cb.rope_offset, cb.rope, 0, static_cast<size_t>(n) * c.rope_dims * f);
   b.copy(cb.in, cb.entries_offset, cache.page_list(), static_cast<size_t>(first_page) * 2 * sizeof(uint32_t),
          static_cast<size_t>(last_page - first_page + 1) * 2 * sizeof(uint32_t));
-  b.copy(cb.row_pages_in, 0, cb.row_pages, 0, total * 2 * sizeof(uint32_t));
   b.barrier();
   const size_t layer_bytes = cache.layer_bytes();
   const bool neox = c.rope_mode == RopeMode::kNeox;
@@ -624,7 +572,6 @@ Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, 
   auto matmul = [&](const DeviceMatrix& m, const Buffer& x, const Buffer& y) {
     return k.matmul(b, m.type, m.buffer, x, y, m.rows, m.cols, n);
   };
-  const size_t q_row = static_cast<size_t>(q_dim) * f;
   for (int l = 0; l < c.n_layers && s.ok(); ++l) {
     const DeviceLayer& w = layers_[l];
     const BufferRange pool(cache.pool(), static_cast<size_t>(l) * layer_bytes, layer_bytes);
@@ -644,26 +591,9 @@ Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, 
     record(k.write_kv_rows_f16(b, page_format_, pool, cache.page_list(), static_cast<uint32_t>(pos),
                                static_cast<uint32_t>(n), cb.k, cb.v));
     b.barrier();
-    // Causal attention: query row i sees positions [0, pos + i], through its own page list.
-    std::vector<uint32_t> splits(static_cast<size_t>(n));  // [n] splits of each row
-    for (int i = 0; i < n && s.ok(); ++i) {
-      const uint32_t n_pages = static_cast<uint32_t>((pos + i) / P + 1);
-      const uint32_t pages_per_split = (n_pages + kPrefillSplits - 1) / kPrefillSplits;
-      splits[i] = vulkan::Kernels::attention_splits(n_pages, pages_per_split);
-      record(k.decode_attention(b, page_format_, pool,
-                                BufferRange(cb.row_pages, row_start[i] * 2 * sizeof(uint32_t),
-                                            n_pages * 2 * sizeof(uint32_t)),
-                                n_pages, BufferRange(cb.q, i * q_row, q_row), c.n_heads, scale,
-                                BufferRange(cb.partial_o, i * cb.o_stride, cb.o_stride),
-                                BufferRange(cb.partial_ml, i * cb.ml_stride, cb.ml_stride), 0, pages_per_split));
-    }
-    b.barrier();
-    for (int i = 0; i < n && s.ok(); ++i) {
-      record(k.merge_attention(b, BufferRange(cb.partial_o, i * cb.o_stride, cb.o_stride),
-                               BufferRange(cb.partial_ml, i * cb.ml_stride, cb.ml_stride), splits[i], c.n_heads,
-                               c.head_dim, BufferRange(cb.attn, i * q_row, q_row),
-                               BufferRange(cb.lse, i * cb.lse_stride, cb.lse_stride)));
-    }
+    // Causal attention: query row i over positions [0, pos + i].
+    record(k.prefill_attention(b, page_format_, pool, cache.page_list(), static_cast<uint32_t>(pos),
+                               static_cast<uint32_t>(n), cb.q, c.n_heads, scale, cb.attn));
     b.barrier();
     record(matmul(w.wo, cb.attn, cb.proj));
     b.barrier();
@@ -717,12 +647,10 @@ Result<std::unique_ptr<DeviceModel>> open_vulkan_model(const Model& model, const
     return Status::error(fmt::format("--device vulkan: a prefill chunk of {} tokens (1..{})", options.prefill_chunk,
                                      kMaxDeviceChunk));
   }
-  // The prefill binds single rows of q and of the residual stream: their bytes must be multiples of the device's
-  // storage-offset alignment (true of every model shape and device seen; else the prompt runs token by token).
-  const ModelConfig& c = model.config();
+  // The logits of a prefill chunk bind the residual stream from any row: a row's bytes must be a multiple of the
+  // device's storage-offset alignment (true of every model shape and device seen; else prompts run token by token).
   const size_t align = std::max<size_t>(1, vk->context().info().min_storage_offset_alignment);
-  const bool rows_aligned = static_cast<size_t>(c.n_heads) * c.head_dim * sizeof(float) % align == 0 &&
-                            static_cast<size_t>(c.n_embd) * sizeof(float) % align == 0;
+  const bool rows_aligned = static_cast<size_t>(model.config().n_embd) * sizeof(float) % align == 0;
   vk->set_prefill_chunk(rows_aligned ? options.prefill_chunk : 1);
   return std::unique_ptr<DeviceModel>(std::move(vk));
 }
