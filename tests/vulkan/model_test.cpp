@@ -103,6 +103,7 @@ class VulkanModelTest : public ::testing::TestWithParam<ModelCase> {
 class VulkanModelLogits : public VulkanModelTest {};     // all three files: every weight shader
 class VulkanModelSequence : public VulkanModelTest {};   // Q4_0 and f16: greedy decoding and perplexity
 class VulkanModelCache : public VulkanModelTest {};      // f16: cache state (truncate)
+class VulkanModelPrefill : public VulkanModelTest {};    // f16: chunked prefill vs token by token
 
 // Every row's logits of a 70-token prompt (two pages: the second partial), against ModelCase's tolerances;
 // the top-1 token equal on all but 2 rows.
@@ -137,13 +138,13 @@ TEST_P(VulkanModelLogits, PromptLogitsAreCloseToTheCpus) {
   EXPECT_GE(same_top1, n - 2);
 }
 
-// A 100-token prompt in chunks of 36 (boundaries inside pages, a partial last chunk), logits from row 3 (inside
-// the first chunk), against the same prompt token by token on the device (the decode step) and on the CPU: the
+// A 70-token prompt in chunks of 24 (boundaries inside pages, a chunk across the page boundary, a partial last
+// chunk), logits from row 3 (inside the first chunk), against the same prompt token by token on the device (the decode step) and on the CPU: the
 // chunked logits as close to the token-by-token ones as rounding allows (the products sum in another order),
 // and as close to the CPU's as ModelCase says.
-TEST_P(VulkanModelSequence, ChunkedPrefillMatchesTokenByToken) {
-  const int n = 100, from = 3, vocab = model_->config().n_vocab;
-  auto chunked_device = open_device(36), stepped_device = open_device(1);
+TEST_P(VulkanModelPrefill, ChunkedPrefillMatchesTokenByToken) {
+  const int n = 70, from = 3, vocab = model_->config().n_vocab;
+  auto chunked_device = open_device(24), stepped_device = open_device(1);
   ASSERT_TRUE(chunked_device.ok() && stepped_device.ok());
   auto cpu = cpu_cache(n);
   auto chunked = (*chunked_device)->make_cache(n), stepped = (*stepped_device)->make_cache(n);
@@ -309,6 +310,7 @@ std::string case_name(const ::testing::TestParamInfo<ModelCase>& info) {
 INSTANTIATE_TEST_SUITE_P(TinyLlama, VulkanModelLogits, ::testing::Values(kQ4_0, kQ4_K_M, kF16), case_name);
 INSTANTIATE_TEST_SUITE_P(TinyLlama, VulkanModelSequence, ::testing::Values(kQ4_0, kF16), case_name);
 INSTANTIATE_TEST_SUITE_P(TinyLlama, VulkanModelCache, ::testing::Values(kF16), case_name);
+INSTANTIATE_TEST_SUITE_P(TinyLlama, VulkanModelPrefill, ::testing::Values(kF16), case_name);
 
 }  // namespace
 }  // namespace kvtier
