@@ -26,11 +26,11 @@ struct MatmulCase {
 
 class VulkanMatmulTest : public VulkanTest, public ::testing::WithParamInterface<MatmulCase> {};
 
-// 70 rows (a full tile of 64 and a partial one) by 37 tokens (32 and 5), the output poisoned with NaN first.
+// 70 rows (a full tile of 64 and a partial one) by 67 tokens (64 and 3), the output poisoned with NaN first.
 TEST_P(VulkanMatmulTest, MatchesTheScalarReference) {
   const MatmulCase& c = GetParam();
   std::mt19937 rng(77);
-  const int64_t n_tokens = 37;
+  const int64_t n_tokens = 67;
   const std::vector<uint8_t> w = kernels::testing::random_weights(rng, c.type, c.rows, c.cols);
   const std::vector<float> x = random_floats(rng, n_tokens * c.cols);
   const size_t row_bytes = ggml_row_bytes(c.type, c.cols);
@@ -100,8 +100,9 @@ TEST_F(VulkanTest, KvWriteRowsFillsPagesChunkByChunkAsTheCpuWriterDoes) {
   Buffer pool = device_buffer(3 * format.page_bytes), list_b = upload(list), kb = upload(k), vb = upload(v);
   Result<CommandBatch> batch = context_->begin();
   ASSERT_TRUE(batch.ok());
-  batch->fill(pool, 0, pool.size(), 0);
+  batch->fill(pool, 0, format.page_bytes, 0);
   batch->fill(pool, format.page_bytes, format.page_bytes, 0x7FC00000u);
+  batch->fill(pool, 2 * format.page_bytes, format.page_bytes, 0);
   batch->barrier();
   const int split = 37;
   const size_t split_bytes = static_cast<size_t>(split) * kv_dim * sizeof(float);

@@ -47,7 +47,7 @@ bool matmul_format(GgmlType type, MatmulFormat* out) {
     default: return false;
   }
 }
-constexpr uint32_t kMatmulRows = 64, kMatmulTokens = 32, kMatmulColumns = 32;  // BM, BN, BK of the shaders
+constexpr uint32_t kMatmulRows = 64, kMatmulTokens = 64, kMatmulColumns = 32;  // BM, BN, BK of the shaders
 
 constexpr uint32_t kRowWorkgroup = 256;  // rms_norm, softmax: one workgroup per row
 constexpr uint32_t kFlatWorkgroup = 256;  // silu_mul, rope: one thread per element or pair

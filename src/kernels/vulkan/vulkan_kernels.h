@@ -34,7 +34,7 @@ class Kernels {
   Status matvec(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange y, int64_t rows,
                 int64_t cols, int64_t n_tokens = 1, MatvecTuning tuning = {});
 
-  // The same product for a chunk of tokens (the prefill): Y = X W^T with W decoded once per tile of 32 tokens
+  // The same product for a chunk of tokens (the prefill): Y = X W^T with W decoded once per tile of 64 tokens
   // rather than once per token (shaders/matmul_head.glsl). Same shapes and column rule as matvec.
   //   w: [rows][ggml_row_bytes(type, cols)];  x: [n_tokens][cols] f32;  y: [n_tokens][rows] f32
   Status matmul(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange y, int64_t rows,

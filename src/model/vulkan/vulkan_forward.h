@@ -10,9 +10,9 @@
 // the step's logits are wanted, the final RMSNorm and output product, copied back to a mapped buffer.
 //
 // A prompt runs in chunks of up to DeviceOptions::prefill_chunk tokens, one command batch each: the same
-// sequence over [T][...] activations, the products as matrix-matrix shaders (each weight tile decoded once per 32
-// tokens), the chunk's K/V rows written in one dispatch, and causal attention as every query row's own split-K
-// decode attention over its prefix (its own page list), all in the batch; logits only for the rows asked for.
+// sequence over [T][...] activations, the products as matrix-matrix shaders (each weight tile decoded once per 64
+// tokens), the chunk's K/V rows written in one dispatch, and causal attention in one dispatch per layer (each
+// page read once per block of query rows); logits only for the rows asked for.
 #pragma once
 
 #include <memory>
