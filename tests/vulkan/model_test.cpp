@@ -139,7 +139,9 @@ TEST_P(VulkanModelLogits, PromptLogitsAreCloseToTheCpus) {
 }
 
 // A 70-token prompt in chunks of 24 (boundaries inside pages, a chunk across the page boundary, a partial last
-X
+// chunk), logits from row 3 (inside the first chunk), against the same prompt token by token on the device (the
+// decode step) and on the CPU: the chunked logits as close to the token-by-token ones as rounding allows (the
+// products sum in another order), and as close to the CPU's as ModelCase says.
 TEST_P(VulkanModelPrefill, ChunkedPrefillMatchesTokenByToken) {
   const int n = 70, from = 3, vocab = model_->config().n_vocab;
   auto chunked_device = open_device(24), stepped_device = open_device(1);
