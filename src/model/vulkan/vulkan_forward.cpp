@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "kernels/vulkan/context.h"
@@ -25,6 +26,12 @@ using vulkan::MemoryKind;
 constexpr uint32_t kMaxSplits = 64;
 // Rows of logits one command batch computes (the prefill's logits device and mapped buffers hold this many).
 constexpr int kLogitRows = 64;
+// A software device (lavapipe) runs a few hundred million multiply-adds a second on a loaded machine, and a
+// batch must finish within the context's deadline (ContextOptions::timeout_ms): there a chunk is at most
+// kSoftwareChunk tokens, submitted layer by layer, with kSoftwareLogitRows logits rows per batch. (It gains
+// nothing from larger batches: it computes, it does not wait for memory.)
+constexpr int kSoftwareChunk = 64;
+constexpr int kSoftwareLogitRows = 8;
 
 size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -45,7 +52,7 @@ struct DeviceLayer {
 class VulkanKvCache;
 
 // The activations of a prefill chunk (VulkanModel::prefill), allocated on the first chunk and grown with the
-// chunk size: a run that only decodes never allocates them. Logits rows of x are bound kLogitRows at a time
+// chunk size: a run that only decodes never allocates them. Logits rows of x are bound logit_rows_ at a time
 // from any row, so a row's bytes must be a multiple of the device's storage-offset alignment (checked at open).
 struct ChunkBuffers {
   int rows = 0;               // capacity in tokens
@@ -58,7 +65,7 @@ struct ChunkBuffers {
   // cache's page-list entries of the chunk's pages [rows / 64 + 2] uvec2 at entries_offset.
   Buffer in;
   size_t rope_offset = 0, entries_offset = 0;
-  Buffer logits;              // [kLogitRows][n_vocab] f32
+  Buffer logits;              // [logit_rows_][n_vocab] f32
   Buffer logits_out;          // mapped, the same
 };
 
@@ -80,7 +87,7 @@ class VulkanModel final : public DeviceModel {
   // One token at `pos` of `cache` (which holds exactly pos positions); logits: [n_vocab], or null for none.
   Status step(VulkanKvCache& cache, int32_t token, int pos, float* logits);
   // n tokens (at most prefill_chunk()) at positions [pos, pos + n) of `cache` in one command batch (and one more
-  // per kLogitRows logits rows past the first kLogitRows); logits of rows [logits_from, n): [n - logits_from]
+  // per logit_rows_ logits rows past the first); logits of rows [logits_from, n): [n - logits_from]
   // [n_vocab], or null for none.
   Status prefill(VulkanKvCache& cache, const int32_t* tokens, int n, int pos, int logits_from, float* logits);
   // Tokens per prefill chunk; 1 when the prompt runs token by token (asked for, or the device's storage-offset
@@ -93,7 +100,7 @@ class VulkanModel final : public DeviceModel {
   Status upload_vector(const float* data, size_t n, Buffer* out);
   Status allocate_activations();
   Status ensure_chunk_buffers(int rows);
-  // The final RMSNorm and output product of chunk rows [from, from + count) (count <= kLogitRows) into
+  // The final RMSNorm and output product of chunk rows [from, from + count) (count <= logit_rows_) into
   // chunk_.logits, copied to chunk_.logits_out.
   Status record_logits(CommandBatch& b, int from, int count);
   Result<Buffer> device_buffer(size_t bytes) { return context_->create_buffer(bytes, MemoryKind::DeviceLocal); }
@@ -130,6 +137,8 @@ class VulkanModel final : public DeviceModel {
   size_t rope_offset_ = 0, entry_offset_ = 0;
 
   int prefill_chunk_ = 1;
+  int logit_rows_ = kLogitRows;  // logits rows per command batch of the prefill
+  bool batch_per_layer_ = false;  // a prefill chunk submitted layer by layer (software devices)
   ChunkBuffers chunk_;
 };
 
@@ -327,7 +336,11 @@ Status VulkanModel::init(const ProgressFn& progress) {
     }
   }
   // A software device (lavapipe) runs each workgroup as a task of its own: fewer, larger ones cost far less.
-  if (context_->info().is_cpu) tuning_ = vulkan::MatvecTuning{64, 8};
+  if (context_->info().is_cpu) {
+    tuning_ = vulkan::MatvecTuning{64, 8};
+    logit_rows_ = kSoftwareLogitRows;
+    batch_per_layer_ = true;
+  }
   progress_ = progress;
   layers_.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -491,7 +504,7 @@ Status VulkanModel::ensure_chunk_buffers(int rows) {
                         {&b.gate, n * c.n_ff * sizeof(float)},
                         {&b.up, n * c.n_ff * sizeof(float)},
                         {&b.rope, n * c.rope_dims * sizeof(float)},
-                        {&b.logits, static_cast<size_t>(kLogitRows) * c.n_vocab * sizeof(float)}};
+                        {&b.logits, static_cast<size_t>(logit_rows_) * c.n_vocab * sizeof(float)}};
   for (const Want& w : wants) {
     Result<Buffer> buffer = device_buffer(w.bytes);
     if (!buffer.ok()) return Status::error("--device vulkan: prefill activations of " + std::to_string(rows) + " tokens: " + buffer.error());
@@ -553,9 +566,13 @@ Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, 
     entries[2 * (page - first_page) + 1] = static_cast<uint32_t>(std::min(P, pos + n - page * P));
   }
 
-  Result<CommandBatch> begun = context_->begin();
-  if (!begun.ok()) return begun.status();
-  CommandBatch& b = *begun;
+  std::optional<CommandBatch> batch;  // re-made in place after each layer where batch_per_layer_
+  {
+    Result<CommandBatch> begun = context_->begin();
+    if (!begun.ok()) return begun.status();
+    batch.emplace(std::move(*begun));
+  }
+  CommandBatch& b = *batch;
   vulkan::Kernels& k = kernels_;
   const size_t f = sizeof(float);
   b.copy(cb.in, 0, cb.x, 0, static_cast<size_t>(n) * c.n_embd * f);
@@ -610,17 +627,23 @@ Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, 
     b.barrier();
     record(k.add(b, cb.x, cb.proj, static_cast<int64_t>(n) * c.n_embd, static_cast<int64_t>(n) * c.n_embd));
     b.barrier();
+    if (batch_per_layer_ && l + 1 < c.n_layers && s.ok()) {
+      if (Status submitted = context_->submit(b); !submitted.ok()) return submitted;
+      Result<CommandBatch> next = context_->begin();
+      if (!next.ok()) return next.status();
+      batch.emplace(std::move(*next));  // the same storage: `b` names the new batch
+    }
   }
-  // Logits of rows [logits_from, n), kLogitRows per batch: the first group in this batch, the others after it.
+  // Logits of rows [logits_from, n), logit_rows_ per batch: the first group in this batch, the others after it.
   const size_t vocab_bytes = static_cast<size_t>(c.n_vocab) * f;
-  const int first_count = logits ? std::min(kLogitRows, n - logits_from) : 0;
+  const int first_count = logits ? std::min(logit_rows_, n - logits_from) : 0;
   if (first_count > 0 && s.ok()) record(record_logits(b, logits_from, first_count));
   if (!s.ok()) return s;
   if (Status submitted = context_->submit(b); !submitted.ok()) return submitted;
   if (first_count == 0) return {};
   std::memcpy(logits, cb.logits_out.mapped(), first_count * vocab_bytes);
-  for (int from = logits_from + first_count; from < n; from += kLogitRows) {
-    const int count = std::min(kLogitRows, n - from);
+  for (int from = logits_from + first_count; from < n; from += logit_rows_) {
+    const int count = std::min(logit_rows_, n - from);
     Result<CommandBatch> more = context_->begin();
     if (!more.ok()) return more.status();
     if (Status r = record_logits(*more, from, count); !r.ok()) return r;
@@ -651,7 +674,8 @@ Result<std::unique_ptr<DeviceModel>> open_vulkan_model(const Model& model, const
   // device's storage-offset alignment (true of every model shape and device seen; else prompts run token by token).
   const size_t align = std::max<size_t>(1, vk->context().info().min_storage_offset_alignment);
   const bool rows_aligned = static_cast<size_t>(model.config().n_embd) * sizeof(float) % align == 0;
-  vk->set_prefill_chunk(rows_aligned ? options.prefill_chunk : 1);
+  const int chunk = vk->context().info().is_cpu ? std::min(options.prefill_chunk, kSoftwareChunk) : options.prefill_chunk;
+  vk->set_prefill_chunk(rows_aligned ? chunk : 1);
   return std::unique_ptr<DeviceModel>(std::move(vk));
 }
 
