@@ -28,8 +28,9 @@ constexpr uint32_t kMaxSplits = 64;
 constexpr int kLogitRows = 64;
 // A software device (lavapipe) runs a few hundred million multiply-adds a second on a loaded machine, and a
 // batch must finish within the context's deadline (ContextOptions::timeout_ms): there a chunk is at most
-// kSoftwareChunk tokens, submitted layer by layer, with kSoftwareLogitRows logits rows per batch. (It gains
-// nothing from larger batches: it computes, it does not wait for memory.)
+// kSoftwareChunk tokens, submitted layer by layer, with kSoftwareLogitRows logits rows per batch computed by the
+// matvec shader (a matmul tile is 64 tokens wide: 8 rows would pay for 64). It gains nothing from larger
+// batches: it computes, it does not wait for memory.
 constexpr int kSoftwareChunk = 64;
 constexpr int kSoftwareLogitRows = 8;
 
@@ -138,7 +139,7 @@ class VulkanModel final : public DeviceModel {
 
   int prefill_chunk_ = 1;
   int logit_rows_ = kLogitRows;  // logits rows per command batch of the prefill
-  bool batch_per_layer_ = false;  // a prefill chunk submitted layer by layer (software devices)
+  bool software_device_ = false;  // prefill chunks submitted layer by layer, logits by matvec
   ChunkBuffers chunk_;
 };
 
@@ -339,7 +340,7 @@ Status VulkanModel::init(const ProgressFn& progress) {
   if (context_->info().is_cpu) {
     tuning_ = vulkan::MatvecTuning{64, 8};
     logit_rows_ = kSoftwareLogitRows;
-    batch_per_layer_ = true;
+    software_device_ = true;
   }
   progress_ = progress;
   layers_.resize(c.n_layers);
@@ -533,10 +534,11 @@ Status VulkanModel::record_logits(CommandBatch& b, int from, int count) {
     return s;
   }
   b.barrier();
-  if (Status s = k.matmul(b, output_.type, output_.buffer, chunk_.xn, chunk_.logits, output_.rows, output_.cols, count);
-      !s.ok()) {
-    return s;
-  }
+  Status s = software_device_ ? k.matvec(b, output_.type, output_.buffer, chunk_.xn, chunk_.logits, output_.rows,
+                                         output_.cols, count, tuning_)
+                              : k.matmul(b, output_.type, output_.buffer, chunk_.xn, chunk_.logits, output_.rows,
+                                         output_.cols, count);
+  if (!s.ok()) return s;
   b.barrier();
   b.copy(chunk_.logits, 0, chunk_.logits_out, 0, static_cast<size_t>(count) * c.n_vocab * sizeof(float));
   return b.error();
@@ -566,7 +568,7 @@ Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, 
     entries[2 * (page - first_page) + 1] = static_cast<uint32_t>(std::min(P, pos + n - page * P));
   }
 
-  std::optional<CommandBatch> batch;  // re-made in place after each layer where batch_per_layer_
+  std::optional<CommandBatch> batch;  // re-made in place after each layer on a software device
   {
     Result<CommandBatch> begun = context_->begin();
     if (!begun.ok()) return begun.status();
@@ -627,7 +629,7 @@ Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, 
     b.barrier();
     record(k.add(b, cb.x, cb.proj, static_cast<int64_t>(n) * c.n_embd, static_cast<int64_t>(n) * c.n_embd));
     b.barrier();
-    if (batch_per_layer_ && l + 1 < c.n_layers && s.ok()) {
+    if (software_device_ && l + 1 < c.n_layers && s.ok()) {
       if (Status submitted = context_->submit(b); !submitted.ok()) return submitted;
       Result<CommandBatch> next = context_->begin();
       if (!next.ok()) return next.status();
