@@ -23,7 +23,11 @@ struct DeviceOptions {
   DeviceKind kind = DeviceKind::kCpu;
   int index = -1;           // Vulkan: the physical device; -1: $KVTIER_VK_DEVICE, else the first discrete GPU
   bool validation = false;  // Vulkan: the Khronos validation layer on (tests); also KVTIER_VK_VALIDATE=1
+  // Vulkan: prompt tokens per command batch (the prefill's chunk; activations for this many rows live in device
+  // memory); 1 runs a prompt token by token through the decode step. 1..kMaxDeviceChunk.
+  int prefill_chunk = 256;
 };
+constexpr int kMaxDeviceChunk = 512;
 
 // "cpu", "vulkan" or "vulkan:N" (N: the device index the Vulkan loader lists). Errors quote the text.
 Result<DeviceOptions> parse_device(const std::string& text);

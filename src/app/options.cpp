@@ -31,6 +31,9 @@ void add_device_option(CLI::App& app, DeviceOptions& device) {
          },
          "where the forward pass runs: cpu (default), vulkan (the first discrete GPU) or vulkan:N")
       ->type_name("DEVICE");
+  app.add_option("--ubatch", device.prefill_chunk,
+                 "--device vulkan: prompt tokens per GPU command batch (default 256; 1 runs a prompt token by token)")
+      ->check(CLI::Range(1, kMaxDeviceChunk));
 }
 
 void add_threads_option(CLI::App& app, int& threads) {

@@ -55,12 +55,7 @@ class VulkanModelTest : public ::testing::TestWithParam<ModelCase> {
     auto tokenizer = Tokenizer::from_gguf(model_->file());
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.error();
     tokenizer_ = std::move(*tokenizer);
-    DeviceOptions options;
-    options.kind = DeviceKind::kVulkan;
-    options.index = 0;  // lavapipe in CI, where it is the only device
-    if (const char* index = std::getenv("KVTIER_VK_DEVICE")) options.index = std::atoi(index);
-    options.validation = vulkan::testing::test_options().validation;
-    auto device = open_device_model(*model_, options);
+    auto device = open_device(DeviceOptions{}.prefill_chunk);
     if (!device.ok() && device.error().find("no Vulkan") != std::string::npos) GTEST_SKIP() << device.error();
     ASSERT_TRUE(device.ok()) << device.error();
     vulkan::testing::g_vulkan_device_created = true;
@@ -72,6 +67,17 @@ class VulkanModelTest : public ::testing::TestWithParam<ModelCase> {
   void TearDown() override {
     if (device_ == nullptr) return;
     for (const std::string& m : device_->take_validation_messages()) ADD_FAILURE() << "validation: " << m;
+  }
+
+  // The model on the test device, a prompt running prefill_chunk tokens per command batch.
+  Result<std::unique_ptr<DeviceModel>> open_device(int prefill_chunk) {
+    DeviceOptions options;
+    options.kind = DeviceKind::kVulkan;
+    options.index = 0;  // lavapipe in CI, where it is the only device
+    if (const char* index = std::getenv("KVTIER_VK_DEVICE")) options.index = std::atoi(index);
+    options.validation = vulkan::testing::test_options().validation;
+    options.prefill_chunk = prefill_chunk;
+    return open_device_model(*model_, options);
   }
 
   std::unique_ptr<KvCache> cpu_cache(int n_ctx) {
@@ -97,6 +103,7 @@ class VulkanModelTest : public ::testing::TestWithParam<ModelCase> {
 class VulkanModelLogits : public VulkanModelTest {};     // all three files: every weight shader
 class VulkanModelSequence : public VulkanModelTest {};   // Q4_0 and f16: greedy decoding and perplexity
 class VulkanModelCache : public VulkanModelTest {};      // f16: cache state (truncate)
+class VulkanModelPrefill : public VulkanModelTest {};    // f16: chunked prefill vs token by token
 
 // Every row's logits of a 70-token prompt (two pages: the second partial), against ModelCase's tolerances;
 // the top-1 token equal on all but 2 rows.
@@ -129,6 +136,43 @@ TEST_P(VulkanModelLogits, PromptLogitsAreCloseToTheCpus) {
   EXPECT_LE(max_diff, GetParam().max_diff * max_abs);
   EXPECT_LE(mean_diff, GetParam().mean_diff * max_abs);
   EXPECT_GE(same_top1, n - 2);
+}
+
+// A 70-token prompt in chunks of 24 (boundaries inside pages, a chunk across the page boundary, a partial last
+// chunk), logits from row 3 (inside the first chunk), against the same prompt token by token on the device (the
+// decode step) and on the CPU: the chunked logits as close to the token-by-token ones as rounding allows (the
+// products sum in another order), and as close to the CPU's as ModelCase says.
+TEST_P(VulkanModelPrefill, ChunkedPrefillMatchesTokenByToken) {
+  const int n = 70, from = 3, vocab = model_->config().n_vocab;
+  auto chunked_device = open_device(24), stepped_device = open_device(1);
+  ASSERT_TRUE(chunked_device.ok() && stepped_device.ok());
+  auto cpu = cpu_cache(n);
+  auto chunked = (*chunked_device)->make_cache(n), stepped = (*stepped_device)->make_cache(n);
+  ASSERT_TRUE(cpu && chunked.ok() && stepped.ok());
+  const size_t rows = static_cast<size_t>(n - from) * vocab;
+  std::vector<float> want(rows), got(rows, NAN), by_step(rows, NAN);
+  ASSERT_TRUE(model_->forward(tokens_.data(), n, 0, *cpu, pool_, from, want.data()).ok());
+  Status s = model_->forward(tokens_.data(), n, 0, **chunked, pool_, from, got.data());
+  ASSERT_TRUE(s.ok()) << s.message();
+  s = model_->forward(tokens_.data(), n, 0, **stepped, pool_, from, by_step.data());
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ((*chunked)->n_tokens(), n);
+  double max_abs = 0, max_step_diff = 0, max_cpu_diff = 0;
+  for (size_t i = 0; i < rows; ++i) {
+    ASSERT_TRUE(std::isfinite(got[i])) << "row " << from + static_cast<int>(i / vocab) << " logit " << i % vocab;
+    max_abs = std::max(max_abs, std::fabs(static_cast<double>(want[i])));
+    max_step_diff = std::max(max_step_diff, std::fabs(static_cast<double>(got[i]) - by_step[i]));
+    max_cpu_diff = std::max(max_cpu_diff, std::fabs(static_cast<double>(got[i]) - want[i]));
+  }
+  std::printf("%s: max |logit| %.3f, chunked vs token by token %.6f, vs CPU %.4f\n", GetParam().file, max_abs,
+              max_step_diff, max_cpu_diff);
+  // Measured 2e-4: K/V are rounded to f16, so the last bit of a differently summed product can move a key by an
+  // f16 unit; the CPU's tolerance is 10 x that.
+  EXPECT_LE(max_step_diff, 1e-3 * max_abs);
+  EXPECT_LE(max_cpu_diff, GetParam().max_diff * max_abs);
+  for (auto* device : {&*chunked_device, &*stepped_device}) {
+    for (const std::string& m : (*device)->take_validation_messages()) ADD_FAILURE() << "validation: " << m;
+  }
 }
 
 // 40 greedy tokens after a prose prompt, each fed back one at a time (the decode path): the same tokens.
@@ -268,6 +312,7 @@ std::string case_name(const ::testing::TestParamInfo<ModelCase>& info) {
 INSTANTIATE_TEST_SUITE_P(TinyLlama, VulkanModelLogits, ::testing::Values(kQ4_0, kQ4_K_M, kF16), case_name);
 INSTANTIATE_TEST_SUITE_P(TinyLlama, VulkanModelSequence, ::testing::Values(kQ4_0, kF16), case_name);
 INSTANTIATE_TEST_SUITE_P(TinyLlama, VulkanModelCache, ::testing::Values(kF16), case_name);
+INSTANTIATE_TEST_SUITE_P(TinyLlama, VulkanModelPrefill, ::testing::Values(kF16), case_name);
 
 }  // namespace
 }  // namespace kvtier

@@ -1,5 +1,6 @@
 #include "kernels/vulkan/vulkan_kernels.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include <fmt/format.h>
@@ -27,6 +28,26 @@ bool matvec_format(GgmlType type, MatvecFormat* out) {
     default: return false;
   }
 }
+
+// The matmul shaders (matmul_<format>.comp): the weight binding's word size (which is also the alignment the
+// weights' offset needs) and the tile shaped in matmul_head.glsl.
+struct MatmulFormat {
+  const char* shader;
+  uint32_t word_bytes;
+};
+
+bool matmul_format(GgmlType type, MatmulFormat* out) {
+  switch (type) {
+    case GgmlType::F16: *out = {"matmul_f16", 4}; return true;
+    case GgmlType::Q8_0: *out = {"matmul_q8_0", 2}; return true;
+    case GgmlType::Q4_0: *out = {"matmul_q4_0", 2}; return true;
+    case GgmlType::Q4_K: *out = {"matmul_q4_k", 4}; return true;
+    case GgmlType::Q5_K: *out = {"matmul_q5_k", 4}; return true;
+    case GgmlType::Q6_K: *out = {"matmul_q6_k", 2}; return true;
+    default: return false;
+  }
+}
+constexpr uint32_t kMatmulRows = 64, kMatmulTokens = 64, kMatmulColumns = 32;  // BM, BN, BK of the shaders
 
 constexpr uint32_t kRowWorkgroup = 256;  // rms_norm, softmax: one workgroup per row
 constexpr uint32_t kFlatWorkgroup = 256;  // silu_mul, rope: one thread per element or pair
@@ -87,6 +108,49 @@ Status Kernels::matvec(CommandBatch& batch, GgmlType type, BufferRange w, Buffer
   } push{static_cast<uint32_t>(rows), static_cast<uint32_t>(cols), static_cast<uint32_t>(row_bytes / f.word_bytes),
          static_cast<uint32_t>(cols / f.unit_elems)};
   batch.dispatch(**p, {w, x, y}, push, groups, static_cast<uint32_t>(n_tokens));
+  return batch.error();
+}
+
+Status Kernels::matmul(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange y, int64_t rows,
+                       int64_t cols, int64_t n_tokens) {
+  MatmulFormat f;
+  if (!matmul_format(type, &f)) {
+    return Status::error(fmt::format("Vulkan matmul: no shader for {} weights", ggml_type_name(type)));
+  }
+  const GgmlTypeInfo& info = ggml_type_info(type);
+  if (rows <= 0 || cols <= 0 || n_tokens <= 0 || cols % info.block_elems != 0 || cols % kMatmulColumns != 0 ||
+      rows > UINT32_MAX || n_tokens * cols > UINT32_MAX || n_tokens * rows > UINT32_MAX) {
+    return Status::error(fmt::format("Vulkan matmul: bad shape {} x {} ({} tokens) for {}", rows, cols, n_tokens,
+                                     info.name));
+  }
+  const size_t row_bytes = ggml_row_bytes(type, cols);
+  if (row_bytes % f.word_bytes != 0 || w.offset % f.word_bytes != 0 || x.offset % 16 != 0) {
+    return Status::error(fmt::format("Vulkan matmul: {} rows of {} bytes at offset {} (activations at {}) are not "
+                                     "aligned",
+                                     info.name, row_bytes, w.offset, x.offset));
+  }
+  const size_t w_bytes = static_cast<size_t>(rows) * row_bytes;
+  const size_t x_bytes = static_cast<size_t>(n_tokens * cols) * sizeof(float);
+  const size_t y_bytes = static_cast<size_t>(n_tokens * rows) * sizeof(float);
+  if (w.bytes == 0) w.bytes = w_bytes;
+  if (x.bytes == 0) x.bytes = x_bytes;
+  if (y.bytes == 0) y.bytes = y_bytes;
+  if (w.bytes < w_bytes || x.bytes < x_bytes || y.bytes < y_bytes) {
+    return Status::error("Vulkan matmul: a buffer is smaller than its shape");
+  }
+  const uint32_t row_groups = ceil_div(static_cast<uint64_t>(rows), kMatmulRows);
+  const uint32_t token_groups = ceil_div(static_cast<uint64_t>(n_tokens), kMatmulTokens);
+  if (row_groups > context_.info().max_workgroup_count_x || token_groups > 65535) {
+    return Status::error(fmt::format("Vulkan matmul: {} rows x {} tokens need more workgroups than the device allows",
+                                     rows, n_tokens));
+  }
+  Result<const Pipeline*> p = pipeline(f.shader, 3, 16, {});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t rows, cols, row_words, n_tokens;
+  } push{static_cast<uint32_t>(rows), static_cast<uint32_t>(cols), static_cast<uint32_t>(row_bytes / f.word_bytes),
+         static_cast<uint32_t>(n_tokens)};
+  batch.dispatch(**p, {w, x, y}, push, row_groups, token_groups);
   return batch.error();
 }
 
@@ -198,6 +262,30 @@ Status Kernels::decode_attention(CommandBatch& batch, const kv::PageFormat& form
   return batch.error();
 }
 
+Status Kernels::prefill_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                                  BufferRange page_list, uint32_t pos, uint32_t n, BufferRange q, int n_heads,
+                                  float scale, BufferRange out) {
+  if (format.precision != kv::Precision::F16 || format.tokens != kv::kTokensPerPage || format.n_kv_heads <= 0 ||
+      n_heads % format.n_kv_heads != 0 || n_heads / format.n_kv_heads > 8 || format.head_dim % 8 != 0 ||
+      format.head_dim > 256 || format.head_bytes % 4 != 0 || format.key_section_bytes % 4 != 0 || n == 0) {
+    return Status::error(fmt::format("Vulkan prefill attention: unsupported geometry ({} query heads over {}, {} rows)",
+                                     n_heads, format.describe(), n));
+  }
+  const uint32_t gqa = static_cast<uint32_t>(n_heads / format.n_kv_heads);
+  const uint32_t max_vectors = format.head_dim <= 128 ? 32 : 16;  // R_MAX and BQ of the shader
+  const uint32_t rows_per_group = std::max<uint32_t>(1, max_vectors / gqa);
+  Result<const Pipeline*> p = pipeline("attention_prefill", 4, 24, {static_cast<uint32_t>(format.head_dim), gqa});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t pos, n, n_heads, head_bytes, key_section_bytes;
+    float scale;
+  } push{pos, n, static_cast<uint32_t>(n_heads), static_cast<uint32_t>(format.head_bytes),
+         static_cast<uint32_t>(format.key_section_bytes), scale};
+  batch.dispatch(**p, {pool, page_list, q, out}, push, ceil_div(n, rows_per_group),
+                 static_cast<uint32_t>(format.n_kv_heads));
+  return batch.error();
+}
+
 Status Kernels::write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
                              uint32_t page_offset, uint32_t slot, BufferRange k, BufferRange v) {
   if (format.precision != kv::Precision::F16 || format.head_dim % 2 != 0 || format.n_kv_heads <= 0 ||
@@ -286,6 +374,29 @@ Status Kernels::transcode_page(CommandBatch& batch, const kv::PageFormat& from, 
          u(to.key_codes_offset),
          u(to.value_codes_offset)};
   batch.dispatch(**p, {pool}, push, static_cast<uint32_t>(from.n_kv_heads));
+  return batch.error();
+}
+
+Status Kernels::write_kv_rows_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                                  BufferRange page_list, uint32_t pos, uint32_t n, BufferRange k, BufferRange v) {
+  if (format.precision != kv::Precision::F16 || format.head_dim % 2 != 0 || format.n_kv_heads <= 0 ||
+      format.tokens != kv::kTokensPerPage || n == 0 || format.head_bytes % 4 != 0 ||
+      format.key_section_bytes % 4 != 0) {
+    return Status::error(fmt::format("Vulkan write_kv_rows_f16: unsupported page ({}) or {} rows", format.describe(), n));
+  }
+  Result<const Pipeline*> p = pipeline("kv_write_rows", 4, 24, {kFlatWorkgroup});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t pos, n, n_kv_heads, head_dim, head_bytes, key_section_bytes;
+  } push{pos,
+         n,
+         static_cast<uint32_t>(format.n_kv_heads),
+         static_cast<uint32_t>(format.head_dim),
+         static_cast<uint32_t>(format.head_bytes),
+         static_cast<uint32_t>(format.key_section_bytes)};
+  const uint64_t position_pairs = (pos + n - 1) / 2 - pos / 2 + 1;
+  const uint64_t threads = position_pairs * format.n_kv_heads * (format.head_dim / 2);
+  batch.dispatch(**p, {pool, page_list, k, v}, push, ceil_div(threads, kFlatWorkgroup));
   return batch.error();
 }
 

@@ -34,6 +34,12 @@ class Kernels {
   Status matvec(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange y, int64_t rows,
                 int64_t cols, int64_t n_tokens = 1, MatvecTuning tuning = {});
 
+  // The same product for a chunk of tokens (the prefill): Y = X W^T with W decoded once per tile of 64 tokens
+  // rather than once per token (shaders/matmul_head.glsl). Same shapes and column rule as matvec.
+  //   w: [rows][ggml_row_bytes(type, cols)];  x: [n_tokens][cols] f32;  y: [n_tokens][rows] f32
+  Status matmul(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange y, int64_t rows,
+                int64_t cols, int64_t n_tokens);
+
   //   x, out: [n_rows][d];  weight: [d]
   Status rms_norm(CommandBatch& batch, BufferRange x, BufferRange weight, BufferRange out, int n_rows, int d,
                   float eps);
@@ -63,6 +69,13 @@ class Kernels {
   Status decode_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
                           uint32_t n_pages, BufferRange q, int n_heads, float scale, BufferRange partial_o,
                           BufferRange partial_ml, uint32_t split_base, uint32_t pages_per_split);
+  // Causal attention of a prefill chunk over f16 pages: query rows [0, n) at positions pos + [0, n), each over
+  // positions [0, its own] (the chunk's keys and values already written), one dispatch (shaders/
+  // attention_prefill.comp: each page-head read once per block of query rows).
+  //   pool: f16 pages;  page_list: [pages] uint32 pairs (byte offset of the page in pool, valid rows), covering
+  //   positions [0, pos + n);  q: [n][n_heads][head_dim] f32 (keys rotated);  out: [n][n_heads][head_dim] f32
+  Status prefill_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
+                           uint32_t pos, uint32_t n, BufferRange q, int n_heads, float scale, BufferRange out);
   // Writes one token's keys and values into row `slot` of the f16 page at byte page_offset of pool (the
   // bytes kv::write_rows gives; the other rows are left as they are).
   //   k, v: [n_kv_heads][head_dim] f32 (keys already rotated by RoPE)
@@ -81,6 +94,13 @@ class Kernels {
   // kv::write_rows gives (kv_write_row.comp).  k, v: [n_kv_heads][head_dim] f32
   Status write_kv_row(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, uint32_t page_offset,
                       uint32_t slot, BufferRange k, BufferRange v);
+  // Writes the keys and values of n consecutive positions [pos, pos + n) into their f16 pages (position t: row
+  // t % 64 of the page at byte page_list[t / 64].x of pool), as kv::write_rows lays them out; the other rows are
+  // left as they are. One dispatch for a prefill chunk (write_kv_f16 writes one row).
+  //   page_list: [pages] uint32 pairs (byte offset of the page in pool, valid rows);
+  //   k, v: [n][n_kv_heads][head_dim] f32 (keys already rotated by RoPE)
+  Status write_kv_rows_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
+                           uint32_t pos, uint32_t n, BufferRange k, BufferRange v);
   //   out: [n_heads][head_dim] f32;  lse: [n_heads] f32, log of each head's softmax denominator
   Status merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
                          int n_heads, int head_dim, BufferRange out, BufferRange lse);

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cmath>
 #include <cstring>
+#include <optional>
+#include <vector>
 
 #include "kernels/vulkan/context.h"
 #include "kernels/vulkan/vulkan_kernels.h"
@@ -24,6 +27,15 @@ using vulkan::MemoryKind;
 
 // Split-K of decode attention: at most this many splits per layer and step (partial buffers are sized for it).
 constexpr uint32_t kMaxSplits = 64;
+// Rows of logits one command batch computes (the prefill's logits device and mapped buffers hold this many).
+constexpr int kLogitRows = 64;
+// A software device (lavapipe) runs a few hundred million multiply-adds a second on a loaded machine, and a
+// batch must finish within the context's deadline (ContextOptions::timeout_ms): there a chunk is at most
+// kSoftwareChunk tokens, submitted layer by layer, with kSoftwareLogitRows logits rows per batch computed by the
+// matvec shader (a matmul tile is 64 tokens wide: 8 rows would pay for 64). It gains nothing from larger
+// batches: it computes, it does not wait for memory.
+constexpr int kSoftwareChunk = 64;
+constexpr int kSoftwareLogitRows = 8;
 
 size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -43,6 +55,23 @@ struct DeviceLayer {
 
 class VulkanKvCache;
 
+// The activations of a prefill chunk (VulkanModel::prefill), allocated on the first chunk and grown with the
+// chunk size: a run that only decodes never allocates them. Logits rows of x are bound logit_rows_ at a time
+// from any row, so a row's bytes must be a multiple of the device's storage-offset alignment (checked at open).
+struct ChunkBuffers {
+  int rows = 0;               // capacity in tokens
+  Buffer x, xn, proj;         // [rows][n_embd] f32
+  Buffer q, attn;             // [rows][n_heads][head_dim] f32
+  Buffer k, v;                // [rows][n_kv_heads][head_dim] f32
+  Buffer gate, up;            // [rows][n_ff] f32
+  Buffer rope;                // [rows][rope_dims] f32, (cos, sin) pairs
+  // Mapped: embedding rows [rows][n_embd] f32 at 0, RoPE rows [rows][rope_dims] f32 at rope_offset.
+  Buffer in;
+  size_t rope_offset = 0;
+  Buffer logits;              // [logit_rows_][n_vocab] f32
+  Buffer logits_out;          // mapped, the same
+};
+
 class VulkanModel final : public DeviceModel {
  public:
   VulkanModel(const Model& model, std::unique_ptr<vulkan::Context> context)
@@ -60,11 +89,23 @@ class VulkanModel final : public DeviceModel {
   const kv::PageFormat& page_format() const { return page_format_; }
   // One token at `pos` of `cache` (which holds exactly pos positions); logits: [n_vocab], or null for none.
   Status step(VulkanKvCache& cache, int32_t token, int pos, float* logits);
+  // n tokens (at most prefill_chunk()) at positions [pos, pos + n) of `cache` in one command batch (and one more
+  // per logit_rows_ logits rows past the first); logits of rows [logits_from, n): [n - logits_from]
+  // [n_vocab], or null for none.
+  Status prefill(VulkanKvCache& cache, const int32_t* tokens, int n, int pos, int logits_from, float* logits);
+  // Tokens per prefill chunk; 1 when the prompt runs token by token (asked for, or the device's storage-offset
+  // alignment does not divide a row of x).
+  int prefill_chunk() const { return prefill_chunk_; }
+  void set_prefill_chunk(int n) { prefill_chunk_ = n; }
 
  private:
   Status upload_matrix(const kernels::WeightMatrix& w, const std::string& name, DeviceMatrix* out);
   Status upload_vector(const float* data, size_t n, Buffer* out);
   Status allocate_activations();
+  Status ensure_chunk_buffers(int rows);
+  // The final RMSNorm and output product of chunk rows [from, from + count) (count <= logit_rows_) into
+  // chunk_.logits, copied to chunk_.logits_out.
+  Status record_logits(CommandBatch& b, int from, int count);
   Result<Buffer> device_buffer(size_t bytes) { return context_->create_buffer(bytes, MemoryKind::DeviceLocal); }
 
   const Model& model_;
@@ -97,6 +138,11 @@ class VulkanModel final : public DeviceModel {
   Buffer step_in_;     // [n_embd] f32, [rope_dims] f32
   Buffer logits_out_;  // [n_vocab] f32
   size_t rope_offset_ = 0;
+
+  int prefill_chunk_ = 1;
+  int logit_rows_ = kLogitRows;  // logits rows per command batch of the prefill
+  bool software_device_ = false;  // prefill chunks submitted layer by layer, logits by matvec
+  ChunkBuffers chunk_;
 };
 
 // The KV cache in device memory: the pages of every layer in one buffer, each layer's range laid out alike
@@ -139,14 +185,25 @@ class VulkanKvCache final : public KvCache, public DeviceForward {
   Status load(ByteSource&) override { return Status::error("sessions are not restored into the Vulkan KV cache yet"); }
   DeviceForward* device_forward() override { return this; }
 
+  // Chunks of up to prefill_chunk() tokens through VulkanModel::prefill; single tokens (decode) through step.
+  // A ladder's cache runs prompts token by token: the prefill's attention reads f16 pages only.
   Status forward(const int32_t* tokens, int n, int pos, int logits_from, float* logits,
                  const ProgressFn& progress) override {
     const size_t vocab = static_cast<size_t>(vocab_);
-    for (int i = 0; i < n; ++i) {
-      float* row = logits && i >= logits_from ? logits + static_cast<size_t>(i - logits_from) * vocab : nullptr;
-      if (Status s = owner_.step(*this, tokens[i], pos + i, row); !s.ok()) return s;
-      ++n_tokens_;
-      if (progress && ((i + 1) % 64 == 0 || i + 1 == n)) progress(i + 1, n);
+    const int chunk = pages_.single_format() ? owner_.prefill_chunk() : 1;
+    for (int start = 0; start < n;) {
+      const int count = std::min(chunk, n - start);
+      // Logits rows of this chunk: [local_from, count), at row start + local_from - logits_from of `logits`.
+      const int local_from = std::clamp(logits_from - start, 0, count);
+      float* rows = logits && local_from < count
+                        ? logits + static_cast<size_t>(start + local_from - logits_from) * vocab
+                        : nullptr;
+      Status s = count == 1 ? owner_.step(*this, tokens[start], pos + start, rows)
+                            : owner_.prefill(*this, tokens + start, count, pos + start, local_from, rows);
+      if (!s.ok()) return s;
+      n_tokens_ += count;
+      start += count;
+      if (progress && (count > 1 || start % 64 == 0 || start == n)) progress(start, n);
     }
     return {};
   }
@@ -159,6 +216,11 @@ class VulkanKvCache final : public KvCache, public DeviceForward {
   // dispatch into its own range of splits. Returns the number of splits to merge.
   Result<uint32_t> attend_pages(CommandBatch& b, vulkan::Kernels& k, BufferRange pool, const Buffer& q, int n_heads,
                                 float scale, const Buffer& partial_o, const Buffer& partial_ml);
+
+  // The KV work before a prefill chunk of positions [pos, pos + n) of an all-f16 cache (single_format: no sink
+  // page, page i of the sequence is entry i of the list): every position's step planned in the table (pages
+  // allocated, new pages zeroed), the page list uploaded; ends with a barrier. Returns the f16 region's list.
+  Result<BufferRange> begin_chunk(CommandBatch& b, int pos, int n);
 
   const Buffer& pool() const { return pool_; }
   size_t layer_bytes() const { return pages_.layer_bytes(); }
@@ -216,6 +278,29 @@ Result<DeviceKvPages::StepPlan> VulkanKvCache::begin_step(CommandBatch& b, vulka
   if (!s.ok()) return s;
   b.barrier();
   return plan;
+}
+
+Result<BufferRange> VulkanKvCache::begin_chunk(CommandBatch& b, int pos, int n) {
+  if (!pages_.single_format()) return Status::error("Vulkan KV cache: a prefill chunk needs the all-f16 cache");
+  const size_t layer = pages_.layer_bytes();
+  for (int p = pos; p < pos + n; ++p) {
+    Result<DeviceKvPages::StepPlan> plan = pages_.plan_step(p);
+    if (!plan.ok()) return plan.status();
+    assert(plan->transcodes.empty());  // one format: nothing moves
+    if (plan->zero_bytes == 0) continue;
+    for (int l = 0; l < geometry_.n_layers; ++l) {
+      b.fill(pool_, static_cast<size_t>(l) * layer + plan->zero_offset, plan->zero_bytes, 0);
+    }
+  }
+  std::vector<std::vector<uint32_t>> lists;
+  pages_.page_lists(pos + n - 1, &lists);
+  const DeviceKvPages::Region& f16 = pages_.regions()[0];
+  const size_t at = static_cast<size_t>(f16.list_base) * 2 * sizeof(uint32_t);
+  const size_t bytes = lists[0].size() * sizeof(uint32_t);
+  std::memcpy(static_cast<uint8_t*>(list_staging_.mapped()) + at, lists[0].data(), bytes);  // the last submit is done
+  b.copy(list_staging_, at, page_list_, at, bytes);
+  b.barrier();
+  return BufferRange(page_list_, at, bytes);
 }
 
 Result<uint32_t> VulkanKvCache::attend_pages(CommandBatch& b, vulkan::Kernels& k, BufferRange pool, const Buffer& q,
@@ -372,7 +457,11 @@ Status VulkanModel::init(const ProgressFn& progress) {
     }
   }
   // A software device (lavapipe) runs each workgroup as a task of its own: fewer, larger ones cost far less.
-  if (context_->info().is_cpu) tuning_ = vulkan::MatvecTuning{64, 8};
+  if (context_->info().is_cpu) {
+    tuning_ = vulkan::MatvecTuning{64, 8};
+    logit_rows_ = kSoftwareLogitRows;
+    software_device_ = true;
+  }
   progress_ = progress;
   layers_.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -517,6 +606,169 @@ Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* lo
   return {};
 }
 
+Status VulkanModel::ensure_chunk_buffers(int rows) {
+  if (chunk_.rows >= rows) return {};
+  const ModelConfig& c = model_.config();
+  const size_t n = static_cast<size_t>(rows);
+  const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim, kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  ChunkBuffers b;
+  b.rows = rows;
+  struct Want {
+    Buffer* buffer;
+    size_t bytes;
+  };
+  const Want wants[] = {{&b.x, n * c.n_embd * sizeof(float)},
+                        {&b.xn, n * c.n_embd * sizeof(float)},
+                        {&b.proj, n * c.n_embd * sizeof(float)},
+                        {&b.q, n * q_dim * sizeof(float)},
+                        {&b.attn, n * q_dim * sizeof(float)},
+                        {&b.k, n * kv_dim * sizeof(float)},
+                        {&b.v, n * kv_dim * sizeof(float)},
+                        {&b.gate, n * c.n_ff * sizeof(float)},
+                        {&b.up, n * c.n_ff * sizeof(float)},
+                        {&b.rope, n * c.rope_dims * sizeof(float)},
+                        {&b.logits, static_cast<size_t>(logit_rows_) * c.n_vocab * sizeof(float)}};
+  for (const Want& w : wants) {
+    Result<Buffer> buffer = device_buffer(w.bytes);
+    if (!buffer.ok()) return Status::error("--device vulkan: prefill activations of " + std::to_string(rows) + " tokens: " + buffer.error());
+    *w.buffer = std::move(*buffer);
+  }
+  b.rope_offset = align_up(n * c.n_embd * sizeof(float), 16);
+  const size_t in_bytes = b.rope_offset + n * c.rope_dims * sizeof(float);
+  Result<Buffer> in = context_->create_buffer(in_bytes, MemoryKind::HostVisible);
+  if (!in.ok()) return in.status();
+  b.in = std::move(*in);
+  Result<Buffer> out = context_->create_buffer(b.logits.size(), MemoryKind::HostVisible);
+  if (!out.ok()) return out.status();
+  b.logits_out = std::move(*out);
+  chunk_ = std::move(b);
+  return {};
+}
+
+Status VulkanModel::record_logits(CommandBatch& b, int from, int count) {
+  const ModelConfig& c = model_.config();
+  const size_t row_bytes = static_cast<size_t>(c.n_embd) * sizeof(float);
+  vulkan::Kernels& k = kernels_;
+  if (Status s = k.rms_norm(b, BufferRange(chunk_.x, from * row_bytes, count * row_bytes), output_norm_, chunk_.xn,
+                            count, c.n_embd, c.rms_eps);
+      !s.ok()) {
+    return s;
+  }
+  b.barrier();
+  Status s = software_device_ ? k.matvec(b, output_.type, output_.buffer, chunk_.xn, chunk_.logits, output_.rows,
+                                         output_.cols, count, tuning_)
+                              : k.matmul(b, output_.type, output_.buffer, chunk_.xn, chunk_.logits, output_.rows,
+                                         output_.cols, count);
+  if (!s.ok()) return s;
+  b.barrier();
+  b.copy(chunk_.logits, 0, chunk_.logits_out, 0, static_cast<size_t>(count) * c.n_vocab * sizeof(float));
+  return b.error();
+}
+
+Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, int pos, int logits_from,
+                            float* logits) {
+  const ModelConfig& c = model_.config();
+  if (Status s = ensure_chunk_buffers(n); !s.ok()) return s;
+  ChunkBuffers& cb = chunk_;
+  const int q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+
+  // The chunk's inputs, written into mapped memory (the previous batch has finished with it): embedding rows,
+  // RoPE rows and the cache's page-list entries of the pages the chunk writes.
+  auto* in = static_cast<uint8_t*>(cb.in.mapped());
+  for (int i = 0; i < n; ++i) {
+    kernels::get_row(model_.token_embedding(), tokens[i], reinterpret_cast<float*>(in) + static_cast<size_t>(i) * c.n_embd);
+  }
+  rope_table(c, model_.rope_freq_factors(), n, pos, reinterpret_cast<float*>(in + cb.rope_offset));
+
+  std::optional<CommandBatch> batch;  // re-made in place after each layer on a software device
+  {
+    Result<CommandBatch> begun = context_->begin();
+    if (!begun.ok()) return begun.status();
+    batch.emplace(std::move(*begun));
+  }
+  CommandBatch& b = *batch;
+  vulkan::Kernels& k = kernels_;
+  const size_t f = sizeof(float);
+  b.copy(cb.in, 0, cb.x, 0, static_cast<size_t>(n) * c.n_embd * f);
+  b.copy(cb.in, cb.rope_offset, cb.rope, 0, static_cast<size_t>(n) * c.rope_dims * f);
+  // The chunk's pages allocated (and zeroed) in the cache's table and its page list uploaded; ends with a barrier.
+  Result<BufferRange> page_list = cache.begin_chunk(b, pos, n);
+  if (!page_list.ok()) return page_list.status();
+  const size_t layer_bytes = cache.layer_bytes();
+  const bool neox = c.rope_mode == RopeMode::kNeox;
+  Status s;
+  auto record = [&s](Status r) {
+    if (s.ok() && !r.ok()) s = std::move(r);
+  };
+  auto matmul = [&](const DeviceMatrix& m, const Buffer& x, const Buffer& y) {
+    return k.matmul(b, m.type, m.buffer, x, y, m.rows, m.cols, n);
+  };
+  for (int l = 0; l < c.n_layers && s.ok(); ++l) {
+    const DeviceLayer& w = layers_[l];
+    const BufferRange pool(cache.pool(), static_cast<size_t>(l) * layer_bytes, layer_bytes);
+    record(k.rms_norm(b, cb.x, w.attn_norm, cb.xn, n, c.n_embd, c.rms_eps));
+    b.barrier();
+    record(matmul(w.wq, cb.xn, cb.q));
+    record(matmul(w.wk, cb.xn, cb.k));
+    record(matmul(w.wv, cb.xn, cb.v));
+    b.barrier();
+    if (w.bq.size() > 0) record(k.add(b, cb.q, w.bq, static_cast<int64_t>(n) * q_dim, q_dim));
+    if (w.bk.size() > 0) record(k.add(b, cb.k, w.bk, static_cast<int64_t>(n) * kv_dim, kv_dim));
+    if (w.bv.size() > 0) record(k.add(b, cb.v, w.bv, static_cast<int64_t>(n) * kv_dim, kv_dim));
+    if (w.bq.size() > 0 || w.bk.size() > 0 || w.bv.size() > 0) b.barrier();
+    record(k.rope(b, cb.q, cb.rope, n, c.n_heads, c.head_dim, c.rope_dims, neox));
+    record(k.rope(b, cb.k, cb.rope, n, c.n_kv_heads, c.head_dim, c.rope_dims, neox));
+    b.barrier();
+    record(k.write_kv_rows_f16(b, page_format_, pool, *page_list, static_cast<uint32_t>(pos),
+                               static_cast<uint32_t>(n), cb.k, cb.v));
+    b.barrier();
+    // Causal attention: query row i over positions [0, pos + i].
+    record(k.prefill_attention(b, page_format_, pool, *page_list, static_cast<uint32_t>(pos),
+                               static_cast<uint32_t>(n), cb.q, c.n_heads, scale, cb.attn));
+    b.barrier();
+    record(matmul(w.wo, cb.attn, cb.proj));
+    b.barrier();
+    record(k.add(b, cb.x, cb.proj, static_cast<int64_t>(n) * c.n_embd, static_cast<int64_t>(n) * c.n_embd));
+    b.barrier();
+    record(k.rms_norm(b, cb.x, w.ffn_norm, cb.xn, n, c.n_embd, c.rms_eps));
+    b.barrier();
+    record(matmul(w.gate, cb.xn, cb.gate));
+    record(matmul(w.up, cb.xn, cb.up));
+    b.barrier();
+    record(k.silu_mul(b, cb.gate, cb.up, cb.gate, static_cast<int64_t>(n) * c.n_ff));
+    b.barrier();
+    record(matmul(w.down, cb.gate, cb.proj));
+    b.barrier();
+    record(k.add(b, cb.x, cb.proj, static_cast<int64_t>(n) * c.n_embd, static_cast<int64_t>(n) * c.n_embd));
+    b.barrier();
+    if (software_device_ && l + 1 < c.n_layers && s.ok()) {
+      if (Status submitted = context_->submit(b); !submitted.ok()) return submitted;
+      Result<CommandBatch> next = context_->begin();
+      if (!next.ok()) return next.status();
+      batch.emplace(std::move(*next));  // the same storage: `b` names the new batch
+    }
+  }
+  // Logits of rows [logits_from, n), logit_rows_ per batch: the first group in this batch, the others after it.
+  const size_t vocab_bytes = static_cast<size_t>(c.n_vocab) * f;
+  const int first_count = logits ? std::min(logit_rows_, n - logits_from) : 0;
+  if (first_count > 0 && s.ok()) record(record_logits(b, logits_from, first_count));
+  if (!s.ok()) return s;
+  if (Status submitted = context_->submit(b); !submitted.ok()) return submitted;
+  if (first_count == 0) return {};
+  std::memcpy(logits, cb.logits_out.mapped(), first_count * vocab_bytes);
+  for (int from = logits_from + first_count; from < n; from += logit_rows_) {
+    const int count = std::min(logit_rows_, n - from);
+    Result<CommandBatch> more = context_->begin();
+    if (!more.ok()) return more.status();
+    if (Status r = record_logits(*more, from, count); !r.ok()) return r;
+    if (Status submitted = context_->submit(*more); !submitted.ok()) return submitted;
+    std::memcpy(logits + static_cast<size_t>(from - logits_from) * c.n_vocab, cb.logits_out.mapped(),
+                count * vocab_bytes);
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<std::unique_ptr<DeviceModel>> open_vulkan_model(const Model& model, const DeviceOptions& options,
@@ -529,6 +781,16 @@ Result<std::unique_ptr<DeviceModel>> open_vulkan_model(const Model& model, const
   if (!context.ok()) return Status::error("--device " + device_name(options) + ": " + context.error());
   auto vk = std::make_unique<VulkanModel>(model, std::move(*context));
   if (Status s = vk->init(progress); !s.ok()) return s;
+  if (options.prefill_chunk < 1 || options.prefill_chunk > kMaxDeviceChunk) {
+    return Status::error(fmt::format("--device vulkan: a prefill chunk of {} tokens (1..{})", options.prefill_chunk,
+                                     kMaxDeviceChunk));
+  }
+  // The logits of a prefill chunk bind the residual stream from any row: a row's bytes must be a multiple of the
+  // device's storage-offset alignment (true of every model shape and device seen; else prompts run token by token).
+  const size_t align = std::max<size_t>(1, vk->context().info().min_storage_offset_alignment);
+  const bool rows_aligned = static_cast<size_t>(model.config().n_embd) * sizeof(float) % align == 0;
+  const int chunk = vk->context().info().is_cpu ? std::min(options.prefill_chunk, kSoftwareChunk) : options.prefill_chunk;
+  vk->set_prefill_chunk(rows_aligned ? chunk : 1);
   return std::unique_ptr<DeviceModel>(std::move(vk));
 }
 

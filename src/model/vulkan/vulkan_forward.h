@@ -9,7 +9,11 @@
 // written into its page, split-K decode attention over the layer's pages and the merge, the output
 // projection and residual add, RMSNorm, gate/up products, SwiGLU, down product and residual add; then, when
 // the step's logits are wanted, the final RMSNorm and output product, copied back to a mapped buffer.
-// A prompt runs through the same step token by token (correct first; a batched prefill comes later).
+//
+// A prompt runs in chunks of up to DeviceOptions::prefill_chunk tokens, one command batch each: the same
+// sequence over [T][...] activations, the products as matrix-matrix shaders (each weight tile decoded once per 64
+// tokens), the chunk's K/V rows written in one dispatch, and causal attention in one dispatch per layer (each
+// page read once per block of query rows); logits only for the rows asked for.
 #pragma once
 
 #include <memory>
