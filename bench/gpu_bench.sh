@@ -5,8 +5,12 @@
 # tools/gen_synthetic_model (stripped, from a Release build with Vulkan), lib/ (their shared libraries from this
 # VM, as bench/device_cpu_bench.sh lists), shared/ (copies of ../shared/models/tiny-llama-6m.* and eval/eval.txt: the vocabulary and test_vulkan's data),
 # llama-src.tar.xz (the peer's CMakeLists.txt, cmake, ggml with ggml-cuda and ggml-vulkan, src, common, tools,
-# include, vendor, licenses, app) and the debs glslc, libshaderc1, libvulkan-dev (llama.cpp's Vulkan build needs
-# glslc and the headers; the device image has neither); the Vulkan loader comes from .gl (the device README).
+# include, vendor, licenses, app), the debs glslc, libshaderc1, libvulkan-dev, spirv-headers (llama.cpp's Vulkan
+# build needs glslc, the Vulkan headers and SPIRV-Headers' CMake package; the device image has none of them) and
+# vulkan-validationlayers (test_vulkan asks for the validation layer); the Vulkan loader comes from .gl (the
+# device README). The whole working tree that travels must stay under 64 MiB.
+# LLAMA_VULKAN=0 builds llama.cpp's CUDA backend only (2026-12-07's run: without spirv-headers its Vulkan
+# configure failed, so that run has CUDA rows only).
 #   run(command="bash .gpubench/gpu_bench.sh setup", carry=[".gl", ".gpubench"])   # starts the llama.cpp build
 #   run(command="bash .gpubench/gpu_bench.sh table", carry=[".gl", ".gpubench"])   # back to back: same machine
 # Phases:
@@ -29,7 +33,10 @@ log() { echo "[$(date +%T)] $*"; }
 for f in "$here"/../.gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 mkdir -p /tmp/vkdev
-for f in "$here"/glslc_*.deb "$here"/libshaderc1_*.deb "$here"/libvulkan-dev_*.deb; do dpkg -x "$f" /tmp/vkdev; done
+for f in "$here"/glslc_*.deb "$here"/libshaderc1_*.deb "$here"/libvulkan-dev_*.deb "$here"/spirv-headers_*.deb; do
+  [[ -f "$f" ]] && dpkg -x "$f" /tmp/vkdev
+done
+mkdir -p /tmp/vvl && dpkg -x "$here"/vulkan-validationlayers_*.deb /tmp/vvl
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 export LD_LIBRARY_PATH="$here/lib"
 kv="$here/kvtier"
@@ -56,7 +63,7 @@ setup)
     # The build runs on after this call returns (setsid); `table` waits for its marker file.
     setsid bash -c "PATH=/tmp/vkdev/usr/bin:\$PATH LD_LIBRARY_PATH=/tmp/vkdev/usr/lib/x86_64-linux-gnu \
       cmake -S /tmp/llsrc -B $work/llama-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-        -DCMAKE_CUDA_COMPILER=$nvcc -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_VULKAN=ON \
+        -DCMAKE_CUDA_COMPILER=$nvcc -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_VULKAN=${LLAMA_VULKAN:-1} -DCMAKE_PREFIX_PATH=/tmp/vkdev/usr \
         -DVulkan_INCLUDE_DIR=/tmp/vkdev/usr/include -DVulkan_LIBRARY=/usr/lib/x86_64-linux-gnu/libvulkan.so.1 \
         -DVulkan_GLSLC_EXECUTABLE=/tmp/vkdev/usr/bin/glslc -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF > $work/build.log 2>&1 && \
@@ -69,7 +76,8 @@ setup)
   ls -la "$M"
   if [[ -x "$here/test_vulkan" ]]; then
     log "test_vulkan on the GPU"
-    KVTIER_SHARED="$here/shared" "$here/test_vulkan" 2>&1 | tail -15
+    LD_LIBRARY_PATH="$here/lib:/tmp/vvl/usr/lib/x86_64-linux-gnu" VK_LAYER_PATH=/tmp/vvl/usr/share/vulkan/explicit_layer.d \
+      KVTIER_SHARED="$here/shared" "$here/test_vulkan" 2>&1 | grep -E "FAILED|PASSED|PPL|KLD" | head -30
   fi
   kvtier_rows "while llama.cpp builds"
   tail -3 "$work/build.log"
@@ -80,7 +88,8 @@ table)
   "$LB" --list-devices 2>&1 | tail -4
   f="$M/llama.gguf"
   dl=$(echo $DEPTHS | tr ' ' ,)
-  for dev in CUDA0 Vulkan0; do
+  devs="CUDA0"; [[ "${LLAMA_VULKAN:-1}" == 1 ]] && devs="CUDA0 Vulkan0"
+  for dev in $devs; do
     for ct in f16 q4_0; do
       log "llama.cpp $dev KV $ct, depths $dl"
       "$LB" -m "$f" -dev "$dev" -ngl 99 -fa 1 -ctk $ct -ctv $ct -p "$P" -n "$N" -d "$dl" -r "$R" 2>&1 | grep -E "^\|"
