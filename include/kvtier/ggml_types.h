@@ -33,4 +33,15 @@ inline size_t ggml_row_bytes(GgmlType t, int64_t n) {
   return static_cast<size_t>(n / info.block_elems * info.block_bytes);
 }
 
+// The alignment, in bytes, that a tensor of this type must start at to be read in place: its widest
+// scalar field (f32/i32 4, f64/i64 8, i8 1; every block format starts with f16 scales, so 2).
+inline size_t ggml_data_alignment(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: case GgmlType::I32: return 4;
+    case GgmlType::F64: case GgmlType::I64: return 8;
+    case GgmlType::I8: return 1;
+    default: return 2;
+  }
+}
+
 }  // namespace kvtier

@@ -119,27 +119,12 @@ Command add_serve_command(CLI::App& app) {
       ->check(CLI::Range(1, 256));
   app.add_option("--max-queue", o->max_queue, "requests waiting for a slot before 503 (default 16)")
       ->check(CLI::Range(0, 4096));
-  app.add_option("--max-body", "largest request body (default 8M); larger ones get 413")
-      ->check(CLI::Validator(
-          [o](const std::string& text) -> std::string {
-            Result<size_t> bytes = parse_byte_size(text);
-            if (!bytes.ok()) return bytes.error();
-            o->max_body = *bytes;
-            return std::string();
-          },
-          "SIZE"));
+  add_byte_size_option(app, "--max-body", o->max_body, "largest request body (default 8M); larger ones get 413");
   app.add_option("--cache-dir", o->cache_dir,
                  "keep prompts' full KV prefix pages in DIR across restarts (created if missing)")
       ->type_name("DIR");
-  app.add_option("--cache-size", "most that --cache-dir's entries of this model and --kv* may take (default 4G; least recently used go first)")
-      ->check(CLI::Validator(
-          [o](const std::string& text) -> std::string {
-            Result<size_t> bytes = parse_byte_size(text);
-            if (!bytes.ok()) return bytes.error();
-            o->cache_size = *bytes;
-            return std::string();
-          },
-          "SIZE"));
+  add_byte_size_option(app, "--cache-size", o->cache_size,
+                       "most that --cache-dir's entries of this model and --kv* may take (default 4G; least recently used go first)");
   app.add_option("--api-key", o->api_key, "require 'Authorization: Bearer KEY' (all routes but /health)");
   app.add_option("--chat-template", o->chat_template,
                  "template: a built-in name (chatml, llama3, llama2, gemma, phi3) or a Jinja file "

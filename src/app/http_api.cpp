@@ -629,22 +629,27 @@ void ApiServer::register_routes() {
   http.Get("/metrics", guarded([this](const httplib::Request&, httplib::Response& res) {
              const SchedulerMetrics m = scheduler_.metrics();
              std::string out;
-             auto metric = [&out](const char* name, const char* type, const char* help, double value,
-                                  const std::string& labels = "") {
-               char line[64];  // counts and bytes exactly, rates to 6 digits
-               const bool whole = value == std::floor(value) && std::fabs(value) < 9.0e15;
-               std::snprintf(line, sizeof line, whole ? "%.0f" : "%.6g", value);
-               out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name +
-                      labels + " " + line + "\n";
+             using Samples = std::vector<std::pair<std::string, double>>;  // {label set, value}
+             // One family: its HELP and TYPE lines, then a line per sample (counts and bytes exactly, rates to 6
+             // digits).
+             auto family = [&out](const char* name, const char* type, const char* help, const Samples& samples) {
+               out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+               for (const auto& [labels, value] : samples) {
+                 char line[64];
+                 const bool whole = value == std::floor(value) && std::fabs(value) < 9.0e15;
+                 std::snprintf(line, sizeof line, whole ? "%.0f" : "%.6g", value);
+                 out += std::string(name) + labels + " " + line + "\n";
+               }
              };
-             out += "# HELP kvtier_requests_total Requests answered, by outcome.\n"
-                    "# TYPE kvtier_requests_total counter\n";
-             for (auto [outcome, count] : {std::pair{"finished", m.requests_finished},
-                                           {"cancelled", m.requests_cancelled},
-                                           {"failed", m.requests_failed},
-                                           {"refused", m.requests_refused}}) {
-               out += std::string("kvtier_requests_total{outcome=\"") + outcome + "\"} " + std::to_string(count) + "\n";
-             }
+             auto metric = [&family](const char* name, const char* type, const char* help, double value) {
+               family(name, type, help, {{"", value}});
+             };
+             auto count = [](uint64_t n) { return static_cast<double>(n); };
+             family("kvtier_requests_total", "counter", "Requests answered, by outcome.",
+                    {{"{outcome=\"finished\"}", count(m.requests_finished)},
+                     {"{outcome=\"cancelled\"}", count(m.requests_cancelled)},
+                     {"{outcome=\"failed\"}", count(m.requests_failed)},
+                     {"{outcome=\"refused\"}", count(m.requests_refused)}});
              metric("kvtier_prompt_tokens_total", "counter", "Prompt tokens of admitted requests.",
                     static_cast<double>(m.prompt_tokens));
              metric("kvtier_prompt_tokens_evaluated_total", "counter", "Prompt tokens evaluated (not cached).",
@@ -657,17 +662,17 @@ void ApiServer::register_routes() {
                     m.prompt_seconds > 0 ? m.prompt_tokens_evaluated / m.prompt_seconds : 0.0);
              metric("kvtier_decode_tokens_per_second", "gauge", "Tokens generated per second of decode work.",
                     m.decode_seconds > 0 ? m.generated_tokens / m.decode_seconds : 0.0);
-             out += "# HELP kvtier_kv_bytes Bytes the slots' KV caches hold, by tier (RAM: free page-pool slots "
-                    "included; cold: the page files).\n# TYPE kvtier_kv_bytes gauge\n";
-             out += "kvtier_kv_bytes{tier=\"ram\"} " + std::to_string(m.kv_resident_bytes) + "\n";
-             out += "kvtier_kv_bytes{tier=\"cold\"} " + std::to_string(m.kv_cold_bytes) + "\n";
-             out += "# HELP kvtier_kv_pages Pages of the slots' KV caches: in RAM by precision (the hot rings "
-                    "aside), and on disk.\n# TYPE kvtier_kv_pages gauge\n";
+             family("kvtier_kv_bytes", "gauge",
+                    "Bytes the slots' KV caches hold, by tier (RAM: free page-pool slots included; cold: the page "
+                    "files).",
+                    {{"{tier=\"ram\"}", count(m.kv_resident_bytes)}, {"{tier=\"cold\"}", count(m.kv_cold_bytes)}});
+             Samples pages;
              for (const KvUsage::Pages& p : m.kv_ram_pages) {
-               out += std::string("kvtier_kv_pages{tier=\"ram\",precision=\"") + p.precision + "\"} " +
-                      std::to_string(p.pages) + "\n";
+               pages.emplace_back(std::string("{tier=\"ram\",precision=\"") + p.precision + "\"}", count(p.pages));
              }
-             out += "kvtier_kv_pages{tier=\"cold\"} " + std::to_string(m.kv_cold_pages) + "\n";
+             pages.emplace_back("{tier=\"cold\"}", count(m.kv_cold_pages));
+             family("kvtier_kv_pages", "gauge",
+                    "Pages of the slots' KV caches: in RAM by precision (the hot rings aside), and on disk.", pages);
              metric("kvtier_kv_budget_bytes", "gauge", "The --kv-budget shared by all slots (0: none).",
                     static_cast<double>(m.kv_budget_bytes));
              metric("kvtier_kv_budgeted_bytes", "gauge",
@@ -682,14 +687,13 @@ void ApiServer::register_routes() {
                     static_cast<double>(m.kv_dropped_conversations));
              metric("kvtier_kv_budget_waits_total", "counter", "Times a request waited a turn for room in the budget.",
                     static_cast<double>(m.kv_budget_waits));
-             out += "# HELP kvtier_prefix_cache_hits_total Requests whose prompt's full prefix pages were copied from "
-                    "another slot or loaded from --cache-dir.\n# TYPE kvtier_prefix_cache_hits_total counter\n";
-             out += "kvtier_prefix_cache_hits_total{source=\"slot\"} " + std::to_string(m.prefix_hits_slot) + "\n";
-             out += "kvtier_prefix_cache_hits_total{source=\"disk\"} " + std::to_string(m.prefix_hits_disk) + "\n";
-             out += "# HELP kvtier_prefix_cache_tokens_total Prompt tokens those hits reused (not evaluated).\n"
-                    "# TYPE kvtier_prefix_cache_tokens_total counter\n";
-             out += "kvtier_prefix_cache_tokens_total{source=\"slot\"} " + std::to_string(m.prefix_tokens_slot) + "\n";
-             out += "kvtier_prefix_cache_tokens_total{source=\"disk\"} " + std::to_string(m.prefix_tokens_disk) + "\n";
+             family("kvtier_prefix_cache_hits_total", "counter",
+                    "Requests whose prompt's full prefix pages were copied from another slot or loaded from "
+                    "--cache-dir.",
+                    {{"{source=\"slot\"}", count(m.prefix_hits_slot)}, {"{source=\"disk\"}", count(m.prefix_hits_disk)}});
+             family("kvtier_prefix_cache_tokens_total", "counter", "Prompt tokens those hits reused (not evaluated).",
+                    {{"{source=\"slot\"}", count(m.prefix_tokens_slot)},
+                     {"{source=\"disk\"}", count(m.prefix_tokens_disk)}});
              metric("kvtier_prefix_cache_failures_total", "counter",
                     "Prefix copies or loads that failed (the prompt was evaluated instead).",
                     static_cast<double>(m.prefix_failures));

@@ -26,6 +26,20 @@ void add_sampling_options(CLI::App& app, SamplingParams& sampling);
 // --device cpu|vulkan[:N] of run and perplexity, resolved into its typed form at parse time (kvtier/device.h).
 void add_device_option(CLI::App& app, DeviceOptions& device);
 
+// An option taking a byte size (512K, 64M, 2G: parse_byte_size), stored in `out` at parse time.
+inline CLI::Option* add_byte_size_option(CLI::App& app, const std::string& name, size_t& out,
+                                         const std::string& description) {
+  return app.add_option(name, description)
+      ->check(CLI::Validator(
+          [&out](const std::string& text) -> std::string {
+            Result<size_t> bytes = parse_byte_size(text);
+            if (!bytes.ok()) return bytes.error();
+            out = *bytes;
+            return std::string();
+          },
+          "SIZE"));
+}
+
 // KV cache options shared by run, perplexity and bench.
 inline void add_kv_options(CLI::App& app, KvCacheOptions& kv) {
   auto* preset = app.add_option("--kv", kv.ladder,
@@ -38,22 +52,14 @@ inline void add_kv_options(CLI::App& app, KvCacheOptions& kv) {
       ->check(CLI::Range(0, 64));
   app.add_option("--kv-keys", kv.key_mode, "quantized key grouping: channel (KIVI, default) or rotated (Hadamard)")
       ->check(CLI::IsMember({"channel", "rotated"}));
-  auto byte_size = [](size_t& out) {
-    return [&out](const std::string& text) -> std::string {
-      Result<size_t> bytes = parse_byte_size(text);
-      if (!bytes.ok()) return bytes.error();
-      out = *bytes;
-      return std::string();
-    };
-  };
-  app.add_option("--kv-budget", "RAM for the KV cache (e.g. 256K, 512M, 2G); older pages spill to --kv-spill")
-      ->check(CLI::Validator(byte_size(kv.budget_bytes), "SIZE"));
+  add_byte_size_option(app, "--kv-budget", kv.budget_bytes,
+                       "RAM for the KV cache (e.g. 256K, 512M, 2G); older pages spill to --kv-spill");
   app.add_option("--kv-spill", kv.spill_dir, "directory for the cold tier's page file (with --kv-budget)");
   app.add_option("--kv-cold", kv.cold_mode,
                  "cold pages: sparse (default; the best pages within --kv-cold-read per step) or exact (all, every step)")
       ->check(CLI::IsMember({"exact", "sparse"}));
-  app.add_option("--kv-cold-read", "sparse mode: cold bytes read per decode step, all layers (default 2M)")
-      ->check(CLI::Validator(byte_size(kv.cold_read_bytes), "SIZE"));
+  add_byte_size_option(app, "--kv-cold-read", kv.cold_read_bytes,
+                       "sparse mode: cold bytes read per decode step, all layers (default 2M)");
 }
 
 }  // namespace kvtier::app

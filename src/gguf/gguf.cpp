@@ -600,6 +600,15 @@ Status File::parse() {
       return cur.error(field, "data offset " + std::to_string(info.offset) + " is not a multiple of the alignment " +
                                   std::to_string(alignment_));
     }
+    // Kernels read f32 (and block scales) in place, so a small general.alignment must still leave
+    // each tensor at its element alignment.
+    // Both parts must be aligned: the data section may be copied to its own (page-aligned) memory.
+    if (const size_t need = ggml_data_alignment(info.type); info.offset % need != 0 || data_offset_ % need != 0) {
+      return cur.error(field, std::string(ggml_type_name(info.type)) + " data at offset " +
+                                  std::to_string(info.offset) + " of a data section at byte " +
+                                  std::to_string(data_offset_) + " is not " + std::to_string(need) +
+                                  "-byte aligned (general.alignment " + std::to_string(alignment_) + ")");
+    }
     if (info.offset > data_size || info.n_bytes > data_size - info.offset) {
       return cur.error(field, "data [" + std::to_string(info.offset) + ", +" + std::to_string(info.n_bytes) +
                                   ") runs past the end of the data section (" + std::to_string(data_size) +

@@ -332,6 +332,29 @@ TEST(GgufValidation, AlignmentZeroOrNotAPowerOfTwo) {
   expect_error(w.to_bytes(), {"general.alignment"});
 }
 
+// A power-of-two alignment below 4 may place f32 data where it cannot be read in place: refused, naming
+// the tensor (fuzzing found general.alignment = 2 reaching a misaligned f32 load in the forward pass).
+TEST(GgufValidation, SmallAlignmentMustStillAlignEachTensorToItsType) {
+  GgufWriter bad;
+  bad.set_string("general.architecture", "llama");
+  bad.set_alignment(2);
+  ASSERT_TRUE(bad.add_tensor("h", GgmlType::F16, {1}, Bytes(2, 0)).ok());
+  ASSERT_TRUE(bad.add_tensor_f32("f", {1}, std::vector<float>{1}).ok());  // at offset 2
+  expect_error(bad.to_bytes(), {"tensor[1] 'f'", "F32 data at offset 2", "4-byte aligned"});
+
+  GgufWriter good;  // alignment 4 keeps f32 aligned: accepted
+  good.set_string("general.architecture", "llama");
+  good.set_alignment(4);
+  ASSERT_TRUE(good.add_tensor("h", GgmlType::F16, {1}, Bytes(2, 0)).ok());
+  ASSERT_TRUE(good.add_tensor_f32("f", {1}, std::vector<float>{1.5f}).ok());
+  const Bytes b = good.to_bytes();
+  auto f = File::from_bytes(b.data(), b.size());
+  ASSERT_TRUE(f.ok()) << f.error();
+  float v;
+  std::memcpy(&v, (*f)->find_tensor("f")->data, 4);
+  EXPECT_EQ(v, 1.5f);
+}
+
 TEST(GgufValidation, TokenizerArraysOfTheWrongType) {
   struct Case {
     const char* key;
