@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/loaded_model.h"
 #include "common/shared_data.h"
 #include "kvtier/gguf.h"
 #include "kvtier/kv_options.h"
@@ -34,10 +35,7 @@ nlohmann::json reference(const std::string& variant) {
   return nlohmann::json::parse(in)["variants"][variant];
 }
 
-struct Loaded {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<Tokenizer> tokenizer;
-};
+using Loaded = testing::LoadedModel;
 
 // Makes the variant's file in a temporary directory (removed again) and loads it.
 Loaded make_and_load(const std::string& variant) {
@@ -48,33 +46,15 @@ Loaded make_and_load(const std::string& variant) {
       tools::make_arch_model(testing::shared_path("models/tiny-llama-6m.f16.gguf").string(), variant, path.string());
   EXPECT_TRUE(made.ok()) << made.message();
   if (!made.ok()) return l;
-  auto model = Model::load(path.string());
+  l = testing::load_model_file(path.string());
   std::filesystem::remove(path);  // the mapping stays valid
-  EXPECT_TRUE(model.ok()) << variant << ": " << model.error();
-  if (!model.ok()) return l;
-  l.model = std::move(*model);
-  auto tok = Tokenizer::from_gguf(l.model->file());
-  EXPECT_TRUE(tok.ok()) << tok.error();
-  if (tok.ok()) l.tokenizer = std::move(*tok);
   return l;
 }
 
-// Greedy continuation of n tokens (BOS added, f16 cache), detokenized. The cache holds the trained context,
-// as llama-completion's does by default (LongRoPE picks its factors by the context size).
+// Greedy continuation of n tokens (f16 cache). The cache holds the trained context, as llama-completion's does
+// by default (LongRoPE picks its factors by the context size).
 std::string greedy(Loaded& l, const std::string& prompt, int n, ThreadPool& pool) {
-  std::vector<int32_t> tokens = l.tokenizer->encode(prompt, true, true);
-  Session session(*l.model, make_kv_cache(l.model->config(), l.model->config().n_ctx_train, {}).value(), pool);
-  EXPECT_TRUE(session.append(tokens).ok());
-  StreamingDetokenizer detok(*l.tokenizer);
-  std::string text;
-  for (int i = 0; i < n; ++i) {
-    const int32_t next = argmax(session.last_logits().data(), l.model->config().n_vocab);
-    text += detok.push(next);
-    if (i + 1 < n) {
-      EXPECT_TRUE(session.append({next}).ok());
-    }
-  }
-  return text + detok.flush();
+  return testing::greedy_continuation(l, prompt, n, pool, {}, l.model->config().n_ctx_train);
 }
 
 class ArchReference : public ::testing::TestWithParam<std::string> {};

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "../../tools/gemma_model.h"  // header-only; tools/ is not on the include path
+#include "common/loaded_model.h"
 #include "common/shared_data.h"
 #include "kvtier/kv_options.h"
 #include "kvtier/model.h"
@@ -31,10 +32,7 @@ nlohmann::json references() {
   return nlohmann::json::parse(in);
 }
 
-struct Loaded {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<Tokenizer> tokenizer;
-};
+using Loaded = testing::LoadedModel;
 
 // Writes the test model of `arch` (tools/gemma_model.h defaults, as the script uses) and loads it.
 Loaded load(const std::string& arch) {
@@ -49,32 +47,9 @@ Loaded load(const std::string& arch) {
   const std::filesystem::path path =
       std::filesystem::temp_directory_path() / ("kvtier-" + arch + "-" + std::to_string(getpid()) + ".gguf");
   EXPECT_TRUE(writer.write_file(path.string()).ok());
-  auto model = Model::load(path.string());
+  l = testing::load_model_file(path.string());
   std::filesystem::remove(path);  // the mapping stays valid
-  EXPECT_TRUE(model.ok()) << model.error();
-  if (!model.ok()) return l;
-  l.model = std::move(*model);
-  auto tok = Tokenizer::from_gguf(l.model->file());
-  EXPECT_TRUE(tok.ok()) << tok.error();
-  if (tok.ok()) l.tokenizer = std::move(*tok);
   return l;
-}
-
-// Greedy continuation of n tokens (BOS added), detokenized.
-std::string greedy(Loaded& l, const std::string& prompt, int n, const KvCacheOptions& kv, ThreadPool& pool) {
-  std::vector<int32_t> tokens = l.tokenizer->encode(prompt, true, true);
-  Session session(*l.model, make_kv_cache(l.model->config(), static_cast<int>(tokens.size()) + n, kv).value(), pool);
-  EXPECT_TRUE(session.append(tokens).ok());
-  StreamingDetokenizer detok(*l.tokenizer);
-  std::string text;
-  for (int i = 0; i < n; ++i) {
-    const int32_t next = argmax(session.last_logits().data(), l.model->config().n_vocab);
-    text += detok.push(next);
-    if (i + 1 < n) {
-      EXPECT_TRUE(session.append({next}).ok());
-    }
-  }
-  return text + detok.flush();
 }
 
 class GemmaReference : public ::testing::TestWithParam<std::string> {
@@ -115,7 +90,7 @@ TEST_P(GemmaReference, GreedyTokensMatchLlamaCpp) {
     kv.ladder = cache;
     for (const auto& c : ref["greedy"]) {
       const std::string expected = c["greedy_continuation"];
-      const std::string ours = greedy(l, c["prompt"], 48, kv, pool);
+      const std::string ours = testing::greedy_continuation(l, c["prompt"], 48, pool, kv);
       EXPECT_EQ(expected.substr(0, ours.size()), ours) << cache << " cache, prompt: " << c["prompt"];
     }
   }

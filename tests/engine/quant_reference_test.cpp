@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/loaded_model.h"
 #include "common/shared_data.h"
 #include "kvtier/gguf.h"
 #include "kvtier/kv_options.h"
@@ -28,37 +29,8 @@ nlohmann::json references() {
   return nlohmann::json::parse(in);
 }
 
-struct Loaded {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<Tokenizer> tokenizer;
-};
-
-Loaded load(const std::string& file) {
-  Loaded l;
-  auto model = Model::load((kDataDir / file).string());
-  EXPECT_TRUE(model.ok()) << file << ": " << model.error();
-  if (!model.ok()) return l;
-  l.model = std::move(*model);
-  auto tok = Tokenizer::from_gguf(l.model->file());
-  EXPECT_TRUE(tok.ok()) << tok.error();
-  if (tok.ok()) l.tokenizer = std::move(*tok);
-  return l;
-}
-
-// Greedy continuation of n tokens (BOS added, f16 paged cache), detokenized.
-std::string greedy(Loaded& l, const std::string& prompt, int n, ThreadPool& pool) {
-  std::vector<int32_t> tokens = l.tokenizer->encode(prompt, true, true);
-  Session session(*l.model, make_kv_cache(l.model->config(), static_cast<int>(tokens.size()) + n, {}).value(), pool);
-  EXPECT_TRUE(session.append(tokens).ok());
-  StreamingDetokenizer detok(*l.tokenizer);
-  std::string text;
-  for (int i = 0; i < n; ++i) {
-    const int32_t next = argmax(session.last_logits().data(), l.model->config().n_vocab);
-    text += detok.push(next);
-    if (i + 1 < n) EXPECT_TRUE(session.append({next}).ok());
-  }
-  return text + detok.flush();
-}
+using Loaded = testing::LoadedModel;
+Loaded load(const std::string& file) { return testing::load_model_file((kDataDir / file).string()); }
 
 size_t common_prefix(const std::string& a, const std::string& b) {
   size_t n = 0;
@@ -99,7 +71,7 @@ TEST_P(QuantReference, GreedyAgreesWithLlamaCppUntilANearTie) {
   std::string report;
   for (const auto& c : ref["greedy"]) {
     const std::string expected = c["greedy_continuation"];
-    const std::string ours = greedy(l, c["prompt"], 48, pool);
+    const std::string ours = testing::greedy_continuation(l, c["prompt"], 48, pool);
     const size_t common = common_prefix(ours, expected);
     agreed += common;
     report += "\n" + c["prompt"].get<std::string>() + ": " + std::to_string(common) + " chars\n  ours:      " + ours +

@@ -35,23 +35,11 @@ std::string read_text(const std::string& relative) {
 using Loaded = kvtier::testing::LoadedModel;
 Loaded load(const std::string& file) { return kvtier::testing::load_shared_model(file); }
 
-// Greedy continuation of n tokens, detokenized.
-// cache: "contiguous" or a paged ladder ("f16", the default cache).
+// Greedy continuation of n tokens. cache: "contiguous" or a paged ladder ("f16", the default cache).
 std::string greedy(Loaded& l, const std::string& prompt, int n, ThreadPool& pool, const std::string& cache) {
-  std::vector<int32_t> tokens = l.tokenizer->encode(prompt, true, true);
   KvCacheOptions options;
   options.ladder = cache;
-  Session session(*l.model, make_kv_cache(l.model->config(), static_cast<int>(tokens.size()) + n, options).value(),
-                  pool);
-  EXPECT_TRUE(session.append(tokens).ok());
-  StreamingDetokenizer detok(*l.tokenizer);
-  std::string text;
-  for (int i = 0; i < n; ++i) {
-    const int32_t next = argmax(session.last_logits().data(), l.model->config().n_vocab);
-    text += detok.push(next);
-    if (i + 1 < n) EXPECT_TRUE(session.append({next}).ok());
-  }
-  return text + detok.flush();
+  return kvtier::testing::greedy_continuation(l, prompt, n, pool, options);
 }
 
 TEST(ModelReference, GreedyMatchesLlamaCppOnF16Models) {
