@@ -22,6 +22,7 @@
 #include "kv/page_file.h"
 #include "kv/tiered_store.h"
 #include "common/test_util.h"
+#include "common/tiered_store_util.h"
 
 namespace kvtier::kv {
 namespace {
@@ -34,18 +35,11 @@ struct TempDir : ::kvtier::testing::TempDir {
   TempDir() : ::kvtier::testing::TempDir("kvtier-cold") {}
 };
 
-const KvGeometry kGeometry{3, 2, 32, 4096};
+const KvGeometry kGeometry = ::kvtier::testing::kStoreGeometry;
 
 std::unique_ptr<TieredKvStore> make_store(const char* ladder, size_t budget, const std::string& dir,
                                           ColdReadMode mode = ColdReadMode::Exact) {
-  TieredKvOptions options;
-  options.ladder = *parse_ladder(ladder, 4);
-  options.budget_bytes = budget;
-  options.cold.spill_dir = dir;
-  options.cold.mode = mode;
-  Result<std::unique_ptr<TieredKvStore>> s = TieredKvStore::create(kGeometry, options);
-  EXPECT_TRUE(s.ok()) << s.error();
-  return s.ok() ? std::move(s).value() : nullptr;
+  return ::kvtier::testing::make_test_store(ladder, budget, dir, {.mode = mode});
 }
 
 // A store whose budget is its fixed part (rings, sinks, cold-tier buffers) plus `extra` bytes for pages.
@@ -54,28 +48,9 @@ std::unique_ptr<TieredKvStore> make_budgeted(const char* ladder, size_t extra, c
   return make_store(ladder, probe->fixed_bytes() + extra, dir);
 }
 
-// Appends n tokens to every layer (as the model does: layer by layer, rebalancing after each).
-void fill(TieredKvStore& store, int first, int n, uint32_t seed) {
-  const int kv_dim = kGeometry.kv_dim();
-  for (int layer = 0; layer < kGeometry.n_layers; ++layer) {
-    const auto k = random_rows(n, kv_dim, seed + layer), v = random_rows(n, kv_dim, seed + 100 + layer);
-    ASSERT_TRUE(store.append(layer, first, n, k.data(), v.data()).ok());
-    ASSERT_TRUE(store.rebalance(layer).ok());
-  }
-}
-
-// Bytes of logical page i of a layer, wherever it is (pool or cold).
+void fill(TieredKvStore& store, int first, int n, uint32_t seed) { ::kvtier::testing::fill_test_store(store, first, n, seed); }
 std::vector<uint8_t> page_bytes(TieredKvStore& store, int layer, int64_t i) {
-  std::vector<PageRef> pages;
-  store.gather_pages(layer, pages);
-  const PageRef& ref = pages[static_cast<size_t>(i + store.lead_entries(layer))];
-  std::vector<uint8_t> out(ref.format->page_bytes);
-  if (ref.data == nullptr) {
-    EXPECT_TRUE(store.cold()->read_page(layer, i, out.data()).ok());
-  } else {
-    std::memcpy(out.data(), ref.data, out.size());
-  }
-  return out;
+  return ::kvtier::testing::store_page_bytes(store, layer, i);
 }
 
 TEST(PageFile, WritesAndReadsSlotsAsynchronously) {

@@ -9,50 +9,24 @@
 
 #include "kv/tiered_store.h"
 #include "common/test_util.h"
+#include "common/tiered_store_util.h"
 
 namespace kvtier::kv {
 namespace {
 
 using ::kvtier::testing::random_rows;
 
-const KvGeometry kGeometry{3, 2, 32, 4096};
+const KvGeometry kGeometry = ::kvtier::testing::kStoreGeometry;
 constexpr size_t kLargeBudget = size_t{1} << 40;
 
 std::unique_ptr<TieredKvStore> make_store(const char* ladder, size_t budget, const std::string& dir,
                                           bool background = false) {
-  TieredKvOptions options;
-  options.ladder = *parse_ladder(ladder, 4);
-  options.budget_bytes = budget;
-  options.cold.spill_dir = dir;
-  options.cold.mode = ColdReadMode::Exact;
-  options.background_reencode = background;
-  Result<std::unique_ptr<TieredKvStore>> s = TieredKvStore::create(kGeometry, options);
-  EXPECT_TRUE(s.ok()) << s.error();
-  return s.ok() ? std::move(s).value() : nullptr;
+  return ::kvtier::testing::make_test_store(ladder, budget, dir, {.background_reencode = background});
 }
 
-// Appends n tokens to every layer, as the model does: layer by layer, rebalancing after each.
-void fill(TieredKvStore& store, int first, int n, uint32_t seed) {
-  const int kv_dim = kGeometry.kv_dim();
-  for (int layer = 0; layer < kGeometry.n_layers; ++layer) {
-    const auto k = random_rows(n, kv_dim, seed + layer), v = random_rows(n, kv_dim, seed + 100 + layer);
-    ASSERT_TRUE(store.append(layer, first, n, k.data(), v.data()).ok());
-    ASSERT_TRUE(store.rebalance(layer).ok());
-  }
-}
-
-// Bytes of logical page i of a layer, wherever it is (pool or cold).
+void fill(TieredKvStore& store, int first, int n, uint32_t seed) { ::kvtier::testing::fill_test_store(store, first, n, seed); }
 std::vector<uint8_t> page_bytes(TieredKvStore& store, int layer, int64_t i) {
-  std::vector<PageRef> pages;
-  store.gather_pages(layer, pages);
-  const PageRef& ref = pages[static_cast<size_t>(i + store.lead_entries(layer))];
-  std::vector<uint8_t> out(ref.format->page_bytes);
-  if (ref.data == nullptr) {
-    EXPECT_TRUE(store.cold()->read_page(layer, i, out.data()).ok());
-  } else {
-    std::memcpy(out.data(), ref.data, out.size());
-  }
-  return out;
+  return ::kvtier::testing::store_page_bytes(store, layer, i);
 }
 
 void expect_same_pages(TieredKvStore& reference, TieredKvStore& store, const std::string& what) {
