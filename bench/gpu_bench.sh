@@ -9,6 +9,7 @@
 # build needs glslc, the Vulkan headers and SPIRV-Headers' CMake package; the device image has none of them) and
 # vulkan-validationlayers (test_vulkan asks for the validation layer); the Vulkan loader comes from .gl (the
 # device README). The whole working tree that travels must stay under 64 MiB.
+# LLAMA_CUDA=0 builds llama.cpp's Vulkan backend only (a shorter build when the CUDA rows are already measured);
 # LLAMA_VULKAN=0 builds llama.cpp's CUDA backend only (2026-12-07's run: without spirv-headers its Vulkan
 # configure failed, so that run has CUDA rows only).
 #   run(command="bash .gpubench/gpu_bench.sh setup", carry=[".gl", ".gpubench"])   # starts the llama.cpp build
@@ -63,7 +64,7 @@ setup)
     # The build runs on after this call returns (setsid); `table` waits for its marker file.
     setsid bash -c "PATH=/tmp/vkdev/usr/bin:\$PATH LD_LIBRARY_PATH=/tmp/vkdev/usr/lib/x86_64-linux-gnu \
       cmake -S /tmp/llsrc -B $work/llama-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-        -DCMAKE_CUDA_COMPILER=$nvcc -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_VULKAN=${LLAMA_VULKAN:-1} -DCMAKE_PREFIX_PATH=/tmp/vkdev/usr \
+        -DCMAKE_CUDA_COMPILER=$nvcc -DGGML_CUDA=${LLAMA_CUDA:-1} -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_VULKAN=${LLAMA_VULKAN:-1} -DCMAKE_PREFIX_PATH=/tmp/vkdev/usr \
         -DVulkan_INCLUDE_DIR=/tmp/vkdev/usr/include -DVulkan_LIBRARY=/usr/lib/x86_64-linux-gnu/libvulkan.so.1 \
         -DVulkan_GLSLC_EXECUTABLE=/tmp/vkdev/usr/bin/glslc -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF > $work/build.log 2>&1 && \
@@ -88,7 +89,8 @@ table)
   "$LB" --list-devices 2>&1 | tail -4
   f="$M/llama.gguf"
   dl=$(echo $DEPTHS | tr ' ' ,)
-  devs="CUDA0"; [[ "${LLAMA_VULKAN:-1}" == 1 ]] && devs="CUDA0 Vulkan0"
+  devs=""; [[ "${LLAMA_CUDA:-1}" == 1 ]] && devs="CUDA0"
+  [[ "${LLAMA_VULKAN:-1}" == 1 ]] && devs="$devs Vulkan0"
   for dev in $devs; do
     for ct in f16 q4_0; do
       log "llama.cpp $dev KV $ct, depths $dl"
