@@ -34,11 +34,13 @@ for name in "${fuzzers[@]}"; do
   if [[ -d "$root/fuzz/corpus/$name" ]]; then cp "$root/fuzz/corpus/$name"/* "$work/$name/"; fi
   dict=()
   [[ -f "$root/fuzz/corpus/$name.dict" ]] && dict=(-dict="$root/fuzz/corpus/$name.dict")
+  max_len=16384
+  [[ "$name" == model ]] && max_len=24576  # its phi3 seeds (F16 layers) are ~20 KiB
   echo "fuzzing $name for ${share}s on $(ls "$work/$name" | wc -l) seeds"
   # -close_fd_mask=1: the targets' own stdout (CLI help text) is noise; libFuzzer reports on stderr.
   "$build/${name}_fuzz" \
     -max_total_time="$share" \
-    -max_len=16384 \
+    -max_len="$max_len" \
     -timeout=10 \
     -rss_limit_mb=2048 \
     -close_fd_mask=1 \

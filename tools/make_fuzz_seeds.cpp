@@ -1,6 +1,7 @@
 // make_fuzz_seeds: writes the seed corpus of fuzz/model_fuzz.cpp — tiny GGUF models (a few KiB: Q4_0 weights
 // at width 32, a 32-token vocabulary) of every architecture tools/synthetic_model.h builds, the ones that share
-// their tensor layout under another name (gemma2, smollm3, Mixtral-style llama MoE, YaRN qwen3), and the bad
+// their tensor layout under another name (gemma2, smollm3, Mixtral-style llama MoE, YaRN qwen3), phi3 and
+// phi3 with LongRoPE (tools/arch_model.h's fused layout, made from a tiny F16 llama), and the bad
 // inputs of issue 17 (a window larger than the context, an unknown rope.scaling.type, an expert count that
 // disagrees with the tensors, a missing tensor, a mis-shaped one).
 //
@@ -15,6 +16,8 @@
 #include <CLI/CLI.hpp>
 
 #include "../tests/common/gguf_copy.h"  // header-only GGUF copy-with-edit (also used by the tests)
+#include "arch_model.h"
+#include "kvtier/kernels.h"
 #include "synthetic_model.h"
 
 namespace {
@@ -58,6 +61,36 @@ tools::SyntheticShape tiny_shape(const std::string& arch) {
     s.sliding_window_pattern = 2;
   }
   return s;
+}
+
+// The tiny llama of `shape` with F16 layer matrices (tools/arch_model.h's source format): built in Q4_0, then
+// those dequantized.
+Status write_f16_llama(const tools::SyntheticShape& shape, const gguf::File& vocab, const std::string& path) {
+  tools::SyntheticOptions o;
+  o.shape = shape;
+  o.mix = tools::WeightMix::Q4_0;
+  gguf::GgufWriter q;
+  if (Status s = tools::build_synthetic_model(o, vocab, q); !s.ok()) return s;
+  const std::vector<uint8_t> bytes = q.to_bytes();
+  auto file = gguf::File::from_bytes(bytes.data(), bytes.size());
+  if (!file.ok()) return file.status();
+  gguf::GgufWriter w;
+  tools::arch_detail::copy_metadata(**file, "llama", w);
+  for (const gguf::TensorInfo& t : (*file)->tensors()) {
+    std::vector<int64_t> dims(t.ne, t.ne + t.n_dims);
+    Status s;
+    if (t.type == GgmlType::F32) {
+      s = w.add_tensor(t.name, t.type, dims, std::span<const uint8_t>(t.data, t.n_bytes));
+    } else if (t.n_dims == 1 || t.name.rfind("blk.", 0) != 0) {  // only the layers' matrices must be F16
+      s = w.add_tensor(t.name, t.type, dims, std::span<const uint8_t>(t.data, t.n_bytes));
+    } else {
+      std::vector<float> values(static_cast<size_t>(t.n_elements()));  // [n_elements]
+      kernels::dequantize_row_reference(t.type, t.data, values.data(), t.n_elements());
+      s = tools::arch_detail::add_f16(w, t.name, dims, values);
+    }
+    if (!s.ok()) return s;
+  }
+  return w.write_file(path);
 }
 
 // Renames an architecture: general.architecture and a copy of every "<from>." key under "<to>.".
@@ -109,6 +142,20 @@ int main(int argc, char** argv) {
     if (Status s = tools::build_synthetic_model(o, **vocab, w); !s.ok()) return fail(arch, s);
     if (Status s = w.write_file((dir / (arch + ".gguf")).string()); !s.ok()) return fail(arch, s);
   }
+  // phi3: made by tools/arch_model.h from a tiny F16 llama without GQA.
+  tools::SyntheticShape source_shape = tiny_shape("llama");
+  source_shape.n_head_kv = source_shape.n_head;
+  source_shape.n_layer = 1;  // F16 layers are large: one keeps the seed near the fuzzer's max_len
+  const std::string f16_source = (dir / "phi3-source.tmp").string();
+  if (Status s = write_f16_llama(source_shape, **vocab, f16_source); !s.ok()) return fail("phi3 source", s);
+  for (const char* variant : {"phi3", "phi3-longrope"}) {
+    if (Status s = tools::make_arch_model(f16_source, variant, (dir / (std::string(variant) + ".gguf")).string());
+        !s.ok()) {
+      fs::remove(f16_source);
+      return fail(variant, s);
+    }
+  }
+  fs::remove(f16_source);
   struct Variant {
     std::string name, base;
     std::function<testing::GgufEdit(const gguf::File&)> edit;
@@ -159,6 +206,6 @@ int main(int argc, char** argv) {
       return fail(v.name, s);
     }
   }
-  std::printf("wrote %zu seeds to %s\n", tools::synthetic_architectures().size() + variants.size(), out_dir.c_str());
+  std::printf("wrote %zu seeds to %s\n", tools::synthetic_architectures().size() + 2 + variants.size(), out_dir.c_str());
   return 0;
 }
