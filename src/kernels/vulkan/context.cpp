@@ -125,6 +125,8 @@ CommandBatch::CommandBatch(CommandBatch&& other) noexcept
       queries_(std::exchange(other.queries_, VK_NULL_HANDLE)),
       max_timestamps_(other.max_timestamps_),
       n_timestamps_(other.n_timestamps_),
+      n_dispatches_(other.n_dispatches_),
+      n_barriers_(other.n_barriers_),
       submitted_(other.submitted_),
       error_(std::move(other.error_)) {}
 
@@ -195,6 +197,7 @@ void CommandBatch::dispatch(const Pipeline& pipeline, std::initializer_list<Buff
                            push);
   }
   api.vkCmdDispatch(cmd_, groups_x, groups_y, groups_z);
+  ++n_dispatches_;
 }
 
 void CommandBatch::barrier() {
@@ -205,6 +208,7 @@ void CommandBatch::barrier() {
                     VK_ACCESS_TRANSFER_WRITE_BIT;
   const VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
   context_->api_.vkCmdPipelineBarrier(cmd_, stages, stages, 0, 1, &b, 0, nullptr, 0, nullptr);
+  ++n_barriers_;
 }
 
 void CommandBatch::copy(const Buffer& src, size_t src_offset, const Buffer& dst, size_t dst_offset, size_t bytes) {

@@ -152,6 +152,10 @@ class CommandBatch {
   uint32_t timestamp();
 
   const Status& error() const { return error_; }
+  // Commands recorded so far (dispatches skipped as empty are not counted): how the per-token overhead of a
+  // decode step is measured (kvtier bench -v, tests/vulkan/model_test.cpp).
+  uint32_t dispatches() const { return n_dispatches_; }
+  uint32_t barriers() const { return n_barriers_; }
 
  private:
   friend class Context;
@@ -162,6 +166,8 @@ class CommandBatch {
   VkQueryPool queries_ = VK_NULL_HANDLE;
   uint32_t max_timestamps_ = 0;
   uint32_t n_timestamps_ = 0;
+  uint32_t n_dispatches_ = 0;
+  uint32_t n_barriers_ = 0;
   bool submitted_ = false;
   Status error_;
 };
