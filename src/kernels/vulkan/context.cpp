@@ -398,6 +398,7 @@ Status Context::pick_device(int index) {
   features.pNext = &storage16;
   api_.vkGetPhysicalDeviceFeatures2(physical_, &features);
   need(storage16.storageBuffer16BitAccess == VK_TRUE, "storageBuffer16BitAccess");
+  info_.float64 = features.features.shaderFloat64 == VK_TRUE;
   need((subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) != 0 &&
            (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) != 0,
        "subgroup arithmetic in compute shaders");
@@ -438,8 +439,11 @@ Status Context::create_device() {
   }
   VkPhysicalDevice16BitStorageFeatures storage16{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
   storage16.storageBuffer16BitAccess = VK_TRUE;
+  VkPhysicalDeviceFeatures2 features{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+  features.pNext = &storage16;
+  features.features.shaderFloat64 = info_.float64 ? VK_TRUE : VK_FALSE;
   VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
-  dci.pNext = &storage16;
+  dci.pNext = &features;
   dci.queueCreateInfoCount = 1;
   dci.pQueueCreateInfos = &qci;
   dci.enabledExtensionCount = static_cast<uint32_t>(extensions.size());

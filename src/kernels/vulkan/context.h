@@ -46,6 +46,7 @@ struct DeviceInfo {
   uint32_t max_workgroup_count_x = 0;
   double timestamp_period_ns = 0;  // 0: the queue cannot time
   bool integer_dot_product = false;  // VK_KHR_shader_integer_dot_product present (not used yet)
+  bool float64 = false;  // shaderFloat64 (enabled when present): the KV codec's fit solves in f64, as the CPU's
 };
 
 // Human-readable list of the devices the loader sees ("0: NVIDIA H100 ...", one a line), or the error.

@@ -365,7 +365,7 @@ Status Kernels::write_kv_row(CommandBatch& batch, const kv::PageFormat& format, 
       page_offset % 4 != 0) {
     return Status::error(fmt::format("Vulkan write_kv_row: unsupported page ({}) or row {}", format.describe(), slot));
   }
-  Result<const Pipeline*> p = pipeline("kv_write_row", 3, 20,
+  Result<const Pipeline*> p = pipeline(context_.info().float64 ? "kv_write_row_f64" : "kv_write_row", 3, 20,
                                        {static_cast<uint32_t>(format.head_dim), static_cast<uint32_t>(format.group),
                                         static_cast<uint32_t>(format.value_bits)});
   if (!p.ok()) return p.status();
@@ -400,7 +400,7 @@ Status Kernels::transcode_page(CommandBatch& batch, const kv::PageFormat& from, 
     return Status::error(fmt::format("Vulkan transcode_page: bad pages ({} at {}, {} at {}, {} rows)", from.describe(),
                                      src_offset, to.describe(), dst_offset, n_tokens));
   }
-  Result<const Pipeline*> p = pipeline("kv_transcode", 1, 60,
+  Result<const Pipeline*> p = pipeline(context_.info().float64 ? "kv_transcode_f64" : "kv_transcode", 1, 60,
                                        {static_cast<uint32_t>(from.head_dim), static_cast<uint32_t>(from.group)});
   if (!p.ok()) return p.status();
   auto u = [](size_t n) { return static_cast<uint32_t>(n); };
