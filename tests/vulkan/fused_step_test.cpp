@@ -123,9 +123,8 @@ TEST_F(VulkanTest, FusedMatvecRejectsConflictingBitsAndShortOperands) {
   EXPECT_FALSE(kernels_->matvec_fused(*batch, GgmlType::Q8_0, b, b, b, b, 4, 256, 1, MatvecFusion{both, 1e-5f}).ok());
   EXPECT_FALSE(kernels_->matvec_fused(*batch, GgmlType::Q8_0, b, b, b, b, 4, 256, 1, MatvecFusion{16, 0}).ok());
   // The norm's weight needs 256 floats, not 16.
-  EXPECT_FALSE(
-      kernels_->matvec_fused(*batch, GgmlType::Q8_0, b, b, small, b, 4, 256, 1, MatvecFusion{MatvecFusion::kNorm, 1e-5f})
-          .ok());
+  const MatvecFusion norm{MatvecFusion::kNorm, 1e-5f};
+  EXPECT_FALSE(kernels_->matvec_fused(*batch, GgmlType::Q8_0, b, b, small, b, 4, 256, 1, norm).ok());
 }
 
 // Rows 0..4 of a page written one step at a time (each token at its own position), in both rotation modes and

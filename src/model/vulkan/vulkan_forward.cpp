@@ -526,7 +526,7 @@ Result<std::unique_ptr<KvCache>> VulkanModel::make_cache(int max_tokens, const K
 }
 
 // The decode step: one command batch per token. Elementwise work is fused into the products beside it (each
-// fused kernel has its CPU reference test in tests/vulkan/), so a layer of an f16 cache records 9 dispatches and 7
+// fused kernel has its CPU reference test in tests/vulkan/), so a layer of an f16 cache records 10 dispatches and 7
 // barriers (tests/vulkan/model_test.cpp counts them):
 //   Q, K, V (RMSNorm fused) | RoPE + KV write | attention | merge | wo (+ residual) |
 //   gate (RMSNorm, SiLU fused), up (RMSNorm fused) | down (x gate product, + residual) |
