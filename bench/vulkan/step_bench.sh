@@ -23,18 +23,22 @@ md5sum "$here"/kvtier "$here"/kvtier-main
 m=/tmp/stepb/llama.gguf
 "$here/gen_synthetic_model" --arch llama --mix q4_k_m -c 140000 --vocab-from "$here/shared/models/tiny-llama-6m.f16.gguf" \
   -o "$m" | tail -1
-for d in $DEPTHS; do
+rows() {  # $1: depth
+  local d=$1
   # Alternated at depth 0 (a few seconds a run); once each past it (filling the depth takes a while).
-  bins="kvtier-main kvtier"; [[ $d == 0 ]] && bins="kvtier-main kvtier kvtier-main kvtier"
+  local bins="kvtier-main kvtier"; [[ $d == 0 ]] && bins="kvtier-main kvtier kvtier-main kvtier"
   for bin in $bins; do
     log "$bin tg$N depth $d"
     "$here/$bin" bench -m "$m" --device vulkan -p 0 -n "$N" -d "$d" -r "$R" $([[ $bin == kvtier ]] && echo -v) 2>&1 |
       grep -E "tok/s|device commands|error"
   done
-done
+}
+# Depth 0 first, then the GPU tests, then the deeper rows (their untimed fill is the slow part).
+rows 0
 log "test_vulkan (validation on)"
 LD_LIBRARY_PATH="$here/lib:/tmp/vvl/usr/lib/x86_64-linux-gnu" VK_LAYER_PATH=/tmp/vvl/usr/share/vulkan/explicit_layer.d \
   KVTIER_SHARED="$here/shared" timeout 240 "$here/test_vulkan" > "$OUT/test_vulkan.log" 2>&1
 echo "test_vulkan rc $?"
 grep -E "^\[  (FAILED|PASSED|SKIPPED) |tests ran" "$OUT/test_vulkan.log" | head -30
+for d in $DEPTHS; do [[ $d == 0 ]] || rows "$d"; done
 log done
