@@ -6,7 +6,8 @@
 # test_vulkan, lib/ (their shared libraries from the build machine), shared/ (tiny-llama-6m.* and eval/eval.txt)
 # and the vulkan-validationlayers .deb; the Vulkan loader comes from .gl (the device README):
 #   run(command="bash build-gpustep/step_bench.sh", carry=[".gl", "build-gpustep"])
-# Environment: DEPTHS ["0 32768"], N [64], R [2]. Logs land in $OUT.
+# Environment: DEPTHS ["0 32768"], N [64], R [2]; TV_FILTER [*] and TV_TIMEOUT [240 s] for test_vulkan. Logs land
+# in $OUT.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-/tmp/out}
@@ -37,7 +38,8 @@ rows() {  # $1: depth
 rows 0
 log "test_vulkan (validation on)"
 LD_LIBRARY_PATH="$here/lib:/tmp/vvl/usr/lib/x86_64-linux-gnu" VK_LAYER_PATH=/tmp/vvl/usr/share/vulkan/explicit_layer.d \
-  KVTIER_SHARED="$here/shared" timeout 240 "$here/test_vulkan" > "$OUT/test_vulkan.log" 2>&1
+  KVTIER_SHARED="$here/shared" timeout "${TV_TIMEOUT:-240}" "$here/test_vulkan" --gtest_filter="${TV_FILTER:-*}" \
+  > "$OUT/test_vulkan.log" 2>&1
 echo "test_vulkan rc $?"
 grep -E "^\[  (FAILED|PASSED|SKIPPED) |tests ran" "$OUT/test_vulkan.log" | head -30
 for d in $DEPTHS; do [[ $d == 0 ]] || rows "$d"; done
