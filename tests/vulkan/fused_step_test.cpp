@@ -86,26 +86,21 @@ class VulkanFusedMatvecTest : public VulkanTest, public ::testing::WithParamInte
 };
 
 // The four the decode step records: Q/K/V and up (norm), gate (norm, SiLU), down (multiplier, residual), wo
-// (residual); each with the default workgroup and with 32 threads, 3 rows (a partial last group).
+// (residual); two with the default workgroup, two with 32 threads and 3 rows (a partial last group; 24 pipelines
+// rather than 48 keep the suite to a few seconds on lavapipe).
 TEST_P(VulkanFusedMatvecTest, NormOnTheInputMatchesRmsNormThenTheProduct) {
   check(MatvecFusion::kNorm, MatvecTuning{}, 11);
-  check(MatvecFusion::kNorm, MatvecTuning{32, 3}, 12);
 }
 
 TEST_P(VulkanFusedMatvecTest, NormAndSiluMatchTheReferences) {
-  check(MatvecFusion::kNorm | MatvecFusion::kSilu, MatvecTuning{}, 21);
   check(MatvecFusion::kNorm | MatvecFusion::kSilu, MatvecTuning{32, 3}, 22);
 }
 
 TEST_P(VulkanFusedMatvecTest, MultiplierAndResidualAddMatchTheReferences) {
   check(MatvecFusion::kMul | MatvecFusion::kAdd, MatvecTuning{}, 31);
-  check(MatvecFusion::kMul | MatvecFusion::kAdd, MatvecTuning{32, 3}, 32);
 }
 
-TEST_P(VulkanFusedMatvecTest, ResidualAddMatchesTheReference) {
-  check(MatvecFusion::kAdd, MatvecTuning{}, 41);
-  check(MatvecFusion::kAdd, MatvecTuning{32, 3}, 42);
-}
+TEST_P(VulkanFusedMatvecTest, ResidualAddMatchesTheReference) { check(MatvecFusion::kAdd, MatvecTuning{32, 3}, 42); }
 
 INSTANTIATE_TEST_SUITE_P(Formats, VulkanFusedMatvecTest,
                          ::testing::Values(FusedCase{GgmlType::F16, 37, 224}, FusedCase{GgmlType::Q8_0, 37, 224},
