@@ -4,6 +4,7 @@
 // against kernels::rope_reference then kv::write_rows, both rotation modes and partial rotary.
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <random>
 
 #include "kernels/elementwise.h"
@@ -23,6 +24,7 @@ struct FusedCase {
   int64_t rows;
   int64_t cols;
 };
+void PrintTo(const FusedCase& c, std::ostream* os) { *os << ggml_type_name(c.type) << " " << c.rows << " x " << c.cols; }
 
 class VulkanFusedMatvecTest : public VulkanTest, public ::testing::WithParamInterface<FusedCase> {
  protected:
