@@ -36,6 +36,12 @@ std::string device_name(const DeviceOptions& options);  // "cpu", "vulkan", "vul
 // Whether this build has the Vulkan backend (CMake's KVTIER_VULKAN).
 bool vulkan_backend_built();
 
+// The commands one decode step recorded: the per-token overhead of the device's command stream (kvtier bench -v).
+struct DeviceStepCounts {
+  int dispatches = 0;  // compute dispatches (the ladder's page moves and attention's per-format dispatches too)
+  int barriers = 0;    // pipeline barriers
+};
+
 // A model's weights in a GPU's memory and the KV caches that run the forward pass there.
 class DeviceModel {
  public:
@@ -49,6 +55,8 @@ class DeviceModel {
   virtual std::string describe() const = 0;  // the device and what it holds, one line
   // Validation-layer messages since the last call (empty without validation).
   virtual std::vector<std::string> take_validation_messages() = 0;
+  // What the last single-token step recorded; zeros before the first.
+  virtual DeviceStepCounts last_step_counts() const = 0;
 };
 
 // Copies the model's weights to the device (progress: bytes uploaded). Errors: a build without the backend, no

@@ -26,6 +26,7 @@ struct BenchOptions {
   int depth = 0;
   KvCacheOptions kv;
   DeviceOptions device;  // --device
+  bool verbose = false;  // -v: the device's commands per decode step
 };
 
 struct Stats {
@@ -122,6 +123,11 @@ int run(const BenchOptions& o) {
     const Stats s = summarize(rates);
     std::printf("%s%d%s: %.2f +/- %.2f tok/s\n", kind == 0 ? "pp" : "tg", n,
                 o.depth > 0 ? (" @ d" + std::to_string(o.depth)).c_str() : "", s.mean, s.stddev);
+    if (kind == 1 && o.verbose && *device_model) {
+      const DeviceStepCounts counts = (*device_model)->last_step_counts();
+      std::printf("device commands per decode step: %d dispatches, %d barriers\n", counts.dispatches,
+                  counts.barriers);
+    }
     if (kind == 1 && decode_io.pages_read > 0) {
       // Includes the warm-up run: rates over every timed and untimed decode step alike.
       const double steps = static_cast<double>(o.n_gen) * (o.repetitions + 1);
@@ -149,6 +155,7 @@ Command add_bench_command(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 22));
   add_kv_options(app, o->kv);
   add_device_option(app, o->device);
+  app.add_flag("-v,--verbose", o->verbose, "print the device's dispatches and barriers per decode step");
   return [o] { return run(*o); };
 }
 

@@ -255,6 +255,21 @@ TEST_P(VulkanModelCache, TruncateThenContinueMatchesAFreshRun) {
 
 // A weight type without a shader is refused before anything is uploaded, naming the tensor and its type
 // (tiny-llama-31m.Q4_K_M keeps some ffn_down matrices in Q5_0: 1408 columns are not K-quant blocks).
+// The decode step's command stream (VulkanModel::step): per layer of an f16 cache 10 dispatches and 7 barriers (the
+// unfused step recorded 17 and 13), plus the logits' product and its barrier and the barrier after begin_step's
+// page-list upload. Counted on the third token, after the first page exists.
+TEST_P(VulkanModelCache, DecodeStepRecordsTenDispatchesAndSevenBarriersPerLayer) {
+  EXPECT_EQ(device_->last_step_counts().dispatches, 0);
+  auto gpu = gpu_cache(8);
+  ASSERT_TRUE(gpu);
+  std::vector<float> logits(model_->config().n_vocab);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(model_->forward(&tokens_[i], 1, i, *gpu, pool_, 0, logits.data()).ok());
+  const DeviceStepCounts counts = device_->last_step_counts();
+  const int layers = model_->config().n_layers;
+  EXPECT_EQ(counts.dispatches, 10 * layers + 1);
+  EXPECT_EQ(counts.barriers, 7 * layers + 2);
+}
+
 TEST(VulkanModelOpen, RefusesATensorTypeWithoutAShaderNamingIt) {
   KVTIER_REQUIRE_SHARED("models/tiny-llama-31m.Q4_K_M.gguf");
   auto model = Model::load(testing::shared_path("models/tiny-llama-31m.Q4_K_M.gguf").string());

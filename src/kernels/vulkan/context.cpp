@@ -125,6 +125,8 @@ CommandBatch::CommandBatch(CommandBatch&& other) noexcept
       queries_(std::exchange(other.queries_, VK_NULL_HANDLE)),
       max_timestamps_(other.max_timestamps_),
       n_timestamps_(other.n_timestamps_),
+      n_dispatches_(other.n_dispatches_),
+      n_barriers_(other.n_barriers_),
       submitted_(other.submitted_),
       error_(std::move(other.error_)) {}
 
@@ -195,6 +197,7 @@ void CommandBatch::dispatch(const Pipeline& pipeline, std::initializer_list<Buff
                            push);
   }
   api.vkCmdDispatch(cmd_, groups_x, groups_y, groups_z);
+  ++n_dispatches_;
 }
 
 void CommandBatch::barrier() {
@@ -205,6 +208,7 @@ void CommandBatch::barrier() {
                     VK_ACCESS_TRANSFER_WRITE_BIT;
   const VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
   context_->api_.vkCmdPipelineBarrier(cmd_, stages, stages, 0, 1, &b, 0, nullptr, 0, nullptr);
+  ++n_barriers_;
 }
 
 void CommandBatch::copy(const Buffer& src, size_t src_offset, const Buffer& dst, size_t dst_offset, size_t bytes) {
@@ -394,6 +398,7 @@ Status Context::pick_device(int index) {
   features.pNext = &storage16;
   api_.vkGetPhysicalDeviceFeatures2(physical_, &features);
   need(storage16.storageBuffer16BitAccess == VK_TRUE, "storageBuffer16BitAccess");
+  info_.float64 = features.features.shaderFloat64 == VK_TRUE;
   need((subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) != 0 &&
            (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) != 0,
        "subgroup arithmetic in compute shaders");
@@ -434,8 +439,11 @@ Status Context::create_device() {
   }
   VkPhysicalDevice16BitStorageFeatures storage16{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
   storage16.storageBuffer16BitAccess = VK_TRUE;
+  VkPhysicalDeviceFeatures2 features{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+  features.pNext = &storage16;
+  features.features.shaderFloat64 = info_.float64 ? VK_TRUE : VK_FALSE;
   VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
-  dci.pNext = &storage16;
+  dci.pNext = &features;
   dci.queueCreateInfoCount = 1;
   dci.pQueueCreateInfos = &qci;
   dci.enabledExtensionCount = static_cast<uint32_t>(extensions.size());

@@ -46,6 +46,7 @@ struct DeviceInfo {
   uint32_t max_workgroup_count_x = 0;
   double timestamp_period_ns = 0;  // 0: the queue cannot time
   bool integer_dot_product = false;  // VK_KHR_shader_integer_dot_product present (not used yet)
+  bool float64 = false;  // shaderFloat64 (enabled when present): the KV codec's fit solves in f64, as the CPU's
 };
 
 // Human-readable list of the devices the loader sees ("0: NVIDIA H100 ...", one a line), or the error.
@@ -152,6 +153,10 @@ class CommandBatch {
   uint32_t timestamp();
 
   const Status& error() const { return error_; }
+  // Commands recorded so far (dispatches skipped as empty are not counted): how the per-token overhead of a
+  // decode step is measured (kvtier bench -v, tests/vulkan/model_test.cpp).
+  uint32_t dispatches() const { return n_dispatches_; }
+  uint32_t barriers() const { return n_barriers_; }
 
  private:
   friend class Context;
@@ -162,6 +167,8 @@ class CommandBatch {
   VkQueryPool queries_ = VK_NULL_HANDLE;
   uint32_t max_timestamps_ = 0;
   uint32_t n_timestamps_ = 0;
+  uint32_t n_dispatches_ = 0;
+  uint32_t n_barriers_ = 0;
   bool submitted_ = false;
   Status error_;
 };

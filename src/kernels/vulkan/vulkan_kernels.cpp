@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -74,6 +75,12 @@ Result<const Pipeline*> Kernels::pipeline(const std::string& shader, uint32_t n_
 
 Status Kernels::matvec(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange y, int64_t rows,
                        int64_t cols, int64_t n_tokens, MatvecTuning tuning) {
+  return matvec_fused(batch, type, w, x, x, y, rows, cols, n_tokens, MatvecFusion{}, tuning);
+}
+
+Status Kernels::matvec_fused(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange aux,
+                             BufferRange y, int64_t rows, int64_t cols, int64_t n_tokens, MatvecFusion fusion,
+                             MatvecTuning tuning) {
   MatvecFormat f;
   if (!matvec_format(type, &f)) {
     return Status::error(fmt::format("Vulkan matvec: no shader for {} weights", ggml_type_name(type)));
@@ -95,19 +102,33 @@ Status Kernels::matvec(CommandBatch& batch, GgmlType type, BufferRange w, Buffer
       y.bytes < static_cast<size_t>(n_tokens * rows) * 4) {
     return Status::error("Vulkan matvec: a buffer is smaller than its shape");
   }
+  const uint32_t known = MatvecFusion::kNorm | MatvecFusion::kMul | MatvecFusion::kSilu | MatvecFusion::kAdd;
+  const bool norm = (fusion.bits & MatvecFusion::kNorm) != 0, mul = (fusion.bits & MatvecFusion::kMul) != 0;
+  if ((fusion.bits & ~known) != 0 || (norm && mul)) {
+    return Status::error(fmt::format("Vulkan matvec: unknown or conflicting fusion bits {:#x}", fusion.bits));
+  }
+  const size_t aux_needed = norm ? static_cast<size_t>(cols) * 4 : mul ? static_cast<size_t>(n_tokens * cols) * 4 : 0;
+  const size_t aux_bytes = aux.bytes != 0 ? aux.bytes : aux.buffer->size() - std::min(aux.buffer->size(), aux.offset);
+  if (aux_bytes < aux_needed) {
+    return Status::error("Vulkan matvec: the fused operand is smaller than its shape");
+  }
   const uint32_t groups = ceil_div(static_cast<uint64_t>(rows), tuning.rows_per_group);
   if (groups > context_.info().max_workgroup_count_x) {
     return Status::error(fmt::format("Vulkan matvec: {} rows need more workgroups than the device allows; raise "
                                      "rows_per_group",
                                      rows));
   }
-  Result<const Pipeline*> p = pipeline(f.shader, 3, 16, {tuning.workgroup, tuning.rows_per_group});
+  uint32_t eps_bits = 0;
+  static_assert(sizeof(float) == sizeof(uint32_t));
+  if (norm) std::memcpy(&eps_bits, &fusion.eps, sizeof eps_bits);
+  Result<const Pipeline*> p =
+      pipeline(f.shader, 4, 16, {tuning.workgroup, tuning.rows_per_group, fusion.bits, eps_bits});
   if (!p.ok()) return p.status();
   struct {
     uint32_t rows, cols, row_words, units_per_row;
   } push{static_cast<uint32_t>(rows), static_cast<uint32_t>(cols), static_cast<uint32_t>(row_bytes / f.word_bytes),
          static_cast<uint32_t>(cols / f.unit_elems)};
-  batch.dispatch(**p, {w, x, y}, push, groups, static_cast<uint32_t>(n_tokens));
+  batch.dispatch(**p, {w, x, y, aux}, push, groups, static_cast<uint32_t>(n_tokens));
   return batch.error();
 }
 
@@ -308,6 +329,35 @@ Status Kernels::write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, 
   return batch.error();
 }
 
+Status Kernels::rope_write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                                  uint32_t page_offset, uint32_t slot, BufferRange q, int n_heads, BufferRange k,
+                                  BufferRange v, BufferRange cos_sin, int rope_dims, bool neox) {
+  if (format.precision != kv::Precision::F16 || format.head_dim % 2 != 0 || format.n_kv_heads <= 0 ||
+      format.tokens != kv::kTokensPerPage || slot >= static_cast<uint32_t>(format.tokens) || page_offset % 4 != 0 ||
+      format.head_bytes % 4 != 0 || format.key_section_bytes % 4 != 0 || n_heads <= 0 || rope_dims <= 0 ||
+      rope_dims % 2 != 0 || rope_dims > format.head_dim) {
+    return Status::error(fmt::format("Vulkan rope_write_kv_f16: unsupported page ({}), row {} or rope_dims {}",
+                                     format.describe(), slot, rope_dims));
+  }
+  Result<const Pipeline*> p = pipeline("rope_kv_write", 5, 36, {kFlatWorkgroup});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t page_offset, slot, n_heads, n_kv_heads, head_dim, rope_dims, neox, head_bytes, key_section_bytes;
+  } push{page_offset,
+         slot,
+         static_cast<uint32_t>(n_heads),
+         static_cast<uint32_t>(format.n_kv_heads),
+         static_cast<uint32_t>(format.head_dim),
+         static_cast<uint32_t>(rope_dims),
+         neox ? 1u : 0u,
+         static_cast<uint32_t>(format.head_bytes),
+         static_cast<uint32_t>(format.key_section_bytes)};
+  const uint64_t threads = static_cast<uint64_t>(n_heads) * (rope_dims / 2) +
+                           static_cast<uint64_t>(format.n_kv_heads) * (format.head_dim / 2);
+  batch.dispatch(**p, {pool, q, k, v, cos_sin}, push, ceil_div(threads, kFlatWorkgroup));
+  return batch.error();
+}
+
 Status Kernels::write_kv_row(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
                              uint32_t page_offset, uint32_t slot, BufferRange k, BufferRange v) {
   if (format.value_bits == 16) return write_kv_f16(batch, format, pool, page_offset, slot, k, v);
@@ -315,7 +365,7 @@ Status Kernels::write_kv_row(CommandBatch& batch, const kv::PageFormat& format, 
       page_offset % 4 != 0) {
     return Status::error(fmt::format("Vulkan write_kv_row: unsupported page ({}) or row {}", format.describe(), slot));
   }
-  Result<const Pipeline*> p = pipeline("kv_write_row", 3, 20,
+  Result<const Pipeline*> p = pipeline(context_.info().float64 ? "kv_write_row_f64" : "kv_write_row", 3, 20,
                                        {static_cast<uint32_t>(format.head_dim), static_cast<uint32_t>(format.group),
                                         static_cast<uint32_t>(format.value_bits)});
   if (!p.ok()) return p.status();
@@ -350,7 +400,7 @@ Status Kernels::transcode_page(CommandBatch& batch, const kv::PageFormat& from, 
     return Status::error(fmt::format("Vulkan transcode_page: bad pages ({} at {}, {} at {}, {} rows)", from.describe(),
                                      src_offset, to.describe(), dst_offset, n_tokens));
   }
-  Result<const Pipeline*> p = pipeline("kv_transcode", 1, 60,
+  Result<const Pipeline*> p = pipeline(context_.info().float64 ? "kv_transcode_f64" : "kv_transcode", 1, 60,
                                        {static_cast<uint32_t>(from.head_dim), static_cast<uint32_t>(from.group)});
   if (!p.ok()) return p.status();
   auto u = [](size_t n) { return static_cast<uint32_t>(n); };

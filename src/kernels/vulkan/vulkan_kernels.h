@@ -21,6 +21,17 @@ struct MatvecTuning {
   uint32_t rows_per_group = 2;    // rows each workgroup computes (x is read once for them)
 };
 
+// Elementwise work of the decode step folded into a matvec (matvec_head.glsl's FUSE bits): one dispatch and no
+// barrier where the step recorded two or three.
+struct MatvecFusion {
+  static constexpr uint32_t kNorm = 1;  // x RMS-normalised on the way in, aux the norm's weight [cols]
+  static constexpr uint32_t kMul = 2;   // x * aux on the way in, aux [n_tokens][cols]
+  static constexpr uint32_t kSilu = 4;  // y = silu(W x)
+  static constexpr uint32_t kAdd = 8;   // y += W x (the residual add)
+  uint32_t bits = 0;
+  float eps = 0;  // kNorm's epsilon
+};
+
 class Kernels {
  public:
   explicit Kernels(Context& context) : context_(context) {}
@@ -33,6 +44,13 @@ class Kernels {
   // cols must be a multiple of the type's block (32, or 256 for K-quants).
   Status matvec(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange y, int64_t rows,
                 int64_t cols, int64_t n_tokens = 1, MatvecTuning tuning = {});
+  // The same product with elementwise work fused (MatvecFusion), each against its own CPU reference:
+  //   kNorm: y = W rms_norm(x, aux, eps)   kMul: y = W (x * aux)   kSilu: y = silu(W x)   kAdd: y += W x
+  // (kNorm and kMul exclude each other; kSilu and kAdd apply after either.)
+  //   aux: kNorm [cols] f32, kMul [n_tokens][cols] f32, else unread (pass x);  y: [n_tokens][rows] f32
+  Status matvec_fused(CommandBatch& batch, GgmlType type, BufferRange w, BufferRange x, BufferRange aux,
+                      BufferRange y, int64_t rows, int64_t cols, int64_t n_tokens, MatvecFusion fusion,
+                      MatvecTuning tuning = {});
 
   // The same product for a chunk of tokens (the prefill): Y = X W^T with W decoded once per tile of 64 tokens
   // rather than once per token (shaders/matmul_head.glsl). Same shapes and column rule as matvec.
@@ -81,6 +99,13 @@ class Kernels {
   //   k, v: [n_kv_heads][head_dim] f32 (keys already rotated by RoPE)
   Status write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, uint32_t page_offset,
                       uint32_t slot, BufferRange k, BufferRange v);
+  // The decode step's RoPE and f16 KV write in one dispatch (shaders/rope_kv_write.comp): q rotated in place as
+  // rope does; the keys rotated on their way into row `slot` of the f16 page at page_offset and the values
+  // written beside them, as rope then write_kv_f16 would (k itself is left unrotated).
+  //   q: [n_heads][head_dim] f32;  k, v: [n_kv_heads][head_dim] f32;  cos_sin: [rope_dims / 2] (cos, sin)
+  Status rope_write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, uint32_t page_offset,
+                           uint32_t slot, BufferRange q, int n_heads, BufferRange k, BufferRange v,
+                           BufferRange cos_sin, int rope_dims, bool neox);
   // Re-encodes the page at byte src_offset of pool (format `from`, n_tokens valid rows) into the page at
   // dst_offset (format `to`): a ladder move down a rung, or back to f16. The CPU codec's math
   // (kv::transcode_page); sections whose width does not change are copied. The pages must not overlap.

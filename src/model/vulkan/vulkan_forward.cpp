@@ -84,6 +84,7 @@ class VulkanModel final : public DeviceModel {
                        context_->info().name, weight_bytes_ / 1048576.0);
   }
   std::vector<std::string> take_validation_messages() override { return context_->take_validation_messages(); }
+  DeviceStepCounts last_step_counts() const override { return step_counts_; }
 
   vulkan::Context& context() { return *context_; }
   const kv::PageFormat& page_format() const { return page_format_; }
@@ -122,12 +123,10 @@ class VulkanModel final : public DeviceModel {
 
   // Activations of one token (f32).
   Buffer x_;           // [n_embd] residual stream
-  Buffer xn_;          // [n_embd] normalised input of a sub-block
   Buffer q_;           // [n_heads][head_dim]
   Buffer k_, v_;       // [n_kv_heads][head_dim]
   Buffer attn_;        // [n_heads][head_dim]
-  Buffer proj_;        // [n_embd] output of wo / w_down before the residual add
-  Buffer gate_, up_;   // [n_ff]
+  Buffer gate_, up_;   // [n_ff]: silu(gate) and up
   Buffer rope_;        // [rope_dims] (cos, sin) pairs of the step's position
   Buffer partial_o_;   // [kMaxSplits][n_heads][head_dim]
   Buffer partial_ml_;  // [kMaxSplits][n_heads][2]
@@ -143,6 +142,7 @@ class VulkanModel final : public DeviceModel {
   int logit_rows_ = kLogitRows;  // logits rows per command batch of the prefill
   bool software_device_ = false;  // prefill chunks submitted layer by layer, logits by matvec
   ChunkBuffers chunk_;
+  DeviceStepCounts step_counts_;  // what the last decode step recorded
 };
 
 // The KV cache in device memory: the pages of every layer in one buffer, each layer's range laid out alike
@@ -370,12 +370,10 @@ Status VulkanModel::allocate_activations() {
     size_t floats;
   };
   const Want wants[] = {{&x_, static_cast<size_t>(c.n_embd)},
-                        {&xn_, static_cast<size_t>(c.n_embd)},
                         {&q_, q_dim},
                         {&k_, kv_dim},
                         {&v_, kv_dim},
                         {&attn_, q_dim},
-                        {&proj_, static_cast<size_t>(c.n_embd)},
                         {&gate_, static_cast<size_t>(c.n_ff)},
                         {&up_, static_cast<size_t>(c.n_ff)},
                         {&rope_, static_cast<size_t>(c.rope_dims)},
@@ -527,6 +525,13 @@ Result<std::unique_ptr<KvCache>> VulkanModel::make_cache(int max_tokens, const K
   return std::unique_ptr<KvCache>(std::move(cache));
 }
 
+// The decode step: one command batch per token. Elementwise work is fused into the products beside it (each
+// fused kernel has its CPU reference test in tests/vulkan/), so a layer of an f16 cache records 10 dispatches and 7
+// barriers (tests/vulkan/model_test.cpp counts them):
+//   Q, K, V (RMSNorm fused) | RoPE + KV write | attention | merge | wo (+ residual) |
+//   gate (RMSNorm, SiLU fused), up (RMSNorm fused) | down (x gate product, + residual) |
+// Independent dispatches (Q/K/V; gate/up) share one barrier. A ladder's k16vY hot pages take RoPE and the row
+// write as two dispatches; qwen2's biases are added after the products.
 Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* logits) {
   const ModelConfig& c = model_.config();
   const int q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
@@ -547,60 +552,57 @@ Status VulkanModel::step(VulkanKvCache& cache, int32_t token, int pos, float* lo
   if (!kv_step.ok()) return kv_step.status();
   const size_t layer_bytes = cache.layer_bytes();
   const bool neox = c.rope_mode == RopeMode::kNeox;
+  const bool f16_row = kv_step->write_format->value_bits == 16;
   Status s;
   auto record = [&s](Status r) {
     if (s.ok() && !r.ok()) s = std::move(r);
   };
-  auto matvec = [&](const DeviceMatrix& m, const Buffer& x, const Buffer& y) {
-    return k.matvec(b, m.type, m.buffer, x, y, m.rows, m.cols, 1, tuning_);
+  using vulkan::MatvecFusion;
+  // y (op)= W x with `bits` fused; aux: the norm's weight (kNorm) or the multiplier (kMul), else unread.
+  auto matvec = [&](const DeviceMatrix& m, const Buffer& x, const Buffer& aux, const Buffer& y, uint32_t bits) {
+    return k.matvec_fused(b, m.type, m.buffer, x, aux, y, m.rows, m.cols, 1, MatvecFusion{bits, c.rms_eps}, tuning_);
   };
   for (int l = 0; l < c.n_layers && s.ok(); ++l) {
     const DeviceLayer& w = layers_[l];
     const BufferRange pool(cache.pool(), static_cast<size_t>(l) * layer_bytes, layer_bytes);
-    record(k.rms_norm(b, x_, w.attn_norm, xn_, 1, c.n_embd, c.rms_eps));
-    b.barrier();
-    record(matvec(w.wq, xn_, q_));
-    record(matvec(w.wk, xn_, k_));
-    record(matvec(w.wv, xn_, v_));
+    record(matvec(w.wq, x_, w.attn_norm, q_, MatvecFusion::kNorm));
+    record(matvec(w.wk, x_, w.attn_norm, k_, MatvecFusion::kNorm));
+    record(matvec(w.wv, x_, w.attn_norm, v_, MatvecFusion::kNorm));
     b.barrier();
     if (w.bq.size() > 0) record(k.add(b, q_, w.bq, q_dim, q_dim));
     if (w.bk.size() > 0) record(k.add(b, k_, w.bk, kv_dim, kv_dim));
     if (w.bv.size() > 0) record(k.add(b, v_, w.bv, kv_dim, kv_dim));
     if (w.bq.size() > 0 || w.bk.size() > 0 || w.bv.size() > 0) b.barrier();
-    record(k.rope(b, q_, rope_, 1, c.n_heads, c.head_dim, c.rope_dims, neox));
-    record(k.rope(b, k_, rope_, 1, c.n_kv_heads, c.head_dim, c.rope_dims, neox));
-    b.barrier();
-    record(k.write_kv_row(b, *kv_step->write_format, pool, kv_step->write_offset, kv_step->write_slot, k_, v_));
+    if (f16_row) {
+      record(k.rope_write_kv_f16(b, *kv_step->write_format, pool, kv_step->write_offset, kv_step->write_slot, q_,
+                                 c.n_heads, k_, v_, rope_, c.rope_dims, neox));
+    } else {
+      record(k.rope(b, q_, rope_, 1, c.n_heads, c.head_dim, c.rope_dims, neox));
+      record(k.rope(b, k_, rope_, 1, c.n_kv_heads, c.head_dim, c.rope_dims, neox));
+      b.barrier();
+      record(k.write_kv_row(b, *kv_step->write_format, pool, kv_step->write_offset, kv_step->write_slot, k_, v_));
+    }
     b.barrier();
     Result<uint32_t> splits = cache.attend_pages(b, k, pool, q_, c.n_heads, scale, partial_o_, partial_ml_);
     record(splits.status());
     b.barrier();
     if (splits.ok()) record(k.merge_attention(b, partial_o_, partial_ml_, *splits, c.n_heads, c.head_dim, attn_, lse_));
     b.barrier();
-    record(matvec(w.wo, attn_, proj_));
+    record(matvec(w.wo, attn_, attn_, x_, MatvecFusion::kAdd));
     b.barrier();
-    record(k.add(b, x_, proj_, c.n_embd, c.n_embd));
+    record(matvec(w.gate, x_, w.ffn_norm, gate_, MatvecFusion::kNorm | MatvecFusion::kSilu));
+    record(matvec(w.up, x_, w.ffn_norm, up_, MatvecFusion::kNorm));
     b.barrier();
-    record(k.rms_norm(b, x_, w.ffn_norm, xn_, 1, c.n_embd, c.rms_eps));
-    b.barrier();
-    record(matvec(w.gate, xn_, gate_));
-    record(matvec(w.up, xn_, up_));
-    b.barrier();
-    record(k.silu_mul(b, gate_, up_, gate_, c.n_ff));
-    b.barrier();
-    record(matvec(w.down, gate_, proj_));
-    b.barrier();
-    record(k.add(b, x_, proj_, c.n_embd, c.n_embd));
+    record(matvec(w.down, gate_, up_, x_, MatvecFusion::kMul | MatvecFusion::kAdd));
     b.barrier();
   }
   if (logits && s.ok()) {
-    record(k.rms_norm(b, x_, output_norm_, xn_, 1, c.n_embd, c.rms_eps));
-    b.barrier();
-    record(matvec(output_, xn_, logits_));
+    record(matvec(output_, x_, output_norm_, logits_, MatvecFusion::kNorm));
     b.barrier();
     b.copy(logits_, 0, logits_out_, 0, logits_.size());
   }
   if (!s.ok()) return s;
+  step_counts_ = DeviceStepCounts{static_cast<int>(b.dispatches()), static_cast<int>(b.barriers())};
   if (Status submitted = context_->submit(b); !submitted.ok()) return submitted;
   if (logits) std::memcpy(logits, logits_out_.mapped(), logits_out_.size());
   return {};

@@ -3,6 +3,20 @@
 // before the include.
 const uint LANES = 8;  // the CPU fit's f32 accumulators (kFitLanes), mirrored
 
+// With KV_FIT_F64 (shaderFloat64) the fit follows the CPU's order of operations bit for bit: f32 divisions
+// correctly rounded (Vulkan lets a device's f32 division be 2.5 ulp off: NVIDIA's is, and picked other fits
+// than the CPU's near ties), the lanes' sums and the least-squares solve in f64. Without it, f32 throughout.
+#ifdef KV_FIT_F64
+#define FIT_REAL double
+float div_rn(float a, float b) { return float(double(a) / double(b)); }
+#else
+#define FIT_REAL float
+float div_rn(float a, float b) {
+  precise float q = a / b;
+  return q;
+}
+#endif
+
 float h2f(uint h) { return unpackHalf2x16(h).x; }
 
 // f32 -> f16 bits, round to nearest even (kvtier/f16.h f32_to_f16; not packHalf2x16, whose rounding the
@@ -40,14 +54,14 @@ uint n_vals;
 // kv::quantize_value.
 uint quantize(float x, float scale, float mn, float levels) {
   if (!(scale > 0.0)) return 0u;
-  precise float v = (x - mn) / scale;
+  precise float v = div_rn(x - mn, scale);
   const float above = v > 0.0 ? v : 0.0;
   return uint(roundEven(above < levels ? above : levels));
 }
 
 // Squared error of vals under (scale, min), codes by multiplication with 1 / scale (kv/codec.cpp group_error).
 float group_error(float scale, float mn, float levels) {
-  const float inverse = 1.0 / scale;
+  const float inverse = div_rn(1.0, scale);
   precise float acc[LANES];
   for (uint k = 0; k < LANES; ++k) acc[k] = 0.0;
   for (uint i = 0; i < n_vals; ++i) {
@@ -69,7 +83,7 @@ uvec2 fit_params(uint bits) {
   const float levels = float((1u << bits) - 1u);
   uvec2 cover;
   cover.y = f16_round_down(lo);
-  precise float needed = (hi - h2f(cover.y)) / levels;
+  precise float needed = div_rn(hi - h2f(cover.y), levels);
   cover.x = f16_round_up(needed);
   for (;;) {
     precise float top = h2f(cover.y) + levels * h2f(cover.x);
@@ -81,7 +95,7 @@ uvec2 fit_params(uint bits) {
   float best_err = group_error(h2f(cover.x), h2f(cover.y), levels);
   const uint kSteps = 12u;
   for (uint step = 0u; step <= kSteps; ++step) {
-    precise float inverse = (levels - 0.5 + 3.0 * float(step) / float(kSteps)) / (hi - lo);
+    precise float inverse = div_rn(levels - 0.5 + div_rn(3.0 * float(step), float(kSteps)), hi - lo);
     precise float sl[LANES], sl2[LANES], sx[LANES], sxl[LANES];
     for (uint k = 0; k < LANES; ++k) sl[k] = 0.0, sl2[k] = 0.0, sx[k] = 0.0, sxl[k] = 0.0;
     for (uint i = 0; i < n_vals; ++i) {
@@ -93,15 +107,17 @@ uvec2 fit_params(uint bits) {
       sx[lane] += x;
       sxl[lane] += x * l;
     }
-    precise float s_l = 0.0, s_l2 = 0.0, s_x = 0.0, s_xl = 0.0;
-    for (uint k = 0; k < LANES; ++k) s_l += sl[k], s_l2 += sl2[k], s_x += sx[k], s_xl += sxl[k];
-    const float count = float(n_vals);
-    precise float det = count * s_l2 - s_l * s_l;  // integers below 2^24: exact
+    precise FIT_REAL s_l = 0.0, s_l2 = 0.0, s_x = 0.0, s_xl = 0.0;
+    for (uint k = 0; k < LANES; ++k) {
+      s_l += FIT_REAL(sl[k]), s_l2 += FIT_REAL(sl2[k]), s_x += FIT_REAL(sx[k]), s_xl += FIT_REAL(sxl[k]);
+    }
+    const FIT_REAL count = FIT_REAL(n_vals);
+    precise FIT_REAL det = count * s_l2 - s_l * s_l;  // integers below 2^24: exact
     if (!(det > 0.0)) continue;
-    precise float scale = (count * s_xl - s_x * s_l) / det;
-    precise float mn = (s_l2 * s_x - s_l * s_xl) / det;
+    precise FIT_REAL scale = (count * s_xl - s_x * s_l) / det;
+    precise FIT_REAL mn = (s_l2 * s_x - s_l * s_xl) / det;
     if (!(scale > 0.0) || isnan(mn) || isinf(mn) || scale > 65504.0 || abs(mn) > 65504.0) continue;
-    const uvec2 p = uvec2(f16_bits(scale), f16_bits(mn));
+    const uvec2 p = uvec2(f16_bits(float(scale)), f16_bits(float(mn)));
     if (!(h2f(p.x) > 0.0)) continue;
     const float err = group_error(h2f(p.x), h2f(p.y), levels);
     if (err < best_err) best = p, best_err = err;

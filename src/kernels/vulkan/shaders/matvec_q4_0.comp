@@ -11,7 +11,7 @@ layout(binding = 0) readonly buffer WBuf { uint16_t w[]; };  // W: [rows][cols /
 void unit_dots(uint first_row, uint x_base, uint u, inout float acc[ROWS]) {
   const uint block = u / 2, h = u % 2;
   const uint x0 = x_base + 8 * block + 2 * h;  // elements 32 block + 8h: vec4s x0, x0+1; high ones x0+4, x0+5
-  const vec4 xl0 = x4[x0], xl1 = x4[x0 + 1], xh0 = x4[x0 + 4], xh1 = x4[x0 + 5];
+  const vec4 xl0 = load_x(x0), xl1 = load_x(x0 + 1), xh0 = load_x(x0 + 4), xh1 = load_x(x0 + 5);
   const float xsum = dot(xl0 + xl1 + xh0 + xh1, vec4(1.0));
   for (uint r = 0; r < ROWS; ++r) {
     const uint base = row_of(first_row, r) * pc.row_words + 9 * block;

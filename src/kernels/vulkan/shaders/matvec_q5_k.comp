@@ -16,8 +16,8 @@ void unit_dots(uint first_row, uint x_base, uint u, inout float acc[ROWS]) {
   const uint x0 = x_base + block * 64 + 16 * c + 4 * h;
   vec4 xlo[4], xhi[4];
   for (uint k = 0; k < 4; ++k) {
-    xlo[k] = x4[x0 + k];
-    xhi[k] = x4[x0 + 8 + k];
+    xlo[k] = load_x(x0 + k);
+    xhi[k] = load_x(x0 + 8 + k);
   }
   const float xsum_lo = dot(xlo[0] + xlo[1] + xlo[2] + xlo[3], vec4(1.0));
   const float xsum_hi = dot(xhi[0] + xhi[1] + xhi[2] + xhi[3], vec4(1.0));

@@ -22,8 +22,8 @@ void unit_dots(uint first_row, uint x_base, uint u, inout float acc[ROWS]) {
   vec4 xv[4][2];  // [k][two vec4s]: elements 128 half + 32 k + l0 + [0, 8)
   for (uint k = 0; k < 4; ++k) {
     const uint at = x_base + block * 64 + 32 * half_ + 8 * k + l0 / 4;
-    xv[k][0] = x4[at];
-    xv[k][1] = x4[at + 1];
+    xv[k][0] = load_x(at);
+    xv[k][1] = load_x(at + 1);
   }
   for (uint r = 0; r < ROWS; ++r) {
     const uint base = row_of(first_row, r) * pc.row_words + 105 * block;

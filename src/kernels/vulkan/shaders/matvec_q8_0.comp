@@ -14,7 +14,7 @@ vec4 int8x4(uint word) {
 
 void unit_dots(uint first_row, uint x_base, uint u, inout float acc[ROWS]) {
   const uint block = u / 4, q = u % 4;
-  const vec4 xa = x4[x_base + 2 * u], xb = x4[x_base + 2 * u + 1];
+  const vec4 xa = load_x(x_base + 2 * u), xb = load_x(x_base + 2 * u + 1);
   for (uint r = 0; r < ROWS; ++r) {
     const uint base = row_of(first_row, r) * pc.row_words + 17 * block;
     const float d = unpackHalf2x16(uint(w[base])).x;
