@@ -233,6 +233,7 @@ class Scheduler {
   bool transfers_stop_ = false;         // under mutex_: the transfer thread ends
   std::condition_variable transfer_work_;
   int transfers_in_flight_ = 0;
+  bool stalled_ = false;                // worker thread: the last turn's requests all waited for room behind transfers
   std::thread transfer_thread_;
   std::thread worker_;
 };

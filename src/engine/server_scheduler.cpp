@@ -435,10 +435,14 @@ void Scheduler::run() {
     lock.unlock();
     // The budget's shares first (idle conversations spill, least recently used first), then one batched forward
     // pass over the active requests that fit: every stream advances by one step per turn.
+    const bool any_active = !active.empty();
     if (arbiter_) active = share_budget(std::move(active));
     step(active, turn);
     record_kv_usage();
     lock.lock();
+    // Nothing could run for want of room while transfers hold sessions (counted at their shares): the next turn
+    // waits for a transfer's end or new work, rather than turning in place until then.
+    stalled_ = any_active && active.empty() && transfers_in_flight_ > 0;
     ++turn;
     for (auto& slot : slots_) {
       if (slot->busy) slot->last_used = turn;  // idle slots keep the turn their last request ended in
@@ -472,8 +476,8 @@ bool Scheduler::has_work() const {
   bool idle = false;
   for (const auto& slot : slots_) {
     if (slot->transfers > 0) continue;  // the transfer's end wakes the worker
-    if (slot->busy) return true;        // a request to step
-    idle = true;
+    if (slot->busy && !stalled_) return true;  // a request to step
+    idle = idle || !slot->busy;
   }
   return idle && !queue_.empty();       // a request to admit
 }

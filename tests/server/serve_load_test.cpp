@@ -59,13 +59,14 @@ using ::kvtier::testing::ServeProcess;
 const char* const kModel = "models/tiny-llama-6m.Q4_0.gguf";
 constexpr int kSlots = 8;
 constexpr int kContext = 512;
+constexpr size_t kShortPrompts = 10;  // the last of the prompts (two templates each: completion, chat)
 // What the server's RSS may grow by beyond its KV budget under load: the HTTP threads' stacks (one per slot and
 // queued request), glibc's per-thread malloc arenas, request and response buffers, and the prefix cache's copy
 // stream (a source cache's whole save() stream, up to a slot's context: ~2 MiB here).
 // Measured: 17 MiB above the RSS before the load at the peak, KV growth within the budget included (64 × 8, Release).
 constexpr int64_t kRssOverhead = 32ll << 20;
 // Room for conversations in RAM beyond the slots' empty caches: about 500 tokens in all, so that eight slots
-// holding up to ~300 each must spill.
+// holding up to ~230 each must spill.
 constexpr size_t kBudgetRoom = 2ull << 20;
 
 int env_int(const char* name, int fallback) {
@@ -213,13 +214,16 @@ Answer parse_stream(const std::string& text, const Template& t, bool complete) {
   return a;
 }
 
-// Whether what a client read before hanging up could be the start of `full`.
+// Whether what a client read before hanging up could be the start of `full` (up to its finish reason, and its
+// usage when that came too).
 bool is_prefix(const Answer& part, const Answer& full) {
   if (full.text.compare(0, part.text.size(), part.text) != 0 || part.logprobs.size() > full.logprobs.size()) {
     return false;
   }
-  return std::equal(part.logprobs.begin(), part.logprobs.end(), full.logprobs.begin()) &&
-         (part.finish.empty() || part == full);
+  if (!std::equal(part.logprobs.begin(), part.logprobs.end(), full.logprobs.begin())) return false;
+  if (part.finish.empty()) return true;
+  return part.text == full.text && part.logprobs == full.logprobs && part.finish == full.finish &&
+         (part.completion_tokens < 0 || part.completion_tokens == full.completion_tokens);
 }
 
 // Parsed Prometheus text: "name{labels}" -> value.
@@ -292,14 +296,16 @@ TEST_F(ServeLoadTest, ManyClientsGetTheirSoloAnswersWithinTheBudgetAndThePoolRet
     return r && r->status == 200 ? parse_metrics(r->body) : std::map<std::string, double>{};
   };
 
-  // The requests: a preamble shared by several prompts (two full pages and more: copied between slots), long
-  // prompts of their own (~200-250 tokens), and short ones (most: a few seconds in all); each as a completion and
+  // The requests: a preamble shared by several prompts (a full page and more: copied between slots), long
+  // prompts of their own (~170-210 tokens), and short ones (most: a few seconds in all); each as a completion and
   // a chat, greedy, some sampled with a seed, some with log-probabilities.
-  const std::string preamble = make_text(1, 110);
+  const std::string preamble = make_text(1, 70);
   std::vector<std::string> prompts;
-  for (int i = 0; i < 5; ++i) prompts.push_back(preamble + make_text(100 + i, 10 + 5 * i));
-  for (int i = 0; i < 2; ++i) prompts.push_back(make_text(200 + i, 160 + 40 * i));
-  for (int i = 0; i < 10; ++i) prompts.push_back(make_text(300 + i, 3 + 2 * i));
+  // Each goes on for more than a page past the preamble, so that another one takes a new slot and gets the
+  // preamble copied there (the solo runs below do it at least once) rather than cutting this conversation back.
+  for (int i = 0; i < 5; ++i) prompts.push_back(preamble + make_text(100 + i, 55 + 5 * i));
+  for (int i = 0; i < 2; ++i) prompts.push_back(make_text(200 + i, 130 + 30 * i));
+  for (int i = 0; i < kShortPrompts; ++i) prompts.push_back(make_text(300 + i, 3 + 2 * i));
   std::vector<Template> templates;
   for (size_t i = 0; i < prompts.size(); ++i) {
     Template completion;
@@ -367,7 +373,10 @@ TEST_F(ServeLoadTest, ManyClientsGetTheirSoloAnswersWithinTheBudgetAndThePoolRet
       httplib::Client http("127.0.0.1", port);
       http.set_read_timeout(120, 0);
       for (int r = 0; r < per_client; ++r) {
-        const size_t which = rng() % templates.size();
+        // Short prompts 75% of the time (the work stays a few seconds), the others evenly.
+        const size_t first_short = 2 * (prompts.size() - kShortPrompts);
+        const size_t which = rng() % 100 < 75 ? first_short + rng() % (templates.size() - first_short)
+                                              : rng() % first_short;
         const Template& t = templates[which];
         const bool stream = rng() % 2 == 0;
         const uint32_t roll = rng() % 100;
