@@ -119,6 +119,7 @@ class PrefixDiskCache {
     int pages = 0;           // full pages
     uint64_t last_hash = 0;  // the chain hash of its last full page (its name)
     int pins = 0;            // reads in progress (pin() .. unpin()): not removed meanwhile
+    bool superseded = false; // a store() while pinned made it redundant: the last unpin() removes it
   };
   PrefixDiskCache(std::string dir, uint64_t max_bytes, const Model& model, std::string policy, uint64_t seed,
                   int max_tokens, Warn warn);

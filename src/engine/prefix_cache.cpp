@@ -267,8 +267,12 @@ Status PrefixDiskCache::unpin(const Hit& hit, const Status& read_status) {
     remove(hit.entry, true, read_status.message());
     return Status::error("prefix cache entry " + file + " dropped: " + read_status.message());
   }
-  it->second.last_used = ++clock_;
-  ::utimensat(AT_FDCWD, file.c_str(), nullptr, AT_SYMLINK_NOFOLLOW);  // LRU order across restarts
+  if (it->second.superseded && it->second.pins == 0) {
+    remove(hit.entry, false, "");  // a longer entry holds all its pages
+  } else {
+    it->second.last_used = ++clock_;
+    ::utimensat(AT_FDCWD, file.c_str(), nullptr, AT_SYMLINK_NOFOLLOW);  // LRU order across restarts
+  }
   evict(UINT64_MAX);  // entries a store() kept over the bound while this one was pinned
   return Status();
 }
@@ -301,9 +305,13 @@ Status PrefixDiskCache::store(Session& session) {
   entry.bytes = static_cast<uint64_t>(st.st_size);
   // Entries whose pages this one holds all of (the same conversation's earlier turn) are no longer needed.
   std::vector<uint64_t> superseded;
-  for (const auto& [id, e] : entries_) {
-    if (e.pins == 0 && e.pages <= entry.pages && hashes[static_cast<size_t>(e.pages) - 1] == e.last_hash) {
-      superseded.push_back(id);  // (a pinned one is being read: it stays, and goes with a later store or evict)
+  for (auto& [id, e] : entries_) {
+    if (e.pages <= entry.pages && hashes[static_cast<size_t>(e.pages) - 1] == e.last_hash) {
+      if (e.pins > 0) {
+        e.superseded = true;  // being read: removed by its unpin()
+      } else {
+        superseded.push_back(id);
+      }
     }
   }
   for (uint64_t id : superseded) remove(id, false, "");
