@@ -354,7 +354,7 @@ TEST_P(PrefixTransferTest, AnotherStreamKeepsSteppingWhileACopyIsInProgress) {
   gate.release();
   EXPECT_GE(runner_got.size(), at_hold + 16) << "the other stream stopped while a prefix copy was held";
 
-  const Answer b = collect(*copied);
+  const Answer b = collect(*copied, std::move(copied_got));
   EXPECT_GE(b.summary.cached_tokens, 2 * kPage);
   expect_same(b, reference);
   const Answer r = collect(*runner, std::move(runner_got));
