@@ -73,7 +73,7 @@ struct PrefixDiskStats {
 // other seeds (another model or policy) are left alone; an entry of this seed that fails any check is removed
 // with a warning and never used. The entries of this seed stay within max_bytes: the least recently used
 // (written or read; the file's mtime across restarts) go first. Nothing is written outside the directory.
-// Not thread-safe; the scheduler's worker owns it.
+// Not thread-safe; the scheduler's worker owns it (read() alone may run on another thread: it touches no state).
 class PrefixDiskCache {
  public:
   using Warn = std::function<void(const std::string&)>;
@@ -93,7 +93,16 @@ class PrefixDiskCache {
   Hit lookup(std::span<const int32_t> prompt, int max_tokens) const;
   // Restores a hit into `session` (the first hit.tokens of `prompt`). An entry that fails (damaged, changed,
   // unreadable, or not holding those tokens) is removed with a warning, and the session is left empty.
+  // pin() + read() + unpin() in one.
   Status load(const Hit& hit, std::span<const int32_t> prompt, Session& session);
+  // The same in three parts, so that the reading (the file's bytes and checksum: the slow part) can run on another
+  // thread than the owner's: pin() (owner thread) keeps the entry from being removed by store() or the size bound
+  // while it is read, and returns its path; read() (any thread: it touches nothing of the cache) restores and checks
+  // the entry into `session`, leaving it empty on failure; unpin() (owner thread) records read()'s outcome: a failed
+  // entry is removed with a warning (the error returned says so), a good one becomes the most recently used.
+  Result<std::string> pin(const Hit& hit);
+  static Status read(const std::string& file, std::span<const int32_t> prompt, int tokens, Session& session);
+  Status unpin(const Hit& hit, const Status& read_status);
   // Writes the session's sequence as an entry when it holds full pages that no entry holds yet; entries whose
   // pages it all holds are removed (a conversation's next turn replaces its last). Then evicts down to the bound.
   Status store(Session& session);
@@ -109,6 +118,8 @@ class PrefixDiskCache {
     uint64_t last_used = 0;  // larger = more recent (mtime in ns at open, then a counter above it)
     int pages = 0;           // full pages
     uint64_t last_hash = 0;  // the chain hash of its last full page (its name)
+    int pins = 0;            // reads in progress (pin() .. unpin()): not removed meanwhile
+    bool superseded = false; // a store() while pinned made it redundant: the last unpin() removes it
   };
   PrefixDiskCache(std::string dir, uint64_t max_bytes, const Model& model, std::string policy, uint64_t seed,
                   int max_tokens, Warn warn);

@@ -20,7 +20,10 @@
 //
 // Prefix cache (kvtier/prefix_cache.h): a request whose prompt begins with full KV pages that another slot holds
 // (or --cache-dir keeps) gets them copied into its slot and evaluates only the rest; with the default f16 cache
-// its output is bit-identical to a run without the copy (docs/server.md, "Prefix cache").
+// its output is bit-identical to a run without the copy (docs/server.md, "Prefix cache"). The copy (or the read of
+// the entry) runs on a transfer thread of its own, outside the scheduler's mutex: the worker reserves the slot and
+// claims the source, leaves both caches alone while the transfer runs (the other streams keep stepping), and
+// publishes the result at the start of a later turn.
 #pragma once
 
 #include <atomic>
@@ -60,6 +63,9 @@ struct SchedulerOptions {
   std::string cache_dir;       // --cache-dir: keep full prefix pages across restarts (empty: none)
   uint64_t cache_dir_max_bytes = 4ull << 30;  // --cache-size: the most cache_dir's entries of this model may take
   std::function<void(const std::string&)> warn;  // one-line warnings (a dropped cache entry, a failed write)
+  // Tests: called on the transfer thread as each prefix copy or --cache-dir read begins, before it touches a
+  // cache (holding it there shows that the other streams keep stepping meanwhile).
+  std::function<void()> prefix_transfer_hook;
 };
 
 struct GenerationRequest {
@@ -177,12 +183,14 @@ class Scheduler {
 
  private:
   struct Slot;
+  struct Transfer;  // a prefix copy or --cache-dir read in progress
   struct Pending {
     GenerationRequest request;
     std::shared_ptr<RequestStream> stream;
   };
   Scheduler(Model& model, const Tokenizer& tokenizer, const SchedulerOptions& options);
   void run();
+  bool has_work() const;                // under mutex_ (worker): whether a turn has anything to do
   void admit_waiting();                 // under mutex_: queued requests into idle slots
   void step(const std::vector<Slot*>& active, uint64_t turn);  // one batched forward pass of the active requests
   // The shared budget's shares for this turn (set on every slot's cache); returns the active requests that fit.
@@ -191,11 +199,15 @@ class Scheduler {
   void record_kv_usage();               // metrics_' KV fields from the caches (worker thread, takes mutex_)
   void emit_token(Slot& slot);          // samples the slot's next token from its session's last logits
   void start(Slot& slot, Pending pending);
-  // The prefix cache's part of start(): copies a longer run of the prompt's full pages than the slot kept, from
-  // another slot or the disk, when there is one; returns the prompt tokens the slot now holds.
-  size_t adopt_cached_prefix(Slot& slot, const std::vector<int32_t>& prompt, size_t kept);
-  void forget(Slot& slot);
-  void record_prefix_disk_stats();      // metrics_' --cache-dir fields (worker thread, under mutex_)              // empties the slot's cache (and its prefix index entry); under mutex_
+  // The prefix cache's part of start(): when another slot or the disk holds a longer run of the prompt's full pages
+  // than the slot kept, reserves the slot, claims the source and queues the transfer (true: the slot waits for
+  // publish_transfers()). Under mutex_.
+  bool claim_cached_prefix(Slot& slot, size_t kept);
+  void run_transfers();                 // the transfer thread: copies and reads, outside mutex_
+  void publish_transfers();             // under mutex_ (worker): the finished transfers' slots start their prefill
+  void begin_prefill(Slot& slot);       // under mutex_ (worker): the prompt after what the slot holds is to evaluate
+  void forget(Slot& slot);              // empties the slot's cache (and its prefix index entry); under mutex_
+  void record_prefix_disk_stats();      // metrics_' --cache-dir fields (worker thread, under mutex_)
   void finish(Slot& slot, FinishReason reason, const std::string& error = "");
 
   Model& model_;
@@ -215,6 +227,14 @@ class Scheduler {
   std::condition_variable cleared_;
   SchedulerMetrics metrics_;
   std::vector<KvUsage> slot_usage_;     // [slots] as of the last turn
+  // Prefix transfers: queued by the worker, run by transfer_thread_, published by the worker (both lists under
+  // mutex_). transfers_in_flight_ (worker thread) counts those claimed and not yet published.
+  std::deque<std::unique_ptr<Transfer>> transfers_waiting_, transfers_done_;
+  bool transfers_stop_ = false;         // under mutex_: the transfer thread ends
+  std::condition_variable transfer_work_;
+  int transfers_in_flight_ = 0;
+  bool stalled_ = false;                // worker thread: the last turn's requests all waited for room behind transfers
+  std::thread transfer_thread_;
   std::thread worker_;
 };
 

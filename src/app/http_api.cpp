@@ -110,6 +110,28 @@ int connection_socket(const httplib::Request& req) {
   return found;
 }
 
+// cpp-httplib 0.11 listens with a backlog of 5, compiled into Debian's library: when more clients connect at once
+// than the accept loop takes in, the kernel drops their handshakes (ListenOverflows), and their requests come
+// seconds late, past the server's read timeout, or never (a load of 64 clients lost some this way). listen()
+// again on a listening socket sets its backlog: done here on the sockets listening on `port`.
+void raise_listen_backlog(int port, int backlog) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return;
+  while (const dirent* entry = ::readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0') continue;
+    int accepting = 0;
+    socklen_t size = sizeof accepting;
+    if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &accepting, &size) != 0 || !accepting) continue;
+    sockaddr_storage local{};
+    socklen_t local_length = sizeof local;
+    if (::getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_length) != 0) continue;
+    if (port_of(local) == port) ::listen(static_cast<int>(fd), backlog);
+  }
+  ::closedir(dir);
+}
+
 bool peer_closed(int fd) {
   if (fd < 0) return false;
   pollfd p{fd, POLLRDHUP, 0};
@@ -369,6 +391,7 @@ ApiServer::~ApiServer() = default;
 Result<int> ApiServer::bind(const std::string& host, int port) {
   const int bound = port == 0 ? http_->bind_to_any_port(host) : (http_->bind_to_port(host, port) ? port : -1);
   if (bound < 0) return Status::error("cannot listen on " + host + ":" + std::to_string(port));
+  raise_listen_backlog(bound, SOMAXCONN);  // the kernel caps it at net.core.somaxconn
   return bound;
 }
 

@@ -220,7 +220,7 @@ void PrefixDiskCache::evict(uint64_t keep) {
   while (stats_.bytes > max_bytes_) {
     auto oldest = entries_.end();
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-      if (it->first == keep) continue;
+      if (it->first == keep || it->second.pins > 0) continue;  // a pinned entry is being read
       if (oldest == entries_.end() || it->second.last_used < oldest->second.last_used) oldest = it;
     }
     if (oldest == entries_.end()) return;
@@ -234,27 +234,53 @@ PrefixDiskCache::Hit PrefixDiskCache::lookup(std::span<const int32_t> prompt, in
   return Hit{m.owner, m.tokens};
 }
 
-Status PrefixDiskCache::load(const Hit& hit, std::span<const int32_t> prompt, Session& session) {
+Result<std::string> PrefixDiskCache::pin(const Hit& hit) {
   auto it = entries_.find(hit.entry);
   if (hit.tokens <= 0 || it == entries_.end()) return Status::error("prefix cache: no such entry");
-  const std::string file = path(it->second);
+  ++it->second.pins;
+  return path(it->second);
+}
+
+Status PrefixDiskCache::read(const std::string& file, std::span<const int32_t> prompt, int tokens, Session& session) {
   Status status = session.restore(file);
   if (status.ok()) {
     const std::vector<int32_t>& held = session.tokens();
-    if (static_cast<int>(held.size()) < hit.tokens ||
-        !std::equal(prompt.begin(), prompt.begin() + hit.tokens, held.begin())) {
+    if (static_cast<int>(held.size()) < tokens || static_cast<int>(prompt.size()) < tokens ||
+        !std::equal(prompt.begin(), prompt.begin() + tokens, held.begin())) {
       status = Status::error("it does not hold the tokens its pages are named for (damaged)");
     }
   }
   if (!status.ok()) {
     session.clear();
-    remove(hit.entry, true, status.message());
-    return Status::error("prefix cache entry " + file + " dropped: " + status.message());
+    return status;
   }
-  session.truncate(hit.tokens);
-  it->second.last_used = ++clock_;
-  ::utimensat(AT_FDCWD, file.c_str(), nullptr, AT_SYMLINK_NOFOLLOW);  // LRU order across restarts
+  session.truncate(tokens);
   return Status();
+}
+
+Status PrefixDiskCache::unpin(const Hit& hit, const Status& read_status) {
+  auto it = entries_.find(hit.entry);
+  if (it == entries_.end()) return read_status;  // cannot happen: a pinned entry is never removed
+  --it->second.pins;
+  const std::string file = path(it->second);
+  if (!read_status.ok()) {
+    remove(hit.entry, true, read_status.message());
+    return Status::error("prefix cache entry " + file + " dropped: " + read_status.message());
+  }
+  if (it->second.superseded && it->second.pins == 0) {
+    remove(hit.entry, false, "");  // a longer entry holds all its pages
+  } else {
+    it->second.last_used = ++clock_;
+    ::utimensat(AT_FDCWD, file.c_str(), nullptr, AT_SYMLINK_NOFOLLOW);  // LRU order across restarts
+  }
+  evict(UINT64_MAX);  // entries a store() kept over the bound while this one was pinned
+  return Status();
+}
+
+Status PrefixDiskCache::load(const Hit& hit, std::span<const int32_t> prompt, Session& session) {
+  Result<std::string> file = pin(hit);
+  if (!file.ok()) return file.status();
+  return unpin(hit, read(*file, prompt, hit.tokens, session));
 }
 
 Status PrefixDiskCache::store(Session& session) {
@@ -279,8 +305,14 @@ Status PrefixDiskCache::store(Session& session) {
   entry.bytes = static_cast<uint64_t>(st.st_size);
   // Entries whose pages this one holds all of (the same conversation's earlier turn) are no longer needed.
   std::vector<uint64_t> superseded;
-  for (const auto& [id, e] : entries_) {
-    if (e.pages <= entry.pages && hashes[static_cast<size_t>(e.pages) - 1] == e.last_hash) superseded.push_back(id);
+  for (auto& [id, e] : entries_) {
+    if (e.pages <= entry.pages && hashes[static_cast<size_t>(e.pages) - 1] == e.last_hash) {
+      if (e.pins > 0) {
+        e.superseded = true;  // being read: removed by its unpin()
+      } else {
+        superseded.push_back(id);
+      }
+    }
   }
   for (uint64_t id : superseded) remove(id, false, "");
   const uint64_t id = next_id_++;

@@ -70,6 +70,15 @@ struct Scheduler::Slot {
   uint64_t last_used = 0;   // under Scheduler::mutex_: the turn a request last left it (idle slots: LRU)
   uint64_t waited = 0;      // worker thread: turns the current request's step waited for room in the budget
   std::vector<int32_t> held_tokens;  // under Scheduler::mutex_: session.tokens() as of the last admission/finish
+  // Prefix transfers (worker thread): while `transfers` > 0 a transfer thread reads (a source) or writes (the
+  // `receiving` slot) this session, so the worker leaves it alone: no step, no budget change, no usage() read,
+  // no admission, no clearing. The budget counts it at `frozen_bytes` meanwhile.
+  int transfers = 0;
+  bool receiving = false;
+  size_t frozen_bytes = 0;
+  size_t share_bytes = 0;   // worker thread: the budget share last set on its cache (with a --kv-budget)
+  size_t empty_bytes = 0;   // its cache empty (KvUsage::empty_bytes)
+  uint64_t pages_written = 0;  // worker thread: its cache's io_stats().pages_written as of the last turn
 
   // The request being served (worker thread only).
   GenerationRequest request;
@@ -84,12 +93,23 @@ struct Scheduler::Slot {
   std::chrono::steady_clock::time_point decode_start;
 };
 
+// A prefix copy from another slot, or a read of a --cache-dir entry, into `dest`'s session.
+struct Scheduler::Transfer {
+  Slot* dest = nullptr;
+  Slot* source = nullptr;        // copying this slot's first `tokens`, or (null) reading `file`
+  PrefixDiskCache::Hit disk;     // the pinned entry
+  std::string file;
+  std::vector<int32_t> prefix;   // [tokens] the prompt's tokens the transfer brings
+  int tokens = 0;
+  Status status;                 // the transfer thread's outcome
+};
+
 Scheduler::Scheduler(Model& model, const Tokenizer& tokenizer, const SchedulerOptions& options)
     : model_(model), tokenizer_(tokenizer), options_(options), pool_(options.threads) {}
 
 Scheduler::~Scheduler() {
   shutdown();
-  if (worker_.joinable()) worker_.join();
+  if (worker_.joinable()) worker_.join();  // run() stops and joins the transfer thread on its way out
 }
 
 Result<std::unique_ptr<Scheduler>> Scheduler::create(Model& model, const Tokenizer& tokenizer,
@@ -108,8 +128,10 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(Model& model, const Tokeniz
   for (int i = 0; i < options.n_slots; ++i) {
     auto cache = make_kv_cache(model.config(), options.n_ctx, slot_kv, &s->pool_);
     if (!cache.ok()) return cache.status();
-    fixed += (*cache)->usage().empty_bytes;
+    const size_t empty = (*cache)->usage().empty_bytes;
+    fixed += empty;
     s->slots_.push_back(std::make_unique<Slot>(model, std::move(*cache), s->pool_, i));
+    s->slots_.back()->empty_bytes = empty;
   }
   if (budget > 0) {
     if (fixed > budget) {
@@ -118,6 +140,12 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(Model& model, const Tokeniz
                            " bytes (hot rings, sinks and cold-tier buffers of each); raise it, or use fewer slots (-np)");
     }
     s->arbiter_ = std::make_unique<kv::BudgetArbiter>(budget);
+    // Equal shares until the first turn sets them (a prefix copy before it must stay within one too); every empty
+    // cache fits its share, as the check above says.
+    for (auto& slot : s->slots_) {
+      if (Status set = slot->session.cache().set_budget(budget / s->slots_.size()); !set.ok()) return set;
+      slot->share_bytes = budget / s->slots_.size();
+    }
   }
   if (options.prefix_cache || !options.cache_dir.empty()) {
     const std::string policy = s->slots_[0]->session.cache().policy();
@@ -134,6 +162,7 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(Model& model, const Tokeniz
   s->metrics_.n_slots = options.n_slots;
   s->metrics_.kv_budget_bytes = budget;
   s->record_kv_usage();
+  if (s->prefix_index_) s->transfer_thread_ = std::thread([raw = s.get()] { raw->run_transfers(); });
   s->worker_ = std::thread([raw = s.get()] { raw->run(); });
   return s;
 }
@@ -222,7 +251,7 @@ void Scheduler::admit_waiting() {
     size_t longest_shared = 0;
     const std::vector<int32_t>& prompt = queue_.front().request.prompt;
     for (auto& slot : slots_) {
-      if (slot->busy) continue;
+      if (slot->busy || slot->transfers > 0) continue;  // a transfer's source stays as it is until published
       const std::vector<int32_t>& held = slot->session.tokens();
       const size_t limit = std::min(held.size(), prompt.size());
       size_t shared = 0;
@@ -256,14 +285,8 @@ void Scheduler::start(Slot& slot, Pending pending) {
   slot.stream = std::move(pending.stream);
   slot.summary = GenerationSummary();
   slot.summary.prompt_tokens = static_cast<int>(slot.request.prompt.size());
-  slot.to_prefill = slot.session.reuse_prefix(slot.request.prompt);
-  if (prefix_index_) {
-    const std::vector<int32_t>& prompt = slot.request.prompt;
-    const size_t held = adopt_cached_prefix(slot, prompt, prompt.size() - slot.to_prefill.size());
-    slot.to_prefill.assign(prompt.begin() + static_cast<std::ptrdiff_t>(held), prompt.end());
-  }
+  const size_t kept = slot.request.prompt.size() - slot.session.reuse_prefix(slot.request.prompt).size();
   slot.prefilled = 0;
-  slot.summary.cached_tokens = slot.summary.prompt_tokens - static_cast<int>(slot.to_prefill.size());
   slot.pending_token = -1;
   slot.waited = 0;
   SamplingParams sampling = slot.request.sampling;
@@ -271,8 +294,18 @@ void Scheduler::start(Slot& slot, Pending pending) {
   for (int32_t t : slot.request.prompt) slot.sampler->accept(t);
   slot.detok = std::make_unique<StreamingDetokenizer>(tokenizer_);
   slot.stops = std::make_unique<StopStringFilter>(slot.request.stop_strings);
-  slot.held_tokens = slot.session.tokens();
   metrics_.prompt_tokens += static_cast<uint64_t>(slot.summary.prompt_tokens);
+  // With a transfer claimed the slot waits (out of the turns' steps) until publish_transfers() begins its prefill.
+  if (!(prefix_index_ && claim_cached_prefix(slot, kept))) begin_prefill(slot);
+}
+
+void Scheduler::begin_prefill(Slot& slot) {
+  const std::vector<int32_t>& prompt = slot.request.prompt;
+  const size_t held = slot.session.tokens().size();  // a prefix of the prompt, leaving at least its last token
+  slot.to_prefill.assign(prompt.begin() + static_cast<std::ptrdiff_t>(held), prompt.end());
+  slot.summary.cached_tokens = slot.summary.prompt_tokens - static_cast<int>(slot.to_prefill.size());
+  slot.held_tokens = slot.session.tokens();
+  if (prefix_index_) prefix_index_->assign(static_cast<uint64_t>(slot.index), slot.session.tokens());
   metrics_.cached_tokens += static_cast<uint64_t>(slot.summary.cached_tokens);
 }
 
@@ -292,73 +325,124 @@ void Scheduler::forget(Slot& slot) {
   if (prefix_index_) prefix_index_->erase(static_cast<uint64_t>(slot.index));
 }
 
-size_t Scheduler::adopt_cached_prefix(Slot& slot, const std::vector<int32_t>& prompt, size_t kept) {
+bool Scheduler::claim_cached_prefix(Slot& slot, size_t kept) {
+  const std::vector<int32_t>& prompt = slot.request.prompt;
   // At most prompt.size() - 1 tokens: the last one is evaluated for the logits of the first generated token.
   const int limit = static_cast<int>(prompt.size()) - 1;
-  const auto other_slot = [&](uint64_t owner) { return owner != static_cast<uint64_t>(slot.index); };
-  const PrefixIndex::Match in_ram = prefix_index_->longest(prompt, limit, other_slot);
+  // Not from itself, nor from a slot that is receiving a transfer (its pages are changing).
+  const auto usable = [&](uint64_t owner) {
+    return owner != static_cast<uint64_t>(slot.index) && !slots_[owner]->receiving;
+  };
+  const PrefixIndex::Match in_ram = prefix_index_->longest(prompt, limit, usable);
   const PrefixDiskCache::Hit on_disk = prefix_disk_ ? prefix_disk_->lookup(prompt, limit) : PrefixDiskCache::Hit{};
   const int best = std::max(in_ram.tokens, on_disk.tokens);
-  if (best > static_cast<int>(kept)) {
-    const bool from_slot = in_ram.tokens >= on_disk.tokens;  // RAM first: no disk read
-    Status copied;
-    if (from_slot) {
-      Slot& source = *slots_[in_ram.owner];
-      const std::vector<int32_t>& held = source.session.tokens();
-      // The index follows what a slot held when a request started or ended; a failed batch may have cut it since.
-      // Then the entry is corrected and the slot keeps its own prefix.
-      if (held.size() < static_cast<size_t>(in_ram.tokens) ||
-          !std::equal(prompt.begin(), prompt.begin() + in_ram.tokens, held.begin())) {
-        prefix_index_->assign(in_ram.owner, held);
-        prefix_index_->assign(static_cast<uint64_t>(slot.index), slot.session.tokens());
-        return slot.session.tokens().size();
-      }
-      copied = slot.session.copy_prefix(source.session, in_ram.tokens);
-    } else {
-      copied = prefix_disk_->load(on_disk, prompt, slot.session);
-      record_prefix_disk_stats();  // a dropped entry
+  if (best <= static_cast<int>(kept)) return false;
+  auto transfer = std::make_unique<Transfer>();
+  transfer->dest = &slot;
+  transfer->tokens = best;
+  transfer->prefix.assign(prompt.begin(), prompt.begin() + best);
+  if (in_ram.tokens >= on_disk.tokens) {  // RAM first: no disk read
+    Slot& source = *slots_[in_ram.owner];
+    const std::vector<int32_t>& held = source.session.tokens();
+    // The index follows what a slot held when a request started or ended; a failed batch may have cut it since.
+    // Then the entry is corrected and the slot keeps its own prefix.
+    if (held.size() < static_cast<size_t>(best) || !std::equal(prompt.begin(), prompt.begin() + best, held.begin())) {
+      prefix_index_->assign(in_ram.owner, held);
+      return false;
     }
-    if (copied.ok()) {
+    if (source.transfers++ == 0 && arbiter_) source.frozen_bytes = source.session.cache().usage().budgeted_bytes;
+    transfer->source = &source;
+  } else {
+    Result<std::string> file = prefix_disk_->pin(on_disk);
+    if (!file.ok()) return false;  // the index and the entries disagree: cannot happen
+    transfer->disk = on_disk;
+    transfer->file = std::move(*file);
+  }
+  // The slot's cache may grow up to its share while the transfer loads it (pages past it go to its cold tier as
+  // they come); the budget counts it at that until the transfer is published.
+  ++slot.transfers;
+  slot.receiving = true;
+  slot.frozen_bytes = slot.share_bytes;
+  prefix_index_->erase(static_cast<uint64_t>(slot.index));
+  ++transfers_in_flight_;
+  transfers_waiting_.push_back(std::move(transfer));
+  transfer_work_.notify_all();
+  return true;
+}
+
+void Scheduler::run_transfers() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    transfer_work_.wait(lock, [&] { return transfers_stop_ || !transfers_waiting_.empty(); });
+    if (transfers_stop_) return;
+    std::unique_ptr<Transfer> t = std::move(transfers_waiting_.front());
+    transfers_waiting_.pop_front();
+    lock.unlock();
+    // The claims keep the worker away from both sessions until the transfer is published.
+    if (options_.prefix_transfer_hook) options_.prefix_transfer_hook();
+    t->status = t->source != nullptr ? t->dest->session.copy_prefix(t->source->session, t->tokens)
+                                     : PrefixDiskCache::read(t->file, t->prefix, t->tokens, t->dest->session);
+    lock.lock();
+    transfers_done_.push_back(std::move(t));
+    work_.notify_all();
+  }
+}
+
+void Scheduler::publish_transfers() {
+  while (!transfers_done_.empty()) {
+    std::unique_ptr<Transfer> t = std::move(transfers_done_.front());
+    transfers_done_.pop_front();
+    --transfers_in_flight_;
+    Slot& slot = *t->dest;
+    --slot.transfers;
+    slot.receiving = false;
+    const bool from_slot = t->source != nullptr;
+    if (from_slot) --t->source->transfers;
+    Status status = from_slot ? t->status : prefix_disk_->unpin(t->disk, t->status);
+    if (status.ok()) {
       (from_slot ? metrics_.prefix_hits_slot : metrics_.prefix_hits_disk) += 1;
-      (from_slot ? metrics_.prefix_tokens_slot : metrics_.prefix_tokens_disk) += static_cast<uint64_t>(best);
+      (from_slot ? metrics_.prefix_tokens_slot : metrics_.prefix_tokens_disk) += static_cast<uint64_t>(t->tokens);
     } else {
       // The slot is empty now (a failed copy or load empties it): the whole prompt is evaluated.
       ++metrics_.prefix_failures;
-      if (options_.warn) options_.warn("prefix cache: " + copied.message() + "; evaluating the prompt instead");
+      if (options_.warn) options_.warn("prefix cache: " + status.message() + "; evaluating the prompt instead");
       slot.session.clear();
     }
+    record_prefix_disk_stats();  // a dropped entry
+    begin_prefill(slot);
   }
-  prefix_index_->assign(static_cast<uint64_t>(slot.index), slot.session.tokens());
-  return slot.session.tokens().size();
 }
 
 void Scheduler::run() {
   uint64_t turn = 0;
   std::unique_lock lock(mutex_);
   for (;;) {
-    work_.wait(lock, [&] {
-      const bool any_busy = std::any_of(slots_.begin(), slots_.end(), [](auto& s) { return s->busy; });
-      return stopping_ || clear_requested_ || any_busy || !queue_.empty();
-    });
+    work_.wait(lock, [&] { return has_work(); });
     if (stopping_) break;
-    const bool clearing = clear_requested_;
+    publish_transfers();
+    // Clearing waits until no transfer reads an idle slot.
+    const bool clearing = clear_requested_ && transfers_in_flight_ == 0;
     if (clearing) {
       for (auto& slot : slots_) {
         if (!slot->busy) forget(*slot);
       }
     }
     admit_waiting();
-    std::vector<Slot*> active;
+    std::vector<Slot*> active;  // the requests to step: busy, and no transfer holds their session
     for (auto& slot : slots_) {
-      if (slot->busy) active.push_back(slot.get());
+      if (slot->busy && slot->transfers == 0) active.push_back(slot.get());
     }
     lock.unlock();
     // The budget's shares first (idle conversations spill, least recently used first), then one batched forward
     // pass over the active requests that fit: every stream advances by one step per turn.
+    const bool any_active = !active.empty();
     if (arbiter_) active = share_budget(std::move(active));
     step(active, turn);
     record_kv_usage();
     lock.lock();
+    // Nothing could run for want of room while transfers hold sessions (counted at their shares): the next turn
+    // waits for a transfer's end or new work, rather than turning in place until then.
+    stalled_ = any_active && active.empty() && transfers_in_flight_ > 0;
     ++turn;
     for (auto& slot : slots_) {
       if (slot->busy) slot->last_used = turn;  // idle slots keep the turn their last request ended in
@@ -368,10 +452,14 @@ void Scheduler::run() {
       cleared_.notify_all();
     }
   }
-  // Shutting down: whatever runs or waits ends as cancelled.
+  // Shutting down: whatever runs or waits ends as cancelled, once the transfer thread is done with the sessions
+  // (a transfer in progress completes; queued ones are dropped, and their slots' requests end with the others).
   std::deque<Pending> waiting = std::move(queue_);
   cleared_.notify_all();
+  transfers_stop_ = true;
+  transfer_work_.notify_all();
   lock.unlock();
+  if (transfer_thread_.joinable()) transfer_thread_.join();
   for (auto& slot : slots_) {
     if (slot->stream) finish(*slot, FinishReason::kCancelled);
   }
@@ -381,6 +469,17 @@ void Scheduler::run() {
     summary.prompt_tokens = static_cast<int>(p.request.prompt.size());
     p.stream->finish(std::move(summary));
   }
+}
+
+bool Scheduler::has_work() const {
+  if (stopping_ || !transfers_done_.empty() || (clear_requested_ && transfers_in_flight_ == 0)) return true;
+  bool idle = false;
+  for (const auto& slot : slots_) {
+    if (slot->transfers > 0) continue;  // the transfer's end wakes the worker
+    if (slot->busy && !stalled_) return true;  // a request to step
+    idle = idle || !slot->busy;
+  }
+  return idle && !queue_.empty();       // a request to admit
 }
 
 size_t Scheduler::tokens_this_turn(const Slot& slot) const {
@@ -396,10 +495,20 @@ std::vector<Scheduler::Slot*> Scheduler::share_budget(std::vector<Slot*> active)
   const size_t n = slots_.size();
   for (;;) {
     std::vector<kv::BudgetClaim> claims(n);  // [slots]
+    bool any_frozen = false;
     for (size_t i = 0; i < n; ++i) {
       Slot& slot = *slots_[i];
-      const KvUsage usage = slot.session.cache().usage();
       kv::BudgetClaim& c = claims[i];
+      if (slot.transfers > 0) {
+        // A transfer holds its session: counted at what it may hold meanwhile, never spilled or dropped (an active
+        // claim with nothing to add; it is not stepped).
+        c.resident_bytes = c.floor_bytes = slot.frozen_bytes;
+        c.empty_bytes = std::min(slot.empty_bytes, slot.frozen_bytes);
+        c.active = true;
+        any_frozen = true;
+        continue;
+      }
+      const KvUsage usage = slot.session.cache().usage();
       c.resident_bytes = usage.budgeted_bytes;
       c.floor_bytes = usage.floor_bytes;
       c.empty_bytes = usage.empty_bytes;
@@ -409,10 +518,11 @@ std::vector<Scheduler::Slot*> Scheduler::share_budget(std::vector<Slot*> active)
       if (c.active) c.need_bytes = slot.session.cache().budget_growth_bytes(static_cast<int>(tokens_this_turn(slot)));
     }
     const kv::BudgetPlan plan = arbiter_->plan(claims);
-    const bool any_runs = std::any_of(plan.shares.begin(), plan.shares.end(), [](auto& s) { return s.runs; });
-    if (!active.empty() && !any_runs) {
+    const bool any_runs = std::any_of(active.begin(), active.end(), [&](Slot* s) { return plan.shares[s->index].runs; });
+    if (!active.empty() && !any_runs && !any_frozen) {
       // Nothing can run, now or later (only a request ending frees room): the request whose cache needs the
-      // most fails, never an allocation over the budget.
+      // most fails, never an allocation over the budget. (While a transfer holds a session, the requests wait for
+      // its end instead: the source's pages may go to disk then.)
       size_t worst = n;
       for (size_t i = 0; i < n; ++i) {
         if (!claims[i].active) continue;
@@ -440,12 +550,17 @@ std::vector<Scheduler::Slot*> Scheduler::share_budget(std::vector<Slot*> active)
     for (size_t i = 0; i < n; ++i) {
       Slot& slot = *slots_[i];
       const kv::BudgetShare& share = plan.shares[i];
+      if (slot.transfers > 0) {
+        budgeted += slot.frozen_bytes;
+        continue;
+      }
       if (share.dropped) {
         std::lock_guard lock(mutex_);
         forget(slot);
         ++metrics_.kv_dropped_conversations;
       }
       Status set = slot.session.cache().set_budget(share.bytes);
+      if (set.ok()) slot.share_bytes = share.bytes;
       if (!set.ok() && claims[i].active) {
         finish(slot, FinishReason::kError, "the KV cache could not keep its share of the budget: " + set.message());
       } else if (!set.ok()) {
@@ -471,13 +586,22 @@ std::vector<Scheduler::Slot*> Scheduler::share_budget(std::vector<Slot*> active)
 void Scheduler::record_kv_usage() {
   SchedulerMetrics m;
   std::vector<KvUsage> per_slot;  // [slots]
-  for (auto& slot : slots_) {
-    const KvUsage& u = per_slot.emplace_back(slot->session.cache().usage());
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot* slot = slots_[i].get();
+    // A session a transfer holds is not read: its last numbers stand until the transfer is published. (Only this
+    // thread writes slot_usage_; others read it under mutex_.)
+    const bool held = slot->transfers > 0 && i < slot_usage_.size();
+    const KvUsage& u = per_slot.emplace_back(held ? slot_usage_[i] : slot->session.cache().usage());
     m.kv_resident_bytes += u.ram_bytes;
     m.kv_budgeted_bytes += u.budgeted_bytes;
     m.kv_cold_pages += u.cold_pages;
     m.kv_cold_bytes += u.cold_bytes;
-    m.kv_spilled_pages += slot->session.cache().io_stats().pages_written;
+    if (held) {
+      m.kv_spilled_pages += slot->pages_written;
+    } else {
+      slot->pages_written = slot->session.cache().io_stats().pages_written;
+      m.kv_spilled_pages += slot->pages_written;
+    }
     for (const KvUsage::Pages& p : u.ram_pages) {
       auto it = std::find_if(m.kv_ram_pages.begin(), m.kv_ram_pages.end(),
                              [&](const KvUsage::Pages& q) { return std::string_view(q.precision) == p.precision; });

@@ -314,6 +314,42 @@ TEST_F(PrefixCacheTest, TheDiskCacheStaysWithinItsSizeLeastRecentlyUsedFirst) {
   EXPECT_TRUE(warnings.empty());
 }
 
+// An entry being read off the owner's thread (pin() .. unpin()) is neither superseded by a longer entry nor
+// evicted by the size bound meanwhile; unpin() then applies both.
+TEST_F(PrefixCacheTest, APinnedEntryStaysUntilItsReadIsDone) {
+  std::vector<std::string> warnings;
+  const std::vector<int32_t> turn = tokens(kPage + 3, 60);
+  const std::vector<int32_t> next_turn = concat(turn, tokens(kPage, 61));  // holds all of the first one's pages
+  uint64_t first_bytes = 0, next_bytes = 0;  // each turn's entry
+  for (const std::vector<int32_t>* t : {&next_turn, &turn}) {
+    for (const auto& e : fs::directory_iterator(dir_)) fs::remove(e.path());
+    auto disk = open(1ull << 30, &warnings);
+    auto s = session();
+    ASSERT_TRUE(s->append(*t).ok());
+    ASSERT_TRUE(disk->store(*s).ok());
+    (t == &turn ? first_bytes : next_bytes) = disk->stats().bytes;
+  }
+  const uint64_t bound = next_bytes + first_bytes / 2;  // the next turn's entry fits, not both
+  auto disk = open(bound, &warnings);
+  const auto hit = disk->lookup(turn, kPage);
+  ASSERT_EQ(hit.tokens, kPage);
+  auto file = disk->pin(hit);
+  ASSERT_TRUE(file.ok()) << file.error();
+  auto s = session();
+  ASSERT_TRUE(s->append(next_turn).ok());
+  ASSERT_TRUE(disk->store(*s).ok());  // would supersede the first entry, and is over the bound beside it
+  EXPECT_TRUE(fs::exists(*file)) << "a pinned entry was removed";
+  auto reader = session();
+  const Status read = PrefixDiskCache::read(*file, turn, hit.tokens, *reader);
+  ASSERT_TRUE(read.ok()) << read.message();
+  EXPECT_EQ(reader->tokens(), std::vector<int32_t>(turn.begin(), turn.begin() + kPage));
+  EXPECT_TRUE(disk->unpin(hit, read).ok());
+  EXPECT_LE(disk->stats().bytes, bound) << "the bound holds again once unpinned";
+  EXPECT_EQ(disk->stats().entries, 1u);
+  EXPECT_EQ(disk->lookup(next_turn, 2 * kPage).tokens, 2 * kPage) << "the newest entry is kept";
+  EXPECT_TRUE(warnings.empty());
+}
+
 TEST_F(PrefixCacheTest, ABadCacheDirectoryIsOneClearError) {
   auto probe = session();
   const std::string policy = probe->cache().policy();

@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -64,7 +66,7 @@ class PrefixCacheSchedulerTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   std::unique_ptr<Scheduler> make(int slots, bool prefix_cache, const std::string& cache_dir = "",
-                                  size_t kv_budget = 0) {
+                                  size_t kv_budget = 0, std::function<void()> transfer_hook = {}) {
     SchedulerOptions o;
     if (kv_budget > 0) {
       fs::create_directories(dir_ / "spill");
@@ -78,6 +80,7 @@ class PrefixCacheSchedulerTest : public ::testing::Test {
     o.prefix_cache = prefix_cache;
     o.cache_dir = cache_dir;
     o.warn = [this](const std::string& w) { warnings_.push_back(w); };
+    o.prefix_transfer_hook = std::move(transfer_hook);
     auto s = Scheduler::create(*loaded().model, *loaded().tokenizer, o);
     EXPECT_TRUE(s.ok()) << s.error();
     return s.ok() ? std::move(*s) : nullptr;
@@ -88,7 +91,8 @@ class PrefixCacheSchedulerTest : public ::testing::Test {
     text += " Question: " + question;
     return loaded().tokenizer->encode(text, loaded().tokenizer->add_bos_default(), true);
   }
-  static Answer ask(Scheduler& s, const std::vector<int32_t>& prompt_tokens, int max_tokens = 12) {
+  static std::shared_ptr<RequestStream> send(Scheduler& s, const std::vector<int32_t>& prompt_tokens,
+                                             int max_tokens = 12) {
     GenerationRequest r;
     r.prompt = prompt_tokens;
     r.sampling.temperature = 0;
@@ -97,16 +101,32 @@ class PrefixCacheSchedulerTest : public ::testing::Test {
     r.top_logprobs = 2;
     auto stream = s.submit(r);
     EXPECT_TRUE(stream.ok()) << stream.error();
+    return stream.ok() ? *stream : nullptr;
+  }
+  // The rest of a stream's answer, after the tokens `got` already taken from it.
+  static Answer collect(RequestStream& stream, std::vector<GeneratedToken> got = {}) {
     Answer a;
-    if (!stream.ok()) return a;
-    std::vector<GeneratedToken> got;
-    while (!(*stream)->wait(got, 100ms)) {
+    while (!stream.wait(got, 100ms)) {
     }
     for (const GeneratedToken& t : got) {
       a.tokens.push_back(t.token);
       a.logprobs.push_back(t.chosen.logprob);
     }
-    a.summary = (*stream)->summary();
+    a.summary = stream.summary();
+    return a;
+  }
+  static Answer ask(Scheduler& s, const std::vector<int32_t>& prompt_tokens, int max_tokens = 12) {
+    auto stream = send(s, prompt_tokens, max_tokens);
+    Answer a;
+    if (!stream) return a;
+    std::vector<GeneratedToken> got;
+    while (!stream->wait(got, 100ms)) {
+    }
+    for (const GeneratedToken& t : got) {
+      a.tokens.push_back(t.token);
+      a.logprobs.push_back(t.chosen.logprob);
+    }
+    a.summary = stream->summary();
     return a;
   }
   static void expect_same(const Answer& a, const Answer& b) {
@@ -254,6 +274,113 @@ TEST_F(PrefixCacheSchedulerTest, ARestartedSchedulerFindsThePrefixInTheCacheDirA
   ASSERT_FALSE(warnings_.empty());
   EXPECT_NE(warnings_[0].find("checksum"), std::string::npos) << warnings_[0];
 }
+
+// Holds every prefix transfer at its start (on the transfer thread) until released; the test's waits are bounded
+// so that a transfer that blocked the worker fails the test instead of hanging it.
+struct TransferGate {
+  std::mutex mutex;
+  std::condition_variable changed;
+  int entered = 0;
+  bool released = false;
+  std::function<void()> hook() {
+    return [this] {
+      std::unique_lock lock(mutex);
+      ++entered;
+      changed.notify_all();
+      changed.wait_for(lock, 60s, [&] { return released; });
+    };
+  }
+  bool wait_entered() {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, 60s, [&] { return entered > 0; });
+  }
+  void release() {
+    std::lock_guard lock(mutex);
+    released = true;
+    changed.notify_all();
+  }
+};
+
+enum class TransferSource { kSlot, kSpilledSlot, kDisk };
+
+class PrefixTransferTest : public PrefixCacheSchedulerTest, public ::testing::WithParamInterface<TransferSource> {};
+
+TEST_P(PrefixTransferTest, AnotherStreamKeepsSteppingWhileACopyIsInProgress) {
+  std::string long_question = "what is a page?";  // the source conversation goes on for pages past the preamble
+  for (int i = 0; i < 12; ++i) long_question += " Consider case " + std::to_string(i) + " too.";
+  const std::vector<int32_t> first = prompt(long_question), second = prompt("why is the sky blue?");
+  const std::vector<int32_t> runner_prompt = loaded().tokenizer->encode("Once upon a time", true, true);
+  constexpr int kRunnerTokens = 160;
+  Answer reference, runner_reference;
+  {  // cold runs: no prefix cache, one request at a time
+    auto s = make(1, false);
+    ASSERT_NE(s, nullptr);
+    reference = ask(*s, second);
+    runner_reference = ask(*s, runner_prompt, kRunnerTokens);
+  }
+  const TransferSource source = GetParam();
+  fs::create_directories(dir_);
+  if (source == TransferSource::kDisk) {  // an earlier server leaves the preamble in the cache dir
+    auto s = make(1, true, dir_.string());
+    ASSERT_NE(s, nullptr);
+    ask(*s, first);
+  }
+  TransferGate gate;
+  // Three slots: the preamble's conversation, the runner, the new conversation (the last two with --cache-dir).
+  const size_t budget = source == TransferSource::kSpilledSlot ? 10u << 20 : 0;
+  auto s = make(3, true, source == TransferSource::kDisk ? dir_.string() : "", budget, gate.hook());
+  ASSERT_NE(s, nullptr);
+  if (source != TransferSource::kDisk) ask(*s, first);
+
+  // A long stream runs; then the new conversation's prefix transfer begins, and is held there.
+  auto runner = send(*s, runner_prompt, kRunnerTokens);
+  ASSERT_NE(runner, nullptr);
+  std::vector<GeneratedToken> runner_got;
+  for (int i = 0; i < 600 && runner_got.empty(); ++i) runner->wait(runner_got, 100ms);
+  ASSERT_FALSE(runner_got.empty());
+  auto copied = send(*s, second);
+  ASSERT_NE(copied, nullptr);
+  ASSERT_TRUE(gate.wait_entered()) << "no prefix transfer began";
+  // While the transfer is held, the runner keeps getting tokens (bounded wait: 60 s), and the new conversation
+  // gets none: it waits for its prefix.
+  const size_t at_hold = runner_got.size();
+  bool runner_done = false;
+  for (int i = 0; i < 600 && runner_got.size() < at_hold + 16 && !runner_done; ++i) {
+    runner_done = runner->wait(runner_got, 100ms);
+  }
+  std::vector<GeneratedToken> copied_got;
+  copied->wait(copied_got, 0ms);
+  EXPECT_TRUE(copied_got.empty()) << "the new conversation ran before its prefix was there";
+  gate.release();
+  EXPECT_GE(runner_got.size(), at_hold + 16) << "the other stream stopped while a prefix copy was held";
+
+  const Answer b = collect(*copied, std::move(copied_got));
+  EXPECT_GE(b.summary.cached_tokens, 2 * kPage);
+  expect_same(b, reference);
+  const Answer r = collect(*runner, std::move(runner_got));
+  expect_same(r, runner_reference);
+  const SchedulerMetrics m = s->metrics();
+  EXPECT_EQ(source == TransferSource::kDisk ? m.prefix_hits_disk : m.prefix_hits_slot, 1u);
+  EXPECT_EQ(m.prefix_failures, 0u);
+  if (budget > 0) {
+    EXPECT_GT(m.kv_spilled_pages, 0u);
+    EXPECT_LE(m.kv_budgeted_peak_bytes, budget);
+  }
+  s->clear_idle_slots();
+  EXPECT_EQ(s->metrics().kv_cold_pages, 0u);
+  EXPECT_TRUE(warnings_.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Sources, PrefixTransferTest,
+                         ::testing::Values(TransferSource::kSlot, TransferSource::kSpilledSlot, TransferSource::kDisk),
+                         [](const ::testing::TestParamInfo<TransferSource>& info) {
+                           switch (info.param) {
+                             case TransferSource::kSlot: return std::string("FromASlot");
+                             case TransferSource::kSpilledSlot: return std::string("FromASpilledSlotWithinTheBudget");
+                             case TransferSource::kDisk: return std::string("FromTheCacheDir");
+                           }
+                           return std::string();
+                         });
 
 TEST_F(PrefixCacheSchedulerTest, ACacheDirThatIsAFileIsRefusedAtStart) {
   fs::create_directories(dir_);

@@ -1,92 +1,52 @@
 // `kvtier serve` as a process: flags as llama-server spells them (-np), --port 0 printing the port it took, a
-// request answered, and a clean exit (code 0) on SIGTERM and on SIGINT while a stream is running.
+// request answered, a clean exit (code 0) on SIGTERM and on SIGINT while a stream is running, and many clients
+// connecting at once.
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
-#include <sys/wait.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <regex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include "common/test_util.h"
+#include "server/serve_process.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-const std::string kBinary = std::string(KVTIER_BINARY_DIR) + "/kvtier";
+using ::kvtier::testing::kvtier_binary;
+using ::kvtier::testing::ServeProcess;
+
 const std::string kModel = std::string(KVTIER_SOURCE_DIR) + "/models/tiny-llama-6m.Q4_0.gguf";
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// The server's process, its stderr in a file; killed (if still running) on destruction.
-class ServeProcess {
- public:
-  explicit ServeProcess(const fs::path& dir) : log_(dir / "serve.log") {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      std::FILE* err = std::freopen(log_.c_str(), "w", stderr);
-      (void)err;
-      ::execl(kBinary.c_str(), kBinary.c_str(), "serve", "-m", kModel.c_str(), "--port", "0", "-np", "2", "-c", "256",
-              "-t", "2", "--alias", "tiny", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-  }
-  ~ServeProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  // The port from "… on http://127.0.0.1:PORT", waiting (bounded) for the model to load; -1 if it never came.
-  int port() {
-    const std::regex listening(R"(on http://127\.0\.0\.1:(\d+))");
-    for (int i = 0; i < 1200; ++i) {
-      std::smatch m;
-      const std::string text = slurp(log_);
-      if (std::regex_search(text, m, listening)) return std::stoi(m[1]);
-      std::this_thread::sleep_for(50ms);
-    }
-    return -1;
-  }
-  // Sends `signal` and returns the exit status (-1: not a normal exit).
-  int stop(int signal) {
-    ::kill(pid_, signal);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  std::string log() const { return slurp(log_); }
-
- private:
-  fs::path log_;
-  pid_t pid_ = -1;
-};
 
 class ServeProcessTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override {
     if (!fs::exists(kModel)) GTEST_SKIP() << "needs the demo model " << kModel;
-    if (!fs::exists(kBinary)) GTEST_SKIP() << "needs the kvtier binary " << kBinary << " (build the kvtier target)";
+    if (!fs::exists(kvtier_binary())) GTEST_SKIP() << "needs the kvtier binary " << kvtier_binary() << " (build the kvtier target)";
   }
 };
 
 TEST_P(ServeProcessTest, AnswersAndExitsCleanlyOnASignalEvenMidStream) {
   kvtier::testing::TempDir dir("kvtier-serve");
-  ServeProcess server(dir.path());
+  ServeProcess server(dir.path(),
+                      {"-m", kModel, "--port", "0", "-np", "2", "-c", "256", "-t", "2", "--alias", "tiny"});
   const int port = server.port();
   ASSERT_GT(port, 0) << server.log();
   httplib::Client client("127.0.0.1", port);
@@ -121,6 +81,66 @@ TEST_P(ServeProcessTest, AnswersAndExitsCleanlyOnASignalEvenMidStream) {
   EXPECT_EQ(server.stop(GetParam()), 0) << server.log();
   long_stream.join();
   EXPECT_NE(server.log().find("kvtier serve: stopped"), std::string::npos) << server.log();
+}
+
+// More clients connecting at once than cpp-httplib's backlog of 5: with the server stopped (SIGSTOP: nothing is
+// accepted), every handshake still completes into the accept queue, and each connection is answered once the
+// server runs again. (With the backlog at 5, the kernel dropped the handshakes past the sixth.)
+TEST(ServeProcessBacklogTest, ManyClientsConnectingAtOnceAreAllQueued) {
+  if (!fs::exists(kModel)) GTEST_SKIP() << "needs the demo model " << kModel;
+  if (!fs::exists(kvtier_binary())) GTEST_SKIP() << "needs the kvtier binary " << kvtier_binary();
+  kvtier::testing::TempDir dir("kvtier-serve");
+  ServeProcess server(dir.path(), {"-m", kModel, "--port", "0", "-np", "2", "-c", "256", "-t", "2", "--max-queue", "40"});
+  const int port = server.port();
+  ASSERT_GT(port, 0) << server.log();
+  constexpr int kClients = 32;
+  ASSERT_EQ(::kill(server.pid(), SIGSTOP), 0);
+  std::vector<int> sockets;
+  for (int i = 0; i < kClients; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fd, 0);
+    sockets.push_back(fd);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<uint16_t>(port));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to);
+    ASSERT_TRUE(r == 0 || errno == EINPROGRESS) << std::strerror(errno);
+  }
+  // A loopback handshake completes at once; a dropped one would wait for the SYN's retransmission (1 s and on),
+  // dropped again while the server stays stopped. The 3 s bound only keeps a failure from hanging.
+  std::vector<pollfd> waiting;  // [connections not yet established]
+  for (int fd : sockets) waiting.push_back({fd, POLLOUT, 0});
+  int connected = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (!waiting.empty() && std::chrono::steady_clock::now() < deadline) {
+    if (::poll(waiting.data(), waiting.size(), 100) <= 0) continue;
+    std::erase_if(waiting, [&](const pollfd& p) {
+      if (p.revents == 0) return false;
+      int error = -1;
+      socklen_t size = sizeof error;
+      connected += ::getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 && error == 0 ? 1 : 0;
+      return true;
+    });
+  }
+  ASSERT_EQ(::kill(server.pid(), SIGCONT), 0);
+  EXPECT_EQ(connected, kClients);
+  // Each queued connection is served.
+  const std::string request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  int answered = 0;
+  for (int fd : sockets) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    timeval timeout{60, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) continue;
+    char buf[256];
+    const ssize_t n = ::recv(fd, buf, sizeof buf - 1, 0);
+    if (n > 0 && std::string(buf, static_cast<size_t>(n)).rfind("HTTP/1.1 200", 0) == 0) ++answered;
+  }
+  for (int fd : sockets) ::close(fd);
+  EXPECT_EQ(answered, connected);
+  EXPECT_EQ(server.stop(SIGTERM), 0) << server.log();
 }
 
 INSTANTIATE_TEST_SUITE_P(Signals, ServeProcessTest, ::testing::Values(SIGTERM, SIGINT),
