@@ -316,6 +316,38 @@ TEST(DeviceKvPages, RegionsHoldEveryPageOfALongSequence) {
   }
 }
 
+// The page table under chunks of the largest size and ragged ones, over a long sequence: the regions (sized for
+// the chunk at create) never run out, and every row is listed once.
+TEST(DeviceKvPages, RegionsHoldEveryPageUnderChunks) {
+  for (const char* spec : {"f16:16,q4:48,q2", "f16:100,q8:70,q4:300,q2", "f16:600,q4", "f16:64,k8v4:64,q4:64,k4v2"}) {
+    for (int chunk : {64, kMaxDeviceChunk}) {
+      SCOPED_TRACE(std::string(spec) + ", chunks of " + std::to_string(chunk));
+      auto ladder = kv::parse_ladder(spec, 4);
+      ASSERT_TRUE(ladder.ok());
+      const int total = 6000;
+      auto pages = DeviceKvPages::create(*ladder, kv::KeyMode::PerChannel, 2, 64, 0, total, chunk);
+      ASSERT_TRUE(pages.ok()) << pages.error();
+      const int sizes[] = {chunk, chunk - 13, 1, 7, chunk, 1};
+      int pos = 0;
+      for (int i = 0; pos < total; ++i) {
+        const int n = pos < 4 ? 1 : std::min(sizes[i % 6], total - pos);
+        if (n == 1) {
+          ASSERT_TRUE(pages->plan_step(pos).ok()) << "step at " << pos;
+        } else {
+          auto plan = pages->plan_chunk(pos, n);
+          ASSERT_TRUE(plan.ok()) << "chunk at " << pos << ": " << plan.error();
+          size_t listed = 0;
+          for (const auto& list : plan->lists) {
+            for (const DeviceKvPages::ChunkEntry& e : list) listed += e[1];
+          }
+          ASSERT_EQ(listed, static_cast<size_t>(pos + n)) << "rows listed after the chunk at " << pos;
+        }
+        pos += n;
+      }
+    }
+  }
+}
+
 // A chunk's page table against the CPU store's (kv::TieredKvStore, one layer): the pieces a prompt and decode
 // come in (steps for the sinks, chunks of assorted lengths, single steps), and after each chunk the precision of
 // every page its attention reads is the one the CPU store's batch attention reads (append, settle_layer,

@@ -81,10 +81,16 @@ Result<DeviceKvPages> DeviceKvPages::create(const kv::LadderSpec& ladder, kv::Ke
     const int region = t.region_of(r.precision);
     capacity[region] += r.tokens < 0 ? max_pages + 1 : (r.tokens + kv::kTokensPerPage - 1) / kv::kTokensPerPage + 2;
   }
-  // A chunk frees the slots it leaves only at its end: every region holds the pages a chunk can add (new tail
-  // pages, pages pushed down to it) on top.
-  const int64_t chunk_slack = chunk_tokens > 1 ? (chunk_tokens + kv::kTokensPerPage - 1) / kv::kTokensPerPage + 2 : 0;
-  for (int64_t& c : capacity) c += chunk_slack;
+  // During a chunk the ring pushes up to ceil(chunk / 64) + 1 pages down the ladder, which stay on their rung
+  // until the chunk ends (moves wait for it), and their old slots stay taken until then: a region other than the
+  // last rung's (which holds every page of the context already) holds that many more. An all-f16 cache moves
+  // nothing.
+  const int64_t chunk_slack =
+      quantized && chunk_tokens > 1 ? (chunk_tokens + kv::kTokensPerPage - 1) / kv::kTokensPerPage + 1 : 0;
+  const int last_region = t.region_of(ladder.rungs.back().precision);
+  for (size_t i = 0; i < capacity.size(); ++i) {
+    if (static_cast<int>(i) != last_region || static_cast<int>(i) == t.hot_region_) capacity[i] += chunk_slack;
+  }
   size_t offset = 0;
   uint32_t list = 0;
   for (size_t i = 0; i < t.regions_.size(); ++i) {
@@ -236,11 +242,18 @@ Result<DeviceKvPages::ChunkPlan> DeviceKvPages::plan_chunk(int pos, int n) {
                                      max_tokens_, n_sinks_));
   }
   ChunkPlan plan;
-  std::vector<Page> leaving;  // freed at the chunk's end: its batch reads them until then
+  // Slots left by the moves before the chunk are read only by the re-encodes recorded first, so they take the
+  // chunk's new pages (zeroed after those re-encodes); slots left during the chunk are freed at its end (its
+  // layers read them until then).
+  std::vector<Page> leaving;
   for (int p = pos; p < pos + n; ++p) {
     uint32_t row = 0;
     Result<Page*> target = plan_position(p, p == pos, &plan.zero, &plan.before, &plan.after_write, &leaving, &row);
     if (!target.ok()) return target.status();
+    if (p == pos) {
+      for (const Page& left : leaving) regions_[left.region].free.push_back(left.slot);
+      leaving.clear();
+    }
     const uint32_t index = static_cast<uint32_t>((p - n_sinks_) / kv::kTokensPerPage);
     if (plan.ring_offsets.empty()) plan.first_ring_page = index;
     if (index - plan.first_ring_page >= plan.ring_offsets.size()) plan.ring_offsets.push_back(offset_of(**target));

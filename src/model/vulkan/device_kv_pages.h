@@ -27,8 +27,10 @@
 // ring's oldest page out to the rung of its newest token at that moment, and the chunk's attention reads it
 // there: it is re-encoded after the chunk's rows are written and before the chunk's attention. The moves planned
 // with pos + n cached wait for the next step or chunk. Single steps track the ring the same way, so that a
-// chunk after decode steps starts from the CPU's ring. Slots freed during a chunk are freed at its end, as the
-// chunk's batch still reads them; regions get chunk_tokens / 64 + 2 more slots for that.
+// chunk after decode steps starts from the CPU's ring. Slots left during a chunk are freed at its end, as the
+// chunk's layers still read them (those left by the moves before it at once: the chunk records their re-encodes
+// before zeroing its new pages); regions other than the last rung's get ceil(chunk_tokens / 64) + 1 more slots
+// for the pages pushed down during a chunk.
 #pragma once
 
 #include <array>
@@ -72,7 +74,7 @@ class DeviceKvPages {
   // What a prefill chunk records (a ladder whose tail page is f16; see above):
   struct ChunkPlan {
     // Before the chunk's layers: re-encodes (a truncated page back to f16, the moves planned with pos cached),
-    // and the new pages to zero (byte offset, bytes).
+    // then the new pages to zero (byte offset, bytes), which may take slots those re-encodes read.
     std::vector<Transcode> before;
     std::vector<std::array<uint32_t, 2>> zero;
     // Where the chunk's rows go, all f16 ring pages (a chunk starts past the sinks): position t in row

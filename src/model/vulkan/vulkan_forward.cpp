@@ -365,11 +365,7 @@ Status VulkanKvCache::begin_ladder_chunk(CommandBatch& b, vulkan::Kernels& k, in
   chunk_pos_ = pos;
   chunk_n_ = n;
   const size_t layer = pages_.layer_bytes();
-  for (const std::array<uint32_t, 2>& z : chunk_plan_.zero) {
-    for (int l = 0; l < geometry_.n_layers; ++l) b.fill(pool_, static_cast<size_t>(l) * layer + z[0], z[1], 0);
-  }
-  // The transcodes bind each layer's whole range, the zeroed pages included (disjoint bytes, but one binding).
-  if (!chunk_plan_.zero.empty() && !chunk_plan_.before.empty()) b.barrier();
+  // The moves first: the new pages may take the slots they read (plan_chunk frees those at once).
   for (size_t i = 0; i < chunk_plan_.before.size(); ++i) {
     const DeviceKvPages::Transcode& t = chunk_plan_.before[i];
     if (i > 0) b.barrier();  // two moves bind the same range
@@ -380,6 +376,10 @@ Status VulkanKvCache::begin_ladder_chunk(CommandBatch& b, vulkan::Kernels& k, in
         return s;
       }
     }
+  }
+  if (!chunk_plan_.before.empty() && !chunk_plan_.zero.empty()) b.barrier();
+  for (const std::array<uint32_t, 2>& z : chunk_plan_.zero) {
+    for (int l = 0; l < geometry_.n_layers; ++l) b.fill(pool_, static_cast<size_t>(l) * layer + z[0], z[1], 0);
   }
   // The lists, through mapped memory (the last submit is done with it).
   auto* staging = static_cast<uint8_t*>(chunk_list_staging_.mapped());
