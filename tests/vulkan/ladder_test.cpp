@@ -100,7 +100,8 @@ class VulkanLadderTest : public ::testing::Test {
     std::vector<float> logits(static_cast<size_t>(n) * vocab);
     int pos = 0;
     for (int p : pieces) {
-      Status s = model_->forward(text.data() + pos, p, pos, cache, pool_, 0, logits.data() + static_cast<size_t>(pos) * vocab);
+      float* rows = logits.data() + static_cast<size_t>(pos) * vocab;
+      Status s = model_->forward(text.data() + pos, p, pos, cache, pool_, 0, rows);
       EXPECT_TRUE(s.ok()) << s.message();
       pos += p;
     }
@@ -381,7 +382,9 @@ TEST(DeviceKvPages, ChunksReadPagesAtTheCpuStoresRungs) {
         pushed += static_cast<int>(plan->after_write.size());
         std::vector<std::pair<uint32_t, kv::Precision>> gpu;  // (first position, precision) of each listed page
         for (size_t r = 0; r < plan->lists.size(); ++r) {
-          for (const DeviceKvPages::ChunkEntry& e : plan->lists[r]) gpu.emplace_back(e[2], pages->regions()[r].format.precision);
+          for (const DeviceKvPages::ChunkEntry& e : plan->lists[r]) {
+            gpu.emplace_back(e[2], pages->regions()[r].format.precision);
+          }
         }
         std::sort(gpu.begin(), gpu.end());
         ASSERT_EQ(gpu.size(), cpu.size()) << "chunk at " << pos;

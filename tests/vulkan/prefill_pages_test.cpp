@@ -110,8 +110,10 @@ TEST_P(VulkanPrefillPagesTest, MatchesTheScalarReference) {
 using kv::Precision;
 INSTANTIATE_TEST_SUITE_P(
     Formats, VulkanPrefillPagesTest,
-    ::testing::Values(PrefillPagesCase{Precision::Q8, false, 4, 2, 64}, PrefillPagesCase{Precision::Q4, false, 8, 1, 64},
-                      PrefillPagesCase{Precision::Q2, false, 6, 2, 128}, PrefillPagesCase{Precision::Q4, true, 3, 3, 64},
+    ::testing::Values(PrefillPagesCase{Precision::Q8, false, 4, 2, 64},
+                      PrefillPagesCase{Precision::Q4, false, 8, 1, 64},
+                      PrefillPagesCase{Precision::Q2, false, 6, 2, 128},
+                      PrefillPagesCase{Precision::Q4, true, 3, 3, 64},
                       PrefillPagesCase{Precision::K8V4, false, 8, 2, 64},
                       PrefillPagesCase{Precision::K16V2, true, 2, 1, 64},
                       PrefillPagesCase{Precision::K4V8, false, 5, 1, 128}),

@@ -262,7 +262,8 @@ Result<DeviceKvPages::ChunkPlan> DeviceKvPages::plan_chunk(int pos, int n) {
   plan.lists.assign(regions_.size(), {});
   const int64_t end = static_cast<int64_t>(pos) + n;
   if (sink_.region >= 0) {
-    plan.lists[sink_.region].push_back({offset_of(sink_), static_cast<uint32_t>(std::min<int64_t>(end, n_sinks_)), 0, 0});
+    const uint32_t rows = static_cast<uint32_t>(std::min<int64_t>(end, n_sinks_));
+    plan.lists[sink_.region].push_back({offset_of(sink_), rows, 0, 0});
   }
   for (size_t i = 0; i < pages_.size(); ++i) {
     const int64_t first = n_sinks_ + static_cast<int64_t>(i) * kv::kTokensPerPage;

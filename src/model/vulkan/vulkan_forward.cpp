@@ -348,7 +348,8 @@ Status VulkanKvCache::begin_ladder_chunk(CommandBatch& b, vulkan::Kernels& k, in
   }
   if (chunk_rows_ < n) {
     const size_t vectors = static_cast<size_t>(n) * n_heads, head_dim = static_cast<size_t>(geometry_.head_dim);
-    Result<Buffer> o = context.create_buffer(regions.size() * vectors * head_dim * sizeof(float), MemoryKind::DeviceLocal);
+    Result<Buffer> o =
+        context.create_buffer(regions.size() * vectors * head_dim * sizeof(float), MemoryKind::DeviceLocal);
     if (!o.ok()) return Status::error("--device vulkan: ladder prefill buffers: " + o.error());
     Result<Buffer> ml = context.create_buffer(regions.size() * vectors * 2 * sizeof(float), MemoryKind::DeviceLocal);
     if (!ml.ok()) return ml.status();
@@ -370,8 +371,8 @@ Status VulkanKvCache::begin_ladder_chunk(CommandBatch& b, vulkan::Kernels& k, in
     const DeviceKvPages::Transcode& t = chunk_plan_.before[i];
     if (i > 0) b.barrier();  // two moves bind the same range
     for (int l = 0; l < geometry_.n_layers; ++l) {
-      if (Status s = k.transcode_page(b, regions[t.from].format, regions[t.to].format,
-                                      BufferRange(pool_, static_cast<size_t>(l) * layer, layer), t.src, t.dst, t.n_tokens);
+      const BufferRange range(pool_, static_cast<size_t>(l) * layer, layer);
+      if (Status s = k.transcode_page(b, regions[t.from].format, regions[t.to].format, range, t.src, t.dst, t.n_tokens);
           !s.ok()) {
         return s;
       }
@@ -405,9 +406,12 @@ Status VulkanKvCache::attend_ladder_chunk(CommandBatch& b, vulkan::Kernels& k, B
   const DeviceKvPages::ChunkPlan& plan = chunk_plan_;
   const uint32_t n = static_cast<uint32_t>(chunk_n_);
   // The rows, at positions relative to the first ring page the chunk writes.
-  const uint32_t first = static_cast<uint32_t>(chunk_pos_ - pages_.n_sinks()) - plan.first_ring_page * kv::kTokensPerPage;
+  const uint32_t first =
+      static_cast<uint32_t>(chunk_pos_ - pages_.n_sinks()) - plan.first_ring_page * kv::kTokensPerPage;
   const BufferRange row_pages(chunk_list_, 0, plan.ring_offsets.size() * 2 * sizeof(uint32_t));
-  if (Status s = k.write_kv_rows_f16(b, regions[0].format, pool, row_pages, first, n, k_rows, v_rows); !s.ok()) return s;
+  if (Status s = k.write_kv_rows_f16(b, regions[0].format, pool, row_pages, first, n, k_rows, v_rows); !s.ok()) {
+    return s;
+  }
   b.barrier();
   // Ring pages the chunk pushed out, at their rung before the chunk's attention (the CPU store's rule).
   for (const DeviceKvPages::Transcode& t : plan.after_write) {
@@ -422,8 +426,9 @@ Status VulkanKvCache::attend_ladder_chunk(CommandBatch& b, vulkan::Kernels& k, B
     const uint32_t entries = static_cast<uint32_t>(plan.lists[r].size());
     if (entries == 0) continue;
     const BufferRange list(chunk_list_, chunk_list_at_[r], entries * sizeof(DeviceKvPages::ChunkEntry));
-    if (Status s = k.prefill_attention_pages(b, regions[r].format, pool, list, entries, static_cast<uint32_t>(chunk_pos_),
-                                             n, q, n_heads, scale, chunk_part_o_, chunk_part_ml_, splits++);
+    if (Status s = k.prefill_attention_pages(b, regions[r].format, pool, list, entries,
+                                             static_cast<uint32_t>(chunk_pos_), n, q, n_heads, scale, chunk_part_o_,
+                                             chunk_part_ml_, splits++);
         !s.ok()) {
       return s;
     }
