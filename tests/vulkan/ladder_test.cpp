@@ -191,11 +191,13 @@ TEST_F(VulkanLadderTest, F16Q4Q2LadderMatchesTheCpuLadder) { compare_ladder("f16
 
 // A ladder starting quantized, with split precisions: a full page goes from the k16v4 tail to k8v4, later
 // k8v4 -> k2v4 (keys re-encoded, values copied). The tail page is k16v4 on both backends (values 4-bit as they
-// arrive). The two ladders are a little further apart than above because the first half's prompt runs as one
-// batch on the CPU, whose page 0 fills at 68 tokens but moves to k8v4 only after the batch, while the device
-// (token by token) moves it at once: positions 68..79 see 8-bit keys on the GPU only.
+// arrive). The first half runs as one batch on the CPU and in chunks (4 sink steps, [4, 64), [64, 80)) on the
+// device, both pushing page 0 to k8v4 at 68 before the batch's attention. The two ladders are further apart than
+// above, with a looser perplexity and top-1 bound: a value code quantized per token as it arrives flips where the
+// backends' rounding of the same row differs (`kvtier perplexity -c 128 --chunks 3 --decode --kl-divergence
+// --kv-ladder k8v4:32,k2v4`, token by token on both: PPL ratios 1.0468 (CPU) vs 1.0277 (Vulkan) on one chunk).
 TEST_F(VulkanLadderTest, QuantizedFirstSplitLadderMatchesTheCpuLadder) {
-  compare_ladder("k8v4:32,k2v4", 0.3, 0.01, 0.95);
+  compare_ladder("k8v4:32,k2v4", 0.3, 0.02, 0.9);
 }
 
 // A ladder's prompt in chunks (attention_prefill_pages.comp over each format, merged) against the CPU ladder fed
@@ -231,6 +233,30 @@ TEST_F(VulkanLadderTest, ChunkedPromptMatchesTheCpuLadderAndTokenByToken) {
   EXPECT_GE(k_pair.same_top1, 0.9);  // f16 weights: near-ties apart
   EXPECT_LT(k_steps.mean, k_cpu.mean);
   EXPECT_GE(k_steps.same_top1, 0.8);
+}
+
+// A ladder that starts quantized in chunks (k16v4 tail pages written by kv_write_rows_tail.comp; every full page
+// pushed out of the one-page ring to k8v4 as the next enters, before the chunk's attention) against the CPU
+// ladder fed the same pieces. The batch rule leaves this prompt little quantization (KLD ~0.005 vs f16), and
+// the backends' per-token value codes differ by rounding flips (see QuantizedFirstSplitLadderMatchesTheCpuLadder),
+// so the bound on the two ladders' distance is the ladder's own cost rather than a fraction of it.
+TEST_F(VulkanLadderTest, QuantizedFirstLadderChunkedMatchesTheCpuLadder) {
+  const std::string ladder = "k8v4:32,k2v4";
+  const std::vector<int> pieces = {64, 10, 64};
+  int n_ctx = 0;
+  for (int p : pieces) n_ctx += p;
+  auto f16 = cpu_cache(n_ctx, "f16"), cpu = cpu_cache(n_ctx, ladder), gpu = gpu_cache(n_ctx, ladder);
+  ASSERT_TRUE(f16 && cpu && gpu);
+  const std::vector<float> ref = prompt_logits(*f16, pieces), on_cpu = prompt_logits(*cpu, pieces),
+                           on_gpu = prompt_logits(*gpu, pieces);
+  const Kld k_cpu = kld(ref, on_cpu), k_gpu = kld(ref, on_gpu), k_pair = kld(on_cpu, on_gpu);
+  std::printf("%s prompt of %d in pieces of 64 (+10): KLD vs CPU f16: CPU ladder %.6f +/- %.6f, Vulkan ladder %.6f "
+              "+/- %.6f; Vulkan vs CPU ladder %.6f (same top-1 %.3f)\n",
+              ladder.c_str(), n_ctx, k_cpu.mean, k_cpu.error, k_gpu.mean, k_gpu.error, k_pair.mean, k_pair.same_top1);
+  EXPECT_GT(k_cpu.mean, 2 * k_cpu.error);
+  EXPECT_NEAR(k_gpu.mean, k_cpu.mean, 2 * std::sqrt(k_cpu.error * k_cpu.error + k_gpu.error * k_gpu.error));
+  EXPECT_LT(k_pair.mean, k_cpu.mean);
+  EXPECT_GE(k_pair.same_top1, 0.95);
 }
 
 // A truncated ladder cache: the partial page left quantized goes back to f16 and takes the new rows.
@@ -320,7 +346,8 @@ TEST(DeviceKvPages, RegionsHoldEveryPageOfALongSequence) {
 // The page table under chunks of the largest size and ragged ones, over a long sequence: the regions (sized for
 // the chunk at create) never run out, and every row is listed once.
 TEST(DeviceKvPages, RegionsHoldEveryPageUnderChunks) {
-  for (const char* spec : {"f16:16,q4:48,q2", "f16:100,q8:70,q4:300,q2", "f16:600,q4", "f16:64,k8v4:64,q4:64,k4v2"}) {
+  for (const char* spec :
+       {"f16:16,q4:48,q2", "f16:100,q8:70,q4:300,q2", "f16:600,q4", "f16:64,k8v4:64,q4:64,k4v2", "q8:64,k4v2"}) {
     for (int chunk : {64, kMaxDeviceChunk}) {
       SCOPED_TRACE(std::string(spec) + ", chunks of " + std::to_string(chunk));
       auto ladder = kv::parse_ladder(spec, 4);
@@ -357,7 +384,8 @@ TEST(DeviceKvPages, ChunksReadPagesAtTheCpuStoresRungs) {
   const std::vector<int> pieces = {1, 1, 1, 1, 60, 10, 64, 64, 1, 1, 37, 64, 64, 5, 64, 100, 3, 64, 64, 64, 1, 50, 64};
   int total = 0;
   for (int p : pieces) total += p;
-  for (const char* spec : {"f16:16,q4:48,q2", "f16:100,q8:70,q4:300,q2", "f16:64,q4", "f16:16,k8v4:64,k4v2"}) {
+  for (const char* spec :
+       {"f16:16,q4:48,q2", "f16:100,q8:70,q4:300,q2", "f16:64,q4", "f16:16,k8v4:64,k4v2", "k8v4:32,k2v4", "q4:64,q2"}) {
     SCOPED_TRACE(spec);
     auto ladder = kv::parse_ladder(spec, 4);
     ASSERT_TRUE(ladder.ok());

@@ -123,6 +123,61 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(info.param.head_dim) + (info.param.quantized_tail ? "_quantized_tail" : "");
     });
 
+// A ladder that starts quantized writes a chunk's rows into k16vY tail pages (kv_write_rows_tail.comp): two chunks,
+// rows [0, 37) then [37, 101) (an odd boundary inside a key word, the second page from row 37 on), against
+// kv::write_rows, as kv_write_row's test does row by row: ≥ 99.9% of bytes equal (the fit's f32 sums may round an
+// ulp apart), keys equal, values' error no worse than the CPU writer's.
+TEST_F(VulkanTest, KvWriteRowsTailFillsK16VyPagesAsTheCpuWriterDoes) {
+  for (Precision p : {Precision::K16V8, Precision::K16V4, Precision::K16V2}) {
+    SCOPED_TRACE(kv::precision_name(p));
+    kv::PageFormat f;
+    std::string error;
+    ASSERT_TRUE(kv::make_page_format(p, kv::KeyMode::PerChannel, kv::kTokensPerPage, 3, 80, 16, &f, &error)) << error;
+    const int rows = 101, split = 37, P = kv::kTokensPerPage, kv_dim = f.n_kv_heads * f.head_dim;
+    const std::vector<float> k = normal_rows(static_cast<size_t>(rows) * kv_dim, 41);
+    const std::vector<float> v = normal_rows(static_cast<size_t>(rows) * kv_dim, 42);
+    std::vector<uint8_t> want(2 * f.page_bytes, 0);  // page 1 first in the pool, then page 0
+    kv::write_rows(f, want.data() + f.page_bytes, 0, P, k.data(), v.data());
+    kv::write_rows(f, want.data(), 0, rows - P, k.data() + static_cast<size_t>(P) * kv_dim,
+                   v.data() + static_cast<size_t>(P) * kv_dim);
+    const std::vector<uint32_t> list = {static_cast<uint32_t>(f.page_bytes), 0, 0, 0};  // [2] (offset, unused)
+    Buffer pool = device_buffer(want.size()), list_b = upload(list);
+    Buffer k0 = upload(std::vector<float>(k.begin(), k.begin() + split * kv_dim));
+    Buffer v0 = upload(std::vector<float>(v.begin(), v.begin() + split * kv_dim));
+    Buffer k1 = upload(std::vector<float>(k.begin() + split * kv_dim, k.end()));
+    Buffer v1 = upload(std::vector<float>(v.begin() + split * kv_dim, v.end()));
+    Result<CommandBatch> batch = context_->begin();
+    ASSERT_TRUE(batch.ok());
+    batch->fill(pool, 0, pool.size(), 0);
+    batch->barrier();
+    Status s = kernels_->write_kv_rows_tail(*batch, f, pool, list_b, 0, split, k0, v0);
+    ASSERT_TRUE(s.ok()) << s.message();
+    batch->barrier();
+    s = kernels_->write_kv_rows_tail(*batch, f, pool, list_b, split, rows - split, k1, v1);
+    ASSERT_TRUE(s.ok()) << s.message();
+    ASSERT_TRUE(context_->submit(*batch).ok());
+    std::vector<uint8_t> got(want.size());
+    ASSERT_TRUE(context_->download(pool, 0, got.data(), got.size()).ok());
+    size_t same = 0;
+    for (size_t i = 0; i < got.size(); ++i) same += got[i] == want[i];
+    EXPECT_GE(static_cast<double>(same) / got.size(), 0.999);
+    for (int page = 0; page < 2; ++page) {
+      const int n = page == 0 ? P : rows - P;
+      const size_t at = page == 0 ? f.page_bytes : 0;
+      std::vector<float> gk(static_cast<size_t>(n) * kv_dim), gv(gk.size()), wk(gk.size()), wv(gk.size());
+      kv::decode_page(f, got.data() + at, n, gk.data(), gv.data());
+      kv::decode_page(f, want.data() + at, n, wk.data(), wv.data());
+      EXPECT_EQ(gk, wk) << "f16 keys of page " << page;
+      double got_err = 0, want_err = 0;
+      for (size_t i = 0; i < gv.size(); ++i) {
+        const float x = v[static_cast<size_t>(page) * P * kv_dim + i];
+        got_err += std::pow(static_cast<double>(gv[i]) - x, 2), want_err += std::pow(static_cast<double>(wv[i]) - x, 2);
+      }
+      EXPECT_LE(got_err, want_err * 1.001 + 1e-9) << "page " << page;
+    }
+  }
+}
+
 TEST_F(VulkanTest, PrefillAttentionPagesRejectsThreeBitPages) {
   kv::PageFormat f;
   std::string error;

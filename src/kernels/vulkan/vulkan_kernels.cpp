@@ -449,6 +449,28 @@ Status Kernels::write_kv_rows_f16(CommandBatch& batch, const kv::PageFormat& for
   return batch.error();
 }
 
+Status Kernels::write_kv_rows_tail(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                                   BufferRange page_list, uint32_t pos, uint32_t n, BufferRange k, BufferRange v) {
+  if (format.key_bits != 16 || format.value_bits == 16 || !supports_transcode(format) || n == 0) {
+    return Status::error(fmt::format("Vulkan write_kv_rows_tail: unsupported page ({}) or {} rows", format.describe(), n));
+  }
+  Result<const Pipeline*> p = pipeline("kv_write_rows_tail", 4, 24,
+                                       {static_cast<uint32_t>(format.head_dim), static_cast<uint32_t>(format.group),
+                                        static_cast<uint32_t>(format.value_bits)});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t pos, n, n_kv_heads, head_bytes, key_section_bytes, value_codes_offset;
+  } push{pos,
+         n,
+         static_cast<uint32_t>(format.n_kv_heads),
+         static_cast<uint32_t>(format.head_bytes),
+         static_cast<uint32_t>(format.key_section_bytes),
+         static_cast<uint32_t>(format.value_codes_offset)};
+  const uint32_t pairs = (pos + n - 1) / 2 - pos / 2 + 1;
+  batch.dispatch(**p, {pool, page_list, k, v}, push, pairs, static_cast<uint32_t>(format.n_kv_heads));
+  return batch.error();
+}
+
 Status Kernels::merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
                                 int n_heads, int head_dim, BufferRange out, BufferRange lse) {
   if (n_splits == 0 || n_heads <= 0 || head_dim <= 0) return Status::error("Vulkan merge_attention: empty shape");

@@ -113,6 +113,10 @@ class Kernels {
   //   k, v: [n][n_kv_heads][head_dim] f32 (keys already rotated by RoPE)
   Status write_kv_rows_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
                            uint32_t pos, uint32_t n, BufferRange k, BufferRange v);
+  // The same for k16vY pages (the hot tail pages of a ladder that starts quantized), as write_kv_row writes
+  // them row by row (kv_write_rows_tail.comp): f16 keys, values quantized per token.
+  Status write_kv_rows_tail(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                            BufferRange page_list, uint32_t pos, uint32_t n, BufferRange k, BufferRange v);
   //   out: [n_heads][head_dim] f32;  lse: [n_heads] f32, log of each head's softmax denominator
   Status merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
                          int n_heads, int head_dim, BufferRange out, BufferRange lse);

@@ -234,9 +234,6 @@ Result<DeviceKvPages::StepPlan> DeviceKvPages::plan_step(int pos) {
 }
 
 Result<DeviceKvPages::ChunkPlan> DeviceKvPages::plan_chunk(int pos, int n) {
-  if (!chunks_supported()) {
-    return Status::error("Vulkan KV cache: a prefill chunk needs a ladder whose tail pages are f16");
-  }
   if (n <= 0 || pos < n_sinks_ || pos + n > max_tokens_) {
     return Status::error(fmt::format("Vulkan KV cache: a chunk of {} positions at {} (context {}, {} sinks)", n, pos,
                                      max_tokens_, n_sinks_));

@@ -71,13 +71,13 @@ class DeviceKvPages {
   };
   // A page of the chunk's attention list: (byte offset, valid rows at the chunk's end, first position, 0).
   using ChunkEntry = std::array<uint32_t, 4>;
-  // What a prefill chunk records (a ladder whose tail page is f16; see above):
+  // What a prefill chunk records (see above):
   struct ChunkPlan {
     // Before the chunk's layers: re-encodes (a truncated page back to f16, the moves planned with pos cached),
     // then the new pages to zero (byte offset, bytes), which may take slots those re-encodes read.
     std::vector<Transcode> before;
     std::vector<std::array<uint32_t, 2>> zero;
-    // Where the chunk's rows go, all f16 ring pages (a chunk starts past the sinks): position t in row
+    // Where the chunk's rows go, all ring pages of the hot region (a chunk starts past the sinks): position t in row
     // (t - n_sinks) % 64 of the page at ring_offsets[(t - n_sinks) / 64 - first_ring_page].
     uint32_t first_ring_page = 0;
     std::vector<uint32_t> ring_offsets;
@@ -103,9 +103,7 @@ class DeviceKvPages {
   // Plans the step that writes position pos (the cache holds pos positions) and updates the table as if it
   // ran: slots are allocated before any is freed, so no slot is both read and written in one step.
   Result<StepPlan> plan_step(int pos);
-  // Whether plan_chunk can plan chunks: the ring's tail pages are f16 (a ladder that starts quantized keeps
-  // k16vY tails, which only the single-row writer writes).
-  bool chunks_supported() const { return hot_region_ == 0; }
+  int hot_region() const { return hot_region_; }  // the tail pages' region
   int n_sinks() const { return n_sinks_; }
   // Plans the chunk that writes positions [pos, pos + n) (the cache holds pos positions, pos >= n_sinks: the
   // sinks' rows go in steps) and updates the table as if it ran.

@@ -187,12 +187,11 @@ class VulkanKvCache final : public KvCache, public DeviceForward {
 
   // Chunks of up to prefill_chunk() tokens through VulkanModel::prefill; single tokens (decode) through step.
   // A ladder's chunks (begin_ladder_chunk) start past the sinks, whose rows go in steps; chunks end at the same
-  // multiples of the chunk size either way. A ladder that starts quantized runs prompts token by token (its
-  // k16vY tail pages have a single-row writer only).
+  // multiples of the chunk size either way.
   Status forward(const int32_t* tokens, int n, int pos, int logits_from, float* logits,
                  const ProgressFn& progress) override {
     const size_t vocab = static_cast<size_t>(vocab_);
-    const int chunk = pages_.chunks_supported() ? owner_.prefill_chunk() : 1;
+    const int chunk = owner_.prefill_chunk();
     for (int start = 0; start < n;) {
       // Chunks end at multiples of the chunk size from the call's first token, whatever runs in steps.
       int count = std::min(chunk - start % chunk, n - start);
@@ -409,7 +408,10 @@ Status VulkanKvCache::attend_ladder_chunk(CommandBatch& b, vulkan::Kernels& k, B
   const uint32_t first =
       static_cast<uint32_t>(chunk_pos_ - pages_.n_sinks()) - plan.first_ring_page * kv::kTokensPerPage;
   const BufferRange row_pages(chunk_list_, 0, plan.ring_offsets.size() * 2 * sizeof(uint32_t));
-  if (Status s = k.write_kv_rows_f16(b, regions[0].format, pool, row_pages, first, n, k_rows, v_rows); !s.ok()) {
+  const kv::PageFormat& tail = regions[pages_.hot_region()].format;  // f16, or k16vY where the ladder starts quantized
+  if (Status s = tail.value_bits == 16 ? k.write_kv_rows_f16(b, tail, pool, row_pages, first, n, k_rows, v_rows)
+                                       : k.write_kv_rows_tail(b, tail, pool, row_pages, first, n, k_rows, v_rows);
+      !s.ok()) {
     return s;
   }
   b.barrier();
