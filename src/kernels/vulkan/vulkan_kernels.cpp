@@ -307,6 +307,55 @@ Status Kernels::prefill_attention(CommandBatch& batch, const kv::PageFormat& for
   return batch.error();
 }
 
+Status Kernels::prefill_attention_pages(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                                        BufferRange page_list, uint32_t n_pages, uint32_t pos, uint32_t n,
+                                        BufferRange q, int n_heads, float scale, BufferRange partial_o,
+                                        BufferRange partial_ml, uint32_t split) {
+  auto width_ok = [](int bits) { return bits == 16 || bits == 8 || bits == 4 || bits == 2; };
+  if (!width_ok(format.key_bits) || !width_ok(format.value_bits) ||
+      (format.key_bits != 16 && format.key_mode != kv::KeyMode::PerChannel) ||
+      (format.value_bits != 16 && format.group > 64)) {
+    return Status::error(fmt::format("Vulkan prefill attention: {} pages ({}) are not supported yet (widths 16, 8, 4 "
+                                     "and 2, per-channel keys, value groups of at most 64)",
+                                     kv::precision_name(format.precision), format.describe()));
+  }
+  if (format.tokens != kv::kTokensPerPage || format.n_kv_heads <= 0 || n_heads % format.n_kv_heads != 0 ||
+      n_heads / format.n_kv_heads > 8 || format.head_dim % 8 != 0 || format.head_dim > 256 ||
+      format.page_bytes % 4 != 0 || format.head_bytes % 4 != 0 || format.key_section_bytes % 4 != 0 || n == 0 ||
+      n_pages == 0) {
+    return Status::error(fmt::format("Vulkan prefill attention: unsupported geometry ({} query heads over {}, {} rows, "
+                                     "{} pages)", n_heads, format.describe(), n, n_pages));
+  }
+  const uint32_t gqa = static_cast<uint32_t>(n_heads / format.n_kv_heads);
+  const uint32_t max_vectors = format.head_dim <= 128 ? 32 : 16;  // R_MAX and BQ of the shader
+  const uint32_t rows_per_group = std::max<uint32_t>(1, max_vectors / gqa);
+  const uint32_t group = format.value_bits == 16 ? 64 : static_cast<uint32_t>(format.group);
+  Result<const Pipeline*> p =
+      pipeline("attention_prefill_pages", 5, 48,
+               {static_cast<uint32_t>(format.head_dim), gqa, static_cast<uint32_t>(format.key_bits),
+                static_cast<uint32_t>(format.value_bits), group});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t pos, n, n_heads, n_pages, split, head_bytes, key_section_bytes, key_codes_offset, key_row_code_bytes,
+        value_codes_offset, row_code_bytes;
+    float scale;
+  } push{pos,
+         n,
+         static_cast<uint32_t>(n_heads),
+         n_pages,
+         split,
+         static_cast<uint32_t>(format.head_bytes),
+         static_cast<uint32_t>(format.key_section_bytes),
+         static_cast<uint32_t>(format.key_codes_offset),
+         static_cast<uint32_t>(format.key_row_code_bytes),
+         static_cast<uint32_t>(format.value_codes_offset),
+         static_cast<uint32_t>(format.row_code_bytes),
+         scale};
+  batch.dispatch(**p, {pool, page_list, q, partial_o, partial_ml}, push, ceil_div(n, rows_per_group),
+                 static_cast<uint32_t>(format.n_kv_heads));
+  return batch.error();
+}
+
 Status Kernels::write_kv_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
                              uint32_t page_offset, uint32_t slot, BufferRange k, BufferRange v) {
   if (format.precision != kv::Precision::F16 || format.head_dim % 2 != 0 || format.n_kv_heads <= 0 ||
@@ -447,6 +496,28 @@ Status Kernels::write_kv_rows_f16(CommandBatch& batch, const kv::PageFormat& for
   const uint64_t position_pairs = (pos + n - 1) / 2 - pos / 2 + 1;
   const uint64_t threads = position_pairs * format.n_kv_heads * (format.head_dim / 2);
   batch.dispatch(**p, {pool, page_list, k, v}, push, ceil_div(threads, kFlatWorkgroup));
+  return batch.error();
+}
+
+Status Kernels::write_kv_rows_tail(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                                   BufferRange page_list, uint32_t pos, uint32_t n, BufferRange k, BufferRange v) {
+  if (format.key_bits != 16 || format.value_bits == 16 || !supports_transcode(format) || n == 0) {
+    return Status::error(fmt::format("Vulkan write_kv_rows_tail: unsupported page ({}) or {} rows", format.describe(), n));
+  }
+  Result<const Pipeline*> p = pipeline("kv_write_rows_tail", 4, 24,
+                                       {static_cast<uint32_t>(format.head_dim), static_cast<uint32_t>(format.group),
+                                        static_cast<uint32_t>(format.value_bits)});
+  if (!p.ok()) return p.status();
+  struct {
+    uint32_t pos, n, n_kv_heads, head_bytes, key_section_bytes, value_codes_offset;
+  } push{pos,
+         n,
+         static_cast<uint32_t>(format.n_kv_heads),
+         static_cast<uint32_t>(format.head_bytes),
+         static_cast<uint32_t>(format.key_section_bytes),
+         static_cast<uint32_t>(format.value_codes_offset)};
+  const uint32_t pairs = (pos + n - 1) / 2 - pos / 2 + 1;
+  batch.dispatch(**p, {pool, page_list, k, v}, push, pairs, static_cast<uint32_t>(format.n_kv_heads));
   return batch.error();
 }
 

@@ -94,6 +94,18 @@ class Kernels {
   //   positions [0, pos + n);  q: [n][n_heads][head_dim] f32 (keys rotated);  out: [n][n_heads][head_dim] f32
   Status prefill_attention(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
                            uint32_t pos, uint32_t n, BufferRange q, int n_heads, float scale, BufferRange out);
+  // Causal attention of a prefill chunk over the pages of one format of a ladder's cache (f16 or quantized,
+  // decoded in the shader: shaders/attention_prefill_pages.comp): query rows [0, n) at positions pos + [0, n), each
+  // over the listed positions up to its own, written unnormalised with their softmax statistics at split index
+  // `split`; merge_attention with n_heads = n * heads combines the formats' splits into [n][n_heads][head_dim].
+  //   page_list: [n_pages] uint32 quadruples (byte offset of the page in pool, valid rows, first position, 0),
+  //   position order;  q: [n][n_heads][head_dim] f32 (keys rotated);
+  //   partial_o: [splits][n][n_heads][head_dim] f32;  partial_ml: [splits][n][n_heads][2] f32
+  // Supported: the formats decode_attention reads.
+  Status prefill_attention_pages(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                                 BufferRange page_list, uint32_t n_pages, uint32_t pos, uint32_t n, BufferRange q,
+                                 int n_heads, float scale, BufferRange partial_o, BufferRange partial_ml,
+                                 uint32_t split);
   // Writes one token's keys and values into row `slot` of the f16 page at byte page_offset of pool (the
   // bytes kv::write_rows gives; the other rows are left as they are).
   //   k, v: [n_kv_heads][head_dim] f32 (keys already rotated by RoPE)
@@ -126,6 +138,10 @@ class Kernels {
   //   k, v: [n][n_kv_heads][head_dim] f32 (keys already rotated by RoPE)
   Status write_kv_rows_f16(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool, BufferRange page_list,
                            uint32_t pos, uint32_t n, BufferRange k, BufferRange v);
+  // The same for k16vY pages (the hot tail pages of a ladder that starts quantized), as write_kv_row writes
+  // them row by row (kv_write_rows_tail.comp): f16 keys, values quantized per token.
+  Status write_kv_rows_tail(CommandBatch& batch, const kv::PageFormat& format, BufferRange pool,
+                            BufferRange page_list, uint32_t pos, uint32_t n, BufferRange k, BufferRange v);
   //   out: [n_heads][head_dim] f32;  lse: [n_heads] f32, log of each head's softmax denominator
   Status merge_attention(CommandBatch& batch, BufferRange partial_o, BufferRange partial_ml, uint32_t n_splits,
                          int n_heads, int head_dim, BufferRange out, BufferRange lse);

@@ -186,13 +186,16 @@ class VulkanKvCache final : public KvCache, public DeviceForward {
   DeviceForward* device_forward() override { return this; }
 
   // Chunks of up to prefill_chunk() tokens through VulkanModel::prefill; single tokens (decode) through step.
-  // A ladder's cache runs prompts token by token: the prefill's attention reads f16 pages only.
+  // A ladder's chunks (begin_ladder_chunk) start past the sinks, whose rows go in steps; chunks end at the same
+  // multiples of the chunk size either way.
   Status forward(const int32_t* tokens, int n, int pos, int logits_from, float* logits,
                  const ProgressFn& progress) override {
     const size_t vocab = static_cast<size_t>(vocab_);
-    const int chunk = pages_.single_format() ? owner_.prefill_chunk() : 1;
+    const int chunk = owner_.prefill_chunk();
     for (int start = 0; start < n;) {
-      const int count = std::min(chunk, n - start);
+      // Chunks end at multiples of the chunk size from the call's first token, whatever runs in steps.
+      int count = std::min(chunk - start % chunk, n - start);
+      if (!pages_.single_format() && pos + start < pages_.n_sinks()) count = 1;
       // Logits rows of this chunk: [local_from, count), at row start + local_from - logits_from of `logits`.
       const int local_from = std::clamp(logits_from - start, 0, count);
       float* rows = logits && local_from < count
@@ -222,6 +225,17 @@ class VulkanKvCache final : public KvCache, public DeviceForward {
   // allocated, new pages zeroed), the page list uploaded; ends with a barrier. Returns the f16 region's list.
   Result<BufferRange> begin_chunk(CommandBatch& b, int pos, int n);
 
+  // The KV work before a prefill chunk of positions [pos, pos + n) of a ladder's cache (DeviceKvPages::plan_chunk:
+  // the CPU store's batch rule): new pages zeroed, the moves planned with pos cached re-encoded in every layer,
+  // the chunk's page lists uploaded; ends with a barrier.
+  Status begin_ladder_chunk(CommandBatch& b, vulkan::Kernels& k, int pos, int n, int n_heads);
+  // One layer of that chunk (pool: its range): the chunk's rows written, the ring pages the chunk pushed out
+  // re-encoded, then causal attention over each format's pages, merged into out; ends with a barrier.
+  //   k_rows, v_rows: [n][n_kv_heads][head_dim] f32 (keys rotated);  q, out: [n][n_heads][head_dim] f32
+  Status attend_ladder_chunk(CommandBatch& b, vulkan::Kernels& k, BufferRange pool, const Buffer& k_rows,
+                             const Buffer& v_rows, const Buffer& q, int n_heads, float scale, const Buffer& out);
+  bool single_format() const { return pages_.single_format(); }
+
   const Buffer& pool() const { return pool_; }
   size_t layer_bytes() const { return pages_.layer_bytes(); }
   void set_vocab(int n_vocab) { vocab_ = n_vocab; }
@@ -239,6 +253,16 @@ class VulkanKvCache final : public KvCache, public DeviceForward {
   std::vector<uint32_t> list_pages_;  // pages in each region's list this step
   int n_tokens_ = 0;
   int vocab_ = 0;
+  // A ladder's prefill chunk (begin_ladder_chunk), allocated on the first one and grown with the chunk:
+  DeviceKvPages::ChunkPlan chunk_plan_;
+  int chunk_pos_ = 0, chunk_n_ = 0, chunk_rows_ = 0;
+  // [ring pages] uvec2 at 0 (the rows' pages), then region r's attention list ([capacity] uvec4) at
+  // chunk_list_at_[r]; chunk_list_staging_: mapped, the same, written by the host each chunk.
+  Buffer chunk_list_, chunk_list_staging_;
+  std::vector<size_t> chunk_list_at_;
+  Buffer chunk_part_o_;   // [regions][chunk_rows_][n_heads][head_dim] f32
+  Buffer chunk_part_ml_;  // [regions][chunk_rows_][n_heads] (m, l) f32
+  Buffer chunk_lse_;      // [chunk_rows_][n_heads] f32
 };
 
 Result<DeviceKvPages::StepPlan> VulkanKvCache::begin_step(CommandBatch& b, vulkan::Kernels& k, int pos) {
@@ -301,6 +325,125 @@ Result<BufferRange> VulkanKvCache::begin_chunk(CommandBatch& b, int pos, int n) 
   b.copy(list_staging_, at, page_list_, at, bytes);
   b.barrier();
   return BufferRange(page_list_, at, bytes);
+}
+
+Status VulkanKvCache::begin_ladder_chunk(CommandBatch& b, vulkan::Kernels& k, int pos, int n, int n_heads) {
+  vulkan::Context& context = owner_.context();
+  const std::vector<DeviceKvPages::Region>& regions = pages_.regions();
+  constexpr size_t kAlign = 256;  // any device's storage-buffer offset alignment
+  if (chunk_list_.size() == 0) {
+    size_t bytes = align_up((kMaxDeviceChunk / kv::kTokensPerPage + 2) * 2 * sizeof(uint32_t), kAlign);
+    chunk_list_at_.clear();
+    for (const DeviceKvPages::Region& r : regions) {
+      chunk_list_at_.push_back(bytes);
+      bytes += align_up(static_cast<size_t>(r.capacity) * 4 * sizeof(uint32_t), kAlign);
+    }
+    Result<Buffer> list = context.create_buffer(bytes, MemoryKind::DeviceLocal);
+    if (!list.ok()) return list.status();
+    Result<Buffer> staging = context.create_buffer(bytes, MemoryKind::HostVisible);
+    if (!staging.ok()) return staging.status();
+    chunk_list_ = std::move(*list);
+    chunk_list_staging_ = std::move(*staging);
+  }
+  if (chunk_rows_ < n) {
+    const size_t vectors = static_cast<size_t>(n) * n_heads, head_dim = static_cast<size_t>(geometry_.head_dim);
+    Result<Buffer> o =
+        context.create_buffer(regions.size() * vectors * head_dim * sizeof(float), MemoryKind::DeviceLocal);
+    if (!o.ok()) return Status::error("--device vulkan: ladder prefill buffers: " + o.error());
+    Result<Buffer> ml = context.create_buffer(regions.size() * vectors * 2 * sizeof(float), MemoryKind::DeviceLocal);
+    if (!ml.ok()) return ml.status();
+    Result<Buffer> lse = context.create_buffer(vectors * sizeof(float), MemoryKind::DeviceLocal);
+    if (!lse.ok()) return lse.status();
+    chunk_part_o_ = std::move(*o);
+    chunk_part_ml_ = std::move(*ml);
+    chunk_lse_ = std::move(*lse);
+    chunk_rows_ = n;
+  }
+  Result<DeviceKvPages::ChunkPlan> plan = pages_.plan_chunk(pos, n);
+  if (!plan.ok()) return plan.status();
+  chunk_plan_ = std::move(*plan);
+  chunk_pos_ = pos;
+  chunk_n_ = n;
+  const size_t layer = pages_.layer_bytes();
+  // The moves first: the new pages may take the slots they read (plan_chunk frees those at once).
+  for (size_t i = 0; i < chunk_plan_.before.size(); ++i) {
+    const DeviceKvPages::Transcode& t = chunk_plan_.before[i];
+    if (i > 0) b.barrier();  // two moves bind the same range
+    for (int l = 0; l < geometry_.n_layers; ++l) {
+      const BufferRange range(pool_, static_cast<size_t>(l) * layer, layer);
+      if (Status s = k.transcode_page(b, regions[t.from].format, regions[t.to].format, range, t.src, t.dst, t.n_tokens);
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
+  if (!chunk_plan_.before.empty() && !chunk_plan_.zero.empty()) b.barrier();
+  for (const std::array<uint32_t, 2>& z : chunk_plan_.zero) {
+    for (int l = 0; l < geometry_.n_layers; ++l) b.fill(pool_, static_cast<size_t>(l) * layer + z[0], z[1], 0);
+  }
+  // The lists, through mapped memory (the last submit is done with it).
+  auto* staging = static_cast<uint8_t*>(chunk_list_staging_.mapped());
+  std::vector<uint32_t> rows;  // [ring pages] (byte offset, 0)
+  for (uint32_t offset : chunk_plan_.ring_offsets) rows.insert(rows.end(), {offset, 0});
+  std::memcpy(staging, rows.data(), rows.size() * sizeof(uint32_t));
+  b.copy(chunk_list_staging_, 0, chunk_list_, 0, rows.size() * sizeof(uint32_t));
+  for (size_t r = 0; r < regions.size(); ++r) {
+    const std::vector<DeviceKvPages::ChunkEntry>& list = chunk_plan_.lists[r];
+    if (list.empty()) continue;
+    const size_t bytes = list.size() * sizeof(DeviceKvPages::ChunkEntry);
+    std::memcpy(staging + chunk_list_at_[r], list.data(), bytes);
+    b.copy(chunk_list_staging_, chunk_list_at_[r], chunk_list_, chunk_list_at_[r], bytes);
+  }
+  b.barrier();
+  return b.error();
+}
+
+Status VulkanKvCache::attend_ladder_chunk(CommandBatch& b, vulkan::Kernels& k, BufferRange pool,
+                                          const Buffer& k_rows, const Buffer& v_rows, const Buffer& q, int n_heads,
+                                          float scale, const Buffer& out) {
+  const std::vector<DeviceKvPages::Region>& regions = pages_.regions();
+  const DeviceKvPages::ChunkPlan& plan = chunk_plan_;
+  const uint32_t n = static_cast<uint32_t>(chunk_n_);
+  // The rows, at positions relative to the first ring page the chunk writes.
+  const uint32_t first =
+      static_cast<uint32_t>(chunk_pos_ - pages_.n_sinks()) - plan.first_ring_page * kv::kTokensPerPage;
+  const BufferRange row_pages(chunk_list_, 0, plan.ring_offsets.size() * 2 * sizeof(uint32_t));
+  const kv::PageFormat& tail = regions[pages_.hot_region()].format;  // f16, or k16vY where the ladder starts quantized
+  if (Status s = tail.value_bits == 16 ? k.write_kv_rows_f16(b, tail, pool, row_pages, first, n, k_rows, v_rows)
+                                       : k.write_kv_rows_tail(b, tail, pool, row_pages, first, n, k_rows, v_rows);
+      !s.ok()) {
+    return s;
+  }
+  b.barrier();
+  // Ring pages the chunk pushed out, at their rung before the chunk's attention (the CPU store's rule).
+  for (const DeviceKvPages::Transcode& t : plan.after_write) {
+    if (Status s = k.transcode_page(b, regions[t.from].format, regions[t.to].format, pool, t.src, t.dst, t.n_tokens);
+        !s.ok()) {
+      return s;
+    }
+    b.barrier();
+  }
+  uint32_t splits = 0;
+  for (size_t r = 0; r < regions.size(); ++r) {
+    const uint32_t entries = static_cast<uint32_t>(plan.lists[r].size());
+    if (entries == 0) continue;
+    const BufferRange list(chunk_list_, chunk_list_at_[r], entries * sizeof(DeviceKvPages::ChunkEntry));
+    if (Status s = k.prefill_attention_pages(b, regions[r].format, pool, list, entries,
+                                             static_cast<uint32_t>(chunk_pos_), n, q, n_heads, scale, chunk_part_o_,
+                                             chunk_part_ml_, splits++);
+        !s.ok()) {
+      return s;
+    }
+  }
+  b.barrier();
+  // The formats' splits merged per (row, head): the merge's "heads" are the chunk's n x n_heads vectors.
+  if (Status s = k.merge_attention(b, chunk_part_o_, chunk_part_ml_, splits, static_cast<int>(n) * n_heads,
+                                   geometry_.head_dim, out, chunk_lse_);
+      !s.ok()) {
+    return s;
+  }
+  b.barrier();
+  return b.error();
 }
 
 Result<uint32_t> VulkanKvCache::attend_pages(CommandBatch& b, vulkan::Kernels& k, BufferRange pool, const Buffer& q,
@@ -498,7 +641,8 @@ Result<std::unique_ptr<KvCache>> VulkanModel::make_cache(int max_tokens, const K
   Result<kv::TieredKvOptions> tiered = resolve_tiered_kv_options(kv);
   if (!tiered.ok()) return Status::error("--device vulkan: " + tiered.error());
   Result<DeviceKvPages> pages =
-      DeviceKvPages::create(tiered->ladder, tiered->key_mode, c.n_kv_heads, c.head_dim, tiered->group, max_tokens);
+      DeviceKvPages::create(tiered->ladder, tiered->key_mode, c.n_kv_heads, c.head_dim, tiered->group, max_tokens,
+                            prefill_chunk_);
   if (!pages.ok()) return pages.status();
   const size_t layer_bytes = pages->layer_bytes();
   if (layer_bytes > context_->info().max_storage_buffer_range) {
@@ -695,8 +839,16 @@ Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, 
   b.copy(cb.in, 0, cb.x, 0, static_cast<size_t>(n) * c.n_embd * f);
   b.copy(cb.in, cb.rope_offset, cb.rope, 0, static_cast<size_t>(n) * c.rope_dims * f);
   // The chunk's pages allocated (and zeroed) in the cache's table and its page list uploaded; ends with a barrier.
-  Result<BufferRange> page_list = cache.begin_chunk(b, pos, n);
-  if (!page_list.ok()) return page_list.status();
+  // A ladder's chunk: the page moves before it, its page lists (begin_ladder_chunk).
+  const bool ladder = !cache.single_format();
+  std::optional<BufferRange> page_list;  // the f16 cache's
+  if (ladder) {
+    if (Status s = cache.begin_ladder_chunk(b, k, pos, n, c.n_heads); !s.ok()) return s;
+  } else {
+    Result<BufferRange> list = cache.begin_chunk(b, pos, n);
+    if (!list.ok()) return list.status();
+    page_list = *list;
+  }
   const size_t layer_bytes = cache.layer_bytes();
   const bool neox = c.rope_mode == RopeMode::kNeox;
   Status s;
@@ -722,13 +874,17 @@ Status VulkanModel::prefill(VulkanKvCache& cache, const int32_t* tokens, int n, 
     record(k.rope(b, cb.q, cb.rope, n, c.n_heads, c.head_dim, c.rope_dims, neox));
     record(k.rope(b, cb.k, cb.rope, n, c.n_kv_heads, c.head_dim, c.rope_dims, neox));
     b.barrier();
-    record(k.write_kv_rows_f16(b, page_format_, pool, *page_list, static_cast<uint32_t>(pos),
-                               static_cast<uint32_t>(n), cb.k, cb.v));
-    b.barrier();
-    // Causal attention: query row i over positions [0, pos + i].
-    record(k.prefill_attention(b, page_format_, pool, *page_list, static_cast<uint32_t>(pos),
-                               static_cast<uint32_t>(n), cb.q, c.n_heads, scale, cb.attn));
-    b.barrier();
+    if (ladder) {  // rows written, pushed-out pages re-encoded, attention over every format merged
+      record(cache.attend_ladder_chunk(b, k, pool, cb.k, cb.v, cb.q, c.n_heads, scale, cb.attn));
+    } else {
+      record(k.write_kv_rows_f16(b, page_format_, pool, *page_list, static_cast<uint32_t>(pos),
+                                 static_cast<uint32_t>(n), cb.k, cb.v));
+      b.barrier();
+      // Causal attention: query row i over positions [0, pos + i].
+      record(k.prefill_attention(b, page_format_, pool, *page_list, static_cast<uint32_t>(pos),
+                                 static_cast<uint32_t>(n), cb.q, c.n_heads, scale, cb.attn));
+      b.barrier();
+    }
     record(matmul(w.wo, cb.attn, cb.proj));
     b.barrier();
     record(k.add(b, cb.x, cb.proj, static_cast<int64_t>(n) * c.n_embd, static_cast<int64_t>(n) * c.n_embd));

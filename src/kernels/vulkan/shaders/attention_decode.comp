@@ -67,15 +67,7 @@ shared float p_s[GQA * P];         // [GQA][P] scores, then softmax weights, of 
 shared float red_max[GQA * P];     // [GQA * P / subgroup size] per-subgroup maxima
 shared float red_sum[GQA * P];
 
-uint byte_at(uint b) { return (pool[b >> 2] >> ((b & 3u) * 8u)) & 255u; }
-float half_at(uint b) { return unpackHalf2x16(pool[b >> 2] >> ((b & 2u) * 8u)).x; }  // b even
-
-// Code i of a packed row of n codes `bits` wide (kv/codec.h): byte i % (n * bits / 8), bits from
-// (i / (n * bits / 8)) * bits.
-uint code_at(uint row, uint n, uint bits, uint i) {
-  const uint stride = n * bits / 8;
-  return (byte_at(row + i % stride) >> ((i / stride) * bits)) & ((1u << bits) - 1u);
-}
+#include "kv_page_read.glsl"  // byte_at, half_at, code_at
 
 void main() {
   const uint split = gl_WorkGroupID.x, kv_head = gl_WorkGroupID.y, tid = gl_LocalInvocationID.x;
