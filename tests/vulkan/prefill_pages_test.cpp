@@ -15,15 +15,8 @@
 namespace kvtier::vulkan {
 namespace {
 
+using testing::normal_rows;
 using testing::VulkanTest;
-
-std::vector<float> normal_rows(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> x(n);
-  for (size_t i = 0; i < n; ++i) x[i] = normal(rng) + (i % 29 == 7 ? 4.0f : 0.0f);  // some outlier channels
-  return x;
-}
 
 struct PrefillPagesCase {
   kv::Precision precision;  // of the older pages

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,16 @@ namespace kvtier::vulkan::testing {
 
 // Set once a test loaded a Vulkan driver (leak_check.cpp: why LeakSanitizer is then off for the process).
 extern std::atomic<bool> g_vulkan_device_created;
+
+// n normally distributed values with some outlier channels (every 29th, from the 7th, shifted by 4): the
+// key/value rows of the attention tests.
+inline std::vector<float> normal_rows(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(n);
+  for (size_t i = 0; i < n; ++i) x[i] = normal(rng) + (i % 29 == 7 ? 4.0f : 0.0f);
+  return x;
+}
 
 inline ContextOptions test_options() {
   ContextOptions options;

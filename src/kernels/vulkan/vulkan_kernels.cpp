@@ -55,6 +55,19 @@ constexpr uint32_t kFlatWorkgroup = 256;  // silu_mul, rope: one thread per elem
 
 uint32_t ceil_div(uint64_t a, uint64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
 
+// Where a page's parts lie, as the push constants of attention_decode.comp and attention_prefill_pages.comp list
+// them, in this order after each shader's own leading words.
+struct PageLayoutWords {
+  uint32_t head_bytes, key_section_bytes, key_codes_offset, key_row_code_bytes, value_codes_offset, row_code_bytes;
+};
+static_assert(sizeof(PageLayoutWords) == 6 * 4);
+
+PageLayoutWords page_layout_words(const kv::PageFormat& f) {
+  return {static_cast<uint32_t>(f.head_bytes),         static_cast<uint32_t>(f.key_section_bytes),
+          static_cast<uint32_t>(f.key_codes_offset),   static_cast<uint32_t>(f.key_row_code_bytes),
+          static_cast<uint32_t>(f.value_codes_offset), static_cast<uint32_t>(f.row_code_bytes)};
+}
+
 }  // namespace
 
 bool Kernels::supports_matvec(GgmlType type) {
@@ -264,20 +277,10 @@ Status Kernels::decode_attention(CommandBatch& batch, const kv::PageFormat& form
                 static_cast<uint32_t>(format.key_bits), static_cast<uint32_t>(format.value_bits), group});
   if (!p.ok()) return p.status();
   struct {
-    uint32_t n_pages, pages_per_split, n_heads, split_base, head_bytes, key_section_bytes, key_codes_offset,
-        key_row_code_bytes, value_codes_offset, row_code_bytes;
+    uint32_t n_pages, pages_per_split, n_heads, split_base;
+    PageLayoutWords layout;
     float scale;
-  } push{n_pages,
-         pages_per_split,
-         static_cast<uint32_t>(n_heads),
-         split_base,
-         static_cast<uint32_t>(format.head_bytes),
-         static_cast<uint32_t>(format.key_section_bytes),
-         static_cast<uint32_t>(format.key_codes_offset),
-         static_cast<uint32_t>(format.key_row_code_bytes),
-         static_cast<uint32_t>(format.value_codes_offset),
-         static_cast<uint32_t>(format.row_code_bytes),
-         scale};
+  } push{n_pages, pages_per_split, static_cast<uint32_t>(n_heads), split_base, page_layout_words(format), scale};
   batch.dispatch(**p, {pool, page_list, q, partial_o, partial_ml}, push, attention_splits(n_pages, pages_per_split),
                  static_cast<uint32_t>(format.n_kv_heads));
   return batch.error();
@@ -336,21 +339,10 @@ Status Kernels::prefill_attention_pages(CommandBatch& batch, const kv::PageForma
                 static_cast<uint32_t>(format.value_bits), group});
   if (!p.ok()) return p.status();
   struct {
-    uint32_t pos, n, n_heads, n_pages, split, head_bytes, key_section_bytes, key_codes_offset, key_row_code_bytes,
-        value_codes_offset, row_code_bytes;
+    uint32_t pos, n, n_heads, n_pages, split;
+    PageLayoutWords layout;
     float scale;
-  } push{pos,
-         n,
-         static_cast<uint32_t>(n_heads),
-         n_pages,
-         split,
-         static_cast<uint32_t>(format.head_bytes),
-         static_cast<uint32_t>(format.key_section_bytes),
-         static_cast<uint32_t>(format.key_codes_offset),
-         static_cast<uint32_t>(format.key_row_code_bytes),
-         static_cast<uint32_t>(format.value_codes_offset),
-         static_cast<uint32_t>(format.row_code_bytes),
-         scale};
+  } push{pos, n, static_cast<uint32_t>(n_heads), n_pages, split, page_layout_words(format), scale};
   batch.dispatch(**p, {pool, page_list, q, partial_o, partial_ml}, push, ceil_div(n, rows_per_group),
                  static_cast<uint32_t>(format.n_kv_heads));
   return batch.error();
